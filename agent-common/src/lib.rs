@@ -1,0 +1,205 @@
+//! Types and names shared by the kernel programs (agent-ebpf) and the userspace agent.
+//!
+//! Everything here is `#[repr(C)]` with explicit padding and no `bool`: the two sides are
+//! compiled by different compilers for different targets and must agree byte for byte.
+//! Enum numbers and map names are part of the contract between the two sides; never renumber.
+#![no_std]
+
+pub mod hist;
+
+/// Map and global names, used by `#[map(name = ...)]` on the kernel side and by the loader.
+pub mod names {
+    pub const SYSCALL_START: &str = "SYSCALL_START";
+    pub const SYSCALL_HIST: &str = "SYSCALL_HIST";
+    pub const SYSCALL_ERRORS: &str = "SYSCALL_ERRORS";
+    pub const TCP_RETRANS: &str = "TCP_RETRANS";
+    pub const EXIT_EVENTS: &str = "EXIT_EVENTS";
+    pub const OOM_VICTIMS: &str = "OOM_VICTIMS";
+    pub const DROPS: &str = "DROPS";
+    pub const FILTER_CGROUP_ID: &str = "FILTER_CGROUP_ID";
+    pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
+    pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";
+    pub const TCP_TP_OFFSETS: &str = "TCP_TP_OFFSETS";
+    pub const EXIT_TP_OFFSETS: &str = "EXIT_TP_OFFSETS";
+}
+
+/// Program names (the Rust function names of the entry points in agent-ebpf).
+pub mod programs {
+    pub const SYS_ENTER: &str = "sys_enter";
+    pub const SYS_EXIT: &str = "sys_exit";
+    pub const TCP_RETRANSMIT: &str = "tcp_retransmit_skb";
+    pub const PROCESS_EXIT: &str = "sched_process_exit";
+    pub const OOM_MARK_VICTIM: &str = "oom_mark_victim";
+}
+
+/// Capacity of the kernel maps whose size does not depend on the CPU count.
+pub const SYSCALL_START_ENTRIES: u32 = 65_536;
+pub const SYSCALL_ERRORS_ENTRIES: u32 = 16_384;
+pub const TCP_RETRANS_ENTRIES: u32 = 8_192;
+pub const OOM_VICTIMS_ENTRIES: u32 = 1_024;
+/// Default SYSCALL_HIST capacity; the loader resizes it to fit a memory budget.
+pub const SYSCALL_HIST_DEFAULT_ENTRIES: u32 = 4_096;
+/// Default ring buffer size for exit events (bytes, a power of two pages).
+pub const EXIT_RING_DEFAULT_BYTES: u32 = 256 * 1024;
+
+/// Why the kernel side could not record something: index into the `DROPS` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drop {
+    /// SYSCALL_HIST full: a new (cgroup, syscall) pair could not be added.
+    SyscallHistFull = 0,
+    /// SYSCALL_ERRORS full.
+    SyscallErrorsFull = 1,
+    /// TCP_RETRANS full: a new flow could not be added.
+    TcpFlowsFull = 2,
+    /// EXIT_EVENTS ring buffer had no room for an exit event.
+    ExitRingFull = 3,
+}
+pub const DROP_KINDS: u32 = 4;
+
+/// Key of SYSCALL_HIST: one latency histogram per (cgroup, syscall).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SyscallKey {
+    /// cgroup2 id (the inode number of the cgroup's directory).
+    pub cgroup_id: u64,
+    pub nr: u32,
+    pub _pad: u32,
+}
+
+/// Value of SYSCALL_START: when the current syscall of a thread began.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallStart {
+    /// bpf_ktime_get_ns() at sys_enter; 0 once consumed by sys_exit.
+    pub ts_ns: u64,
+    pub nr: u32,
+    pub _pad: u32,
+}
+
+/// Per-CPU latency histogram. Buckets are u32 to halve memory on many-CPU hosts; userspace
+/// reads them far more often than one bucket of one CPU can wrap, and takes wrapping deltas.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LatencyHist {
+    pub sum_ns: u64,
+    pub buckets: [u32; hist::BUCKETS],
+}
+
+/// Key of SYSCALL_ERRORS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ErrnoKey {
+    pub cgroup_id: u64,
+    pub nr: u32,
+    /// Positive errno (e.g. 2 for ENOENT).
+    pub errno: u32,
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Key of TCP_RETRANS: one counter per flow and owning cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// cgroup2 id of the socket's owner, 0 when it cannot be known.
+    pub cgroup_id: u64,
+    pub family: u16,
+    /// Host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u16,
+    /// IPv4 addresses use the first 4 bytes.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// `ExitEvent::flags` bits.
+pub const EXIT_FLAG_OOM_KILLED: u32 = 1;
+
+/// One whole-process exit, sent through the EXIT_EVENTS ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub cgroup_id: u64,
+    /// Nanoseconds from the process's start to its exit.
+    pub lifetime_ns: u64,
+    pub pid: u32,
+    pub ppid: u32,
+    /// The kernel's wait status: exit code << 8, or signal | 0x80 when a core was dumped.
+    pub exit_code: u32,
+    pub flags: u32,
+    pub comm: [u8; 16],
+}
+
+/// Offset that is unknown on this kernel; the kernel side then skips the read.
+pub const OFFSET_UNKNOWN: u32 = u32::MAX;
+
+/// `task_struct` / `signal_struct` field offsets from the running kernel's BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskOffsets {
+    pub exit_code: u32,
+    pub tgid: u32,
+    pub real_parent: u32,
+    pub group_leader: u32,
+    pub start_time: u32,
+    pub signal: u32,
+    /// `signal_struct.live`: used to find the last thread when the tracepoint has no group_dead.
+    pub signal_live: u32,
+    pub comm: u32,
+}
+
+/// Offsets of the path from a `struct sock` to its cgroup2 id, from BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockOffsets {
+    /// `sock.sk_cgrp_data` + `sock_cgroup_data.cgroup`.
+    pub sk_cgroup: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`.
+    pub kn_id: u32,
+    pub _pad: u32,
+}
+
+/// Field offsets of `tcp:tcp_retransmit_skb`, from its tracefs format file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpTpOffsets {
+    pub skaddr: u32,
+    pub sport: u32,
+    pub dport: u32,
+    pub family: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub saddr_v6: u32,
+    pub daddr_v6: u32,
+}
+
+/// Field offsets of `sched:sched_process_exit`, from its tracefs format file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitTpOffsets {
+    /// `group_dead` (kernels >= 6.16); OFFSET_UNKNOWN on older kernels.
+    pub group_dead: u32,
+    /// `oom:mark_victim`'s `pid`.
+    pub oom_pid: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C), Copy, with explicit padding and no invalid bit patterns.
+    unsafe impl aya::Pod for SyscallKey {}
+    unsafe impl aya::Pod for SyscallStart {}
+    unsafe impl aya::Pod for LatencyHist {}
+    unsafe impl aya::Pod for ErrnoKey {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for ExitEvent {}
+    unsafe impl aya::Pod for TaskOffsets {}
+    unsafe impl aya::Pod for SockOffsets {}
+    unsafe impl aya::Pod for TcpTpOffsets {}
+    unsafe impl aya::Pod for ExitTpOffsets {}
+}

@@ -1,0 +1,128 @@
+//! Process exits: `sched:sched_process_exit` for the last thread of each process, sent to
+//! userspace through a ring buffer; `oom:mark_victim` marks OOM kills.
+//!
+//! The tracepoint runs in the exiting task, so `current` is the task; its fields are read at
+//! offsets the loader found in the running kernel's BTF (Rust eBPF has no CO-RE).
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+    macros::{map, tracepoint},
+    maps::{LruHashMap, RingBuf},
+    programs::TracePointContext,
+};
+use gimbal_common::{
+    Drop, ExitEvent, ExitTpOffsets, TaskOffsets, EXIT_FLAG_OOM_KILLED, EXIT_RING_DEFAULT_BYTES,
+    OFFSET_UNKNOWN, OOM_VICTIMS_ENTRIES,
+};
+
+use crate::shared::{cgroup_wanted, count_drop};
+
+/// Resized by the loader from config.
+#[map(name = "EXIT_EVENTS")]
+static EXIT_EVENTS: RingBuf = RingBuf::with_byte_size(EXIT_RING_DEFAULT_BYTES, 0);
+
+/// Pids chosen by the OOM killer that have not exited yet.
+#[map(name = "OOM_VICTIMS")]
+static OOM_VICTIMS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(OOM_VICTIMS_ENTRIES, 0);
+
+#[no_mangle]
+static TASK_OFFSETS: TaskOffsets = TaskOffsets {
+    exit_code: OFFSET_UNKNOWN,
+    tgid: OFFSET_UNKNOWN,
+    real_parent: OFFSET_UNKNOWN,
+    group_leader: OFFSET_UNKNOWN,
+    start_time: OFFSET_UNKNOWN,
+    signal: OFFSET_UNKNOWN,
+    signal_live: OFFSET_UNKNOWN,
+    comm: OFFSET_UNKNOWN,
+};
+
+#[no_mangle]
+static EXIT_TP_OFFSETS: ExitTpOffsets = ExitTpOffsets {
+    group_dead: OFFSET_UNKNOWN,
+    oom_pid: OFFSET_UNKNOWN,
+};
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    match try_exit(&ctx) {
+        Ok(()) | Err(_) => 0,
+    }
+}
+
+#[tracepoint(category = "oom", name = "mark_victim")]
+pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
+    let off = unsafe { core::ptr::read_volatile(&EXIT_TP_OFFSETS) }.oom_pid;
+    if let Ok(pid) = unsafe { ctx.read_at::<u32>(off as usize) } {
+        let _ = OOM_VICTIMS.insert(pid, 1, 0);
+    }
+    0
+}
+
+#[inline(always)]
+unsafe fn read_at<T>(base: u64, offset: u32) -> Result<T, i64> {
+    bpf_probe_read_kernel((base + offset as u64) as *const T).map_err(i64::from)
+}
+
+fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if !cgroup_wanted(cgroup_id) {
+        return Ok(());
+    }
+    // Volatile: the loader rewrites these globals after compilation.
+    let t = unsafe { core::ptr::read_volatile(&TASK_OFFSETS) };
+    let tp = unsafe { core::ptr::read_volatile(&EXIT_TP_OFFSETS) };
+    let task = unsafe { bpf_get_current_task() };
+    if !is_last_thread(ctx, task, &t, &tp)? {
+        return Ok(());
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let leader: u64 = unsafe { read_at(task, t.group_leader)? };
+    let parent: u64 = unsafe { read_at(task, t.real_parent)? };
+    let started: u64 = unsafe { read_at(leader, t.start_time)? };
+    let mut flags = 0;
+    for pid in [tgid, tid] {
+        if unsafe { OOM_VICTIMS.get(&pid) }.is_some() {
+            flags |= EXIT_FLAG_OOM_KILLED;
+            let _ = OOM_VICTIMS.remove(&pid);
+        }
+    }
+    let event = ExitEvent {
+        cgroup_id,
+        lifetime_ns: unsafe { bpf_ktime_get_ns() }.saturating_sub(started),
+        pid: tgid,
+        ppid: unsafe { read_at(parent, t.tgid)? },
+        exit_code: unsafe { read_at(task, t.exit_code)? },
+        flags,
+        // The leader's name: the last thread's may be a worker thread's name.
+        comm: unsafe { read_at(leader, t.comm)? },
+    };
+    match EXIT_EVENTS.reserve::<ExitEvent>(0) {
+        Some(mut slot) => {
+            slot.write(event);
+            slot.submit(0);
+        }
+        None => count_drop(Drop::ExitRingFull),
+    }
+    Ok(())
+}
+
+/// Whether the exiting thread is the last of its process (the process exits with it).
+fn is_last_thread(
+    ctx: &TracePointContext,
+    task: u64,
+    t: &TaskOffsets,
+    tp: &ExitTpOffsets,
+) -> Result<bool, i64> {
+    if tp.group_dead != OFFSET_UNKNOWN {
+        let dead: u8 = unsafe { ctx.read_at(tp.group_dead as usize)? };
+        return Ok(dead != 0);
+    }
+    // Kernels before 6.16: do_exit() has already decremented signal->live.
+    let signal: u64 = unsafe { read_at(task, t.signal)? };
+    let live: i32 = unsafe { read_at(signal, t.signal_live)? };
+    Ok(live == 0)
+}

@@ -1,0 +1,3 @@
+mod exit;
+mod syscall;
+mod tcp;

@@ -1,0 +1,139 @@
+//! Syscall latency: `raw_syscalls:sys_enter` -> `sys_exit`, aggregated in the kernel into
+//! per-CPU log-linear histograms per (cgroup, syscall) and error counts per errno.
+//!
+//! Raw tracepoints, because they cost least: no argument copying into a trace record.
+//! Hot path per syscall: one LRU lookup + store at enter; one LRU lookup + store and one
+//! per-CPU hash lookup + two adds at exit. Nothing is allocated after a thread's first call.
+use aya_ebpf::{
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{map, raw_tracepoint},
+    maps::{LruHashMap, PerCpuHashMap},
+    programs::RawTracePointContext,
+};
+use gimbal_common::{
+    hist, Drop, ErrnoKey, LatencyHist, SyscallKey, SyscallStart, SYSCALL_ERRORS_ENTRIES,
+    SYSCALL_HIST_DEFAULT_ENTRIES, SYSCALL_START_ENTRIES,
+};
+
+use crate::shared::count_drop;
+
+/// Start of the syscall each thread is in, keyed by thread id. LRU so that threads that
+/// die inside a syscall (exit, execve of another thread) age out instead of filling it.
+#[map(name = "SYSCALL_START")]
+static SYSCALL_START: LruHashMap<u32, SyscallStart> =
+    LruHashMap::with_max_entries(SYSCALL_START_ENTRIES, 0);
+
+/// Resized by the loader to fit its memory budget on this host's CPU count.
+#[map(name = "SYSCALL_HIST")]
+static SYSCALL_HIST: PerCpuHashMap<SyscallKey, LatencyHist> =
+    PerCpuHashMap::with_max_entries(SYSCALL_HIST_DEFAULT_ENTRIES, 0);
+
+#[map(name = "SYSCALL_ERRORS")]
+static SYSCALL_ERRORS: PerCpuHashMap<ErrnoKey, u64> =
+    PerCpuHashMap::with_max_entries(SYSCALL_ERRORS_ENTRIES, 0);
+
+/// Largest errno the kernel returns to userspace (include/linux/err.h MAX_ERRNO).
+const MAX_ERRNO: i64 = 4095;
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct pt_regs *regs, long id)
+    let nr: i64 = ctx.arg(1);
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let start = SyscallStart {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        nr: nr as u32,
+        _pad: 0,
+    };
+    match SYSCALL_START.get_ptr_mut(tid) {
+        // Overwrite in place: cheaper than an update, which swaps in a fresh LRU node.
+        Some(slot) => unsafe { *slot = start },
+        None => {
+            let _ = SYSCALL_START.insert(tid, start, 0);
+        }
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct pt_regs *regs, long ret)
+    let ret: i64 = ctx.arg(1);
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(slot) = SYSCALL_START.get_ptr_mut(tid) else {
+        return 0;
+    };
+    let start = unsafe { *slot };
+    if start.ts_ns == 0 {
+        // No matching enter (attached mid-syscall, or an exit without an enter such as a
+        // new thread's first return from clone).
+        return 0;
+    }
+    unsafe { (*slot).ts_ns = 0 };
+    let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts_ns);
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    record_latency(
+        SyscallKey {
+            cgroup_id,
+            nr: start.nr,
+            _pad: 0,
+        },
+        latency,
+    );
+    if (-MAX_ERRNO..0).contains(&ret) {
+        record_error(ErrnoKey {
+            cgroup_id,
+            nr: start.nr,
+            errno: (-ret) as u32,
+        });
+    }
+    0
+}
+
+/// All-zero histogram to insert for a new key; lives in .rodata, not on the 512-byte stack.
+static ZERO_HIST: LatencyHist = LatencyHist {
+    sum_ns: 0,
+    buckets: [0; hist::BUCKETS],
+};
+
+const BPF_NOEXIST: u64 = 1;
+
+#[inline(always)]
+fn record_latency(key: SyscallKey, latency_ns: u64) {
+    let h = match SYSCALL_HIST.get_ptr_mut(&key) {
+        Some(h) => h,
+        None => {
+            // NOEXIST: another CPU may have created the key meanwhile; its values are per CPU,
+            // so either way the lookup below finds this CPU's zeroed slot.
+            let _ = SYSCALL_HIST.insert(&key, &ZERO_HIST, BPF_NOEXIST);
+            match SYSCALL_HIST.get_ptr_mut(&key) {
+                Some(h) => h,
+                None => return count_drop(Drop::SyscallHistFull),
+            }
+        }
+    };
+    let i = hist::bucket(latency_ns);
+    // Per-CPU value: only this CPU writes it, so plain adds are race-free. u32 buckets wrap;
+    // userspace takes wrapping deltas.
+    unsafe {
+        (*h).sum_ns = (*h).sum_ns.wrapping_add(latency_ns);
+        if let Some(b) = (*h).buckets.get_mut(i) {
+            *b = b.wrapping_add(1);
+        }
+    }
+}
+
+#[inline(always)]
+fn record_error(key: ErrnoKey) {
+    let n = match SYSCALL_ERRORS.get_ptr_mut(&key) {
+        Some(n) => n,
+        None => {
+            let _ = SYSCALL_ERRORS.insert(&key, &0, BPF_NOEXIST);
+            match SYSCALL_ERRORS.get_ptr_mut(&key) {
+                Some(n) => n,
+                None => return count_drop(Drop::SyscallErrorsFull),
+            }
+        }
+    };
+    unsafe { *n += 1 };
+}

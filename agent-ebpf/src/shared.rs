@@ -1,0 +1,29 @@
+//! Maps and globals used by more than one probe family.
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+use gimbal_common::{Drop, DROP_KINDS};
+
+/// Things the kernel side could not record, by `Drop` reason; exported as
+/// gimbal_events_dropped_total so that no loss is silent.
+#[map(name = "DROPS")]
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_KINDS, 0);
+
+/// When non-zero, exits and retransmits of other cgroups are ignored. Set only by the
+/// integration tests, so that they count their own events exactly on a busy host.
+#[no_mangle]
+static FILTER_CGROUP_ID: u64 = 0;
+
+#[inline(always)]
+pub fn count_drop(reason: Drop) {
+    if let Some(slot) = DROPS.get_ptr_mut(reason as u32) {
+        // Per-CPU slot: no other CPU writes it, so a plain add is race-free.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Whether an event of `cgroup_id` should be recorded.
+#[inline(always)]
+pub fn cgroup_wanted(cgroup_id: u64) -> bool {
+    // Volatile: the loader rewrites the global after compilation; never constant-fold it.
+    let filter = unsafe { core::ptr::read_volatile(&FILTER_CGROUP_ID) };
+    filter == 0 || filter == cgroup_id
+}

@@ -1,0 +1,104 @@
+//! Durations written the way people write them: "250ms", "1s", "5m", "1h".
+use std::{fmt, str::FromStr, time::Duration};
+
+use serde::{de, Deserialize, Deserializer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(Duration);
+
+impl HumanDuration {
+    pub const fn from_secs(s: u64) -> Self {
+        Self(Duration::from_secs(s))
+    }
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| {
+            format!(
+                "`{s}` is not a duration: expected a number and a unit, like \"500ms\" or \"1s\""
+            )
+        })?;
+        let scale = match unit {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "" => return Err(format!("`{s}` has no unit: write \"{s}s\" or \"{s}ms\"")),
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in `{s}`: use ms, s, m or h"
+                ))
+            }
+        };
+        scale
+            .checked_mul(n as u32)
+            .filter(|_| n <= u32::MAX as u64)
+            .map(Self)
+            .ok_or_else(|| format!("`{s}` is too long"))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0.as_millis())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().get(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            "2s".parse::<HumanDuration>().unwrap().get(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            "5m".parse::<HumanDuration>().unwrap().get(),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            "1h".parse::<HumanDuration>().unwrap().get(),
+            Duration::from_secs(3600)
+        );
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_read() {
+        assert!("5"
+            .parse::<HumanDuration>()
+            .unwrap_err()
+            .contains("no unit"));
+        assert!("5d"
+            .parse::<HumanDuration>()
+            .unwrap_err()
+            .contains("unknown unit `d`"));
+        assert!("fast"
+            .parse::<HumanDuration>()
+            .unwrap_err()
+            .contains("not a duration"));
+        assert!("99999999999s"
+            .parse::<HumanDuration>()
+            .unwrap_err()
+            .contains("too long"));
+    }
+}

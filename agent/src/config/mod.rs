@@ -1,0 +1,221 @@
+//! The agent's configuration: TOML with every default embedded, so no file is needed.
+//!
+//! Each section is deserialized on its own so that `gimbal check-config` reports every
+//! error in a file at once, each with its line and column, instead of stopping at the first.
+mod duration;
+mod errors;
+
+use std::{net::SocketAddr, path::Path};
+
+use serde::{de::DeserializeOwned, Deserialize};
+use toml::{de::DeValue, Spanned};
+
+pub use duration::HumanDuration;
+pub use errors::{ConfigError, ConfigErrors};
+
+/// The default configuration, embedded in the binary and shipped as /etc/gimbal/gimbal.toml.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub probes: ProbesConfig,
+    pub labels: LabelsConfig,
+}
+
+/// `[agent]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Address of the /metrics and /healthz endpoints.
+    pub listen: SocketAddr,
+    /// How often kernel maps are read into the model.
+    pub interval: HumanDuration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9977)),
+            interval: HumanDuration::from_secs(1),
+        }
+    }
+}
+
+/// `[probes.*]`
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProbesConfig {
+    pub syscall_latency: SyscallLatencyConfig,
+    pub tcp_retransmit: TcpRetransmitConfig,
+    pub process_exit: ProcessExitConfig,
+}
+
+/// `[probes.syscall_latency]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyscallLatencyConfig {
+    pub enabled: bool,
+    /// Kernel memory for the per-CPU histograms; the number of (cgroup, syscall) pairs
+    /// tracked is this divided by (histogram size x CPU count). Pairs beyond it are counted
+    /// in gimbal_events_dropped_total{probe="syscall_latency"}.
+    pub map_memory_mb: u32,
+}
+
+impl Default for SyscallLatencyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            map_memory_mb: 16,
+        }
+    }
+}
+
+/// `[probes.tcp_retransmit]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpRetransmitConfig {
+    pub enabled: bool,
+}
+
+impl Default for TcpRetransmitConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// `[probes.process_exit]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessExitConfig {
+    pub enabled: bool,
+    /// Ring buffer between kernel and agent, in KiB (a power of two, at least 4).
+    pub ring_buffer_kb: u32,
+}
+
+impl Default for ProcessExitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ring_buffer_kb: 256,
+        }
+    }
+}
+
+/// `[labels]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelsConfig {
+    /// Distinct label sets kept per metric; later ones are folded into `other` and counted
+    /// in gimbal_series_folded_total.
+    pub max_series_per_metric: usize,
+}
+
+impl Default for LabelsConfig {
+    fn default() -> Self {
+        Self {
+            max_series_per_metric: 500,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::io(path, &e))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigErrors> {
+        let mut errors = ConfigErrors::new(origin, text);
+        let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
+        for e in syntax {
+            errors.push_toml(&e);
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut config = Config::default();
+        for (key, value) in root.into_inner() {
+            match key.get_ref().as_ref() {
+                "agent" => section(value, &mut errors, &mut config.agent),
+                "labels" => section(value, &mut errors, &mut config.labels),
+                "probes" => probes(value, &mut errors, &mut config.probes),
+                other => errors.push_at(
+                    key.span(),
+                    format!(
+                        "unknown section `{other}`, expected one of `agent`, `probes`, `labels`"
+                    ),
+                ),
+            }
+        }
+        validate(&config, &mut errors);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded() -> Self {
+        Self::parse(DEFAULT_TOML, "embedded default config")
+            .expect("the embedded default config is valid")
+    }
+}
+
+fn probes(value: Spanned<DeValue<'_>>, errors: &mut ConfigErrors, probes: &mut ProbesConfig) {
+    let span = value.span();
+    let DeValue::Table(table) = value.into_inner() else {
+        return errors.push_at(span, "`probes` must be a table".into());
+    };
+    for (key, value) in table {
+        match key.get_ref().as_ref() {
+            "syscall_latency" => section(value, errors, &mut probes.syscall_latency),
+            "tcp_retransmit" => section(value, errors, &mut probes.tcp_retransmit),
+            "process_exit" => section(value, errors, &mut probes.process_exit),
+            other => errors.push_at(key.span(), format!("unknown probe `{other}`, expected one of `syscall_latency`, `tcp_retransmit`, `process_exit`")),
+        }
+    }
+}
+
+/// Deserializes one section into `slot`, recording (not returning) its error.
+fn section<T: DeserializeOwned>(
+    value: Spanned<DeValue<'_>>,
+    errors: &mut ConfigErrors,
+    slot: &mut T,
+) {
+    match T::deserialize(toml::de::ValueDeserializer::from(value)) {
+        Ok(parsed) => *slot = parsed,
+        Err(e) => errors.push_toml(&e),
+    }
+}
+
+/// Checks that span more than one field's type; errors point at the section.
+fn validate(config: &Config, errors: &mut ConfigErrors) {
+    if config.agent.interval.get().as_millis() < 100 {
+        errors.push_field(
+            "agent.interval",
+            "must be at least 100ms (reading maps more often costs CPU for nothing)".into(),
+        );
+    }
+    if config.probes.syscall_latency.map_memory_mb == 0 {
+        errors.push_field(
+            "probes.syscall_latency.map_memory_mb",
+            "must be at least 1".into(),
+        );
+    }
+    let kb = config.probes.process_exit.ring_buffer_kb;
+    if kb < 4 || !kb.is_power_of_two() {
+        errors.push_field(
+            "probes.process_exit.ring_buffer_kb",
+            format!("must be a power of two of at least 4, not {kb}"),
+        );
+    }
+    if config.labels.max_series_per_metric == 0 {
+        errors.push_field("labels.max_series_per_metric", "must be at least 1".into());
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,72 @@
+use super::*;
+
+fn errors(text: &str) -> Vec<(usize, usize, String)> {
+    Config::parse(text, "t.toml")
+        .unwrap_err()
+        .errors
+        .into_iter()
+        .map(|e| (e.line, e.column, e.message))
+        .collect()
+}
+
+#[test]
+fn embedded_default_equals_built_in_defaults() {
+    // The shipped file documents the defaults; it must not drift from the code.
+    assert_eq!(Config::embedded(), Config::default());
+}
+
+#[test]
+fn empty_file_means_defaults() {
+    assert_eq!(Config::parse("", "t").unwrap(), Config::default());
+}
+
+#[test]
+fn reads_values() {
+    let c = Config::parse("[agent]\nlisten = \"0.0.0.0:9100\"\ninterval = \"250ms\"\n[probes.process_exit]\nring_buffer_kb = 8\n", "t").unwrap();
+    assert_eq!(c.agent.listen.port(), 9100);
+    assert_eq!(c.agent.interval.get().as_millis(), 250);
+    assert_eq!(c.probes.process_exit.ring_buffer_kb, 8);
+}
+
+#[test]
+fn reports_every_error_with_line_and_column() {
+    let text = "[agent]\nlisten = \"nowhere\"\n\n[probes.tcp_retransmit]\nenabeld = true\n\n[labels]\nmax_series_per_metric = \"many\"\n[bogus]\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 4, "{errs:?}");
+    assert_eq!((errs[0].0, errs[0].1), (2, 10), "{errs:?}");
+    assert!(errs[0].2.contains("socket address"), "{errs:?}");
+    assert_eq!(errs[1].0, 5, "{errs:?}");
+    assert!(errs[1].2.contains("unknown field `enabeld`"), "{errs:?}");
+    assert_eq!(errs[2].0, 8, "{errs:?}");
+    assert_eq!((errs[3].0, errs[3].1), (9, 2), "{errs:?}");
+    assert!(errs[3].2.contains("unknown section `bogus`"), "{errs:?}");
+}
+
+#[test]
+fn syntax_error_has_position() {
+    let errs = errors("[agent]\nlisten = \n");
+    assert_eq!(errs[0].0, 2, "{errs:?}");
+}
+
+#[test]
+fn validation_points_at_the_field() {
+    let errs = errors("[probes.process_exit]\n\nring_buffer_kb = 6\n");
+    assert_eq!((errs[0].0, errs[0].1), (3, 1), "{errs:?}");
+    assert!(errs[0].2.contains("power of two"), "{errs:?}");
+}
+
+#[test]
+fn bad_duration_is_explained() {
+    let errs = errors("[agent]\ninterval = \"5\"\n");
+    assert!(errs[0].2.contains("no unit"), "{errs:?}");
+    assert_eq!(errs[0].0, 2);
+}
+
+#[test]
+fn display_is_file_line_column() {
+    let e = Config::parse("[nope]\n", "gimbal.toml").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`"
+    );
+}

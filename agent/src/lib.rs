@@ -1,0 +1,18 @@
+//! Gimbal, the userspace agent. Data flows one way, each stage a module:
+//!
+//! ```text
+//! probes (aya: load, attach, read maps) -> model (pure) -> metrics (exposition, HTTP)
+//! ```
+//! `run` wires the stages together; `main.rs` only parses the command line.
+pub mod btf;
+pub mod cgroups;
+pub mod config;
+pub mod metrics;
+pub mod model;
+pub mod names;
+pub mod probes;
+pub mod run;
+pub mod tracefs;
+
+/// The kernel programs, built from agent-ebpf by build.rs.
+pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gimbal"));

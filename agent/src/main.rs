@@ -1,0 +1,82 @@
+//! `gimbal`: parse the command line, set up logging, load config, run.
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use gimbal::config::Config;
+
+/// eBPF host agent: syscall latency, TCP retransmits and process exits as Prometheus metrics.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the probes and serve /metrics and /healthz until SIGINT or SIGTERM.
+    Run {
+        /// TOML config; without it the embedded defaults apply (see `gimbal default-config`).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding [agent] listen.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Check a config file and report every error with its line and column.
+    CheckConfig { file: PathBuf },
+    /// Print the embedded default config.
+    DefaultConfig,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GIMBAL_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run { config, listen } => {
+            let mut config = match config {
+                Some(path) => match Config::from_file(&path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => Config::embedded(),
+            };
+            if let Some(listen) = listen {
+                config.agent.listen = listen;
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(gimbal::run::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig { file } => match Config::from_file(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::DefaultConfig => {
+            print!("{}", gimbal::config::DEFAULT_TOML);
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Encodes the model as OpenMetrics text with prometheus-client, on each scrape.
+use std::sync::{Arc, Mutex};
+
+use gimbal_common::{hist, Drop};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::{Registry, Unit},
+};
+
+use crate::{model::Model, probes::ProbeStatus};
+
+/// What the agent knows about itself, fixed after start-up.
+#[derive(Debug, Clone)]
+pub struct AgentInfo {
+    pub version: &'static str,
+    pub kernel: String,
+    pub probes: Vec<ProbeStatus>,
+}
+
+#[derive(Debug)]
+pub struct Exposition {
+    model: Arc<Mutex<Model>>,
+    info: AgentInfo,
+    bounds_seconds: Vec<f64>,
+}
+
+impl Exposition {
+    pub fn registry(model: Arc<Mutex<Model>>, info: AgentInfo) -> Registry {
+        // +Inf is encoded by prometheus-client as f64::MAX.
+        let bounds_seconds = (0..hist::BUCKETS)
+            .map(|i| hist::upper_bound_ns(i).map_or(f64::MAX, |ns| ns as f64 / 1e9))
+            .collect();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Exposition {
+            model,
+            info,
+            bounds_seconds,
+        }));
+        registry
+    }
+}
+
+/// The probe whose kernel-side loss a drop reason counts.
+fn drop_probe(i: usize) -> &'static str {
+    match i {
+        x if x == Drop::SyscallHistFull as usize || x == Drop::SyscallErrorsFull as usize => {
+            "syscall_latency"
+        }
+        x if x == Drop::TcpFlowsFull as usize => "tcp_retransmit",
+        _ => "process_exit",
+    }
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+
+        let mut m = e.encode_descriptor(
+            "gimbal_syscall_latency",
+            "Syscall latency from raw_syscalls:sys_enter to sys_exit, per syscall and cgroup",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(hist::BUCKETS);
+        for ([syscall, cgroup], totals) in &model.syscall_latency.series {
+            buckets.clear();
+            buckets.extend(self.bounds_seconds.iter().copied().zip(totals.buckets));
+            m.encode_family(&[("syscall", &**syscall), ("cgroup", &**cgroup)])?
+                .encode_histogram::<NoLabelSet>(
+                    totals.sum_ns as f64 / 1e9,
+                    totals.count(),
+                    &buckets,
+                    None,
+                )?;
+        }
+
+        let mut m = e.encode_descriptor(
+            "gimbal_syscall_errors",
+            "Syscalls that returned an error, per errno",
+            None,
+            MetricType::Counter,
+        )?;
+        for ([syscall, cgroup, errno], n) in &model.syscall_errors.series {
+            m.encode_family(&[
+                ("syscall", &**syscall),
+                ("cgroup", &**cgroup),
+                ("errno", &**errno),
+            ])?
+            .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        }
+
+        let mut m = e.encode_descriptor(
+            "gimbal_tcp_retransmits",
+            "TCP segments retransmitted (tcp:tcp_retransmit_skb), per owning cgroup and remote end",
+            None,
+            MetricType::Counter,
+        )?;
+        for ([cgroup, remote, family], n) in &model.tcp_retransmits.series {
+            m.encode_family(&[
+                ("cgroup", &**cgroup),
+                ("remote", &**remote),
+                ("family", &**family),
+            ])?
+            .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        }
+
+        let mut m = e.encode_descriptor(
+            "gimbal_process_exits",
+            "Whole-process exits by reason and exit code or signal",
+            None,
+            MetricType::Counter,
+        )?;
+        for ([cgroup, comm, reason, code], n) in &model.process_exits.series {
+            m.encode_family(&[
+                ("cgroup", &**cgroup),
+                ("comm", &**comm),
+                ("reason", &**reason),
+                ("code", &**code),
+            ])?
+            .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        }
+
+        let mut m = e.encode_descriptor(
+            "gimbal_probe_attached",
+            "1 if the probe is attached to the kernel, 0 if disabled or failed",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &self.info.probes {
+            m.encode_family(&[("probe", s.probe.name())])?
+                .encode_gauge(&(s.attached() as i64))?;
+        }
+
+        let mut m = e.encode_descriptor(
+            "gimbal_events_dropped",
+            "Events the kernel side could not record (full map or ring buffer)",
+            None,
+            MetricType::Counter,
+        )?;
+        let mut per_probe = std::collections::BTreeMap::new();
+        for (i, n) in model.drops.iter().enumerate() {
+            *per_probe.entry(drop_probe(i)).or_insert(0u64) += n;
+        }
+        for (probe, n) in per_probe {
+            m.encode_family(&[("probe", probe)])?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+
+        let mut m = e.encode_descriptor(
+            "gimbal_series_folded",
+            "Distinct label sets folded into `other` by the per-metric series limit",
+            None,
+            MetricType::Counter,
+        )?;
+        for (metric, n) in [
+            (
+                "gimbal_syscall_latency_seconds",
+                model.syscall_latency.folded(),
+            ),
+            ("gimbal_syscall_errors_total", model.syscall_errors.folded()),
+            (
+                "gimbal_tcp_retransmits_total",
+                model.tcp_retransmits.folded(),
+            ),
+            ("gimbal_process_exits_total", model.process_exits.folded()),
+        ] {
+            m.encode_family(&[("metric", metric)])?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+
+        let mut m = e.encode_descriptor(
+            "gimbal_build_info",
+            "Agent version and kernel release (always 1)",
+            None,
+            MetricType::Gauge,
+        )?;
+        m.encode_family(&[
+            ("version", self.info.version),
+            ("kernel", self.info.kernel.as_str()),
+        ])?
+        .encode_gauge(&1i64)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! A deliberately small HTTP/1.1 server for two GET endpoints: /metrics and /healthz.
+//! One request per connection, bounded request size and time, so a slow or hostile client
+//! cannot hold the agent's memory or its only thread.
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::registry::Registry;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+const MAX_REQUEST: usize = 8 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves until the listener fails.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> std::io::Result<()> {
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &registry))
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+            {
+                tracing::debug!(%peer, error = %e, "HTTP request failed");
+            }
+        });
+    }
+}
+
+async fn handle(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+        if buf.len() > MAX_REQUEST {
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "request too large\n",
+            )
+            .await;
+        }
+    }
+    let request_line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = std::str::from_utf8(request_line).unwrap_or("").split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    match (method, path) {
+        ("GET", "/metrics") => {
+            let mut body = String::new();
+            match prometheus_client::encoding::text::encode(&mut body, registry) {
+                Ok(()) => respond(&mut stream, "200 OK", OPENMETRICS, &body).await,
+                Err(_) => {
+                    respond(
+                        &mut stream,
+                        "500 Internal Server Error",
+                        "text/plain",
+                        "encoding failed\n",
+                    )
+                    .await
+                }
+            }
+        }
+        ("GET", "/healthz") => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
+        ("GET", _) => {
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                "not found: try /metrics or /healthz\n",
+            )
+            .await
+        }
+        _ => {
+            respond(
+                &mut stream,
+                "405 Method Not Allowed",
+                "text/plain",
+                "only GET\n",
+            )
+            .await
+        }
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,235 @@
+//! Loading the kernel object with this kernel's offsets, and attaching each probe on its
+//! own: a probe that cannot attach is reported and the others keep working.
+use std::path::{Path, PathBuf};
+
+use aya::{
+    programs::{RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use gimbal_common::{names, programs, LatencyHist, OFFSET_UNKNOWN};
+
+use super::{offsets, ProbeError};
+use crate::{btf::Btf, config::Config, tracefs};
+
+/// The probe families, as named in `gimbal_probe_attached{probe}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Probe {
+    SyscallLatency,
+    TcpRetransmit,
+    ProcessExit,
+}
+
+impl Probe {
+    pub const ALL: [Probe; 3] = [
+        Probe::SyscallLatency,
+        Probe::TcpRetransmit,
+        Probe::ProcessExit,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Probe::SyscallLatency => "syscall_latency",
+            Probe::TcpRetransmit => "tcp_retransmit",
+            Probe::ProcessExit => "process_exit",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub syscall_latency: bool,
+    pub tcp_retransmit: bool,
+    pub process_exit: bool,
+    pub syscall_map_memory_mb: u32,
+    pub exit_ring_bytes: u32,
+    /// Record exits and retransmits of this cgroup2 id only (0: all). For tests.
+    pub filter_cgroup_id: u64,
+}
+
+impl From<&Config> for LoadOptions {
+    fn from(c: &Config) -> Self {
+        Self {
+            syscall_latency: c.probes.syscall_latency.enabled,
+            tcp_retransmit: c.probes.tcp_retransmit.enabled,
+            process_exit: c.probes.process_exit.enabled,
+            syscall_map_memory_mb: c.probes.syscall_latency.map_memory_mb,
+            exit_ring_bytes: c.probes.process_exit.ring_buffer_kb * 1024,
+            filter_cgroup_id: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeStatus {
+    pub probe: Probe,
+    pub enabled: bool,
+    /// Why it is not attached, when enabled but not attached.
+    pub error: Option<String>,
+}
+
+impl ProbeStatus {
+    pub fn attached(&self) -> bool {
+        self.enabled && self.error.is_none()
+    }
+}
+
+/// The loaded object; dropping it detaches every program.
+pub struct Probes {
+    pub(super) ebpf: Ebpf,
+    pub status: Vec<ProbeStatus>,
+    /// (cgroup, syscall) pairs the latency map holds on this host.
+    pub syscall_hist_entries: u32,
+}
+
+/// Entries of SYSCALL_HIST that fit the memory budget on this many CPUs.
+pub fn syscall_hist_entries(memory_mb: u32, cpus: usize) -> u32 {
+    // The kernel rounds each per-CPU value up to 8 bytes.
+    let per_entry = (std::mem::size_of::<LatencyHist>().div_ceil(8) * 8 * cpus.max(1)) as u64;
+    let n = (memory_mb as u64 * 1024 * 1024) / per_entry;
+    n.clamp(64, 65_536) as u32
+}
+
+impl Probes {
+    pub fn load(opts: &LoadOptions) -> Result<Self, ProbeError> {
+        let tracefs_root = tracefs::ensure_mounted()?;
+        let btf = Btf::from_file(Path::new(Btf::VMLINUX));
+        let task = btf
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|b| offsets::task(b).map_err(|e| e.to_string()));
+        let sock = btf.as_ref().map(offsets::sock).ok();
+        let tcp_tp = offsets::tcp_tracepoint(&tracefs_root).map_err(|e| e.to_string());
+        let exit_tp = offsets::exit_tracepoints(&tracefs_root).map_err(|e| e.to_string());
+
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
+        let hist_entries = syscall_hist_entries(opts.syscall_map_memory_mb, cpus);
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(names::FILTER_CGROUP_ID, &opts.filter_cgroup_id, true)
+            .map_max_entries(names::SYSCALL_HIST, hist_entries)
+            .map_max_entries(names::EXIT_EVENTS, opts.exit_ring_bytes);
+        if let Ok(t) = &task {
+            loader.override_global(names::TASK_OFFSETS, t, true);
+        }
+        if let Some(s) = &sock {
+            loader.override_global(names::SOCK_OFFSETS, s, true);
+        }
+        if let Ok(t) = &tcp_tp {
+            loader.override_global(names::TCP_TP_OFFSETS, t, true);
+        }
+        if let Ok(t) = &exit_tp {
+            loader.override_global(names::EXIT_TP_OFFSETS, t, true);
+        }
+        let mut ebpf = loader
+            .load(crate::EBPF_OBJECT)
+            .map_err(|e| ProbeError::Load(Box::new(e)))?;
+
+        let mut status = Vec::new();
+        for probe in Probe::ALL {
+            let enabled = match probe {
+                Probe::SyscallLatency => opts.syscall_latency,
+                Probe::TcpRetransmit => opts.tcp_retransmit,
+                Probe::ProcessExit => opts.process_exit,
+            };
+            let result = if !enabled {
+                Ok(())
+            } else {
+                match probe {
+                    Probe::SyscallLatency => attach_syscalls(&mut ebpf).map_err(|e| e.to_string()),
+                    Probe::TcpRetransmit => tcp_tp.clone().map(drop).and_then(|()| {
+                        attach_tracepoint(
+                            &mut ebpf,
+                            programs::TCP_RETRANSMIT,
+                            "tcp",
+                            "tcp_retransmit_skb",
+                        )
+                        .map_err(|e| e.to_string())
+                    }),
+                    Probe::ProcessExit => task
+                        .clone()
+                        .map(drop)
+                        .and_then(|()| exit_tp.clone().map(drop))
+                        .and_then(|()| attach_exits(&mut ebpf).map_err(|e| e.to_string())),
+                }
+            };
+            match &result {
+                Ok(()) if enabled => tracing::info!(probe = probe.name(), "probe attached"),
+                Ok(()) => tracing::info!(probe = probe.name(), "probe disabled by config"),
+                Err(e) => {
+                    tracing::error!(probe = probe.name(), error = %e, "probe not attached; the others keep running")
+                }
+            }
+            status.push(ProbeStatus {
+                probe,
+                enabled,
+                error: result.err(),
+            });
+        }
+        if task.is_ok()
+            && exit_tp
+                .as_ref()
+                .is_ok_and(|t| t.group_dead == OFFSET_UNKNOWN)
+        {
+            tracing::info!(
+                "sched_process_exit has no group_dead field on this kernel; using signal->live"
+            );
+        }
+        Ok(Self {
+            ebpf,
+            status,
+            syscall_hist_entries: hist_entries,
+        })
+    }
+
+    /// Where tracefs is mounted (needed by bpftrace-style comparisons in tests).
+    pub fn tracefs_root() -> Result<PathBuf, ProbeError> {
+        Ok(tracefs::ensure_mounted()?)
+    }
+}
+
+fn attach_syscalls(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    // Exit first: an exit without its enter is ignored, an enter without its exit would
+    // leave a stale start time until the thread's next syscall overwrites it.
+    for (prog, tp) in [
+        (programs::SYS_EXIT, "sys_exit"),
+        (programs::SYS_ENTER, "sys_enter"),
+    ] {
+        let p: &mut RawTracePoint = ebpf
+            .program_mut(prog)
+            .ok_or(ProbeError::MissingProgram(prog))?
+            .try_into()
+            .map_err(|e| program_error(prog, e))?;
+        p.load().map_err(|e| program_error(prog, e))?;
+        p.attach(tp).map_err(|e| program_error(prog, e))?;
+    }
+    Ok(())
+}
+
+fn attach_exits(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    attach_tracepoint(ebpf, programs::OOM_MARK_VICTIM, "oom", "mark_victim")?;
+    attach_tracepoint(ebpf, programs::PROCESS_EXIT, "sched", "sched_process_exit")
+}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    prog: &'static str,
+    category: &str,
+    name: &str,
+) -> Result<(), ProbeError> {
+    let p: &mut TracePoint = ebpf
+        .program_mut(prog)
+        .ok_or(ProbeError::MissingProgram(prog))?
+        .try_into()
+        .map_err(|e| program_error(prog, e))?;
+    p.load().map_err(|e| program_error(prog, e))?;
+    p.attach(category, name)
+        .map_err(|e| program_error(prog, e))?;
+    Ok(())
+}
+
+fn program_error(name: &'static str, e: aya::programs::ProgramError) -> ProbeError {
+    ProbeError::Program {
+        name,
+        source: Box::new(e),
+    }
+}

@@ -1,0 +1,141 @@
+//! Reads the aggregated maps (latency histograms, errno counts, retransmits, drops) into a
+//! `Sample`, resolving raw keys to label values on the way.
+use std::{net::IpAddr, sync::Arc};
+
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
+use gimbal_common::{names, ErrnoKey, FlowKey, LatencyHist, SyscallKey, AF_INET, DROP_KINDS};
+
+use super::{ProbeError, Probes};
+use crate::{
+    cgroups::CgroupNames,
+    model::{CounterReading, HistReading, Sample, WrappedHist},
+    names::{errno_name, syscall_name},
+};
+
+pub struct MapReader {
+    hist: PerCpuHashMap<MapData, SyscallKey, LatencyHist>,
+    errors: PerCpuHashMap<MapData, ErrnoKey, u64>,
+    tcp: PerCpuHashMap<MapData, FlowKey, u64>,
+    drops: PerCpuArray<MapData, u64>,
+    cgroups: CgroupNames,
+    /// Syscall names by number, made once: they are read every tick for every key.
+    syscall_names: Vec<Arc<str>>,
+    unknown: Arc<str>,
+}
+
+fn take<T>(probes: &mut Probes, name: &'static str) -> Result<T, ProbeError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = probes
+        .ebpf
+        .take_map(name)
+        .ok_or(ProbeError::MissingMap(name))?;
+    T::try_from(map).map_err(|e| ProbeError::Map {
+        name,
+        source: Box::new(e),
+    })
+}
+
+impl MapReader {
+    pub fn new(probes: &mut Probes, cgroups: CgroupNames) -> Result<Self, ProbeError> {
+        Ok(Self {
+            hist: take(probes, names::SYSCALL_HIST)?,
+            errors: take(probes, names::SYSCALL_ERRORS)?,
+            tcp: take(probes, names::TCP_RETRANS)?,
+            drops: take(probes, names::DROPS)?,
+            cgroups,
+            syscall_names: (0..1024).map(|nr| Arc::from(syscall_name(nr))).collect(),
+            unknown: Arc::from("unknown"),
+        })
+    }
+
+    fn syscall(&self, nr: u32) -> Arc<str> {
+        self.syscall_names
+            .get(nr as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(syscall_name(nr)))
+    }
+
+    fn cgroup(&mut self, id: u64) -> Arc<str> {
+        if id == 0 {
+            return self.unknown.clone();
+        }
+        self.cgroups
+            .resolve(id)
+            .unwrap_or_else(|| self.unknown.clone())
+    }
+
+    /// One pass over every map. A key that vanishes mid-iteration is skipped, not an error.
+    pub fn read(&mut self) -> Result<Sample, ProbeError> {
+        let map_err = |name| {
+            move |e| ProbeError::Map {
+                name,
+                source: Box::new(e),
+            }
+        };
+        let mut sample = Sample::default();
+
+        let hists: Vec<_> = self.hist.iter().filter_map(Result::ok).collect();
+        for (key, per_cpu) in hists {
+            let labels = [self.syscall(key.nr), self.cgroup(key.cgroup_id)];
+            sample.syscalls.push(HistReading {
+                raw: key,
+                labels,
+                hist: WrappedHist::from_cpus(per_cpu.iter()),
+            });
+        }
+
+        let errors: Vec<_> = self.errors.iter().filter_map(Result::ok).collect();
+        for (key, per_cpu) in errors {
+            let labels = [
+                self.syscall(key.nr),
+                self.cgroup(key.cgroup_id),
+                Arc::from(errno_name(key.errno)),
+            ];
+            sample.syscall_errors.push(CounterReading {
+                raw: key,
+                labels,
+                value: per_cpu.iter().sum(),
+            });
+        }
+
+        let flows: Vec<_> = self.tcp.iter().filter_map(Result::ok).collect();
+        for (key, per_cpu) in flows {
+            let (remote, family) = remote(&key);
+            let labels = [
+                self.cgroup(key.cgroup_id),
+                Arc::from(remote),
+                Arc::from(family),
+            ];
+            sample.tcp_retransmits.push(CounterReading {
+                raw: key,
+                labels,
+                value: per_cpu.iter().sum(),
+            });
+        }
+
+        for i in 0..DROP_KINDS {
+            sample.drops[i as usize] = self
+                .drops
+                .get(&i, 0)
+                .map_err(map_err(names::DROPS))?
+                .iter()
+                .sum();
+        }
+        Ok(sample)
+    }
+}
+
+/// "addr:port" of the flow's remote end ("[v6]:port" for IPv6) and the family label.
+pub fn remote(key: &FlowKey) -> (String, &'static str) {
+    if key.family == AF_INET {
+        let a: [u8; 4] = [key.daddr[0], key.daddr[1], key.daddr[2], key.daddr[3]];
+        (format!("{}:{}", IpAddr::from(a), key.dport), "ipv4")
+    } else {
+        (
+            format!("[{}]:{}", IpAddr::from(key.daddr), key.dport),
+            "ipv6",
+        )
+    }
+}

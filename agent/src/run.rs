@@ -1,0 +1,92 @@
+//! `gimbal run`: load the probes, then move data one way: maps -> model -> /metrics.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use tokio::{net::TcpListener, signal::unix::SignalKind};
+
+use crate::{
+    cgroups::CgroupNames,
+    config::Config,
+    metrics::{self, AgentInfo, Exposition},
+    model::Model,
+    probes::{ExitReader, LoadOptions, MapReader, Probes},
+};
+
+/// How often the cgroup tree may be walked again to resolve an unknown cgroup id: short,
+/// so that a new pod's first events get its name, yet a storm of unknown ids costs at most
+/// four walks a second.
+const CGROUP_RESCAN: Duration = Duration::from_millis(250);
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.agent.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (set [agent] listen or --listen)",
+                config.agent.listen
+            )
+        })?;
+    let mut probes = Probes::load(&LoadOptions::from(&config))
+        .context("loading the eBPF programs (gimbal needs root, or CAP_BPF and CAP_PERFMON)")?;
+    let cgroup2 = CgroupNames::from_host()?.root().to_path_buf();
+    let mut maps = MapReader::new(
+        &mut probes,
+        CgroupNames::new(cgroup2.clone(), CGROUP_RESCAN),
+    )?;
+    let mut exits = ExitReader::new(&mut probes, CgroupNames::new(cgroup2, CGROUP_RESCAN))?;
+
+    let model = Arc::new(Mutex::new(Model::new(config.labels.max_series_per_metric)));
+    let info = AgentInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        kernel: kernel_release(),
+        probes: probes.status.clone(),
+    };
+    let registry = Arc::new(Exposition::registry(model.clone(), info));
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(
+        syscall_hist_entries = probes.syscall_hist_entries,
+        "metrics at http://{addr}/metrics"
+    );
+    let http = tokio::spawn(metrics::serve(listener, registry));
+
+    let mut tick = tokio::time::interval(config.agent.interval.get());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let sample = maps.read()?;
+                lock(&model).apply(sample);
+            }
+            batch = exits.next_batch() => {
+                let mut m = lock(&model);
+                for record in batch? {
+                    tracing::debug!(pid = record.event.pid, labels = ?record.labels, "process exit");
+                    m.apply_exit(record.labels);
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    tracing::info!("stopping: detaching probes");
+    http.abort();
+    drop(probes);
+    Ok(())
+}
+
+fn lock(model: &Mutex<Model>) -> std::sync::MutexGuard<'_, Model> {
+    // A panic elsewhere while holding the lock leaves a consistent model (updates are
+    // plain additions), so keep serving it.
+    model.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}

@@ -1,0 +1,125 @@
+//! The test workload: does exactly what it is told, and nothing else that the tests count
+//! (it never calls getppid or clock_nanosleep except when told to).
+//!
+//! gimbal-workload getppid N | sleep COUNT MS | exit CODE | segv | alloc MB | pause
+//!                 | forks N | tcp-server ADDR | tcp-client ADDR BYTES | spin N
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+};
+
+fn arg(args: &[String], i: usize) -> u64 {
+    args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        eprintln!("gimbal-workload: argument {i} missing or not a number: {args:?}");
+        std::process::exit(64)
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("getppid") => {
+            for _ in 0..arg(&args, 2) {
+                // SAFETY: a raw syscall without arguments.
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+        }
+        Some("spin") => {
+            // The benchmark's loop: the cheapest real syscall.
+            for _ in 0..arg(&args, 2) {
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+        }
+        Some("sleep") => {
+            let ms = arg(&args, 3);
+            let ts = libc::timespec {
+                tv_sec: (ms / 1000) as i64,
+                tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+            };
+            for _ in 0..arg(&args, 2) {
+                // SAFETY: valid timespec pointer, no remainder requested.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_clock_nanosleep,
+                        libc::CLOCK_MONOTONIC,
+                        0,
+                        &ts,
+                        std::ptr::null_mut::<libc::timespec>(),
+                    )
+                };
+            }
+        }
+        Some("exit") => std::process::exit(arg(&args, 2) as i32),
+        Some("segv") => {
+            let core = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: plain setrlimit, then a deliberate write through a null pointer.
+            unsafe {
+                libc::setrlimit(libc::RLIMIT_CORE, &core);
+                std::ptr::write_volatile(std::ptr::null_mut::<u8>(), 1);
+            }
+        }
+        Some("alloc") => {
+            let mut chunks = Vec::new();
+            for _ in 0..arg(&args, 2) {
+                // Touch every page so the memory is really charged.
+                chunks.push(vec![1u8; 1 << 20]);
+            }
+            println!("allocated {} MiB", chunks.len());
+        }
+        Some("pause") => loop {
+            // SAFETY: waits for a signal.
+            unsafe { libc::pause() };
+        },
+        Some("forks") => {
+            let n = arg(&args, 2);
+            let mut forked = 0;
+            for _ in 0..n {
+                // SAFETY: the child only calls _exit.
+                match unsafe { libc::fork() } {
+                    0 => unsafe { libc::_exit(0) },
+                    pid if pid > 0 => {
+                        forked += 1;
+                        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                    }
+                    _ => break,
+                }
+            }
+            println!("{forked}");
+        }
+        Some("tcp-server") => {
+            let listener = TcpListener::bind(&args[2]).expect("bind");
+            println!("listening");
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total = 0u64;
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+            println!("{total}");
+        }
+        Some("tcp-client") => {
+            let mut s = TcpStream::connect(&args[2]).expect("connect");
+            let bytes = arg(&args, 3);
+            let buf = vec![7u8; 1 << 16];
+            let mut sent = 0;
+            while sent < bytes {
+                let n = (bytes - sent).min(buf.len() as u64) as usize;
+                s.write_all(&buf[..n]).expect("write");
+                sent += n as u64;
+            }
+            s.shutdown(std::net::Shutdown::Write).ok();
+            let _ = s.read(&mut [0u8; 1]);
+            println!("{sent}");
+        }
+        _ => {
+            eprintln!("usage: gimbal-workload getppid N | sleep COUNT MS | exit CODE | segv | alloc MB | pause | forks N | tcp-server ADDR | tcp-client ADDR BYTES | spin N");
+            std::process::exit(64);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Syscall latency against ground truth the workload defines: exactly N calls of one
+//! syscall, and M sleeps of a known length, from a child alone in a new cgroup.
+use gimbal::{
+    cgroups::CgroupNames,
+    model::{HistTotals, Model},
+    names::syscall_name,
+    probes::{LoadOptions, MapReader, Probes},
+};
+use gimbal_common::hist::{bucket, upper_bound_ns};
+use gimbal_tests::{require_root, wait_status, workload, TestCgroup};
+
+fn options() -> LoadOptions {
+    LoadOptions {
+        syscall_latency: true,
+        tcp_retransmit: false,
+        process_exit: false,
+        syscall_map_memory_mb: 16,
+        exit_ring_bytes: 4096,
+        filter_cgroup_id: 0,
+    }
+}
+
+/// Runs the workload with `args` in a fresh cgroup and returns the model's histogram of
+/// `syscall` for that cgroup.
+fn measure(args: &[&str], syscall: &str) -> HistTotals {
+    let mut probes = Probes::load(&options()).expect("load probes");
+    assert!(
+        probes.status.iter().all(|s| s.attached()),
+        "{:?}",
+        probes.status
+    );
+    let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap()).unwrap();
+    let cgroup = TestCgroup::new("syscalls");
+    let mut child = cgroup.spawn_into(workload().args(args));
+    assert_eq!(wait_status(&mut child), 0, "workload failed");
+    let mut model = Model::new(100_000);
+    model.apply(reader.read().expect("read maps"));
+    let key = [syscall.into(), cgroup.name.as_str().into()];
+    model
+        .syscall_latency
+        .series
+        .get(&key)
+        .copied()
+        .unwrap_or_else(|| {
+            let seen: Vec<_> = model
+                .syscall_latency
+                .series
+                .keys()
+                .filter(|k| *k[1] == *cgroup.name)
+                .collect();
+            panic!(
+                "no {syscall} series for cgroup {}; series of that cgroup: {seen:?}",
+                cgroup.name
+            )
+        })
+}
+
+#[test]
+fn counts_exactly_n_calls_of_one_syscall() {
+    if !require_root("counts_exactly_n_calls_of_one_syscall") {
+        return;
+    }
+    assert_eq!(syscall_name(libc::SYS_getppid as u32), "getppid");
+    for n in [1u64, 1000, 54_321] {
+        let h = measure(&["getppid", &n.to_string()], "getppid");
+        assert_eq!(
+            h.count(),
+            n,
+            "getppid calls counted for a child that made exactly {n}"
+        );
+    }
+}
+
+#[test]
+fn every_sleep_lands_in_its_bucket() {
+    if !require_root("every_sleep_lands_in_its_bucket") {
+        return;
+    }
+    // 21 ms sits just above the 20.97 ms bound, so timer slack of up to 4 ms keeps each
+    // sleep inside (20.97 ms, 25.17 ms].
+    let (count, ms) = (7u64, 21u64);
+    let h = measure(
+        &["sleep", &count.to_string(), &ms.to_string()],
+        "clock_nanosleep",
+    );
+    let i = bucket(ms * 1_000_000);
+    let (lower, upper) = (upper_bound_ns(i - 1).unwrap(), upper_bound_ns(i).unwrap());
+    assert!(lower < ms * 1_000_000 && ms * 1_000_000 <= upper);
+    assert_eq!(h.count(), count, "one histogram entry per sleep");
+    assert_eq!(
+        h.buckets[i],
+        count,
+        "all {count} sleeps of {ms} ms in ({lower} ns, {upper} ns]; buckets: {:?}",
+        nonzero(&h)
+    );
+    let mean = h.sum_ns / count;
+    assert!((ms * 1_000_000..upper).contains(&mean), "mean {mean} ns");
+}
+
+fn nonzero(h: &HistTotals) -> Vec<(u64, u64)> {
+    h.buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n > 0)
+        .map(|(i, &n)| (upper_bound_ns(i).unwrap_or(u64::MAX), n))
+        .collect()
+}

@@ -1,0 +1,3 @@
+pub fn run(_s: u64, _r: u32) -> anyhow::Result<()> {
+    anyhow::bail!("todo")
+}

@@ -1,0 +1,102 @@
+//! `cargo xtask <command>`: the project's own set-up, build, run, test and bench steps,
+//! so that a fresh machine needs nothing but the Rust toolchains.
+mod bench;
+mod setup;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Gimbal's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need (idempotent; fast when all is present).
+    Setup,
+    /// Build the agent (release) with its kernel programs.
+    Build,
+    /// Set up, build, and run the agent with its embedded default config (needs root).
+    Run {
+        /// Arguments passed to `gimbal run`, e.g. `-- --listen 0.0.0.0:9977`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every test: formatting, clippy, unit tests, and (as root) the
+    /// integration tests that load the real programs into this kernel.
+    Test {
+        /// Only the tests whose name contains this filter (integration tests only).
+        filter: Option<String>,
+    },
+    /// Syscall-overhead benchmark: no tracer, empty raw tracepoints, gimbal, bpftrace.
+    Bench {
+        /// Syscalls per measured run.
+        #[arg(long, default_value_t = 2_000_000)]
+        syscalls: u64,
+        /// Interleaved rounds per configuration.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::Build => {
+            setup::run()?;
+            util::cargo(&["build", "--release", "-p", "gimbal"])
+        }
+        Command::Run { args } => {
+            setup::run()?;
+            util::cargo(&["build", "--release", "-p", "gimbal"])?;
+            util::require_root("gimbal loads eBPF programs")?;
+            let mut cmd = std::process::Command::new(util::root().join("target/release/gimbal"));
+            cmd.arg("run").args(args);
+            util::exec(cmd)
+        }
+        Command::Test { filter } => test(filter),
+        Command::Bench { syscalls, rounds } => {
+            setup::run()?;
+            bench::run(syscalls, rounds)
+        }
+    }
+}
+
+fn test(filter: Option<String>) -> anyhow::Result<()> {
+    setup::run()?;
+    util::step("formatting (cargo fmt --check)");
+    util::cargo(&["fmt", "--all", "--", "--check"])?;
+    util::step("lints (cargo clippy -D warnings)");
+    util::cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    util::step("unit tests");
+    util::cargo(&["test", "-p", "gimbal", "-p", "gimbal-common", "-p", "xtask"])?;
+    if !util::is_root() {
+        println!("xtask: SKIPPING the integration tests: they load eBPF programs into the kernel and need root (run `sudo -E cargo xtask test`)");
+        return Ok(());
+    }
+    util::step("integration tests (real kernel, root)");
+    // Release: the workload loops and the agent should run as users run them.
+    let mut args = vec![
+        "test",
+        "--release",
+        "-p",
+        "gimbal-tests",
+        "--",
+        "--test-threads=1",
+        "--nocapture",
+    ];
+    if let Some(f) = filter.as_deref() {
+        args.push(f);
+    }
+    util::cargo(&args)
+}

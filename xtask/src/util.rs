@@ -1,0 +1,78 @@
+//! Small helpers for running commands with visible progress.
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context as _};
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent")
+        .to_path_buf()
+}
+
+pub fn step(what: &str) {
+    println!("\n==> {what}");
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn require_root(why: &str) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("this needs root: {why} (try `sudo -E cargo xtask ...`)");
+    }
+    Ok(())
+}
+
+/// Runs a command in the workspace root, streaming its output; fails with its exit status.
+pub fn run(mut cmd: Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(args).env("PATH", path_with_cargo_bin());
+    run(cmd)
+}
+
+/// Replaces this process with `cmd` (the agent keeps the terminal and its signals).
+pub fn exec(mut cmd: Command) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let err = cmd.current_dir(root()).exec();
+    Err(err).context("cannot start the agent")
+}
+
+/// PATH with ~/.cargo/bin (where bpf-linker is installed) in front.
+pub fn path_with_cargo_bin() -> String {
+    let home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    format!("{home}/bin:{}", std::env::var("PATH").unwrap_or_default())
+}
+
+/// Output of a command, or None if it cannot run or fails.
+pub fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program)
+        .args(args)
+        .env("PATH", path_with_cargo_bin())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}

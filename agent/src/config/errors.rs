@@ -36,6 +36,11 @@ impl ConfigErrors {
         errors
     }
 
+    /// In the order they appear in the file (sections are checked in no particular order).
+    pub(super) fn sort(&mut self) {
+        self.errors.sort_by_key(|e| (e.line, e.column));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }

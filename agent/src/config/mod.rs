@@ -150,6 +150,7 @@ impl Config {
             }
         }
         validate(&config, &mut errors);
+        errors.sort();
         if errors.is_empty() {
             Ok(config)
         } else {

@@ -72,45 +72,129 @@ impl TestCgroup {
     /// Makes `cmd` join this cgroup between fork and exec, so every syscall of the
     /// program itself is counted under it.
     pub fn spawn_into(&self, cmd: &mut Command) -> Child {
-        let procs = std::ffi::CString::new(
-            self.path
-                .join("cgroup.procs")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .unwrap();
-        // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+        spawn_in(cmd, &[self.path.join("cgroup.procs")])
+    }
+}
+
+/// Spawns `cmd` after moving it, between fork and exec, into every cgroup whose
+/// `cgroup.procs` file is listed.
+pub fn spawn_in(cmd: &mut Command, procs_files: &[PathBuf]) -> Child {
+    let files: Vec<std::ffi::CString> = procs_files
+        .iter()
+        .map(|p| std::ffi::CString::new(p.clone().into_os_string().into_encoded_bytes()).unwrap())
+        .collect();
+    // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for f in &files {
+                let fd = libc::open(f.as_ptr(), libc::O_WRONLY);
                 if fd < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
                 libc::close(fd);
-                if ok {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
+                if !ok {
+                    return Err(std::io::Error::last_os_error());
                 }
-            });
-        }
-        cmd.spawn().expect("spawn workload")
+            }
+            Ok(())
+        });
     }
+    cmd.spawn().expect("spawn workload")
+}
+
+/// A memory-limited cgroup for OOM tests: a cgroup2 child with memory.max where the
+/// hierarchy has the memory controller, else a child of this process's own cgroup v1
+/// memory cgroup (never the root, never a cgroup this test did not create).
+pub struct MemoryLimit {
+    dir: PathBuf,
+    pub procs: PathBuf,
+    /// Set when the limit lives in the cgroup2 test cgroup itself (nothing to remove).
+    inside_cgroup2: bool,
+}
+
+impl MemoryLimit {
+    pub fn new(cgroup2: &TestCgroup, limit_bytes: u64) -> Self {
+        let max = cgroup2.path.join("memory.max");
+        if max.exists() {
+            std::fs::write(&max, limit_bytes.to_string()).expect("write memory.max");
+            let _ = std::fs::write(cgroup2.path.join("memory.swap.max"), "0");
+            return Self {
+                dir: cgroup2.path.clone(),
+                procs: cgroup2.path.join("cgroup.procs"),
+                inside_cgroup2: true,
+            };
+        }
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
+        let rel = own
+            .lines()
+            .find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+                ctrls
+                    .split(',')
+                    .any(|c| c == "memory")
+                    .then(|| path.trim_start_matches('/').to_string())
+            })
+            .expect("no memory controller: neither cgroup2 memory.max nor a v1 memory cgroup");
+        let dir = Path::new("/sys/fs/cgroup/memory")
+            .join(rel)
+            .join(unique("oom"));
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        std::fs::write(dir.join("memory.limit_in_bytes"), limit_bytes.to_string())
+            .expect("memory.limit_in_bytes");
+        // Without swap limits the hog could swap instead of being killed.
+        let _ = std::fs::write(
+            dir.join("memory.memsw.limit_in_bytes"),
+            limit_bytes.to_string(),
+        );
+        Self {
+            procs: dir.join("cgroup.procs"),
+            dir,
+            inside_cgroup2: false,
+        }
+    }
+}
+
+impl Drop for MemoryLimit {
+    fn drop(&mut self) {
+        if !self.inside_cgroup2 {
+            remove_cgroup_dir(&self.dir);
+        }
+    }
+}
+
+fn remove_cgroup_dir(path: &Path) {
+    for _ in 0..50 {
+        if std::fs::remove_dir(path).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("warning: could not remove test cgroup {}", path.display());
 }
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.path).is_ok() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        eprintln!(
-            "warning: could not remove test cgroup {}",
-            self.path.display()
-        );
+        remove_cgroup_dir(&self.path);
+    }
+}
+
+/// A temporary directory this test created; removed with its contents on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> Self {
+        let p = std::env::temp_dir().join(unique(what));
+        std::fs::create_dir(&p).expect("create temp dir");
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,0 +1,238 @@
+//! TCP retransmits against bpftrace counting the same tracepoint in the same window.
+//!
+//! Two network namespaces joined by a veth pair; the receiver drops a share of incoming
+//! segments at its input hook (this kernel has no netem), so the sender retransmits.
+use std::{
+    io::{BufRead, BufReader, Read},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use gimbal::{
+    cgroups::CgroupNames,
+    model::Model,
+    probes::{LoadOptions, MapReader, Probes},
+};
+use gimbal_tests::{require_root, sibling_binary, spawn_in, unique, TestCgroup};
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e} (cargo xtask setup installs it)"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces and a veth pair; deleted on drop.
+struct Link {
+    a: String,
+    b: String,
+}
+
+impl Link {
+    fn new(v4: (&str, &str), v6: (&str, &str), port: u16, drop_percent: u32) -> Self {
+        let (a, b) = (unique("a"), unique("b"));
+        let link = Link {
+            a: a.clone(),
+            b: b.clone(),
+        };
+        sh(&["ip", "netns", "add", &a]);
+        sh(&["ip", "netns", "add", &b]);
+        sh(&[
+            "ip", "link", "add", "gva", "netns", &a, "type", "veth", "peer", "name", "gvb",
+            "netns", &b,
+        ]);
+        for (ns, dev, ip4, ip6) in [(&a, "gva", v4.0, v6.0), (&b, "gvb", v4.1, v6.1)] {
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip4}/24"),
+                "dev",
+                dev,
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{ip6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            // One segment per skb, so the count is not blurred by offload batching.
+            sh(&[
+                "ip", "netns", "exec", ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro",
+                "off",
+            ]);
+        }
+        let nft = |rule: &str| {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &b,
+                "sh",
+                "-c",
+                &format!("nft {rule}"),
+            ])
+        };
+        nft("add table inet gimbal_test");
+        nft("add chain inet gimbal_test in '{ type filter hook input priority 0; }'");
+        nft(&format!("add rule inet gimbal_test in tcp dport {port} numgen random mod 100 lt {drop_percent} drop"));
+        link
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).args(args);
+        c
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// bpftrace counting tcp_retransmit_skb for one destination port.
+struct Bpftrace(Child);
+
+impl Bpftrace {
+    fn start(port: u16) -> Self {
+        let prog = format!(
+            "tracepoint:tcp:tcp_retransmit_skb /args->dport == {port}/ {{ @n = count(); }}"
+        );
+        let mut child = Command::new("bpftrace")
+            .args(["-e", &prog])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("bpftrace (cargo xtask setup installs it)");
+        let mut first = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(
+            first.contains("Attaching"),
+            "bpftrace did not attach: {first:?}"
+        );
+        Self(child)
+    }
+
+    fn stop(mut self) -> u64 {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        let mut out = String::new();
+        self.0
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        self.0.wait().unwrap();
+        // "@n: 123"; no line at all when nothing was counted.
+        out.lines()
+            .find_map(|l| l.strip_prefix("@n: "))
+            .map_or(0, |n| n.trim().parse().expect("bpftrace count"))
+    }
+}
+
+#[test]
+fn retransmits_equal_bpftrace_on_the_same_tracepoint() {
+    if !require_root("retransmits_equal_bpftrace_on_the_same_tracepoint") {
+        return;
+    }
+    let x = std::process::id() % 200 + 20;
+    let (a4, b4) = (format!("10.231.{x}.1"), format!("10.231.{x}.2"));
+    let (a6, b6) = (format!("fd00:231:{x}::1"), format!("fd00:231:{x}::2"));
+    let port = 40_000 + (std::process::id() % 20_000) as u16;
+    let link = Link::new((&a4, &b4), (&a6, &b6), port, 5);
+    let cgroup = TestCgroup::new("tcp");
+
+    let options = LoadOptions {
+        syscall_latency: false,
+        tcp_retransmit: true,
+        process_exit: false,
+        syscall_map_memory_mb: 1,
+        exit_ring_bytes: 4096,
+        filter_cgroup_id: 0,
+    };
+    let mut probes = Probes::load(&options).expect("load probes");
+    assert!(
+        probes.status.iter().all(|s| s.error.is_none()),
+        "{:?}",
+        probes.status
+    );
+    let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap()).unwrap();
+    let bpftrace = Bpftrace::start(port);
+
+    let workload = sibling_binary("gimbal-workload");
+    let workload = workload.to_str().unwrap();
+    for server in [format!("{b4}:{port}"), format!("[{b6}]:{port}")] {
+        let mut srv = link
+            .exec(&link.b, &[workload, "tcp-server", &server])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let mut srv_out = BufReader::new(srv.stdout.take().unwrap());
+        srv_out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "listening");
+        // The client (the retransmitting side) runs in the test cgroup: its sockets belong there.
+        let client = spawn_in(
+            &mut link.exec(&link.a, &[workload, "tcp-client", &server, "3000000"]),
+            &[cgroup.path.join("cgroup.procs")],
+        );
+        let out = client.wait_with_output().unwrap();
+        assert!(out.status.success(), "client to {server} failed");
+        srv.wait().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut model = Model::new(1000);
+    model.apply(reader.read().expect("read maps"));
+    let truth = bpftrace.stop();
+    let mine: Vec<_> = model
+        .tcp_retransmits
+        .series
+        .iter()
+        .filter(|(k, _)| k[1].ends_with(&format!(":{port}")))
+        .collect();
+    let total: u64 = mine.iter().map(|(_, n)| **n).sum();
+    eprintln!("retransmits to port {port}: gimbal {total}, bpftrace {truth}");
+    assert!(
+        truth > 0,
+        "no retransmits happened: the test proves nothing"
+    );
+    assert_eq!(
+        total, truth,
+        "gimbal counted {total}, bpftrace {truth}: {mine:?}"
+    );
+    let v4 = format!("{b4}:{port}");
+    let v6 = format!("[{b6}]:{port}");
+    for (k, n) in &mine {
+        assert_eq!(
+            &*k[0], cgroup.name,
+            "retransmits attributed to the client's cgroup: {k:?}"
+        );
+        assert!(
+            (*k[1] == v4 && &*k[2] == "ipv4") || (*k[1] == v6 && &*k[2] == "ipv6"),
+            "remote/family {k:?} ({n})"
+        );
+    }
+    assert_eq!(mine.len(), 2, "one IPv4 and one IPv6 series: {mine:?}");
+}

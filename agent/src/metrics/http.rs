@@ -4,6 +4,8 @@
 use std::{sync::Arc, time::Duration};
 
 use prometheus_client::registry::Registry;
+
+use super::text_format;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -58,17 +60,15 @@ async fn handle(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
     match (method, path) {
         ("GET", "/metrics") => {
             let mut body = String::new();
-            match prometheus_client::encoding::text::encode(&mut body, registry) {
-                Ok(()) => respond(&mut stream, "200 OK", OPENMETRICS, &body).await,
-                Err(_) => {
-                    respond(
-                        &mut stream,
-                        "500 Internal Server Error",
-                        "text/plain",
-                        "encoding failed\n",
-                    )
-                    .await
-                }
+            if prometheus_client::encoding::text::encode(&mut body, registry).is_err() {
+                let msg = "encoding failed\n";
+                return respond(&mut stream, "500 Internal Server Error", "text/plain", msg).await;
+            }
+            if accepts_openmetrics(&buf) {
+                respond(&mut stream, "200 OK", OPENMETRICS, &body).await
+            } else {
+                let text = text_format::from_openmetrics(&body);
+                respond(&mut stream, "200 OK", text_format::CONTENT_TYPE, &text).await
             }
         }
         ("GET", "/healthz") => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
@@ -91,6 +91,16 @@ async fn handle(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
             .await
         }
     }
+}
+
+/// Whether the request's Accept header asks for OpenMetrics (Prometheus does).
+fn accepts_openmetrics(request: &[u8]) -> bool {
+    String::from_utf8_lossy(request)
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .any(|(k, v)| {
+            k.eq_ignore_ascii_case("accept") && v.contains("application/openmetrics-text")
+        })
 }
 
 async fn respond(

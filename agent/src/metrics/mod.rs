@@ -2,6 +2,7 @@
 //! and the HTTP endpoint that serves it.
 mod exposition;
 mod http;
+mod text_format;
 
 pub use exposition::{AgentInfo, Exposition};
 pub use http::serve;

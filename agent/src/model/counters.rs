@@ -3,7 +3,7 @@
 //! The kernel keeps one cumulative value per raw key (cgroup id, flow, ...). Userspace keeps
 //! the last value seen per raw key and adds the difference to the labelled total, so keys
 //! that fold into one `other` series add up, and a key deleted from the map and re-created
-//! from zero (after pruning) loses nothing.
+//! from zero loses nothing.
 use std::{collections::HashMap, hash::Hash};
 
 #[derive(Debug)]
@@ -30,20 +30,6 @@ impl<R: Hash + Eq + Copy> Deltas<R> {
             now
         }
     }
-
-    /// Forgets raw keys not in `present` (deleted from the kernel map), so memory follows
-    /// the map's own bound.
-    pub fn retain(&mut self, present: impl Fn(&R) -> bool) {
-        self.last.retain(|k, _| present(k));
-    }
-
-    pub fn len(&self) -> usize {
-        self.last.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.last.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -57,7 +43,5 @@ mod tests {
         assert_eq!(d.delta(1, 5), 0);
         assert_eq!(d.delta(1, 12), 7);
         assert_eq!(d.delta(1, 2), 2, "re-created key counts from zero");
-        d.retain(|_| false);
-        assert!(d.is_empty());
     }
 }

@@ -1,0 +1,56 @@
+//! The `gimbal` command line without root: config checking and its error positions.
+use std::process::Command;
+
+use gimbal_tests::{sibling_binary, TempDir};
+
+fn gimbal(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(sibling_binary("gimbal"))
+        .args(args)
+        .output()
+        .expect("run gimbal");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn check_config_reports_every_error_with_file_line_and_column() {
+    let dir = TempDir::new("config");
+    let file = dir.0.join("gimbal.toml");
+    std::fs::write(&file, "[agent]\nlisten = \"127.0.0.1\"\n\n[probes.process_exit]\nring_buffer_kb = 6\ncolour = \"red\"\n").unwrap();
+    let f = file.display().to_string();
+    let (code, _, err) = gimbal(&["check-config", &f]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("{f}:2:10: invalid socket address syntax")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{f}:6:1: unknown field `colour`")),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_embedded_default_config_checks_clean() {
+    let dir = TempDir::new("config");
+    let file = dir.0.join("default.toml");
+    let (code, default, _) = gimbal(&["default-config"]);
+    assert_eq!(code, 0);
+    std::fs::write(&file, default).unwrap();
+    let (code, out, err) = gimbal(&["check-config", &file.display().to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with(": ok\n"), "{out}");
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let (code, _, err) = gimbal(&["check-config", "/nonexistent/gimbal.toml"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("/nonexistent/gimbal.toml: cannot read:"),
+        "{err}"
+    );
+}

@@ -1,0 +1,242 @@
+//! The real agent binary, scraped over HTTP: the series it reports for a known workload,
+//! `promtool check metrics` (Debian's prometheus package), and docs/metrics.md as the spec.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{Read, Write},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use gimbal_tests::{require_root, sibling_binary, wait_status, workload, TestCgroup};
+
+struct Agent {
+    child: Child,
+    port: u16,
+}
+
+impl Agent {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(sibling_binary("gimbal"))
+            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start gimbal");
+        let agent = Agent { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while agent.try_get("/healthz", None).map(|r| r.0) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "gimbal did not serve /healthz within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        agent
+    }
+
+    /// (status, content type, body)
+    fn try_get(&self, path: &str, accept: Option<&str>) -> Option<(u16, String, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let accept = accept
+            .map(|a| format!("Accept: {a}\r\n"))
+            .unwrap_or_default();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}\r\n").ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).ok()?;
+        let (head, body) = raw.split_once("\r\n\r\n")?;
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        let ctype = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Type: "))?
+            .to_string();
+        Some((status, ctype, body.to_string()))
+    }
+
+    fn metrics(&self) -> String {
+        let (status, ctype, body) = self.try_get("/metrics", None).expect("scrape");
+        assert_eq!(status, 200);
+        assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+        body
+    }
+
+    /// SIGTERM, then the exit status: the agent must stop cleanly.
+    fn stop(mut self) -> i32 {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        wait_status(&mut self.child)
+    }
+}
+
+/// Polls until a sample line with exactly these labels appears; returns its value.
+fn wait_for_sample(agent: &Agent, line_prefix: &str) -> (String, f64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = agent.metrics();
+        if let Some(v) = body
+            .lines()
+            .find_map(|l| l.strip_prefix(line_prefix))
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return (body, v);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sample `{line_prefix}` after 15 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn live_scrape_reports_the_workload_passes_promtool_and_matches_the_docs() {
+    if !require_root("live_scrape_reports_the_workload_passes_promtool_and_matches_the_docs") {
+        return;
+    }
+    let agent = Agent::start();
+    let cgroup = TestCgroup::new("scrape");
+    let mut child = cgroup.spawn_into(workload().args(["getppid", "777"]));
+    assert_eq!(wait_status(&mut child), 0);
+
+    let cg = &cgroup.name;
+    let (_, n) = wait_for_sample(
+        &agent,
+        &format!("gimbal_syscall_latency_seconds_count{{syscall=\"getppid\",cgroup=\"{cg}\"}} "),
+    );
+    assert_eq!(
+        n, 777.0,
+        "getppid count for a child that made exactly 777 calls"
+    );
+    let (body, exits) =
+        wait_for_sample(&agent, &format!("gimbal_process_exits_total{{cgroup=\"{cg}\",comm=\"gimbal-workload\",reason=\"exited\",code=\"0\"}} "));
+    assert_eq!(exits, 1.0);
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; cargo xtask setup installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    check_against_docs(&body);
+
+    let (status, ctype, om) = agent
+        .try_get(
+            "/metrics",
+            Some("application/openmetrics-text; version=1.0.0"),
+        )
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    assert!(om.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    assert_eq!(agent.try_get("/nope", None).unwrap().0, 404);
+
+    let status = agent.stop();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "agent exit status {status:#x} on SIGTERM"
+    );
+}
+
+/// docs/metrics.md's table: name -> (type, label names).
+fn documented() -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
+    let text = std::fs::read_to_string(path).expect("docs/metrics.md");
+    text.lines()
+        .filter(|l| l.starts_with("| gimbal_"))
+        .map(|l| {
+            let cells: Vec<_> = l.split('|').map(str::trim).collect();
+            let labels = cells[3]
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            (cells[1].to_string(), (cells[2].to_string(), labels))
+        })
+        .collect()
+}
+
+fn check_against_docs(body: &str) {
+    let docs = documented();
+    assert!(
+        docs.len() >= 8,
+        "docs/metrics.md table not found or incomplete: {docs:?}"
+    );
+    let mut types = BTreeMap::new();
+    let mut labels: BTreeMap<String, BTreeSet<BTreeSet<String>>> = BTreeMap::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap();
+            types.insert(name.to_string(), ty.to_string());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let (name, names) = sample_labels(line);
+            let family = types
+                .keys()
+                .filter(|f| name.starts_with(f.as_str()))
+                .max_by_key(|f| f.len())
+                .cloned()
+                .unwrap_or_else(|| panic!("sample before its TYPE: {line}"));
+            labels
+                .entry(family)
+                .or_default()
+                .insert(names.into_iter().filter(|l| l != "le").collect());
+        }
+    }
+    for (name, (ty, want)) in &docs {
+        assert_eq!(
+            types.get(name),
+            Some(ty),
+            "{name}: documented as {ty}, exposed as {:?}",
+            types.get(name)
+        );
+        for got in labels.get(name).into_iter().flatten() {
+            assert_eq!(got, want, "{name}: labels {got:?}, documented {want:?}");
+        }
+    }
+    for name in types.keys() {
+        assert!(
+            docs.contains_key(name),
+            "{name} is exposed but not documented in docs/metrics.md"
+        );
+    }
+}
+
+/// Sample name and label names of one exposition line, honouring quoted values.
+fn sample_labels(line: &str) -> (String, Vec<String>) {
+    let Some((name, rest)) = line.split_once('{') else {
+        return (line.split(' ').next().unwrap().to_string(), vec![]);
+    };
+    let mut names = vec![];
+    let (mut key, mut in_value, mut escaped) = (String::new(), false, false);
+    for c in rest.chars() {
+        match (in_value, c) {
+            (true, '\\') if !escaped => escaped = true,
+            (true, '"') if !escaped => in_value = false,
+            (true, _) => escaped = false,
+            (false, '=') => names.push(std::mem::take(&mut key)),
+            (false, '"') => in_value = true,
+            (false, ',') => {}
+            (false, '}') => break,
+            (false, c) => key.push(c),
+        }
+    }
+    (name.to_string(), names)
+}

@@ -32,7 +32,11 @@ pub fn require_root(why: &str) -> anyhow::Result<()> {
 
 /// Runs a command in the workspace root, streaming its output; fails with its exit status.
 pub fn run(mut cmd: Command) -> anyhow::Result<()> {
-    let shown = format!("{cmd:?}");
+    let shown = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
     let status = cmd
         .current_dir(root())
         .stdin(Stdio::null())

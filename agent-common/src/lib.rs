@@ -30,10 +30,12 @@ pub mod programs {
     pub const TCP_RETRANSMIT: &str = "tcp_retransmit_skb";
     pub const PROCESS_EXIT: &str = "sched_process_exit";
     pub const OOM_MARK_VICTIM: &str = "oom_mark_victim";
+    /// Benchmark floor only (see agent-ebpf probes/floor.rs).
+    pub const FLOOR_SYS_ENTER: &str = "floor_sys_enter";
+    pub const FLOOR_SYS_EXIT: &str = "floor_sys_exit";
 }
 
 /// Capacity of the kernel maps whose size does not depend on the CPU count.
-pub const SYSCALL_START_ENTRIES: u32 = 65_536;
 pub const SYSCALL_ERRORS_ENTRIES: u32 = 16_384;
 pub const TCP_RETRANS_ENTRIES: u32 = 8_192;
 pub const OOM_VICTIMS_ENTRIES: u32 = 1_024;

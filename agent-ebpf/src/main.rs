@@ -7,6 +7,8 @@
 mod probes;
 #[cfg(target_arch = "bpf")]
 mod shared;
+#[cfg(target_arch = "bpf")]
+mod task_storage;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

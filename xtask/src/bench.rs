@@ -1,3 +1,267 @@
-pub fn run(_s: u64, _r: u32) -> anyhow::Result<()> {
-    anyhow::bail!("todo")
+//! `cargo xtask bench`: what gimbal adds to every syscall, next to the floor (an empty
+//! raw-tracepoint pair) and bpftrace building the same per-(cgroup, syscall) histogram.
+//!
+//! Configurations run interleaved, round after round, in one invocation, so drift on this
+//! shared machine hits all of them alike; figures are medians over rounds and the result is
+//! reported as ratios against the no-tracer baseline measured in the same run.
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::util;
+
+/// bpftrace's per-syscall latency histogram keyed like gimbal's (cgroup, syscall).
+const BPFTRACE_HIST: &str = "tracepoint:raw_syscalls:sys_enter { @start[tid] = nsecs; } \
+    tracepoint:raw_syscalls:sys_exit /@start[tid]/ { @lat[cgroup, args->id] = hist(nsecs - @start[tid]); delete(@start[tid]); }";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tracer {
+    None,
+    Floor,
+    Gimbal,
+    Bpftrace,
+}
+
+impl Tracer {
+    const ALL: [Tracer; 4] = [
+        Tracer::None,
+        Tracer::Floor,
+        Tracer::Gimbal,
+        Tracer::Bpftrace,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            Tracer::None => "no tracer",
+            Tracer::Floor => "empty raw tracepoint pair (floor)",
+            Tracer::Gimbal => "gimbal",
+            Tracer::Bpftrace => "bpftrace histogram",
+        }
+    }
+}
+
+/// One round of one configuration.
+struct Run {
+    ns_per_syscall: f64,
+    /// The tracer's own user+system CPU while the loop ran, as a share of one core.
+    tracer_cpu: Option<f64>,
+    tracer_rss_kib: Option<u64>,
+}
+
+pub fn run(syscalls: u64, rounds: u32) -> anyhow::Result<()> {
+    util::require_root("the benchmark attaches eBPF programs")?;
+    util::step("building (release)");
+    util::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "gimbal",
+        "-p",
+        "gimbal-tests",
+        "--bins",
+    ])?;
+    let bin = util::root().join("target/release");
+    let mut runs: Vec<(Tracer, Run)> = Vec::new();
+    for round in 1..=rounds {
+        for tracer in Tracer::ALL {
+            print!("round {round}/{rounds}: {:<36}", tracer.name());
+            let run = measure(tracer, &bin, syscalls)?;
+            println!("{:8.1} ns/syscall", run.ns_per_syscall);
+            runs.push((tracer, run));
+        }
+    }
+    let report = report(&runs, syscalls, rounds);
+    println!("\n{report}");
+    let out = util::root().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("syscall-overhead.md"), &report)?;
+    println!(
+        "(also written to target/bench/syscall-overhead.md; copy the table into BENCHMARKS.md)"
+    );
+    Ok(())
+}
+
+fn measure(tracer: Tracer, bin: &std::path::Path, syscalls: u64) -> anyhow::Result<Run> {
+    let mut child = start(tracer, bin)?;
+    let before = child.as_ref().map(|c| cpu_ticks(c.id())).transpose()?;
+    let t0 = Instant::now();
+    // Pinned to CPU 0 so the loop never shares a core with itself across migrations; the
+    // tracer's userspace is free to use the other core.
+    let out = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(bin.join("gimbal-workload"))
+        .args(["spin", &syscalls.to_string()])
+        .output()
+        .context("running the syscall loop")?;
+    let wall = t0.elapsed();
+    if !out.status.success() {
+        bail!(
+            "the syscall loop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let loop_ns: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("loop time")?;
+    let (tracer_cpu, tracer_rss_kib) = match (&child, before) {
+        (Some(c), Some(before)) => {
+            let ticks = cpu_ticks(c.id())? - before;
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+            (
+                Some(ticks as f64 / hz / wall.as_secs_f64()),
+                Some(rss_kib(c.id())?),
+            )
+        }
+        _ => (None, None),
+    };
+    if let Some(c) = child.as_mut() {
+        stop(c)?;
+    }
+    Ok(Run {
+        ns_per_syscall: loop_ns / syscalls as f64,
+        tracer_cpu,
+        tracer_rss_kib,
+    })
+}
+
+/// Starts the tracer and waits until it is attached.
+fn start(tracer: Tracer, bin: &std::path::Path) -> anyhow::Result<Option<Child>> {
+    let (mut cmd, ready): (Command, fn(&str) -> bool) = match tracer {
+        Tracer::None => return Ok(None),
+        Tracer::Floor => (Command::new(bin.join("gimbal-bench-floor")), |l| {
+            l.contains("attached")
+        }),
+        Tracer::Gimbal => {
+            let mut c = Command::new(bin.join("gimbal"));
+            // A port of its own; the log line announcing /metrics means all probes are in.
+            c.args(["run", "--listen", "127.0.0.1:0"])
+                .env("GIMBAL_LOG", "info")
+                .env("NO_COLOR", "1");
+            (c, |l| l.contains("metrics at"))
+        }
+        Tracer::Bpftrace => {
+            let mut c = Command::new("bpftrace");
+            c.args(["-e", BPFTRACE_HIST]);
+            (c, |l| l.contains("Attaching"))
+        }
+    };
+    // bpftrace and the floor say so on stdout, gimbal logs to stderr: read both.
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", tracer.name()))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    // Keep draining so the tracer never blocks on a full pipe.
+                    continue;
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if ready(&line) => return Ok(Some(child)),
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                bail!(
+                    "{} did not report it was attached within 60 s",
+                    tracer.name()
+                );
+            }
+        }
+    }
+}
+
+fn stop(child: &mut Child) -> anyhow::Result<()> {
+    // SAFETY: signalling our own child by pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    child.wait()?;
+    Ok(())
+}
+
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the ")" that ends comm: state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Ok(f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn report(runs: &[(Tracer, Run)], syscalls: u64, rounds: u32) -> String {
+    let of = |t: Tracer| runs.iter().filter(move |(x, _)| *x == t).map(|(_, r)| r);
+    let ns = |t: Tracer| median(of(t).map(|r| r.ns_per_syscall).collect());
+    let base = ns(Tracer::None);
+    let added = |t: Tracer| ns(t) - base;
+    let mut s = format!(
+        "Syscall overhead, getppid loop pinned to CPU 0, {syscalls} syscalls x {rounds} interleaved rounds, medians.\n\
+         Command: cargo xtask bench --syscalls {syscalls} --rounds {rounds}\n\n\
+         | configuration | ns/syscall | added ns | tracer CPU (share of a core) | tracer RSS |\n|---|---|---|---|---|\n"
+    );
+    for t in Tracer::ALL {
+        let cpu = of(t).filter_map(|r| r.tracer_cpu).collect::<Vec<_>>();
+        let rss = of(t).filter_map(|r| r.tracer_rss_kib).max();
+        s += &format!(
+            "| {} | {:.1} | {:+.1} | {} | {} |\n",
+            t.name(),
+            ns(t),
+            added(t),
+            if cpu.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.2}%", median(cpu) * 100.0)
+            },
+            rss.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+        );
+    }
+    s += &format!(
+        "\ngimbal adds {:.2} x what bpftrace adds (target <= 0.25); {:.2} x the empty-pair floor's addition.\n",
+        added(Tracer::Gimbal) / added(Tracer::Bpftrace),
+        added(Tracer::Gimbal) / added(Tracer::Floor)
+    );
+    s
 }

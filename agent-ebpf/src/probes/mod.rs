@@ -1,3 +1,4 @@
 mod exit;
+mod floor;
 mod syscall;
 mod tcp;

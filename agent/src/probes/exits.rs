@@ -34,13 +34,13 @@ impl ExitReader {
             .ok_or(ProbeError::MissingMap(name))?;
         let ring = RingBuf::try_from(map).map_err(|e| ProbeError::Map {
             name,
-            source: Box::new(e),
+            error: Box::new(e),
         })?;
         // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as the
         // AsyncFd owns the RingBuf.
         let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| ProbeError::Map {
             name,
-            source: Box::new(std::io::Error::from(e).into()),
+            error: Box::new(std::io::Error::from(e).into()),
         })?;
         Ok(Self { ring, cgroups })
     }
@@ -54,7 +54,7 @@ impl ExitReader {
                 .await
                 .map_err(|e| ProbeError::Map {
                     name: names::EXIT_EVENTS,
-                    source: Box::new(e.into()),
+                    error: Box::new(e.into()),
                 })?;
             let events = drain(guard.get_inner_mut());
             guard.clear_ready();

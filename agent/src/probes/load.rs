@@ -104,7 +104,9 @@ impl Probes {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
         let hist_entries = syscall_hist_entries(opts.syscall_map_memory_mb, cpus);
         let mut loader = EbpfLoader::new();
+        // SYSCALL_START is task-local storage, which aya creates but has no userspace type for.
         loader
+            .allow_unsupported_maps()
             .override_global(names::FILTER_CGROUP_ID, &opts.filter_cgroup_id, true)
             .map_max_entries(names::SYSCALL_HIST, hist_entries)
             .map_max_entries(names::EXIT_EVENTS, opts.exit_ring_bytes);
@@ -230,6 +232,6 @@ fn attach_tracepoint(
 fn program_error(name: &'static str, e: aya::programs::ProgramError) -> ProbeError {
     ProbeError::Program {
         name,
-        source: Box::new(e),
+        error: Box::new(e),
     }
 }

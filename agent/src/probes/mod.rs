@@ -13,27 +13,45 @@ pub use reader::MapReader;
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("loading the eBPF object: {0}")]
-    Load(#[source] Box<aya::EbpfError>),
-    #[error("map {name}: {source}")]
+    Load(Box<aya::EbpfError>),
+    #[error("map {name}: {error}")]
     Map {
         name: &'static str,
-        source: Box<aya::maps::MapError>,
+        error: Box<aya::maps::MapError>,
     },
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
-    #[error("program {name}: {source}")]
+    #[error("program {name}: {error}")]
     Program {
         name: &'static str,
-        source: Box<aya::programs::ProgramError>,
+        error: Box<aya::programs::ProgramError>,
     },
     #[error("program {0} is missing from the eBPF object")]
     MissingProgram(&'static str),
     #[error("kernel type information: {0}")]
-    Btf(#[from] crate::btf::BtfError),
+    Btf(crate::btf::BtfError),
     #[error("tracefs: {0}")]
-    Tracefs(#[from] crate::tracefs::TracefsError),
+    Tracefs(crate::tracefs::TracefsError),
     #[error("cgroups: {0}")]
-    Cgroup(#[from] crate::cgroups::CgroupError),
+    Cgroup(crate::cgroups::CgroupError),
     #[error("reading CPU count: {0}")]
-    Cpus(#[source] std::io::Error),
+    Cpus(std::io::Error),
+}
+
+impl From<crate::btf::BtfError> for ProbeError {
+    fn from(e: crate::btf::BtfError) -> Self {
+        Self::Btf(e)
+    }
+}
+
+impl From<crate::tracefs::TracefsError> for ProbeError {
+    fn from(e: crate::tracefs::TracefsError) -> Self {
+        Self::Tracefs(e)
+    }
+}
+
+impl From<crate::cgroups::CgroupError> for ProbeError {
+    fn from(e: crate::cgroups::CgroupError) -> Self {
+        Self::Cgroup(e)
+    }
 }

@@ -33,7 +33,7 @@ where
         .ok_or(ProbeError::MissingMap(name))?;
     T::try_from(map).map_err(|e| ProbeError::Map {
         name,
-        source: Box::new(e),
+        error: Box::new(e),
     })
 }
 
@@ -71,7 +71,7 @@ impl MapReader {
         let map_err = |name| {
             move |e| ProbeError::Map {
                 name,
-                source: Box::new(e),
+                error: Box::new(e),
             }
         };
         let mut sample = Sample::default();

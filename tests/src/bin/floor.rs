@@ -1,0 +1,32 @@
+//! `cargo xtask bench`'s floor: attaches the empty raw-tracepoint pair from the agent's own
+//! object and holds it until SIGTERM or SIGINT. Prints "attached" once it is in place.
+use aya::{programs::RawTracePoint, EbpfLoader};
+use gimbal_common::programs::{FLOOR_SYS_ENTER, FLOOR_SYS_EXIT};
+
+fn main() {
+    let mut ebpf = EbpfLoader::new()
+        .allow_unsupported_maps()
+        .load(gimbal::EBPF_OBJECT)
+        .expect("load the agent's eBPF object (needs root)");
+    for (name, tp) in [(FLOOR_SYS_EXIT, "sys_exit"), (FLOOR_SYS_ENTER, "sys_enter")] {
+        let p: &mut RawTracePoint = ebpf
+            .program_mut(name)
+            .expect(name)
+            .try_into()
+            .expect("raw tracepoint");
+        p.load().expect("load");
+        p.attach(tp).expect("attach");
+    }
+    println!("attached");
+    // SAFETY: plain signal mask manipulation and a blocking sigwait on this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let mut sig = 0;
+        libc::sigwait(&set, &mut sig);
+    }
+    drop(ebpf);
+}

@@ -27,12 +27,15 @@ pub mod names {
 pub mod programs {
     pub const SYS_ENTER: &str = "sys_enter";
     pub const SYS_EXIT: &str = "sys_exit";
+    pub const SCHED_SWITCH: &str = "sched_switch";
     pub const TCP_RETRANSMIT: &str = "tcp_retransmit_skb";
     pub const PROCESS_EXIT: &str = "sched_process_exit";
     pub const OOM_MARK_VICTIM: &str = "oom_mark_victim";
     /// Benchmark floor only (see agent-ebpf probes/floor.rs).
     pub const FLOOR_SYS_ENTER: &str = "floor_sys_enter";
     pub const FLOOR_SYS_EXIT: &str = "floor_sys_exit";
+    pub const CLOCK_SYS_ENTER: &str = "clock_sys_enter";
+    pub const CLOCK_SYS_EXIT: &str = "clock_sys_exit";
 }
 
 /// Capacity of the kernel maps whose size does not depend on the CPU count.

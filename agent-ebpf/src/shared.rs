@@ -12,6 +12,9 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_KINDS, 0);
 #[no_mangle]
 static FILTER_CGROUP_ID: u64 = 0;
 
+/// Map update flag: insert only if the key is absent (another CPU may have just added it).
+pub const BPF_NOEXIST: u64 = 1;
+
 #[inline(always)]
 pub fn count_drop(reason: Drop) {
     if let Some(slot) = DROPS.get_ptr_mut(reason as u32) {

@@ -6,7 +6,12 @@
 //! length carries the value), the same one aya-ebpf's own `btf_maps` use.
 use core::{ffi::c_void, ptr};
 
-use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get};
+use aya_ebpf::{
+    bindings::task_struct,
+    helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
+};
+
+pub type TaskStruct = task_struct;
 
 const BPF_MAP_TYPE_TASK_STORAGE: usize = 29;
 const BPF_F_NO_PREALLOC: usize = 1;
@@ -48,13 +53,25 @@ impl<T> TaskStorage<T> {
         self.current(0)
     }
 
+    /// `task`'s slot, created zeroed on first use. `task` must be a BTF task pointer the
+    /// verifier trusts (a tp_btf argument).
+    #[inline(always)]
+    pub fn task_or_create(&self, task: *mut TaskStruct) -> Option<*mut T> {
+        self.get(task, BPF_LOCAL_STORAGE_GET_F_CREATE)
+    }
+
     #[inline(always)]
     fn current(&self, flags: u64) -> Option<*mut T> {
-        // SAFETY: the map pointer is this map; the task is the current one (BTF pointer).
+        self.get(unsafe { bpf_get_current_task_btf() }, flags)
+    }
+
+    #[inline(always)]
+    fn get(&self, task: *mut TaskStruct, flags: u64) -> Option<*mut T> {
+        // SAFETY: the map pointer is this map; the verifier checks the task pointer.
         let p = unsafe {
             bpf_task_storage_get(
                 ptr::from_ref(self).cast_mut().cast::<c_void>(),
-                bpf_get_current_task_btf(),
+                task,
                 ptr::null_mut(),
                 flags,
             )

@@ -22,14 +22,16 @@ const BPFTRACE_HIST: &str = "tracepoint:raw_syscalls:sys_enter { @start[tid] = n
 enum Tracer {
     None,
     Floor,
+    Clock,
     Gimbal,
     Bpftrace,
 }
 
 impl Tracer {
-    const ALL: [Tracer; 4] = [
+    const ALL: [Tracer; 5] = [
         Tracer::None,
         Tracer::Floor,
+        Tracer::Clock,
         Tracer::Gimbal,
         Tracer::Bpftrace,
     ];
@@ -37,6 +39,7 @@ impl Tracer {
         match self {
             Tracer::None => "no tracer",
             Tracer::Floor => "empty raw tracepoint pair (floor)",
+            Tracer::Clock => "floor + clock read at each end",
             Tracer::Gimbal => "gimbal",
             Tracer::Bpftrace => "bpftrace histogram",
         }
@@ -136,6 +139,11 @@ fn start(tracer: Tracer, bin: &std::path::Path) -> anyhow::Result<Option<Child>>
         Tracer::Floor => (Command::new(bin.join("gimbal-bench-floor")), |l| {
             l.contains("attached")
         }),
+        Tracer::Clock => {
+            let mut c = Command::new(bin.join("gimbal-bench-floor"));
+            c.arg("clock");
+            (c, |l| l.contains("attached"))
+        }
         Tracer::Gimbal => {
             let mut c = Command::new(bin.join("gimbal"));
             // A port of its own; the log line announcing /metrics means all probes are in.

@@ -1,7 +1,14 @@
-//! The benchmark's floor: an empty raw-tracepoint pair on sys_enter/sys_exit. Never attached
-//! by the agent; `cargo xtask bench` attaches it to measure what any raw tracepoint costs,
-//! so gimbal's own work can be told apart from the kernel's dispatch.
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+//! Benchmark floors, never attached by the agent. `cargo xtask bench` attaches them to tell
+//! apart what any raw tracepoint costs (`floor_*`: empty programs), what timing a syscall
+//! costs (`clock_*`: a clock read at each end and a per-CPU slot), and the rest of gimbal's
+//! work (cgroup id, histogram lookup and update), so BENCHMARKS.md can say where the
+//! nanoseconds go.
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{map, raw_tracepoint},
+    maps::PerCpuArray,
+    programs::RawTracePointContext,
+};
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn floor_sys_enter(_ctx: RawTracePointContext) -> i32 {
@@ -10,5 +17,25 @@ pub fn floor_sys_enter(_ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn floor_sys_exit(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+/// [start, last latency] of this CPU.
+#[map(name = "BENCH_CLOCK")]
+static BENCH_CLOCK: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn clock_sys_enter(_ctx: RawTracePointContext) -> i32 {
+    if let Some(s) = BENCH_CLOCK.get_ptr_mut(0) {
+        unsafe { (*s)[0] = bpf_ktime_get_ns() };
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn clock_sys_exit(_ctx: RawTracePointContext) -> i32 {
+    if let Some(s) = BENCH_CLOCK.get_ptr_mut(0) {
+        unsafe { (*s)[1] = bpf_ktime_get_ns().wrapping_sub((*s)[0]) };
+    }
     0
 }

@@ -2,24 +2,42 @@
 //! per-CPU log-linear histograms per (cgroup, syscall) and error counts per errno.
 //!
 //! Raw tracepoints, because they cost least: no argument copying into a trace record.
-//! Hot path per syscall: one task-storage lookup + store at enter; one task-storage lookup +
-//! store and one per-CPU hash lookup + two adds at exit. Nothing is allocated after a
-//! thread's first call.
+//!
+//! Start times live in a per-CPU slot: an array lookup the verifier inlines, no hashing.
+//! A thread that is switched out inside a syscall may come back on another CPU, so
+//! `sched_switch` spills the slot of the outgoing thread into its task-local storage, where
+//! its `sys_exit` finds it. Syscalls that do not block pay for two slot accesses and one
+//! per-CPU hash lookup (the histogram); only blocking ones pay for task storage.
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
-    macros::{map, raw_tracepoint},
-    maps::PerCpuHashMap,
-    programs::RawTracePointContext,
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns},
+    macros::{btf_tracepoint, map, raw_tracepoint},
+    maps::{PerCpuArray, PerCpuHashMap},
+    programs::{BtfTracePointContext, RawTracePointContext},
 };
 use gimbal_common::{
     hist, Drop, ErrnoKey, LatencyHist, SyscallKey, SyscallStart, SYSCALL_ERRORS_ENTRIES,
     SYSCALL_HIST_DEFAULT_ENTRIES,
 };
 
-use crate::{shared::count_drop, task_storage::TaskStorage};
+use crate::{
+    shared::{count_drop, BPF_NOEXIST},
+    task_storage::{TaskStorage, TaskStruct},
+};
 
-/// Start of the syscall each thread is in. Task-local storage rather than a hash keyed by
-/// thread id: about half the cost per syscall, and a dead thread's slot goes with it.
+/// The syscall the thread running on this CPU is in.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CpuSlot {
+    /// `task_struct` address of the thread; 0 when the slot is free.
+    owner: u64,
+    start: SyscallStart,
+}
+
+#[map(name = "SYSCALL_CPU_SLOT")]
+static SYSCALL_CPU_SLOT: PerCpuArray<CpuSlot> = PerCpuArray::with_max_entries(1, 0);
+
+/// Start of the syscall of each thread that was switched out inside one. Task-local
+/// storage: a pointer from the task, no hashing, and a dead thread's slot goes with it.
 #[unsafe(link_section = ".maps")]
 #[unsafe(export_name = "SYSCALL_START")]
 static SYSCALL_START: TaskStorage<SyscallStart> = TaskStorage::new();
@@ -40,13 +58,18 @@ const MAX_ERRNO: i64 = 4095;
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(struct pt_regs *regs, long id)
     let nr: i64 = ctx.arg(1);
-    if let Some(slot) = SYSCALL_START.current_or_create() {
+    if let Some(slot) = SYSCALL_CPU_SLOT.get_ptr_mut(0) {
         let start = SyscallStart {
             ts_ns: unsafe { bpf_ktime_get_ns() },
             nr: nr as u32,
             _pad: 0,
         };
-        unsafe { *slot = start };
+        unsafe {
+            *slot = CpuSlot {
+                owner: bpf_get_current_task(),
+                start,
+            }
+        };
     }
     0
 }
@@ -55,16 +78,10 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(struct pt_regs *regs, long ret)
     let ret: i64 = ctx.arg(1);
-    let Some(slot) = SYSCALL_START.current_if_any() else {
+    let Some(start) = take_start() else {
+        // No matching enter: attached mid-syscall, or a new thread's first return (clone).
         return 0;
     };
-    let start = unsafe { *slot };
-    if start.ts_ns == 0 {
-        // No matching enter (attached mid-syscall, or an exit without an enter such as a
-        // new thread's first return from clone).
-        return 0;
-    }
-    unsafe { (*slot).ts_ns = 0 };
     let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts_ns);
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     record_latency(
@@ -85,13 +102,53 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// The current thread's syscall start, from this CPU's slot or, if the thread was switched
+/// out meanwhile, from its task storage; consumed so it is counted once.
+#[inline(always)]
+fn take_start() -> Option<SyscallStart> {
+    let task = unsafe { bpf_get_current_task() };
+    let slot = SYSCALL_CPU_SLOT.get_ptr_mut(0)?;
+    unsafe {
+        if (*slot).owner == task {
+            (*slot).owner = 0;
+            return Some((*slot).start);
+        }
+        let spilled = SYSCALL_START.current_if_any()?;
+        if (*spilled).ts_ns == 0 {
+            return None;
+        }
+        let start = *spilled;
+        (*spilled).ts_ns = 0;
+        Some(start)
+    }
+}
+
+/// Moves the outgoing thread's pending syscall start from this CPU's slot into its task
+/// storage, since it may resume on another CPU.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+    // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next, ...)
+    let prev: *mut TaskStruct = ctx.arg(1);
+    let Some(slot) = SYSCALL_CPU_SLOT.get_ptr_mut(0) else {
+        return 0;
+    };
+    unsafe {
+        if (*slot).owner == 0 || (*slot).owner != prev as u64 {
+            return 0;
+        }
+        if let Some(p) = SYSCALL_START.task_or_create(prev) {
+            *p = (*slot).start;
+        }
+        (*slot).owner = 0;
+    }
+    0
+}
+
 /// All-zero histogram to insert for a new key; lives in .rodata, not on the 512-byte stack.
 static ZERO_HIST: LatencyHist = LatencyHist {
     sum_ns: 0,
     buckets: [0; hist::BUCKETS],
 };
-
-const BPF_NOEXIST: u64 = 1;
 
 #[inline(always)]
 fn record_latency(key: SyscallKey, latency_ns: u64) {

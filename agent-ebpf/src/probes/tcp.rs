@@ -15,7 +15,7 @@ use gimbal_common::{
     Drop, FlowKey, SockOffsets, TcpTpOffsets, AF_INET, OFFSET_UNKNOWN, TCP_RETRANS_ENTRIES,
 };
 
-use crate::shared::{cgroup_wanted, count_drop};
+use crate::shared::{cgroup_wanted, count_drop, BPF_NOEXIST};
 
 #[map(name = "TCP_RETRANS")]
 static TCP_RETRANS: PerCpuHashMap<FlowKey, u64> =
@@ -40,8 +40,6 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     kn_id: OFFSET_UNKNOWN,
     _pad: 0,
 };
-
-const BPF_NOEXIST: u64 = 1;
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use aya::{
-    programs::{RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use gimbal_common::{names, programs, LatencyHist, OFFSET_UNKNOWN};
@@ -137,7 +137,11 @@ impl Probes {
                 Ok(())
             } else {
                 match probe {
-                    Probe::SyscallLatency => attach_syscalls(&mut ebpf).map_err(|e| e.to_string()),
+                    Probe::SyscallLatency => aya::Btf::from_sys_fs()
+                        .map_err(|e| format!("kernel BTF: {e}"))
+                        .and_then(|btf| {
+                            attach_syscalls(&mut ebpf, &btf).map_err(|e| e.to_string())
+                        }),
                     Probe::TcpRetransmit => tcp_tp.clone().map(drop).and_then(|()| {
                         attach_tracepoint(
                             &mut ebpf,
@@ -189,9 +193,18 @@ impl Probes {
     }
 }
 
-fn attach_syscalls(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    // Exit first: an exit without its enter is ignored, an enter without its exit would
-    // leave a stale start time until the thread's next syscall overwrites it.
+fn attach_syscalls(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), ProbeError> {
+    // sched_switch, then exit, then enter: an exit without its enter is ignored, and an
+    // enter must never be recorded without the switch hook that keeps it across CPUs.
+    let prog = programs::SCHED_SWITCH;
+    let p: &mut BtfTracePoint = ebpf
+        .program_mut(prog)
+        .ok_or(ProbeError::MissingProgram(prog))?
+        .try_into()
+        .map_err(|e| program_error(prog, e))?;
+    p.load("sched_switch", btf)
+        .map_err(|e| program_error(prog, e))?;
+    p.attach().map_err(|e| program_error(prog, e))?;
     for (prog, tp) in [
         (programs::SYS_EXIT, "sys_exit"),
         (programs::SYS_ENTER, "sys_enter"),

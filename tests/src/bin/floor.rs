@@ -1,14 +1,20 @@
-//! `cargo xtask bench`'s floor: attaches the empty raw-tracepoint pair from the agent's own
-//! object and holds it until SIGTERM or SIGINT. Prints "attached" once it is in place.
+//! `cargo xtask bench`'s floors: attaches a raw-tracepoint pair from the agent's own object
+//! (`empty`, the default, or `clock`) and holds it until SIGTERM or SIGINT. Prints
+//! "attached" once it is in place.
 use aya::{programs::RawTracePoint, EbpfLoader};
-use gimbal_common::programs::{FLOOR_SYS_ENTER, FLOOR_SYS_EXIT};
+use gimbal_common::programs::{CLOCK_SYS_ENTER, CLOCK_SYS_EXIT, FLOOR_SYS_ENTER, FLOOR_SYS_EXIT};
 
 fn main() {
     let mut ebpf = EbpfLoader::new()
         .allow_unsupported_maps()
         .load(gimbal::EBPF_OBJECT)
         .expect("load the agent's eBPF object (needs root)");
-    for (name, tp) in [(FLOOR_SYS_EXIT, "sys_exit"), (FLOOR_SYS_ENTER, "sys_enter")] {
+    let (enter, exit) = match std::env::args().nth(1).as_deref() {
+        None | Some("empty") => (FLOOR_SYS_ENTER, FLOOR_SYS_EXIT),
+        Some("clock") => (CLOCK_SYS_ENTER, CLOCK_SYS_EXIT),
+        Some(other) => panic!("unknown floor {other:?}: use empty or clock"),
+    };
+    for (name, tp) in [(exit, "sys_exit"), (enter, "sys_enter")] {
         let p: &mut RawTracePoint = ebpf
             .program_mut(name)
             .expect(name)

@@ -105,3 +105,24 @@ fn nonzero(h: &HistTotals) -> Vec<(u64, u64)> {
         .map(|(i, &n)| (upper_bound_ns(i).unwrap_or(u64::MAX), n))
         .collect()
 }
+
+#[test]
+fn syscalls_that_return_on_another_cpu_are_counted() {
+    if !require_root("syscalls_that_return_on_another_cpu_are_counted") {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "this test needs two CPUs to move a thread between; this host has {cpus}"
+    );
+    // Each sched_setaffinity enters on one CPU and returns on the other: only the start
+    // time spilled to task storage at the context switch can time it.
+    let n = 500u64;
+    let h = measure(&["migrate", &n.to_string()], "sched_setaffinity");
+    assert_eq!(
+        h.count(),
+        n,
+        "sched_setaffinity calls that each changed CPU"
+    );
+}

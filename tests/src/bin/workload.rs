@@ -1,7 +1,7 @@
 //! The test workload: does exactly what it is told, and nothing else that the tests count
 //! (it never calls getppid or clock_nanosleep except when told to).
 //!
-//! gimbal-workload getppid N | sleep COUNT MS | exit CODE | segv | alloc MB | pause
+//! gimbal-workload getppid N | sleep COUNT MS | migrate N | exit CODE | segv | alloc MB | pause
 //!                 | forks N | tcp-server ADDR | tcp-client ADDR BYTES | spin N
 use std::{
     io::{Read, Write},
@@ -51,6 +51,22 @@ fn main() {
                         std::ptr::null_mut::<libc::timespec>(),
                     )
                 };
+            }
+        }
+        Some("migrate") => {
+            // Each sched_setaffinity moves this thread to the other CPU while inside the
+            // syscall: it enters on one CPU and returns on another, every time.
+            for i in 0..arg(&args, 2) {
+                // SAFETY: a zeroed cpu_set_t with one CPU set, for this thread (pid 0).
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET((i % 2) as usize, &mut set);
+                    if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
+                    {
+                        eprintln!("sched_setaffinity: {}", std::io::Error::last_os_error());
+                        std::process::exit(1);
+                    }
+                }
             }
         }
         Some("exit") => std::process::exit(arg(&args, 2) as i32),

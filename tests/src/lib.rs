@@ -9,6 +9,8 @@ use std::{
 
 use gimbal::cgroups::CgroupNames;
 
+pub mod agent;
+
 /// True when running as root; otherwise prints why the calling test skips.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.

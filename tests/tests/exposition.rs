@@ -2,75 +2,12 @@
 //! `promtool check metrics` (Debian's prometheus package), and docs/metrics.md as the spec.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{Read, Write},
-    net::TcpStream,
-    process::{Child, Command, Stdio},
+    io::Write,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use gimbal_tests::{require_root, sibling_binary, wait_status, workload, TestCgroup};
-
-struct Agent {
-    child: Child,
-    port: u16,
-}
-
-impl Agent {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(sibling_binary("gimbal"))
-            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start gimbal");
-        let agent = Agent { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while agent.try_get("/healthz", None).map(|r| r.0) != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "gimbal did not serve /healthz within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        agent
-    }
-
-    /// (status, content type, body)
-    fn try_get(&self, path: &str, accept: Option<&str>) -> Option<(u16, String, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        let accept = accept
-            .map(|a| format!("Accept: {a}\r\n"))
-            .unwrap_or_default();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}\r\n").ok()?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).ok()?;
-        let (head, body) = raw.split_once("\r\n\r\n")?;
-        let status = head.split(' ').nth(1)?.parse().ok()?;
-        let ctype = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Type: "))?
-            .to_string();
-        Some((status, ctype, body.to_string()))
-    }
-
-    fn metrics(&self) -> String {
-        let (status, ctype, body) = self.try_get("/metrics", None).expect("scrape");
-        assert_eq!(status, 200);
-        assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
-        body
-    }
-
-    /// SIGTERM, then the exit status: the agent must stop cleanly.
-    fn stop(mut self) -> i32 {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        wait_status(&mut self.child)
-    }
-}
+use gimbal_tests::{agent::Agent, require_root, wait_status, workload, TestCgroup};
 
 /// Polls until a sample line with exactly these labels appears; returns its value.
 fn wait_for_sample(agent: &Agent, line_prefix: &str) -> (String, f64) {

@@ -86,7 +86,8 @@ pub fn syscall_hist_entries(memory_mb: u32, cpus: usize) -> u32 {
     // The kernel rounds each per-CPU value up to 8 bytes.
     let per_entry = (std::mem::size_of::<LatencyHist>().div_ceil(8) * 8 * cpus.max(1)) as u64;
     let n = (memory_mb as u64 * 1024 * 1024) / per_entry;
-    n.clamp(64, 65_536) as u32
+    // The agent keeps one 400-byte histogram per entry too: 8192 bounds that at ~4 MB.
+    n.clamp(64, 8_192) as u32
 }
 
 impl Probes {

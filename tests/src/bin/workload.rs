@@ -1,7 +1,7 @@
 //! The test workload: does exactly what it is told, and nothing else that the tests count
 //! (it never calls getppid or clock_nanosleep except when told to).
 //!
-//! gimbal-workload getppid N | sleep COUNT MS | migrate N | exit CODE | segv | alloc MB | pause
+//! gimbal-workload getppid N | sleep COUNT MS | migrate N | spread DIR N | exit CODE | segv | alloc MB | pause
 //!                 | forks N | tcp-server ADDR | tcp-client ADDR BYTES | spin N
 use std::{
     io::{Read, Write},
@@ -66,6 +66,31 @@ fn main() {
                         eprintln!("sched_setaffinity: {}", std::io::Error::last_os_error());
                         std::process::exit(1);
                     }
+                }
+            }
+        }
+        Some("spread") => {
+            // One short-lived child in each of DIR/c0 .. DIR/c<N-1>: many cgroups, quickly.
+            let dir = &args[2];
+            for i in 0..arg(&args, 3) {
+                let procs = std::ffi::CString::new(format!("{dir}/c{i}/cgroup.procs")).unwrap();
+                // SAFETY: the child makes raw syscalls only, then _exit.
+                match unsafe { libc::fork() } {
+                    0 => unsafe {
+                        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                        let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                        libc::syscall(libc::SYS_getppid);
+                        libc::_exit(if ok { 0 } else { 1 })
+                    },
+                    pid if pid > 0 => unsafe {
+                        let mut status = 0;
+                        libc::waitpid(pid, &mut status, 0);
+                        if status != 0 {
+                            eprintln!("child {i} could not join its cgroup");
+                            std::process::exit(1);
+                        }
+                    },
+                    _ => std::process::exit(1),
                 }
             }
         }

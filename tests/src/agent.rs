@@ -1,0 +1,84 @@
+//! The real agent binary, started on a free loopback port and scraped over HTTP.
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{sibling_binary, wait_status};
+
+pub struct Agent {
+    pub child: Child,
+    port: u16,
+}
+
+impl Agent {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(sibling_binary("gimbal"))
+            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start gimbal");
+        let agent = Agent { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while agent.try_get("/healthz", None).map(|r| r.0) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "gimbal did not serve /healthz within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        agent
+    }
+
+    /// (status, content type, body)
+    pub fn try_get(&self, path: &str, accept: Option<&str>) -> Option<(u16, String, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let accept = accept
+            .map(|a| format!("Accept: {a}\r\n"))
+            .unwrap_or_default();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}\r\n").ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).ok()?;
+        let (head, body) = raw.split_once("\r\n\r\n")?;
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        let ctype = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Type: "))?
+            .to_string();
+        Some((status, ctype, body.to_string()))
+    }
+
+    pub fn metrics(&self) -> String {
+        let (status, ctype, body) = self.try_get("/metrics", None).expect("scrape");
+        assert_eq!(status, 200);
+        assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+        body
+    }
+
+    /// SIGTERM, then the exit status: the agent must stop cleanly.
+    pub fn stop(mut self) -> i32 {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        wait_status(&mut self.child)
+    }
+}
+
+impl Agent {
+    /// The agent's resident memory, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("agent status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}

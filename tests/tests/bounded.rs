@@ -1,0 +1,114 @@
+//! The agent under a cardinality storm: processes in 10,000 cgroups. Series stay within the
+//! per-metric budget, the rest is folded and counted, and the agent's memory stays bounded.
+use std::time::{Duration, Instant};
+
+use gimbal_tests::{agent::Agent, require_root, workload, TestCgroup};
+
+const CGROUPS: usize = 10_000;
+/// The default `[labels] max_series_per_metric`.
+const MAX_SERIES: usize = 500;
+/// What docs and BENCHMARKS.md promise for the agent's resident memory.
+const RSS_LIMIT_KIB: u64 = 64 * 1024;
+
+fn value(body: &str, prefix: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn ten_thousand_cgroups_stay_within_the_series_budget_and_bounded_memory() {
+    if !require_root("ten_thousand_cgroups_stay_within_the_series_budget_and_bounded_memory") {
+        return;
+    }
+    let agent = Agent::start();
+    let parent = TestCgroup::new("many");
+    let children: Vec<_> = (0..CGROUPS)
+        .map(|i| parent.path.join(format!("c{i}")))
+        .collect();
+    for c in &children {
+        std::fs::create_dir(c).expect("create child cgroup");
+    }
+    let t0 = Instant::now();
+    let status = workload()
+        .args([
+            "spread",
+            parent.path.to_str().unwrap(),
+            &CGROUPS.to_string(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "spread workload failed");
+    eprintln!(
+        "{CGROUPS} processes in {CGROUPS} cgroups in {:?}",
+        t0.elapsed()
+    );
+
+    // Wait until the exits are all accounted for: kept, folded or dropped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let body = agent.metrics();
+        let folded = value(
+            &body,
+            "gimbal_series_folded_total{metric=\"gimbal_process_exits_total\"} ",
+        )
+        .unwrap_or(0.0);
+        if folded >= (CGROUPS - MAX_SERIES) as f64 * 0.9 || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let rss = agent.rss_kib();
+
+    let series = |metric_prefix: &str| {
+        body.lines()
+            .filter(|l| l.starts_with(metric_prefix))
+            .count()
+    };
+    let latency = series("gimbal_syscall_latency_seconds_count{");
+    let exits = series("gimbal_process_exits_total{");
+    eprintln!(
+        "series: latency {latency}, exits {exits}; agent RSS {} MiB; scrape {} KiB",
+        rss / 1024,
+        body.len() / 1024
+    );
+    assert!(latency <= MAX_SERIES + 1, "{latency} latency series");
+    assert!(exits <= MAX_SERIES + 1, "{exits} exit series");
+    let folded = value(
+        &body,
+        "gimbal_series_folded_total{metric=\"gimbal_process_exits_total\"} ",
+    )
+    .unwrap();
+    let dropped = value(
+        &body,
+        "gimbal_events_dropped_total{probe=\"process_exit\"} ",
+    )
+    .unwrap();
+    let other = value(&body, "gimbal_process_exits_total{cgroup=\"other\",comm=\"other\",reason=\"other\",code=\"other\"} ").unwrap_or(0.0);
+    assert!(
+        folded > 0.0 && other > 0.0,
+        "nothing folded: folded {folded}, other {other}"
+    );
+    // Every exit of the storm is somewhere: in its own series, in `other`, or counted as dropped.
+    let kept: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("gimbal_process_exits_total{") && l.contains(&parent.name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        kept + other + dropped >= CGROUPS as f64,
+        "kept {kept} + other {other} + dropped {dropped} < {CGROUPS}"
+    );
+    assert!(
+        rss < RSS_LIMIT_KIB,
+        "agent RSS {} MiB over {} MiB",
+        rss / 1024,
+        RSS_LIMIT_KIB / 1024
+    );
+
+    let status = agent.stop();
+    assert_eq!(status, 0, "agent exit status");
+    for c in &children {
+        let _ = std::fs::remove_dir(c);
+    }
+}

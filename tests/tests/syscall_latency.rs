@@ -126,3 +126,51 @@ fn syscalls_that_return_on_another_cpu_are_counted() {
         "sched_setaffinity calls that each changed CPU"
     );
 }
+
+#[test]
+fn idle_keys_are_deleted_from_the_kernel_map_without_losing_counts() {
+    if !require_root("idle_keys_are_deleted_from_the_kernel_map_without_losing_counts") {
+        return;
+    }
+    let mut probes = Probes::load(&options()).expect("load probes");
+    let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap())
+        .unwrap()
+        .with_idle_prune(std::time::Duration::from_millis(500));
+    let cgroup = TestCgroup::new("prune");
+    let raw = gimbal_common::SyscallKey {
+        cgroup_id: cgroup.id,
+        nr: libc::SYS_getppid as u32,
+        _pad: 0,
+    };
+    let key = ["getppid".into(), cgroup.name.as_str().into()];
+    let mut model = Model::new(1000);
+
+    let mut child = cgroup.spawn_into(workload().args(["getppid", "5"]));
+    assert_eq!(wait_status(&mut child), 0);
+    model.apply(reader.read().unwrap());
+    assert_eq!(model.syscall_latency.series[&key].count(), 5);
+
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let sample = reader.read().unwrap();
+    assert!(
+        sample.pruned.syscalls.contains(&raw),
+        "idle key not pruned: {:?}",
+        sample.pruned
+    );
+    model.apply(sample);
+    let after = reader.read().unwrap();
+    assert!(
+        after.syscalls.iter().all(|r| r.raw != raw),
+        "the kernel map still holds the pruned key"
+    );
+    model.apply(after);
+
+    let mut child = cgroup.spawn_into(workload().args(["getppid", "3"]));
+    assert_eq!(wait_status(&mut child), 0);
+    model.apply(reader.read().unwrap());
+    assert_eq!(
+        model.syscall_latency.series[&key].count(),
+        8,
+        "counts before and after the prune add up"
+    );
+}

@@ -30,6 +30,11 @@ impl<R: Hash + Eq + Copy> Deltas<R> {
             now
         }
     }
+
+    /// Forgets a raw key deleted from the kernel map.
+    pub fn forget(&mut self, raw: &R) {
+        self.last.remove(raw);
+    }
 }
 
 #[cfg(test)]
@@ -43,5 +48,7 @@ mod tests {
         assert_eq!(d.delta(1, 5), 0);
         assert_eq!(d.delta(1, 12), 7);
         assert_eq!(d.delta(1, 2), 2, "re-created key counts from zero");
+        d.forget(&1);
+        assert_eq!(d.delta(1, 9), 9, "a forgotten key starts from zero");
     }
 }

@@ -33,6 +33,12 @@ impl WrappedHist {
         h
     }
 
+    /// Changes whenever anything is recorded (used to find idle keys).
+    pub fn fingerprint(&self) -> u64 {
+        let count: u64 = self.buckets.iter().map(|&b| b as u64).sum();
+        self.sum_ns ^ count.rotate_left(32)
+    }
+
     /// The increase since `earlier`.
     pub fn since(&self, earlier: &WrappedHist) -> HistTotals {
         let mut d = HistTotals {

@@ -47,6 +47,17 @@ pub struct Sample {
     pub tcp_retransmits: Vec<CounterReading<FlowKey, 3>>,
     /// Cumulative kernel drop counters, indexed by `gimbal_common::Drop`.
     pub drops: [u64; DROP_KINDS as usize],
+    /// Raw keys deleted from the kernel maps after this sample was read.
+    pub pruned: Pruned,
+}
+
+/// Raw keys the probe stage deleted from the kernel maps: if they come back, they count
+/// again from zero.
+#[derive(Debug, Clone, Default)]
+pub struct Pruned {
+    pub syscalls: Vec<SyscallKey>,
+    pub syscall_errors: Vec<ErrnoKey>,
+    pub tcp_retransmits: Vec<FlowKey>,
 }
 
 /// A series map with its cardinality budget.
@@ -129,12 +140,15 @@ impl Model {
         for (mine, now) in self.drops.iter_mut().zip(sample.drops) {
             *mine = (*mine).max(now);
         }
-    }
-
-    /// Forgets raw keys the kernel map no longer holds (pruned), keeping their totals.
-    pub fn forget_syscall_keys(&mut self, gone: &[SyscallKey]) {
-        for k in gone {
+        // Forget pruned raw keys, keeping their totals.
+        for k in &sample.pruned.syscalls {
             self.hist_last.remove(k);
+        }
+        for k in &sample.pruned.syscall_errors {
+            self.errors_last.forget(k);
+        }
+        for k in &sample.pruned.tcp_retransmits {
+            self.tcp_last.forget(k);
         }
     }
 

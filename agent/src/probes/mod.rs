@@ -1,6 +1,7 @@
 //! The only stage that touches aya: loads the kernel programs, attaches them, and reads their
 //! maps into plain `Sample`s and exit events.
 mod exits;
+mod idle;
 mod load;
 mod offsets;
 mod reader;

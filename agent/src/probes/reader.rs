@@ -1,11 +1,18 @@
 //! Reads the aggregated maps (latency histograms, errno counts, retransmits, drops) into a
 //! `Sample`, resolving raw keys to label values on the way.
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use gimbal_common::{names, ErrnoKey, FlowKey, LatencyHist, SyscallKey, AF_INET, DROP_KINDS};
 
-use super::{ProbeError, Probes};
+use super::{idle::IdleKeys, ProbeError, Probes};
+
+/// Kernel map keys unchanged this long are deleted (their cgroup or flow is likely gone).
+const IDLE_PRUNE: Duration = Duration::from_secs(600);
 use crate::{
     cgroups::CgroupNames,
     model::{CounterReading, HistReading, Sample, WrappedHist},
@@ -18,6 +25,9 @@ pub struct MapReader {
     tcp: PerCpuHashMap<MapData, FlowKey, u64>,
     drops: PerCpuArray<MapData, u64>,
     cgroups: CgroupNames,
+    idle_hists: IdleKeys<SyscallKey>,
+    idle_errors: IdleKeys<ErrnoKey>,
+    idle_flows: IdleKeys<FlowKey>,
     /// Syscall names by number, made once: they are read every tick for every key.
     syscall_names: Vec<Arc<str>>,
     unknown: Arc<str>,
@@ -45,6 +55,9 @@ impl MapReader {
             tcp: take(probes, names::TCP_RETRANS)?,
             drops: take(probes, names::DROPS)?,
             cgroups,
+            idle_hists: IdleKeys::new(IDLE_PRUNE),
+            idle_errors: IdleKeys::new(IDLE_PRUNE),
+            idle_flows: IdleKeys::new(IDLE_PRUNE),
             syscall_names: (0..1024).map(|nr| Arc::from(syscall_name(nr))).collect(),
             unknown: Arc::from("unknown"),
         })
@@ -66,8 +79,19 @@ impl MapReader {
             .unwrap_or_else(|| self.unknown.clone())
     }
 
+    /// Deletes kernel map keys after `after` without change instead of the default 10 min.
+    pub fn with_idle_prune(mut self, after: Duration) -> Self {
+        self.idle_hists = IdleKeys::new(after);
+        self.idle_errors = IdleKeys::new(after);
+        self.idle_flows = IdleKeys::new(after);
+        self
+    }
+
     /// One pass over every map. A key that vanishes mid-iteration is skipped, not an error.
+    /// Keys idle for the prune period are deleted from the kernel maps and listed in
+    /// `sample.pruned`; their totals live on in the model.
     pub fn read(&mut self) -> Result<Sample, ProbeError> {
+        let now = Instant::now();
         let map_err = |name| {
             move |e| ProbeError::Map {
                 name,
@@ -79,10 +103,12 @@ impl MapReader {
         let hists: Vec<_> = self.hist.iter().filter_map(Result::ok).collect();
         for (key, per_cpu) in hists {
             let labels = [self.syscall(key.nr), self.cgroup(key.cgroup_id)];
+            let hist = WrappedHist::from_cpus(per_cpu.iter());
+            self.idle_hists.observe(key, hist.fingerprint(), now);
             sample.syscalls.push(HistReading {
                 raw: key,
                 labels,
-                hist: WrappedHist::from_cpus(per_cpu.iter()),
+                hist,
             });
         }
 
@@ -93,10 +119,12 @@ impl MapReader {
                 self.cgroup(key.cgroup_id),
                 Arc::from(errno_name(key.errno)),
             ];
+            let value = per_cpu.iter().sum();
+            self.idle_errors.observe(key, value, now);
             sample.syscall_errors.push(CounterReading {
                 raw: key,
                 labels,
-                value: per_cpu.iter().sum(),
+                value,
             });
         }
 
@@ -108,10 +136,12 @@ impl MapReader {
                 Arc::from(remote),
                 Arc::from(family),
             ];
+            let value = per_cpu.iter().sum();
+            self.idle_flows.observe(key, value, now);
             sample.tcp_retransmits.push(CounterReading {
                 raw: key,
                 labels,
-                value: per_cpu.iter().sum(),
+                value,
             });
         }
 
@@ -123,7 +153,28 @@ impl MapReader {
                 .iter()
                 .sum();
         }
+        self.prune(now, &mut sample);
         Ok(sample)
+    }
+
+    /// Deletes idle keys. An increment landing between the last read and the delete would
+    /// be lost, but a key idle for the whole prune period gets none in practice.
+    fn prune(&mut self, now: Instant, sample: &mut Sample) {
+        for k in self.idle_hists.take_idle(now) {
+            if self.hist.remove(&k).is_ok() {
+                sample.pruned.syscalls.push(k);
+            }
+        }
+        for k in self.idle_errors.take_idle(now) {
+            if self.errors.remove(&k).is_ok() {
+                sample.pruned.syscall_errors.push(k);
+            }
+        }
+        for k in self.idle_flows.take_idle(now) {
+            if self.tcp.remove(&k).is_ok() {
+                sample.pruned.tcp_retransmits.push(k);
+            }
+        }
     }
 }
 

@@ -1,0 +1,65 @@
+//! Which kernel map keys have stopped changing, so they can be deleted: the maps are
+//! bounded, and keys of cgroups and flows that are gone would otherwise fill them for good.
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    time::{Duration, Instant},
+};
+
+#[derive(Debug)]
+pub struct IdleKeys<K> {
+    /// Per key: a fingerprint of its value and when that last changed.
+    seen: HashMap<K, (u64, Instant)>,
+    after: Duration,
+}
+
+impl<K: Hash + Eq + Copy> IdleKeys<K> {
+    pub fn new(after: Duration) -> Self {
+        Self {
+            seen: HashMap::new(),
+            after,
+        }
+    }
+
+    pub fn observe(&mut self, key: K, fingerprint: u64, now: Instant) {
+        let entry = self.seen.entry(key).or_insert((fingerprint, now));
+        if entry.0 != fingerprint {
+            *entry = (fingerprint, now);
+        }
+    }
+
+    /// Keys unchanged for the idle period; forgotten here, to be deleted by the caller.
+    pub fn take_idle(&mut self, now: Instant) -> Vec<K> {
+        let idle: Vec<K> = self
+            .seen
+            .iter()
+            .filter(|(_, (_, changed))| now.duration_since(*changed) >= self.after)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &idle {
+            self.seen.remove(k);
+        }
+        idle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unchanged_keys_go_idle() {
+        let t0 = Instant::now();
+        let mut idle = IdleKeys::new(Duration::from_secs(10));
+        idle.observe(1, 5, t0);
+        idle.observe(2, 5, t0);
+        idle.observe(2, 6, t0 + Duration::from_secs(8));
+        assert!(idle.take_idle(t0 + Duration::from_secs(9)).is_empty());
+        assert_eq!(idle.take_idle(t0 + Duration::from_secs(10)), vec![1]);
+        assert_eq!(idle.take_idle(t0 + Duration::from_secs(18)), vec![2]);
+        assert!(
+            idle.take_idle(t0 + Duration::from_secs(100)).is_empty(),
+            "taken keys are forgotten"
+        );
+    }
+}

@@ -76,9 +76,9 @@ fn every_sleep_lands_in_its_bucket() {
     if !require_root("every_sleep_lands_in_its_bucket") {
         return;
     }
-    // 21 ms sits just above the 20.97 ms bound, so timer slack of up to 4 ms keeps each
-    // sleep inside (20.97 ms, 25.17 ms].
-    let (count, ms) = (7u64, 21u64);
+    // 68 ms sits just above the 67.1 ms bound, so timer slack and scheduling delay of up to
+    // 15.8 ms (seen: 4 ms on a loaded 2-CPU VM) keep each sleep inside (67.1 ms, 83.9 ms].
+    let (count, ms) = (5u64, 68u64);
     let h = measure(
         &["sleep", &count.to_string(), &ms.to_string()],
         "clock_nanosleep",

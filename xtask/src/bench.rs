@@ -89,7 +89,7 @@ pub fn run(syscalls: u64, rounds: u32) -> anyhow::Result<()> {
 
 fn measure(tracer: Tracer, bin: &std::path::Path, syscalls: u64) -> anyhow::Result<Run> {
     let mut child = start(tracer, bin)?;
-    let before = child.as_ref().map(|c| cpu_ticks(c.id())).transpose()?;
+    let before = child.as_ref().map(|c| cpu_ns(c.id())).transpose()?;
     let t0 = Instant::now();
     // Pinned to CPU 0 so the loop never shares a core with itself across migrations; the
     // tracer's userspace is free to use the other core.
@@ -112,11 +112,9 @@ fn measure(tracer: Tracer, bin: &std::path::Path, syscalls: u64) -> anyhow::Resu
         .context("loop time")?;
     let (tracer_cpu, tracer_rss_kib) = match (&child, before) {
         (Some(c), Some(before)) => {
-            let ticks = cpu_ticks(c.id())? - before;
-            // SAFETY: sysconf has no preconditions.
-            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+            let busy_ns = cpu_ns(c.id())? - before;
             (
-                Some(ticks as f64 / hz / wall.as_secs_f64()),
+                Some(busy_ns as f64 / wall.as_nanos() as f64),
                 Some(rss_kib(c.id())?),
             )
         }
@@ -212,13 +210,18 @@ fn stop(child: &mut Child) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the ")" that ends comm: state is field 3, utime 14, stime 15.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    Ok(f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+/// CPU time of all the process's threads, in ns (schedstat: exact, unlike clock ticks).
+fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("schedstat")).unwrap_or_default();
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -261,7 +264,7 @@ fn report(runs: &[(Tracer, Run)], syscalls: u64, rounds: u32) -> String {
             if cpu.is_empty() {
                 "-".into()
             } else {
-                format!("{:.2}%", median(cpu) * 100.0)
+                format!("{:.3}%", median(cpu) * 100.0)
             },
             rss.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
         );

@@ -9,7 +9,7 @@
 //! its `sys_exit` finds it. Syscalls that do not block pay for two slot accesses and one
 //! per-CPU hash lookup (the histogram); only blocking ones pay for task storage.
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map, raw_tracepoint},
     maps::{PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, RawTracePointContext},
@@ -25,10 +25,16 @@ use crate::{
 };
 
 /// The syscall the thread running on this CPU is in.
+///
+/// A filled slot always belongs to the running thread: another thread can only run here
+/// after a context switch, and `sched_switch` empties the slot into the outgoing thread's
+/// task storage. `owner` is a cheap consistency check on top: the address of the thread's
+/// user register frame (the raw tracepoints' first argument), unique per live thread and
+/// free to read, unlike a helper call.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct CpuSlot {
-    /// `task_struct` address of the thread; 0 when the slot is free.
+    /// `struct pt_regs *` of the thread; 0 when the slot is empty.
     owner: u64,
     start: SyscallStart,
 }
@@ -57,6 +63,7 @@ const MAX_ERRNO: i64 = 4095;
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(struct pt_regs *regs, long id)
+    let regs: u64 = ctx.arg(0);
     let nr: i64 = ctx.arg(1);
     if let Some(slot) = SYSCALL_CPU_SLOT.get_ptr_mut(0) {
         let start = SyscallStart {
@@ -64,12 +71,7 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
             nr: nr as u32,
             _pad: 0,
         };
-        unsafe {
-            *slot = CpuSlot {
-                owner: bpf_get_current_task(),
-                start,
-            }
-        };
+        unsafe { *slot = CpuSlot { owner: regs, start } };
     }
     0
 }
@@ -77,8 +79,9 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(struct pt_regs *regs, long ret)
+    let regs: u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    let Some(start) = take_start() else {
+    let Some(start) = take_start(regs) else {
         // No matching enter: attached mid-syscall, or a new thread's first return (clone).
         return 0;
     };
@@ -105,11 +108,10 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 /// The current thread's syscall start, from this CPU's slot or, if the thread was switched
 /// out meanwhile, from its task storage; consumed so it is counted once.
 #[inline(always)]
-fn take_start() -> Option<SyscallStart> {
-    let task = unsafe { bpf_get_current_task() };
+fn take_start(regs: u64) -> Option<SyscallStart> {
     let slot = SYSCALL_CPU_SLOT.get_ptr_mut(0)?;
     unsafe {
-        if (*slot).owner == task {
+        if (*slot).owner == regs {
             (*slot).owner = 0;
             return Some((*slot).start);
         }
@@ -133,9 +135,10 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     unsafe {
-        if (*slot).owner == 0 || (*slot).owner != prev as u64 {
+        if (*slot).owner == 0 {
             return 0;
         }
+        // The slot is prev's: only the running thread fills it (see CpuSlot).
         if let Some(p) = SYSCALL_START.task_or_create(prev) {
             *p = (*slot).start;
         }

@@ -1,5 +1,8 @@
 //! Maps and globals used by more than one probe family.
-use aya_ebpf::{macros::map, maps::PerCpuArray};
+use aya_ebpf::{
+    macros::map,
+    maps::{PerCpuArray, PerCpuHashMap},
+};
 use gimbal_common::{Drop, DROP_KINDS};
 
 /// Things the kernel side could not record, by `Drop` reason; exported as
@@ -13,7 +16,29 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_KINDS, 0);
 static FILTER_CGROUP_ID: u64 = 0;
 
 /// Map update flag: insert only if the key is absent (another CPU may have just added it).
-pub const BPF_NOEXIST: u64 = 1;
+const BPF_NOEXIST: u64 = 1;
+
+/// This CPU's value of `key`, inserted as `zero` if absent; None (counted as `full`) when
+/// the map has no room. Per-CPU: the caller may then add to it without atomics.
+#[inline(always)]
+pub fn per_cpu_slot<K, V>(
+    map: &PerCpuHashMap<K, V>,
+    key: &K,
+    zero: &V,
+    full: Drop,
+) -> Option<*mut V> {
+    if let Some(v) = map.get_ptr_mut(key) {
+        return Some(v);
+    }
+    // NOEXIST: another CPU may have created the key meanwhile; values are per CPU, so
+    // either way the lookup below finds this CPU's zeroed value.
+    let _ = map.insert(key, zero, BPF_NOEXIST);
+    let v = map.get_ptr_mut(key);
+    if v.is_none() {
+        count_drop(full);
+    }
+    v
+}
 
 #[inline(always)]
 pub fn count_drop(reason: Drop) {

@@ -40,13 +40,6 @@ impl<T> TaskStorage<T> {
         }
     }
 
-    /// The current thread's slot, created zeroed on first use; None if the kernel could not
-    /// allocate it or the helper refused (it does when called recursively).
-    #[inline(always)]
-    pub fn current_or_create(&self) -> Option<*mut T> {
-        self.current(BPF_LOCAL_STORAGE_GET_F_CREATE)
-    }
-
     /// The current thread's slot if it has one.
     #[inline(always)]
     pub fn current_if_any(&self) -> Option<*mut T> {

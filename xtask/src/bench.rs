@@ -57,15 +57,7 @@ struct Run {
 pub fn run(syscalls: u64, rounds: u32) -> anyhow::Result<()> {
     util::require_root("the benchmark attaches eBPF programs")?;
     util::step("building (release)");
-    util::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "gimbal",
-        "-p",
-        "gimbal-tests",
-        "--bins",
-    ])?;
+    util::build_release_binaries()?;
     let bin = util::root().join("target/release");
     let mut runs: Vec<(Tracer, Run)> = Vec::new();
     for round in 1..=rounds {

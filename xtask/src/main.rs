@@ -86,15 +86,7 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
     }
     util::step("integration tests (real kernel, root)");
     // The tests start the real agent binary and a workload next to their own executables.
-    util::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "gimbal",
-        "-p",
-        "gimbal-tests",
-        "--bins",
-    ])?;
+    util::build_release_binaries()?;
     // Release: the workload loops and the agent should run as users run them.
     let mut args = vec![
         "test",

@@ -80,3 +80,16 @@ pub fn output(program: &str, args: &[&str]) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Release build of the agent and the test binaries (workload, bench floors).
+pub fn build_release_binaries() -> anyhow::Result<()> {
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "gimbal",
+        "-p",
+        "gimbal-tests",
+        "--bins",
+    ])
+}

@@ -20,7 +20,7 @@ use gimbal_common::{
 };
 
 use crate::{
-    shared::{count_drop, BPF_NOEXIST},
+    shared::per_cpu_slot,
     task_storage::{TaskStorage, TaskStruct},
 };
 
@@ -155,17 +155,8 @@ static ZERO_HIST: LatencyHist = LatencyHist {
 
 #[inline(always)]
 fn record_latency(key: SyscallKey, latency_ns: u64) {
-    let h = match SYSCALL_HIST.get_ptr_mut(&key) {
-        Some(h) => h,
-        None => {
-            // NOEXIST: another CPU may have created the key meanwhile; its values are per CPU,
-            // so either way the lookup below finds this CPU's zeroed slot.
-            let _ = SYSCALL_HIST.insert(&key, &ZERO_HIST, BPF_NOEXIST);
-            match SYSCALL_HIST.get_ptr_mut(&key) {
-                Some(h) => h,
-                None => return count_drop(Drop::SyscallHistFull),
-            }
-        }
+    let Some(h) = per_cpu_slot(&SYSCALL_HIST, &key, &ZERO_HIST, Drop::SyscallHistFull) else {
+        return;
     };
     let i = hist::bucket(latency_ns);
     // Per-CPU value: only this CPU writes it, so plain adds are race-free. u32 buckets wrap;
@@ -180,15 +171,7 @@ fn record_latency(key: SyscallKey, latency_ns: u64) {
 
 #[inline(always)]
 fn record_error(key: ErrnoKey) {
-    let n = match SYSCALL_ERRORS.get_ptr_mut(&key) {
-        Some(n) => n,
-        None => {
-            let _ = SYSCALL_ERRORS.insert(&key, &0, BPF_NOEXIST);
-            match SYSCALL_ERRORS.get_ptr_mut(&key) {
-                Some(n) => n,
-                None => return count_drop(Drop::SyscallErrorsFull),
-            }
-        }
-    };
-    unsafe { *n += 1 };
+    if let Some(n) = per_cpu_slot(&SYSCALL_ERRORS, &key, &0, Drop::SyscallErrorsFull) {
+        unsafe { *n += 1 };
+    }
 }

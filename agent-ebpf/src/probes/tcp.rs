@@ -15,7 +15,7 @@ use gimbal_common::{
     Drop, FlowKey, SockOffsets, TcpTpOffsets, AF_INET, OFFSET_UNKNOWN, TCP_RETRANS_ENTRIES,
 };
 
-use crate::shared::{cgroup_wanted, count_drop, BPF_NOEXIST};
+use crate::shared::{cgroup_wanted, per_cpu_slot};
 
 #[map(name = "TCP_RETRANS")]
 static TCP_RETRANS: PerCpuHashMap<FlowKey, u64> =
@@ -75,21 +75,10 @@ fn try_retransmit(ctx: &TracePointContext) -> Result<(), i64> {
         key.saddr = unsafe { ctx.read_at(tp.saddr_v6 as usize)? };
         key.daddr = unsafe { ctx.read_at(tp.daddr_v6 as usize)? };
     }
-    let n = match TCP_RETRANS.get_ptr_mut(&key) {
-        Some(n) => n,
-        None => {
-            let _ = TCP_RETRANS.insert(&key, &0, BPF_NOEXIST);
-            match TCP_RETRANS.get_ptr_mut(&key) {
-                Some(n) => n,
-                None => {
-                    count_drop(Drop::TcpFlowsFull);
-                    return Ok(());
-                }
-            }
-        }
-    };
-    // Per-CPU value (BPF has no 64-bit fetch-add from Rust): only this CPU writes it.
-    unsafe { *n += 1 };
+    if let Some(n) = per_cpu_slot(&TCP_RETRANS, &key, &0, Drop::TcpFlowsFull) {
+        // Per-CPU value (BPF has no 64-bit fetch-add from Rust): only this CPU writes it.
+        unsafe { *n += 1 };
+    }
     Ok(())
 }
 

@@ -1,5 +1,8 @@
 //! Encodes the model as OpenMetrics text with prometheus-client, on each scrape.
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 use gimbal_common::{hist, Drop};
 use prometheus_client::{
@@ -9,7 +12,10 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{model::Model, probes::ProbeStatus};
+use crate::{
+    model::{Labels, Model},
+    probes::ProbeStatus,
+};
 
 /// What the agent knows about itself, fixed after start-up.
 #[derive(Debug, Clone)]
@@ -76,51 +82,27 @@ impl Collector for Exposition {
                 )?;
         }
 
-        let mut m = e.encode_descriptor(
+        counters(
+            &mut e,
             "gimbal_syscall_errors",
             "Syscalls that returned an error, per errno",
-            None,
-            MetricType::Counter,
+            ["syscall", "cgroup", "errno"],
+            &model.syscall_errors.series,
         )?;
-        for ([syscall, cgroup, errno], n) in &model.syscall_errors.series {
-            m.encode_family(&[
-                ("syscall", &**syscall),
-                ("cgroup", &**cgroup),
-                ("errno", &**errno),
-            ])?
-            .encode_counter::<NoLabelSet, _, u64>(n, None)?;
-        }
-
-        let mut m = e.encode_descriptor(
+        counters(
+            &mut e,
             "gimbal_tcp_retransmits",
             "TCP segments retransmitted (tcp:tcp_retransmit_skb), per owning cgroup and remote end",
-            None,
-            MetricType::Counter,
+            ["cgroup", "remote", "family"],
+            &model.tcp_retransmits.series,
         )?;
-        for ([cgroup, remote, family], n) in &model.tcp_retransmits.series {
-            m.encode_family(&[
-                ("cgroup", &**cgroup),
-                ("remote", &**remote),
-                ("family", &**family),
-            ])?
-            .encode_counter::<NoLabelSet, _, u64>(n, None)?;
-        }
-
-        let mut m = e.encode_descriptor(
+        counters(
+            &mut e,
             "gimbal_process_exits",
             "Whole-process exits by reason and exit code or signal",
-            None,
-            MetricType::Counter,
+            ["cgroup", "comm", "reason", "code"],
+            &model.process_exits.series,
         )?;
-        for ([cgroup, comm, reason, code], n) in &model.process_exits.series {
-            m.encode_family(&[
-                ("cgroup", &**cgroup),
-                ("comm", &**comm),
-                ("reason", &**reason),
-                ("code", &**code),
-            ])?
-            .encode_counter::<NoLabelSet, _, u64>(n, None)?;
-        }
 
         let mut m = e.encode_descriptor(
             "gimbal_probe_attached",
@@ -139,7 +121,7 @@ impl Collector for Exposition {
             None,
             MetricType::Counter,
         )?;
-        let mut per_probe = std::collections::BTreeMap::new();
+        let mut per_probe = BTreeMap::new();
         for (i, n) in model.drops.iter().enumerate() {
             *per_probe.entry(drop_probe(i)).or_insert(0u64) += n;
         }
@@ -183,4 +165,21 @@ impl Collector for Exposition {
         .encode_gauge(&1i64)?;
         Ok(())
     }
+}
+
+/// One counter family whose series are the model's label sets.
+fn counters<const N: usize>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label_names: [&str; N],
+    series: &BTreeMap<Labels<N>, u64>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (values, n) in series {
+        let labels: [(&str, &str); N] = std::array::from_fn(|i| (label_names[i], &*values[i]));
+        m.encode_family(&labels)?
+            .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+    }
+    Ok(())
 }

@@ -26,10 +26,9 @@ impl Harness {
         let options = LoadOptions {
             syscall_latency: false,
             tcp_retransmit: false,
-            process_exit: true,
-            syscall_map_memory_mb: 1,
             exit_ring_bytes: ring_bytes,
             filter_cgroup_id: cgroup.id,
+            ..LoadOptions::default()
         };
         let mut probes = Probes::load(&options).expect("load probes");
         assert!(
@@ -178,4 +177,66 @@ fn ring_buffer_overflow_loses_nothing_uncounted() {
         generated,
         "delivered {delivered} + dropped {dropped} = generated {generated}"
     );
+}
+
+#[test]
+fn a_probe_whose_tracepoint_is_missing_is_reported_and_the_others_run() {
+    if !require_root("a_probe_whose_tracepoint_is_missing_is_reported_and_the_others_run") {
+        return;
+    }
+    // A kernel without tcp:tcp_retransmit_skb: the real format files of the exit
+    // tracepoints, and no tcp directory at all.
+    let tracefs = gimbal::tracefs::ensure_mounted().expect("tracefs");
+    let formats = TempDir::new("tracefs");
+    for tp in ["sched/sched_process_exit", "oom/mark_victim"] {
+        let dir = formats.0.join("events").join(tp);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            tracefs.join("events").join(tp).join("format"),
+            dir.join("format"),
+        )
+        .unwrap();
+    }
+    let cgroup = TestCgroup::new("degrade");
+    let options = LoadOptions {
+        filter_cgroup_id: cgroup.id,
+        tracepoint_formats: Some(formats.0.clone()),
+        ..LoadOptions::default()
+    };
+    let mut probes = Probes::load(&options).expect("the other probes still load");
+    let status: Vec<_> = probes
+        .status
+        .iter()
+        .map(|s| (s.probe.name(), s.attached(), s.error.clone()))
+        .collect();
+    let tcp = status.iter().find(|s| s.0 == "tcp_retransmit").unwrap();
+    assert!(!tcp.1, "tcp_retransmit reported attached: {status:?}");
+    assert!(
+        tcp.2
+            .as_deref()
+            .unwrap_or("")
+            .contains("tcp_retransmit_skb"),
+        "the error names the tracepoint: {status:?}"
+    );
+    assert!(
+        status
+            .iter()
+            .filter(|s| s.0 != "tcp_retransmit")
+            .all(|s| s.1),
+        "others attached: {status:?}"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut exits = {
+        let _in_runtime = runtime.enter();
+        ExitReader::new(&mut probes, CgroupNames::from_host().unwrap()).unwrap()
+    };
+    let mut child = cgroup.spawn_into(workload().args(["exit", "7"]));
+    let status = wait_status(&mut child);
+    let records = exits.drain_now();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].event.exit_code, status as u32);
 }

@@ -11,12 +11,10 @@ use gimbal_tests::{require_root, wait_status, workload, TestCgroup};
 
 fn options() -> LoadOptions {
     LoadOptions {
-        syscall_latency: true,
         tcp_retransmit: false,
         process_exit: false,
         syscall_map_memory_mb: 16,
-        exit_ring_bytes: 4096,
-        filter_cgroup_id: 0,
+        ..LoadOptions::default()
     }
 }
 

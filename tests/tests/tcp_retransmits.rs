@@ -165,11 +165,8 @@ fn retransmits_equal_bpftrace_on_the_same_tracepoint() {
 
     let options = LoadOptions {
         syscall_latency: false,
-        tcp_retransmit: true,
         process_exit: false,
-        syscall_map_memory_mb: 1,
-        exit_ring_bytes: 4096,
-        filter_cgroup_id: 0,
+        ..LoadOptions::default()
     };
     let mut probes = Probes::load(&options).expect("load probes");
     assert!(

@@ -15,10 +15,18 @@ const MAX_REQUEST: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Serves until the listener fails.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> std::io::Result<()> {
+/// Serves forever. Accept errors (out of file descriptors, say) are logged and retried,
+/// so a passing shortage cannot silence the endpoint for good.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a metrics connection failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let registry = registry.clone();
         tokio::spawn(async move {
             if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &registry))

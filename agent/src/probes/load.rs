@@ -44,6 +44,16 @@ pub struct LoadOptions {
     pub exit_ring_bytes: u32,
     /// Record exits and retransmits of this cgroup2 id only (0: all). For tests.
     pub filter_cgroup_id: u64,
+    /// Where to read tracepoint formats from instead of the mounted tracefs. For tests of
+    /// a kernel that lacks a tracepoint.
+    pub tracepoint_formats: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    /// What the embedded default config asks for.
+    fn default() -> Self {
+        Self::from(&Config::default())
+    }
 }
 
 impl From<&Config> for LoadOptions {
@@ -55,6 +65,7 @@ impl From<&Config> for LoadOptions {
             syscall_map_memory_mb: c.probes.syscall_latency.map_memory_mb,
             exit_ring_bytes: c.probes.process_exit.ring_buffer_kb * 1024,
             filter_cgroup_id: 0,
+            tracepoint_formats: None,
         }
     }
 }
@@ -92,7 +103,10 @@ pub fn syscall_hist_entries(memory_mb: u32, cpus: usize) -> u32 {
 
 impl Probes {
     pub fn load(opts: &LoadOptions) -> Result<Self, ProbeError> {
-        let tracefs_root = tracefs::ensure_mounted()?;
+        // Attaching classic tracepoints needs tracefs mounted even when formats come from
+        // elsewhere.
+        let mounted = tracefs::ensure_mounted()?;
+        let tracefs_root = opts.tracepoint_formats.clone().unwrap_or(mounted);
         let btf = Btf::from_file(Path::new(Btf::VMLINUX));
         let task = btf
             .as_ref()
@@ -186,11 +200,6 @@ impl Probes {
             status,
             syscall_hist_entries: hist_entries,
         })
-    }
-
-    /// Where tracefs is mounted (needed by bpftrace-style comparisons in tests).
-    pub fn tracefs_root() -> Result<PathBuf, ProbeError> {
-        Ok(tracefs::ensure_mounted()?)
     }
 }
 

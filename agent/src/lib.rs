@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! probes (aya: load, attach, read maps) -> model (pure) -> metrics (exposition, HTTP)
+//!                                        -> watch (targets) -> alert (Alertmanager)
 //! ```
 //! `run` wires the stages together; `main.rs` only parses the command line.
+pub mod alert;
 pub mod btf;
 pub mod cgroups;
 pub mod config;
@@ -12,7 +14,9 @@ pub mod model;
 pub mod names;
 pub mod probes;
 pub mod run;
+pub mod targets;
 pub mod tracefs;
+pub mod watch;
 
 /// The kernel programs, built from agent-ebpf by build.rs.
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gimbal"));

@@ -2,18 +2,20 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::Context as _;
 use tokio::{net::TcpListener, signal::unix::SignalKind};
 
 use crate::{
+    alert::{Deliverer, DeliveryStats, Endpoint},
     cgroups::CgroupNames,
     config::Config,
     metrics::{self, AgentInfo, Exposition},
     model::Model,
     probes::{ExitReader, LoadOptions, MapReader, Probes},
+    watch::Watcher,
 };
 
 /// How often the cgroup tree may be walked again to resolve an unknown cgroup id: short,
@@ -37,7 +39,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &mut probes,
         CgroupNames::new(cgroup2.clone(), CGROUP_RESCAN),
     )?;
-    let mut exits = ExitReader::new(&mut probes, CgroupNames::new(cgroup2, CGROUP_RESCAN))?;
+    let mut exits = ExitReader::new(
+        &mut probes,
+        CgroupNames::new(cgroup2.clone(), CGROUP_RESCAN),
+    )?;
 
     let model = Arc::new(Mutex::new(Model::new(config.labels.max_series_per_metric)));
     let info = AgentInfo {
@@ -45,8 +50,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         kernel: kernel_release(),
         probes: probes.status.clone(),
     };
-    let registry = Arc::new(Exposition::registry(model.clone(), info));
+    let delivery = Arc::new(DeliveryStats::default());
+    let registry = Arc::new(Exposition::registry(model.clone(), info, delivery.clone()));
     let addr: SocketAddr = listener.local_addr()?;
+    let endpoints = config
+        .alerting
+        .alertmanagers
+        .iter()
+        .map(|u| Endpoint::parse(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let outbox = (!endpoints.is_empty()).then(|| {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(Deliverer::new(endpoints, delivery.clone()).run(rx));
+        tx
+    });
+    let generator_url = config
+        .alerting
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}/metrics"));
+    let mut watcher = Watcher::new(
+        &config.targets,
+        &config.alerting,
+        generator_url,
+        cgroup2,
+        outbox,
+        delivery,
+    );
     tracing::info!(
         syscall_hist_entries = probes.syscall_hist_entries,
         "metrics at http://{addr}/metrics"
@@ -60,14 +91,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::select! {
             _ = tick.tick() => {
                 let sample = maps.read()?;
-                lock(&model).apply(sample);
+                watcher.tick(SystemTime::now());
+                let mut m = lock(&model);
+                m.apply(sample);
+                m.watch = watcher.status();
             }
             batch = exits.next_batch() => {
-                let mut m = lock(&model);
-                for record in batch? {
+                let batch = batch?;
+                for record in &batch {
                     tracing::debug!(pid = record.event.pid, labels = ?record.labels, "process exit");
+                    watcher.on_exit(record, SystemTime::now());
+                }
+                let mut m = lock(&model);
+                for record in batch {
                     m.apply_exit(record.labels);
                 }
+                m.watch = watcher.status();
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{sibling_binary, wait_status};
+use crate::{free_port, sibling_binary, wait_status};
 
 pub struct Agent {
     pub child: Child,
@@ -14,14 +14,17 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// With the embedded default config.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Self::start_with(&[])
+    }
+
+    /// With extra `gimbal run` arguments, e.g. `--config FILE`.
+    pub fn start_with(args: &[&str]) -> Self {
+        let port = free_port();
         let child = Command::new(sibling_binary("gimbal"))
             .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start gimbal");
@@ -81,4 +84,18 @@ impl Agent {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
     }
+}
+
+/// One HTTP GET to a loopback port: (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    Some((head.split(' ').nth(1)?.parse().ok()?, body.to_string()))
 }

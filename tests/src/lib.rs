@@ -10,6 +10,16 @@ use std::{
 use gimbal::cgroups::CgroupNames;
 
 pub mod agent;
+pub mod alertmanager;
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 /// True when running as root; otherwise prints why the calling test skips.
 pub fn require_root(test: &str) -> bool {

@@ -21,6 +21,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "ground truth for tests and the benchmark's peer",
     ),
     ("prometheus", "promtool checks the exposition"),
+    (
+        "prometheus-alertmanager",
+        "the real Alertmanager the alerting tests deliver to",
+    ),
     ("iproute2", "network namespaces for the TCP tests"),
     ("nftables", "packet loss for the TCP retransmit test"),
     ("ethtool", "turns segmentation offloads off in the TCP test"),

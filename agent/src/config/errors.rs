@@ -68,7 +68,13 @@ impl ConfigErrors {
 
     /// An error about a field's value; points at the field where the text has it.
     pub(super) fn push_field(&mut self, dotted: &str, message: String) {
-        let (line, column) = find_key(&self.text, dotted);
+        self.push_field_value(dotted, "", message);
+    }
+
+    /// Like `push_field`, for a field that may appear more than once (in `[[tables]]` or a
+    /// list): points at the line setting it that contains `value`.
+    pub(super) fn push_field_value(&mut self, dotted: &str, value: &str, message: String) {
+        let (line, column) = find_key(&self.text, dotted, value);
         self.errors.push(ConfigError {
             line,
             column,
@@ -86,16 +92,17 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// Where `section.key` is written: the line that sets `key` inside `[section]`.
-fn find_key(text: &str, dotted: &str) -> (usize, usize) {
+fn find_key(text: &str, dotted: &str, value: &str) -> (usize, usize) {
     let (section, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
     let mut current = String::new();
     for (i, line) in text.lines().enumerate() {
         let trimmed = line.trim();
-        if let Some(name) = trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-            current = name.trim().to_string();
+        if trimmed.starts_with('[') {
+            // `[section]` and `[[section]]` alike.
+            current = trimmed.trim_matches(['[', ']']).trim().to_string();
         } else if current == section {
-            let name = trimmed.split('=').next().unwrap_or("").trim();
-            if name == key {
+            let (name, rest) = trimmed.split_once('=').unwrap_or((trimmed, ""));
+            if name.trim() == key && rest.contains(value) {
                 return (i + 1, line.len() - line.trim_start().len() + 1);
             }
         }

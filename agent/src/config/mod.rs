@@ -13,6 +13,8 @@ use toml::{de::DeValue, Spanned};
 pub use duration::HumanDuration;
 pub use errors::{ConfigError, ConfigErrors};
 
+const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`";
+
 /// The default configuration, embedded in the binary and shipped as /etc/gimbal/gimbal.toml.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
@@ -21,6 +23,45 @@ pub struct Config {
     pub agent: AgentConfig,
     pub probes: ProbesConfig,
     pub labels: LabelsConfig,
+    /// `[[targets]]`: the services to watch.
+    pub targets: Vec<TargetConfig>,
+    pub alerting: AlertingConfig,
+}
+
+/// `[[targets]]`: one watched service.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// The `target` label of its series and alerts.
+    pub name: String,
+    /// Glob over cgroup2 paths relative to the mount (`*` within a segment), e.g.
+    /// "system.slice/trainer.service".
+    pub cgroup: String,
+}
+
+/// `[alerting]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingConfig {
+    /// Alertmanager base URLs (http://host:port); every one gets every notification.
+    pub alertmanagers: Vec<String>,
+    /// How often firing and recently resolved alerts are re-sent.
+    pub resend_interval: HumanDuration,
+    /// How long a target must be down before TargetDown fires.
+    pub target_down_for: HumanDuration,
+    /// Where alerts link back to (generatorURL); default: http://<listen>/metrics.
+    pub external_url: Option<String>,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        Self {
+            alertmanagers: Vec::new(),
+            resend_interval: HumanDuration::from_secs(60),
+            target_down_for: HumanDuration::from_secs(0),
+            external_url: None,
+        }
+    }
 }
 
 /// `[agent]`
@@ -141,11 +182,11 @@ impl Config {
                 "agent" => section(value, &mut errors, &mut config.agent),
                 "labels" => section(value, &mut errors, &mut config.labels),
                 "probes" => probes(value, &mut errors, &mut config.probes),
+                "targets" => section(value, &mut errors, &mut config.targets),
+                "alerting" => section(value, &mut errors, &mut config.alerting),
                 other => errors.push_at(
                     key.span(),
-                    format!(
-                        "unknown section `{other}`, expected one of `agent`, `probes`, `labels`"
-                    ),
+                    format!("unknown section `{other}`, expected one of {SECTIONS}"),
                 ),
             }
         }
@@ -212,6 +253,25 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
             "probes.process_exit.ring_buffer_kb",
             format!("must be a power of two of at least 4, not {kb}"),
         );
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for t in &config.targets {
+        if t.name.is_empty() || !names.insert(t.name.as_str()) {
+            let msg = format!("`{}` must be non-empty and unique", t.name);
+            errors.push_field_value("targets.name", &t.name, msg);
+        }
+        if t.cgroup.trim_matches('/').is_empty() {
+            let msg = format!("of `{}` must name a cgroup below the root", t.name);
+            errors.push_field_value("targets.cgroup", &t.cgroup, msg);
+        }
+    }
+    for url in &config.alerting.alertmanagers {
+        if let Err(e) = crate::alert::Endpoint::parse(url) {
+            errors.push_field_value("alerting.alertmanagers", url, e);
+        }
+    }
+    if config.alerting.resend_interval.get().as_secs() < 1 {
+        errors.push_field("alerting.resend_interval", "must be at least 1s".into());
     }
     if config.labels.max_series_per_metric == 0 {
         errors.push_field("labels.max_series_per_metric", "must be at least 1".into());

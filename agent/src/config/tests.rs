@@ -67,6 +67,46 @@ fn display_is_file_line_column() {
     let e = Config::parse("[nope]\n", "gimbal.toml").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`"
+        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`, `targets`, `alerting`"
     );
+}
+
+#[test]
+fn targets_and_alerting() {
+    let c = Config::parse(
+        "[[targets]]\nname = \"trainer\"\ncgroup = \"system.slice/trainer.service\"\n\n[alerting]\nalertmanagers = [\"http://127.0.0.1:9093\", \"http://127.0.0.1:9094\"]\nresend_interval = \"30s\"\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        c.targets,
+        vec![TargetConfig {
+            name: "trainer".into(),
+            cgroup: "system.slice/trainer.service".into()
+        }]
+    );
+    assert_eq!(c.alerting.alertmanagers.len(), 2);
+    assert_eq!(c.alerting.resend_interval.get().as_secs(), 30);
+}
+
+#[test]
+fn target_and_alertmanager_errors_point_at_their_lines() {
+    let text = "[[targets]]\nname = \"a\"\ncgroup = \"x\"\n[[targets]]\nname = \"a\"\ncgroup = \"/\"\n[alerting]\nalertmanagers = [\"https://am:9093\"]\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert_eq!(
+        errs[0].0, 2,
+        "duplicate name: first line with that name {errs:?}"
+    );
+    assert!(errs[0].2.contains("unique"), "{errs:?}");
+    assert_eq!(errs[1].0, 6, "{errs:?}");
+    assert_eq!(errs[2].0, 8, "{errs:?}");
+    assert!(errs[2].2.contains("https is not supported"), "{errs:?}");
+}
+
+#[test]
+fn unknown_target_keys_are_rejected() {
+    let errs = errors("[[targets]]\nname = \"a\"\ncgroup = \"x\"\nunit = \"a.service\"\n");
+    assert_eq!(errs[0].0, 4, "{errs:?}");
+    assert!(errs[0].2.contains("unknown field `unit`"), "{errs:?}");
 }

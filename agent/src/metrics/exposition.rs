@@ -13,6 +13,7 @@ use prometheus_client::{
 };
 
 use crate::{
+    alert::DeliveryStats,
     model::{Labels, Model},
     probes::ProbeStatus,
 };
@@ -29,11 +30,16 @@ pub struct AgentInfo {
 pub struct Exposition {
     model: Arc<Mutex<Model>>,
     info: AgentInfo,
+    delivery: Arc<DeliveryStats>,
     bounds_seconds: Vec<f64>,
 }
 
 impl Exposition {
-    pub fn registry(model: Arc<Mutex<Model>>, info: AgentInfo) -> Registry {
+    pub fn registry(
+        model: Arc<Mutex<Model>>,
+        info: AgentInfo,
+        delivery: Arc<DeliveryStats>,
+    ) -> Registry {
         // +Inf is encoded by prometheus-client as f64::MAX.
         let bounds_seconds = (0..hist::BUCKETS)
             .map(|i| hist::upper_bound_ns(i).map_or(f64::MAX, |ns| ns as f64 / 1e9))
@@ -42,6 +48,7 @@ impl Exposition {
         registry.register_collector(Box::new(Exposition {
             model,
             info,
+            delivery,
             bounds_seconds,
         }));
         registry
@@ -163,7 +170,73 @@ impl Collector for Exposition {
             ("kernel", self.info.kernel.as_str()),
         ])?
         .encode_gauge(&1i64)?;
-        Ok(())
+
+        let mut m = e.encode_descriptor(
+            "gimbal_target_up",
+            "1 if the watched target has at least one live process",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (target, up) in &model.watch.targets_up {
+            m.encode_family(&[("target", target.as_str())])?
+                .encode_gauge(&i64::from(*up))?;
+        }
+        let mut m = e.encode_descriptor(
+            "gimbal_alerts",
+            "Alerts by name and state (pending, firing)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((alertname, state), n) in &model.watch.alerts {
+            m.encode_family(&[("alertname", alertname.as_str()), ("state", *state)])?
+                .encode_gauge(&(*n as i64))?;
+        }
+        drop(model);
+        self.encode_delivery(&mut e)
+    }
+}
+
+impl Exposition {
+    fn encode_delivery(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let endpoints = self
+            .delivery
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut m = e.encode_descriptor(
+            "gimbal_alertmanager_notifications",
+            "Alert notifications per Alertmanager, by result (sent, failed)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (endpoint, s) in &endpoints {
+            for (result, n) in [("sent", s.sent), ("failed", s.failed)] {
+                m.encode_family(&[("endpoint", endpoint.as_str()), ("result", result)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            }
+        }
+        let mut m = e.encode_descriptor(
+            "gimbal_alertmanager_latency",
+            "Duration of the last successful delivery to each Alertmanager",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for (endpoint, s) in &endpoints {
+            m.encode_family(&[("endpoint", endpoint.as_str())])?
+                .encode_gauge(&s.last_latency.as_secs_f64())?;
+        }
+        let mut m = e.encode_descriptor(
+            "gimbal_alert_batches_dropped",
+            "Alert batches dropped because the delivery queue was full",
+            None,
+            MetricType::Counter,
+        )?;
+        let n = self
+            .delivery
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        m.encode_counter::<NoLabelSet, _, u64>(&n, None)
     }
 }
 

@@ -101,6 +101,8 @@ pub struct Model {
     /// [cgroup, comm, reason, code]
     pub process_exits: Family<4, u64>,
     pub drops: [u64; DROP_KINDS as usize],
+    /// Targets and alerts, as the watcher last saw them.
+    pub watch: crate::watch::WatchStatus,
     hist_last: std::collections::HashMap<SyscallKey, WrappedHist>,
     errors_last: Deltas<ErrnoKey>,
     tcp_last: Deltas<FlowKey>,
@@ -114,6 +116,7 @@ impl Model {
             tcp_retransmits: Family::new(max_series_per_metric),
             process_exits: Family::new(max_series_per_metric),
             drops: [0; DROP_KINDS as usize],
+            watch: Default::default(),
             hist_last: Default::default(),
             errors_last: Deltas::default(),
             tcp_last: Deltas::default(),

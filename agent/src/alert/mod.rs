@@ -1,0 +1,8 @@
+//! Alerts: a Prometheus-like state machine per alert (pending -> firing -> resolved) and
+//! delivery straight to Alertmanager, without waiting for a scrape and a rule evaluation.
+mod alertmanager;
+mod lifecycle;
+mod time;
+
+pub use alertmanager::{Deliverer, DeliveryStats, Endpoint};
+pub use lifecycle::{Alerts, Notification, State};

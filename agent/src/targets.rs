@@ -1,0 +1,168 @@
+//! Watched services ("targets"): which processes belong to each, and whether it is up.
+//!
+//! A target is selected by a glob over cgroup2 paths (relative to the mount, like the
+//! `cgroup` label): `system.slice/trainer.service`, `kubepods.slice/*/*`. `*` matches within
+//! one path segment. Membership is read from each matched cgroup's `cgroup.procs`: one small
+//! file per cgroup, far cheaper than scanning /proc.
+use std::{
+    collections::BTreeSet,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+/// Whether `path` (segments separated by '/') matches `pattern` segment by segment.
+pub fn glob_match(pattern: &str, path: &str) -> bool {
+    let (p, s): (Vec<_>, Vec<_>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == s.len()
+        && p.iter()
+            .zip(&s)
+            .all(|(p, s)| segment_match(p.as_bytes(), s.as_bytes()))
+}
+
+/// `*` matches any run of characters, `?` one character; everything else itself.
+fn segment_match(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            segment_match(&p[1..], s) || (!s.is_empty() && segment_match(p, &s[1..]))
+        }
+        (Some(b'?'), Some(_)) => segment_match(&p[1..], &s[1..]),
+        (Some(a), Some(b)) if a == b => segment_match(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// The processes of one target right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    /// cgroup2 ids of the matched cgroups.
+    pub cgroups: BTreeSet<u64>,
+    /// Live (not zombie) processes in them.
+    pub pids: BTreeSet<u32>,
+}
+
+/// Reads the members of the cgroups matching `pattern` under `cgroup_root`, leaving out
+/// `exiting` (a process whose exit the kernel just reported) and zombies.
+pub fn members(
+    cgroup_root: &Path,
+    proc_root: &Path,
+    pattern: &str,
+    exiting: Option<u32>,
+) -> Members {
+    let mut m = Members::default();
+    for dir in expand(cgroup_root, pattern) {
+        let Ok(meta) = std::fs::metadata(&dir) else {
+            continue;
+        };
+        m.cgroups.insert(meta.ino());
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+            if Some(pid) != exiting && !is_zombie(proc_root, pid) {
+                m.pids.insert(pid);
+            }
+        }
+    }
+    m
+}
+
+/// Directories under `root` matching the glob, segment by segment (no symlinks followed).
+fn expand(root: &Path, pattern: &str) -> Vec<PathBuf> {
+    let mut level = vec![root.to_path_buf()];
+    for seg in pattern.split('/').filter(|s| !s.is_empty()) {
+        let mut next = Vec::new();
+        for dir in &level {
+            if !seg.contains(['*', '?']) {
+                let p = dir.join(seg);
+                if p.is_dir() {
+                    next.push(p);
+                }
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir && segment_match(seg.as_bytes(), e.file_name().as_encoded_bytes()) {
+                    next.push(e.path());
+                }
+            }
+        }
+        level = next;
+    }
+    level.sort();
+    level
+}
+
+/// A process that has exited but not been reaped still shows in cgroup.procs.
+fn is_zombie(proc_root: &Path, pid: u32) -> bool {
+    match std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) {
+        // State follows the ")" that closes comm.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| matches!(r.trim_start().as_bytes().first(), Some(b'Z' | b'X'))),
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_whole_segments() {
+        assert!(glob_match(
+            "system.slice/trainer.service",
+            "system.slice/trainer.service"
+        ));
+        assert!(glob_match(
+            "system.slice/*.service",
+            "system.slice/ssh.service"
+        ));
+        assert!(glob_match(
+            "kubepods.slice/*/*",
+            "kubepods.slice/pod1/cri-abc"
+        ));
+        assert!(
+            !glob_match("kubepods.slice/*", "kubepods.slice/pod1/cri-abc"),
+            "* stays in its segment"
+        );
+        assert!(glob_match("a/b?d", "a/bcd"));
+        assert!(!glob_match(
+            "system.slice/*.service",
+            "system.slice/ssh.socket"
+        ));
+        assert!(glob_match("*", "x"));
+    }
+
+    #[test]
+    fn members_come_from_matching_cgroup_procs_without_zombies_or_the_exiting() {
+        let root = std::env::temp_dir().join(format!("gimbal-targets-{}", std::process::id()));
+        let (cg, proc_root) = (root.join("cg"), root.join("proc"));
+        for (dir, procs) in [
+            ("cg/app.slice/a.service", "10\n11\n"),
+            ("cg/app.slice/b.service", "12\n"),
+            ("cg/other/c.service", "13\n"),
+        ] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+            std::fs::write(root.join(dir).join("cgroup.procs"), procs).unwrap();
+        }
+        for (pid, state) in [(10, "S"), (11, "Z"), (12, "R"), (13, "S")] {
+            std::fs::create_dir_all(proc_root.join(pid.to_string())).unwrap();
+            std::fs::write(
+                proc_root.join(pid.to_string()).join("stat"),
+                format!("{pid} (my (odd) name) {state} 1 2 3"),
+            )
+            .unwrap();
+        }
+        let m = members(&cg, &proc_root, "app.slice/*.service", None);
+        assert_eq!(m.pids, BTreeSet::from([10, 12]));
+        assert_eq!(m.cgroups.len(), 2);
+        assert_eq!(
+            members(&cg, &proc_root, "app.slice/*.service", Some(12)).pids,
+            BTreeSet::from([10])
+        );
+        assert!(members(&cg, &proc_root, "nothing/*", None).pids.is_empty());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

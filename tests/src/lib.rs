@@ -31,20 +31,25 @@ pub fn require_root(test: &str) -> bool {
     root
 }
 
-/// A binary built next to the test executable (target/<profile>/NAME).
+/// A binary of this workspace in target/<profile>/, found from the running executable
+/// (a test in target/<profile>/deps/ or a binary in target/<profile>/).
 pub fn sibling_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo xtask test does)",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable directory");
+    let candidates = [
+        dir.join(name),
+        dir.parent().map(|p| p.join(name)).unwrap_or_default(),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is missing next to {}: build it first (cargo xtask test does)",
+                exe.display()
+            )
+        })
 }
 
 pub fn workload() -> Command {

@@ -10,7 +10,7 @@ use crate::{free_port, sibling_binary, wait_status};
 
 pub struct Agent {
     pub child: Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl Agent {

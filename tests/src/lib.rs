@@ -11,6 +11,7 @@ use gimbal::cgroups::CgroupNames;
 
 pub mod agent;
 pub mod alertmanager;
+pub mod prometheus;
 
 /// A loopback TCP port that was free a moment ago.
 pub fn free_port() -> u16 {

@@ -1,0 +1,89 @@
+//! A real Prometheus server (Debian's prometheus) on a loopback port, scraping one target
+//! every second, with its storage in a temporary directory; stopped on drop.
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{agent::http_get, free_port, TempDir};
+
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl Prometheus {
+    /// Scrapes `target` (host:port) as job "gimbal".
+    pub fn start(target: &str) -> Self {
+        let dir = TempDir::new("prometheus");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: gimbal\n    static_configs:\n      - targets: ['{target}']\n"
+        );
+        std::fs::write(dir.0.join("prometheus.yml"), config).unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.0.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package; cargo xtask setup installs it)");
+        let p = Self {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get(port, "/-/ready").map(|r| r.0) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus not ready on port {port} after 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        p
+    }
+
+    /// The value of an instant PromQL query that returns one sample, if it does.
+    pub fn query_one(&self, promql: &str) -> Option<f64> {
+        let (status, body) = http_get(
+            self.port,
+            &format!("/api/v1/query?query={}", encode(promql)),
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        assert_eq!(status, 200, "query {promql}: {body}");
+        let result = v["data"]["result"].as_array()?;
+        match result.as_slice() {
+            [one] => one["value"][1].as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Percent-encodes a query string value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}

@@ -60,11 +60,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map(|u| Endpoint::parse(u))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
-    let outbox = (!endpoints.is_empty()).then(|| {
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(Deliverer::new(endpoints, delivery.clone()).run(rx));
-        tx
-    });
+    let outbox = if endpoints.is_empty() {
+        None
+    } else {
+        let spool = config.agent.state_dir.join("alert-spool");
+        Some(
+            Deliverer::spawn(endpoints, &spool, delivery.clone()).with_context(|| {
+                format!(
+                    "cannot create the alert spool {} (set [agent] state_dir)",
+                    spool.display()
+                )
+            })?,
+        )
+    };
     let generator_url = config
         .alerting
         .external_url

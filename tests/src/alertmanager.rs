@@ -18,9 +18,13 @@ const CONFIG: &str =
 
 impl Alertmanager {
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// On a given port (for a test that first shows the agent coping without it).
+    pub fn start_on(port: u16) -> Self {
         let dir = TempDir::new("alertmanager");
         std::fs::write(dir.0.join("alertmanager.yml"), CONFIG).unwrap();
-        let port = free_port();
         let child = Command::new("prometheus-alertmanager")
             .arg(format!(
                 "--config.file={}",

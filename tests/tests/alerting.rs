@@ -35,8 +35,10 @@ fn killed_target_fires_target_down_in_alertmanager_and_a_restart_resolves_it() {
     std::fs::write(
         &config,
         format!(
-            "[[targets]]\nname = \"svc\"\ncgroup = \"{}\"\n\n[alerting]\nalertmanagers = [\"http://127.0.0.1:{}\", \"{dead}\"]\nresend_interval = \"1s\"\n",
-            cgroup.name, am.port
+            "[agent]\nstate_dir = \"{}\"\n[[targets]]\nname = \"svc\"\ncgroup = \"{}\"\n\n[alerting]\nalertmanagers = [\"http://127.0.0.1:{}\", \"{dead}\"]\nresend_interval = \"1s\"\n",
+            dir.0.display(),
+            cgroup.name,
+            am.port
         ),
     )
     .unwrap();
@@ -105,5 +107,99 @@ fn killed_target_fires_target_down_in_alertmanager_and_a_restart_resolves_it() {
 
     unsafe { libc::kill(replacement.id() as i32, libc::SIGKILL) };
     wait_status(&mut replacement);
+    assert_eq!(agent.stop(), 0);
+}
+
+#[test]
+fn alerts_wait_in_the_spool_while_alertmanager_is_down_also_across_an_agent_crash() {
+    if !require_root(
+        "alerts_wait_in_the_spool_while_alertmanager_is_down_also_across_an_agent_crash",
+    ) {
+        return;
+    }
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let cgroup = TestCgroup::new("spool");
+    let dir = TempDir::new("spool-config");
+    let config = dir.0.join("gimbal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\n[[targets]]\nname = \"spooled\"\ncgroup = \"{}\"\n[alerting]\nalertmanagers = [\"{url}\"]\nresend_interval = \"1s\"\n",
+            dir.0.display(),
+            cgroup.name
+        ),
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let queued = format!("gimbal_alertmanager_queue_length{{endpoint=\"{url}\"}} ");
+    let sent =
+        format!("gimbal_alertmanager_notifications_total{{endpoint=\"{url}\",result=\"sent\"}} ");
+
+    // 1. Alertmanager down: the firing and the resolution of an outage wait in the spool.
+    let mut service = cgroup.spawn_into(workload().arg("pause"));
+    let agent = Agent::start_with(&args);
+    wait_until("target up", Duration::from_secs(10), || {
+        metric(&agent.metrics(), "gimbal_target_up{target=\"spooled\"} ") == Some(1.0)
+    });
+    unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
+    wait_status(&mut service);
+    wait_until("firing spooled", Duration::from_secs(10), || {
+        metric(&agent.metrics(), &queued) == Some(1.0)
+    });
+    let mut service = cgroup.spawn_into(workload().arg("pause"));
+    wait_until("resolution spooled", Duration::from_secs(10), || {
+        metric(&agent.metrics(), &queued) == Some(2.0)
+    });
+    let am = Alertmanager::start_on(port);
+    wait_until("spool drained", Duration::from_secs(10), || {
+        metric(&agent.metrics(), &queued) == Some(0.0)
+    });
+    assert_eq!(
+        metric(&agent.metrics(), &sent),
+        Some(2.0),
+        "the firing and the resolution, in order"
+    );
+    assert!(
+        !am.has_active(&[("alertname", "TargetDown"), ("target", "spooled")]),
+        "resolved in Alertmanager"
+    );
+    drop(am);
+
+    // 2. The agent is killed (no clean shutdown) with a firing alert in the spool; the next
+    //    agent delivers it once Alertmanager is back.
+    unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
+    wait_status(&mut service);
+    wait_until("firing spooled again", Duration::from_secs(10), || {
+        metric(&agent.metrics(), &queued) == Some(1.0)
+    });
+    let killed_at = std::time::SystemTime::now();
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGKILL) };
+    let mut service = cgroup.spawn_into(workload().arg("pause"));
+    let am = Alertmanager::start_on(port);
+    let agent = Agent::start_with(&args);
+    wait_until(
+        "spooled alert delivered by the new agent",
+        Duration::from_secs(10),
+        || {
+            am.active_alerts()
+                .iter()
+                .any(|a| a["labels"]["target"] == "spooled")
+        },
+    );
+    let alert = am
+        .active_alerts()
+        .into_iter()
+        .find(|a| a["labels"]["target"] == "spooled")
+        .unwrap();
+    let starts_at = alert["startsAt"].as_str().unwrap().to_string();
+    let killed = gimbal::alert::rfc3339(killed_at);
+    assert!(
+        starts_at < killed,
+        "delivered alert started ({starts_at}) before the agent was killed ({killed})"
+    );
+
+    unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
+    wait_status(&mut service);
     assert_eq!(agent.stop(), 0);
 }

@@ -1,8 +1,10 @@
 //! Delivery to Alertmanager's API v2 (`POST /api/v2/alerts`), to every configured instance:
 //! an Alertmanager HA cluster deduplicates, so each must get every notification (never
-//! load-balance). Plain HTTP/1.1 on tokio; no TLS yet.
+//! load-balance). Plain HTTP/1.1 on tokio; no TLS yet. What an instance does not accept
+//! waits in its on-disk spool and is retried every second, in order.
 use std::{
     collections::BTreeMap,
+    path::Path,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -13,7 +15,10 @@ use tokio::{
     sync::mpsc,
 };
 
-use super::Notification;
+use super::{
+    spool::{self, Spool},
+    Notification,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -88,8 +93,14 @@ impl Endpoint {
 /// Per-endpoint delivery counters, read by the exposition.
 #[derive(Debug, Default, Clone)]
 pub struct EndpointStats {
+    /// Alerts in batches Alertmanager accepted.
     pub sent: u64,
+    /// Alerts in delivery attempts that failed (each retry counts again).
     pub failed: u64,
+    /// Alerts dropped because the spool was full.
+    pub dropped: u64,
+    /// Batches waiting in the spool.
+    pub queued: u64,
     pub last_latency: Duration,
 }
 
@@ -100,63 +111,121 @@ pub struct DeliveryStats {
     pub dropped: std::sync::atomic::AtomicU64,
 }
 
-/// Sends each batch to every endpoint, concurrently, as it arrives.
-pub struct Deliverer {
-    endpoints: Vec<Endpoint>,
-    stats: Arc<DeliveryStats>,
+impl DeliveryStats {
+    fn update(&self, url: &str, f: impl FnOnce(&mut EndpointStats)) {
+        let mut m = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(url.to_string()).or_default());
+    }
 }
 
-impl Deliverer {
-    pub fn new(endpoints: Vec<Endpoint>, stats: Arc<DeliveryStats>) -> Self {
-        {
-            let mut m = stats.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-            for e in &endpoints {
-                m.entry(e.url.clone()).or_default();
-            }
-        }
-        Self { endpoints, stats }
-    }
+/// How often a spool with undelivered batches is retried.
+const RETRY: Duration = Duration::from_secs(1);
+/// Batches kept per endpoint while it is unreachable.
+const SPOOL_BATCHES: usize = 1000;
 
-    pub async fn run(self, mut batches: mpsc::Receiver<Vec<Notification>>) {
-        while let Some(batch) = batches.recv().await {
-            let body = match serde_json::to_vec(&batch) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode alerts");
+/// One task per Alertmanager, each with its own on-disk spool, fed by one fan-out task:
+/// a slow or dead instance never holds up the others.
+pub struct Deliverer;
+
+impl Deliverer {
+    /// Starts the delivery tasks; spools live in `spool_dir` (created if missing).
+    pub fn spawn(
+        endpoints: Vec<Endpoint>,
+        spool_dir: &Path,
+        stats: Arc<DeliveryStats>,
+    ) -> std::io::Result<mpsc::Sender<Vec<Notification>>> {
+        std::fs::create_dir_all(spool_dir)?;
+        let mut lanes = Vec::new();
+        for e in endpoints {
+            let (tx, rx) = mpsc::channel::<Arc<str>>(256);
+            let spool = Spool::open(spool::path_for(spool_dir, &e.url), SPOOL_BATCHES);
+            stats.update(&e.url, |s| s.queued = spool.len() as u64);
+            tokio::spawn(endpoint_task(e.clone(), rx, spool, stats.clone()));
+            lanes.push((e.url, tx));
+        }
+        let (tx, mut rx) = mpsc::channel::<Vec<Notification>>(64);
+        tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                let json: Arc<str> = match serde_json::to_string(&batch) {
+                    Ok(j) => j.into(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode alerts");
+                        continue;
+                    }
+                };
+                for (url, lane) in &lanes {
+                    if lane.try_send(json.clone()).is_err() {
+                        stats.update(url, |s| s.dropped += batch.len() as u64);
+                    }
+                }
+            }
+        });
+        Ok(tx)
+    }
+}
+
+async fn endpoint_task(
+    e: Endpoint,
+    mut rx: mpsc::Receiver<Arc<str>>,
+    mut spool: Spool,
+    stats: Arc<DeliveryStats>,
+) {
+    let mut retry = tokio::time::interval(RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { return };
+                // Straight out when nothing is waiting; behind the queue otherwise, to keep order.
+                if spool.is_empty() && post(&e, &batch, &stats).await {
                     continue;
                 }
-            };
-            let body: Arc<[u8]> = body.into();
-            let mut sends = tokio::task::JoinSet::new();
-            for e in self.endpoints.iter().cloned() {
-                let body = body.clone();
-                sends.spawn(async move {
-                    let t0 = Instant::now();
-                    let result = tokio::time::timeout(TIMEOUT, e.post(&body))
-                        .await
-                        .unwrap_or_else(|_| Err("timed out".into()));
-                    (e, result, t0.elapsed())
-                });
-            }
-            while let Some(Ok((e, result, took))) = sends.join_next().await {
-                let mut m = self
-                    .stats
-                    .endpoints
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                let s = m.entry(e.url.clone()).or_default();
-                match result {
-                    Ok(()) => {
-                        s.sent += batch.len() as u64;
-                        s.last_latency = took;
-                        tracing::debug!(endpoint = %e.url, alerts = batch.len(), ?took, "alerts delivered");
-                    }
-                    Err(err) => {
-                        s.failed += batch.len() as u64;
-                        tracing::warn!(endpoint = %e.url, error = %err, alerts = batch.len(), "alert delivery failed");
-                    }
+                if let Err(err) = spool.push(batch.to_string()) {
+                    tracing::error!(endpoint = %e.url, error = %err, "cannot write the alert spool; the batch is kept in memory only");
                 }
             }
+            _ = retry.tick() => {}
+        }
+        while let Some(front) = spool.front() {
+            let front: Arc<str> = front.into();
+            if !post(&e, &front, &stats).await {
+                break;
+            }
+            if let Err(err) = spool.pop_front() {
+                tracing::error!(endpoint = %e.url, error = %err, "cannot rewrite the alert spool");
+            }
+        }
+        stats.update(&e.url, |s| {
+            s.queued = spool.len() as u64;
+            s.dropped = s.dropped.max(spool.dropped());
+        });
+    }
+}
+
+/// One delivery attempt, counted; true if Alertmanager accepted it.
+async fn post(e: &Endpoint, batch: &str, stats: &DeliveryStats) -> bool {
+    let alerts = serde_json::from_str::<serde_json::Value>(batch)
+        .ok()
+        .and_then(|v| v.as_array().map(Vec::len))
+        .unwrap_or(0) as u64;
+    let t0 = Instant::now();
+    let result = tokio::time::timeout(TIMEOUT, e.post(batch.as_bytes()))
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()));
+    let took = t0.elapsed();
+    match result {
+        Ok(()) => {
+            stats.update(&e.url, |s| {
+                s.sent += alerts;
+                s.last_latency = took;
+            });
+            tracing::debug!(endpoint = %e.url, alerts, ?took, "alerts delivered");
+            true
+        }
+        Err(err) => {
+            stats.update(&e.url, |s| s.failed += alerts);
+            tracing::warn!(endpoint = %e.url, error = %err, alerts, "alert delivery failed; kept in the spool");
+            false
         }
     }
 }

@@ -2,7 +2,9 @@
 //! delivery straight to Alertmanager, without waiting for a scrape and a rule evaluation.
 mod alertmanager;
 mod lifecycle;
+mod spool;
 mod time;
 
 pub use alertmanager::{Deliverer, DeliveryStats, Endpoint};
 pub use lifecycle::{Alerts, Notification, State};
+pub use time::rfc3339;

@@ -72,6 +72,8 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// How often kernel maps are read into the model.
     pub interval: HumanDuration,
+    /// The agent's own state (alert spool); created when first needed.
+    pub state_dir: std::path::PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -79,6 +81,7 @@ impl Default for AgentConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9977)),
             interval: HumanDuration::from_secs(1),
+            state_dir: "/var/lib/gimbal".into(),
         }
     }
 }

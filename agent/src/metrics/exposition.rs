@@ -206,15 +206,29 @@ impl Exposition {
             .clone();
         let mut m = e.encode_descriptor(
             "gimbal_alertmanager_notifications",
-            "Alert notifications per Alertmanager, by result (sent, failed)",
+            "Alert notifications per Alertmanager: sent, failed (attempts), dropped (spool full)",
             None,
             MetricType::Counter,
         )?;
         for (endpoint, s) in &endpoints {
-            for (result, n) in [("sent", s.sent), ("failed", s.failed)] {
+            for (result, n) in [
+                ("sent", s.sent),
+                ("failed", s.failed),
+                ("dropped", s.dropped),
+            ] {
                 m.encode_family(&[("endpoint", endpoint.as_str()), ("result", result)])?
                     .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
             }
+        }
+        let mut m = e.encode_descriptor(
+            "gimbal_alertmanager_queue_length",
+            "Notification batches waiting in each Alertmanager's on-disk spool",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (endpoint, s) in &endpoints {
+            m.encode_family(&[("endpoint", endpoint.as_str())])?
+                .encode_gauge(&(s.queued as i64))?;
         }
         let mut m = e.encode_descriptor(
             "gimbal_alertmanager_latency",

@@ -1,0 +1,151 @@
+//! A bounded on-disk queue of notification batches for one Alertmanager, so that nothing is
+//! lost while it is unreachable, also across an agent restart. Full: the oldest batch goes
+//! (and is counted). Every change rewrites the file crash-safely (temp file, fsync, rename).
+use std::{
+    collections::VecDeque,
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+#[derive(Debug)]
+pub struct Spool {
+    path: PathBuf,
+    max: usize,
+    batches: VecDeque<String>,
+    dropped: u64,
+}
+
+impl Spool {
+    /// Opens (or starts) the spool at `path`; unreadable lines are skipped with a warning.
+    pub fn open(path: PathBuf, max: usize) -> Self {
+        let batches = match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .filter(|l| {
+                    let ok = serde_json::from_str::<serde_json::Value>(l).is_ok();
+                    if !ok {
+                        tracing::warn!(path = %path.display(), "skipping a corrupt spooled alert batch");
+                    }
+                    ok
+                })
+                .map(str::to_string)
+                .collect(),
+            Err(_) => VecDeque::new(),
+        };
+        if !batches.is_empty() {
+            tracing::info!(path = %path.display(), batches = batches.len(), "undelivered alerts found in the spool");
+        }
+        Self {
+            path,
+            max,
+            batches,
+            dropped: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.batches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// Batches dropped (oldest first) because the spool was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub fn front(&self) -> Option<&str> {
+        self.batches.front().map(String::as_str)
+    }
+
+    pub fn push(&mut self, batch_json: String) -> std::io::Result<()> {
+        if self.batches.len() >= self.max {
+            self.batches.pop_front();
+            self.dropped += 1;
+        }
+        self.batches.push_back(batch_json);
+        self.persist()
+    }
+
+    pub fn pop_front(&mut self) -> std::io::Result<()> {
+        self.batches.pop_front();
+        self.persist()
+    }
+
+    fn persist(&self) -> std::io::Result<()> {
+        if self.batches.is_empty() {
+            return match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        let tmp = self.path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        for b in &self.batches {
+            writeln!(f, "{b}")?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// The spool file of an endpoint: its URL made into a file name.
+pub fn path_for(dir: &Path, url: &str) -> PathBuf {
+    let name: String = url
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    dir.join(format!("{name}.jsonl"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "gimbal-spool-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn survives_reopen_drops_oldest_when_full_and_removes_the_file_when_empty() {
+        let d = dir();
+        let path = path_for(&d, "http://127.0.0.1:9093");
+        let mut s = Spool::open(path.clone(), 2);
+        for i in 0..3 {
+            s.push(format!("[{{\"n\":{i}}}]")).unwrap();
+        }
+        assert_eq!((s.len(), s.dropped()), (2, 1));
+        let mut reopened = Spool::open(path.clone(), 2);
+        assert_eq!(
+            reopened.front(),
+            Some("[{\"n\":1}]"),
+            "oldest dropped, order kept across reopen"
+        );
+        reopened.pop_front().unwrap();
+        reopened.pop_front().unwrap();
+        assert!(reopened.is_empty() && !path.exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn corrupt_lines_are_skipped() {
+        let d = dir();
+        let path = d.join("x.jsonl");
+        std::fs::write(&path, "[1]\nnot json\n[2]\n").unwrap();
+        let s = Spool::open(path, 10);
+        assert_eq!(s.len(), 2);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

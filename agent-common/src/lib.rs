@@ -61,6 +61,13 @@ pub enum Drop {
     ExitRingFull = 3,
 }
 pub const DROP_KINDS: u32 = 4;
+/// The probe whose loss each `Drop` counts, by index (the `probe` label).
+pub const DROP_PROBES: [&str; DROP_KINDS as usize] = [
+    "syscall_latency",
+    "syscall_latency",
+    "tcp_retransmit",
+    "process_exit",
+];
 
 /// Key of SYSCALL_HIST: one latency histogram per (cgroup, syscall).
 #[repr(C)]

@@ -14,8 +14,9 @@ use crate::{
     config::Config,
     metrics::{self, AgentInfo, Exposition},
     model::Model,
-    probes::{ExitReader, LoadOptions, MapReader, Probes},
-    watch::Watcher,
+    probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes},
+    rules::{Engine, NodeInputs},
+    watch::{WatchStatus, Watcher},
 };
 
 /// How often the cgroup tree may be walked again to resolve an unknown cgroup id: short,
@@ -78,14 +79,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .external_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}/metrics"));
-    let mut watcher = Watcher::new(
-        &config.targets,
-        &config.alerting,
-        generator_url,
-        cgroup2,
-        outbox,
-        delivery,
-    );
+    let mut watcher = Watcher::new(&config.targets, cgroup2, config.agent.state_dir.clone());
+    let mut engine = Engine::new(&config.alerting, generator_url, outbox, delivery);
+    let probe_status = probes.status.clone();
     tracing::info!(
         syscall_hist_entries = probes.syscall_hist_entries,
         "metrics at http://{addr}/metrics"
@@ -99,31 +95,66 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::select! {
             _ = tick.tick() => {
                 let sample = maps.read()?;
-                watcher.tick(SystemTime::now());
+                let now = SystemTime::now();
                 let mut m = lock(&model);
                 m.apply(sample);
-                m.watch = watcher.status();
+                watcher.tick(now, &m.syscall_latency.series);
+                evaluate(&mut engine, &watcher, &mut m, &probe_status, now);
             }
             batch = exits.next_batch() => {
                 let batch = batch?;
+                let now = SystemTime::now();
+                let mut touched = false;
                 for record in &batch {
                     tracing::debug!(pid = record.event.pid, labels = ?record.labels, "process exit");
-                    watcher.on_exit(record, SystemTime::now());
+                    touched |= watcher.on_exit(record, now);
                 }
                 let mut m = lock(&model);
                 for record in batch {
                     m.apply_exit(record.labels);
                 }
-                m.watch = watcher.status();
+                if touched {
+                    evaluate(&mut engine, &watcher, &mut m, &probe_status, now);
+                }
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
     }
-    tracing::info!("stopping: detaching probes");
+    tracing::info!("stopping: saving target histories, detaching probes");
+    watcher.save();
     http.abort();
     drop(probes);
     Ok(())
+}
+
+/// Runs the rules on the current state and publishes the watch status.
+fn evaluate(
+    engine: &mut Engine,
+    watcher: &Watcher,
+    m: &mut Model,
+    probes: &[ProbeStatus],
+    now: SystemTime,
+) {
+    let targets = watcher.status(now);
+    let mut drops = std::collections::BTreeMap::new();
+    for (i, n) in m.drops.iter().enumerate() {
+        *drops.entry(gimbal_common::DROP_PROBES[i]).or_insert(0) += n;
+    }
+    let retransmits_total = m.tcp_retransmits.series.values().sum();
+    engine.evaluate(
+        &targets,
+        NodeInputs {
+            probes,
+            drops,
+            retransmits_total,
+        },
+        now,
+    );
+    m.watch = WatchStatus {
+        targets,
+        alerts: engine.alert_states(),
+    };
 }
 
 fn lock(model: &Mutex<Model>) -> std::sync::MutexGuard<'_, Model> {

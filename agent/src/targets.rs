@@ -5,7 +5,7 @@
 //! one path segment. Membership is read from each matched cgroup's `cgroup.procs`: one small
 //! file per cgroup, far cheaper than scanning /proc.
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
@@ -39,6 +39,9 @@ pub struct Members {
     pub cgroups: BTreeSet<u64>,
     /// Live (not zombie) processes in them.
     pub pids: BTreeSet<u32>,
+    /// Each matched cgroup (path relative to the root, the target's components) and
+    /// whether it has a live process.
+    pub components: BTreeMap<String, bool>,
 }
 
 /// Reads the members of the cgroups matching `pattern` under `cgroup_root`, leaving out
@@ -56,11 +59,16 @@ pub fn members(
         };
         m.cgroups.insert(meta.ino());
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        let mut live = false;
         for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
             if Some(pid) != exiting && !is_zombie(proc_root, pid) {
                 m.pids.insert(pid);
+                live = true;
             }
         }
+        let name = dir.strip_prefix(cgroup_root).unwrap_or(&dir);
+        m.components
+            .insert(name.to_string_lossy().into_owned(), live);
     }
     m
 }
@@ -158,6 +166,13 @@ mod tests {
         let m = members(&cg, &proc_root, "app.slice/*.service", None);
         assert_eq!(m.pids, BTreeSet::from([10, 12]));
         assert_eq!(m.cgroups.len(), 2);
+        assert_eq!(
+            m.components,
+            BTreeMap::from([
+                ("app.slice/a.service".into(), true),
+                ("app.slice/b.service".into(), true)
+            ])
+        );
         assert_eq!(
             members(&cg, &proc_root, "app.slice/*.service", Some(12)).pids,
             BTreeSet::from([10])

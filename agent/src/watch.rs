@@ -1,176 +1,225 @@
-//! Watched targets and their alerts: the fast path from a process exit to Alertmanager.
-//!
-//! Membership is refreshed on every tick and, for a target whose cgroup just lost a process,
-//! at once on the exit event, so a target that goes down raises TargetDown within
-//! milliseconds instead of a scrape and an evaluation interval later.
+//! Watched targets: which processes each has, its up/down history (persisted), and the
+//! figures derived from them. Membership is refreshed on every tick and, for a target whose
+//! cgroup just lost a process, at once on the exit event, so the rules see a target go down
+//! within milliseconds.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet, VecDeque},
     path::PathBuf,
-    sync::{atomic::Ordering, Arc},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::sync::mpsc;
-
 use crate::{
-    alert::{Alerts, DeliveryStats, Notification, State},
-    config::{AlertingConfig, TargetConfig},
+    config::TargetConfig,
+    model::{HistTotals, Labels},
     probes::ExitRecord,
+    slo::{self, LatencyWindows, TargetState, WINDOWS},
     targets::{members, Members},
 };
 
+/// Longer than this between two observations and the time in between is "unobserved".
+const MAX_GAP: Duration = Duration::from_secs(10);
+const SAVE_EVERY: Duration = Duration::from_secs(60);
+/// How long a kill (exit by signal or OOM) keeps TargetProcessKilled firing.
+pub const KILL_MEMORY_MS: u64 = 300_000;
+/// Reliability windows (component histories keep one day).
+pub const RELIABILITY_WINDOWS: [(&str, u64); 3] = [("5m", 300), ("1h", 3_600), ("1d", 86_400)];
+/// Latency windows (snapshots are kept for an hour).
+pub const LATENCY_WINDOWS: [(&str, u64); 2] = [("5m", 300), ("1h", 3_600)];
+
 pub struct Watcher {
     targets: Vec<Watched>,
-    alerts: Alerts,
-    hold: Duration,
     cgroup_root: PathBuf,
     proc_root: PathBuf,
-    instance: String,
-    outbox: Option<mpsc::Sender<Vec<Notification>>>,
-    stats: Arc<DeliveryStats>,
+    store: PathBuf,
+    last_save: Instant,
 }
 
 struct Watched {
     config: TargetConfig,
+    syscalls: BTreeSet<String>,
     members: Members,
-    /// What the last exit of one of its processes was, for the alert's description.
+    state: TargetState,
+    latency: LatencyWindows,
+    /// The last exit of one of its processes, for alert descriptions.
     last_exit: Option<String>,
+    /// Exits by a signal (other than a polite stop) or an OOM kill: (unix ms, reason, code).
+    kills: VecDeque<(u64, String, String)>,
 }
 
-/// What the exposition shows of the watcher.
+impl Watched {
+    /// Records the current members; true if the target went up or down.
+    fn observe(&mut self, ms: u64) -> bool {
+        let was_up = self.state.history.is_up();
+        self.state.observe(ms, &self.members.components, MAX_GAP);
+        was_up != self.state.history.is_up()
+    }
+}
+
+/// Everything the rules and the exposition need about one target.
+#[derive(Debug, Clone)]
+pub struct TargetStatus {
+    pub config: TargetConfig,
+    pub up: bool,
+    pub availability: Vec<(&'static str, Option<f64>)>,
+    pub reliability: Vec<(&'static str, Option<f64>)>,
+    pub failures_total: u64,
+    /// Failures within the config's crash-loop window.
+    pub failures_recent: u64,
+    /// Mean time to recovery over 30 days.
+    pub mttr: Option<Duration>,
+    /// (SLI, performance) per latency window.
+    pub latency: Vec<(&'static str, Option<(f64, f64)>)>,
+    /// Error-budget burn rate over 5m, 30m, 1h, 6h: (1 − A) / (1 − objective).
+    pub burn: [(u64, Option<f64>); 4],
+    pub last_exit: Option<String>,
+    /// The most recent kill within KILL_MEMORY_MS: (reason, code).
+    pub recent_kill: Option<(String, String)>,
+}
+
+/// What the exposition shows of targets and alerts.
 #[derive(Debug, Clone, Default)]
 pub struct WatchStatus {
-    pub targets_up: BTreeMap<String, bool>,
+    pub targets: Vec<TargetStatus>,
     pub alerts: BTreeMap<(String, &'static str), u64>,
 }
 
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
 impl Watcher {
-    pub fn new(
-        targets: &[TargetConfig],
-        alerting: &AlertingConfig,
-        generator_url: String,
-        cgroup_root: PathBuf,
-        outbox: Option<mpsc::Sender<Vec<Notification>>>,
-        stats: Arc<DeliveryStats>,
-    ) -> Self {
-        let instance = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
+    /// Loads each target's history from `state_dir/targets`.
+    pub fn new(targets: &[TargetConfig], cgroup_root: PathBuf, state_dir: PathBuf) -> Self {
+        let store = state_dir.join("targets");
         Self {
             targets: targets
                 .iter()
                 .map(|c| Watched {
+                    state: slo::load(&store, &c.name),
+                    syscalls: c.latency_syscalls.iter().cloned().collect(),
                     config: c.clone(),
                     members: Members::default(),
+                    latency: LatencyWindows::default(),
                     last_exit: None,
+                    kills: VecDeque::new(),
                 })
                 .collect(),
-            alerts: Alerts::new(alerting.resend_interval.get(), generator_url),
-            hold: alerting.target_down_for.get(),
             cgroup_root,
             proc_root: PathBuf::from("/proc"),
-            instance,
-            outbox,
-            stats,
+            store,
+            last_save: Instant::now(),
         }
     }
 
-    /// Re-reads every target's members, re-evaluates, sends what is due.
-    pub fn tick(&mut self, now: SystemTime) {
-        for i in 0..self.targets.len() {
-            self.refresh(i, None);
-        }
-        self.evaluate(now);
-    }
-
-    /// A process exited: targets that held its cgroup are re-read at once.
-    pub fn on_exit(&mut self, record: &ExitRecord, now: SystemTime) {
-        let mut touched = false;
-        for i in 0..self.targets.len() {
-            if self.targets[i]
-                .members
-                .cgroups
-                .contains(&record.event.cgroup_id)
-            {
-                let [_, comm, reason, code] = &record.labels;
-                self.targets[i].last_exit =
-                    Some(format!("{comm} (pid {}) {reason} {code}", record.event.pid));
-                self.refresh(i, Some(record.event.pid));
-                touched = true;
+    /// Re-reads every target's members and latency, records the tick, saves now and then.
+    pub fn tick(&mut self, now: SystemTime, latency: &BTreeMap<Labels<2>, HistTotals>) {
+        let ms = unix_ms(now);
+        let mut transitions = false;
+        for t in &mut self.targets {
+            t.members = members(&self.cgroup_root, &self.proc_root, &t.config.cgroup, None);
+            if t.observe(ms) {
+                transitions = true;
             }
-        }
-        if touched {
-            self.evaluate(now);
-        }
-    }
-
-    fn refresh(&mut self, i: usize, exiting: Option<u32>) {
-        let t = &mut self.targets[i];
-        t.members = members(
-            &self.cgroup_root,
-            &self.proc_root,
-            &t.config.cgroup,
-            exiting,
-        );
-    }
-
-    fn evaluate(&mut self, now: SystemTime) {
-        for t in &self.targets {
-            let labels = BTreeMap::from([
-                ("alertname".to_string(), "TargetDown".to_string()),
-                ("target".to_string(), t.config.name.clone()),
-                ("severity".to_string(), "critical".to_string()),
-                ("instance".to_string(), self.instance.clone()),
-            ]);
-            let mut annotations = BTreeMap::from([(
-                "summary".to_string(),
-                format!("{} has no live process on {}", t.config.name, self.instance),
-            )]);
-            let detail = match &t.last_exit {
-                Some(e) => format!(
-                    "No process left in cgroups matching `{}`; the last one to exit: {e}.",
-                    t.config.cgroup
-                ),
-                None => format!("No process in cgroups matching `{}`.", t.config.cgroup),
-            };
-            annotations.insert("description".to_string(), detail);
-            self.alerts.set(
-                labels,
-                annotations,
-                t.members.pids.is_empty(),
-                self.hold,
-                now,
+            let threshold = t.config.latency_threshold.get().as_nanos() as u64;
+            t.latency.push(
+                ms,
+                slo::latency_counts(latency, &t.config.cgroup, &t.syscalls, threshold),
             );
         }
-        let due = self.alerts.due(now);
-        if due.is_empty() {
-            return;
-        }
-        if let Some(outbox) = &self.outbox {
-            if outbox.try_send(due).is_err() {
-                // The delivery task is behind by a full queue: count rather than block the
-                // probes; firing alerts are re-sent on the next resend interval anyway.
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        // Up/down changes are saved at once, so a crash loses no failure; the minutes
+        // in between every SAVE_EVERY.
+        if transitions || self.last_save.elapsed() >= SAVE_EVERY {
+            self.save();
         }
     }
 
-    pub fn status(&self) -> WatchStatus {
-        let mut s = WatchStatus {
-            targets_up: self
-                .targets
-                .iter()
-                .map(|t| (t.config.name.clone(), !t.members.pids.is_empty()))
-                .collect(),
-            alerts: BTreeMap::new(),
-        };
-        for (name, state) in self.alerts.states() {
-            let state = match state {
-                State::Pending => "pending",
-                State::Firing => "firing",
-            };
-            *s.alerts.entry((name.to_string(), state)).or_default() += 1;
+    /// A process exited: targets holding its cgroup are re-read at once. Returns whether
+    /// any target was affected (the rules should run).
+    pub fn on_exit(&mut self, record: &ExitRecord, now: SystemTime) -> bool {
+        let ms = unix_ms(now);
+        let mut touched = false;
+        let mut transitions = false;
+        for t in &mut self.targets {
+            if !t.members.cgroups.contains(&record.event.cgroup_id) {
+                continue;
+            }
+            let [_, comm, reason, code] = &record.labels;
+            t.last_exit = Some(format!("{comm} (pid {}) {reason} {code}", record.event.pid));
+            if &**reason == "oom_killed"
+                || (&**reason == "signaled" && !matches!(&**code, "SIGTERM" | "SIGINT" | "SIGHUP"))
+            {
+                t.kills
+                    .push_back((ms, reason.to_string(), code.to_string()));
+                if t.kills.len() > 100 {
+                    t.kills.pop_front();
+                }
+            }
+            t.members = members(
+                &self.cgroup_root,
+                &self.proc_root,
+                &t.config.cgroup,
+                Some(record.event.pid),
+            );
+            if t.observe(ms) {
+                transitions = true;
+            }
+            touched = true;
         }
-        s
+        if transitions {
+            self.save();
+        }
+        touched
+    }
+
+    /// Writes every target's history (also called on shutdown).
+    ///
+    /// Called on every up/down change: with a handful of targets and ~100 KB each that is
+    /// cheap next to what a crash would lose.
+    pub fn save(&mut self) {
+        for t in &self.targets {
+            if let Err(e) = slo::save(&self.store, &t.config.name, &t.state) {
+                tracing::error!(target = %t.config.name, dir = %self.store.display(), error = %e, "cannot save the target's history");
+            }
+        }
+        self.last_save = Instant::now();
+    }
+
+    pub fn status(&self, now: SystemTime) -> Vec<TargetStatus> {
+        let ms = unix_ms(now);
+        self.targets
+            .iter()
+            .map(|t| {
+                let h = &t.state.history;
+                let budget = 1.0 - t.config.availability_objective;
+                let burn = [300, 1_800, 3_600, 21_600]
+                    .map(|w| (w, h.availability(ms, w).map(|a| (1.0 - a) / budget)));
+                TargetStatus {
+                    config: t.config.clone(),
+                    up: !t.members.pids.is_empty(),
+                    availability: WINDOWS
+                        .iter()
+                        .map(|&(name, w)| (name, h.availability(ms, w)))
+                        .collect(),
+                    reliability: RELIABILITY_WINDOWS
+                        .iter()
+                        .map(|&(name, w)| (name, t.state.reliability(ms, w)))
+                        .collect(),
+                    failures_total: h.failures_total,
+                    failures_recent: h.failures_in(ms, t.config.crash_loop_window.get().as_secs()),
+                    mttr: h.mttr(ms, 2_592_000),
+                    latency: LATENCY_WINDOWS
+                        .iter()
+                        .map(|&(name, w)| (name, t.latency.over(ms, w)))
+                        .collect(),
+                    burn,
+                    last_exit: t.last_exit.clone(),
+                    recent_kill: t
+                        .kills
+                        .back()
+                        .filter(|(at, _, _)| ms.saturating_sub(*at) < KILL_MEMORY_MS)
+                        .map(|(_, r, c)| (r.clone(), c.clone())),
+                }
+            })
+            .collect()
     }
 }

@@ -89,14 +89,14 @@ impl TestCgroup {
 
     /// Makes `cmd` join this cgroup between fork and exec, so every syscall of the
     /// program itself is counted under it.
-    pub fn spawn_into(&self, cmd: &mut Command) -> Child {
+    pub fn spawn_into(&self, cmd: &mut Command) -> Proc {
         spawn_in(cmd, &[self.path.join("cgroup.procs")])
     }
 }
 
 /// Spawns `cmd` after moving it, between fork and exec, into every cgroup whose
 /// `cgroup.procs` file is listed.
-pub fn spawn_in(cmd: &mut Command, procs_files: &[PathBuf]) -> Child {
+pub fn spawn_in(cmd: &mut Command, procs_files: &[PathBuf]) -> Proc {
     let files: Vec<std::ffi::CString> = procs_files
         .iter()
         .map(|p| std::ffi::CString::new(p.clone().into_os_string().into_encoded_bytes()).unwrap())
@@ -118,7 +118,43 @@ pub fn spawn_in(cmd: &mut Command, procs_files: &[PathBuf]) -> Child {
             Ok(())
         });
     }
-    cmd.spawn().expect("spawn workload")
+    Proc(Some(cmd.spawn().expect("spawn workload")))
+}
+
+/// A child process that is killed if the test ends (or fails) while it still runs.
+pub struct Proc(Option<Child>);
+
+impl Proc {
+    /// The std handle, for `wait_with_output` (no longer guarded).
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("present until dropped")
+    }
+}
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // try_wait reports an error for a child already reaped (by wait_status), so only a
+        // still-running child of ours is killed, never a reused pid.
+        if let Some(c) = self.0.as_mut() {
+            if let Ok(None) = c.try_wait() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
 }
 
 /// A memory-limited cgroup for OOM tests: a cgroup2 child with memory.max where the

@@ -157,6 +157,7 @@ fn ring_buffer_overflow_loses_nothing_uncounted() {
             .stdout(std::process::Stdio::piped()),
         &[h.cgroup.path.join("cgroup.procs")],
     )
+    .into_inner()
     .wait_with_output()
     .unwrap();
     assert!(out.status.success());

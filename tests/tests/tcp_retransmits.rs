@@ -194,7 +194,7 @@ fn retransmits_equal_bpftrace_on_the_same_tracepoint() {
             &mut link.exec(&link.a, &[workload, "tcp-client", &server, "3000000"]),
             &[cgroup.path.join("cgroup.procs")],
         );
-        let out = client.wait_with_output().unwrap();
+        let out = client.into_inner().wait_with_output().unwrap();
         assert!(out.status.success(), "client to {server} failed");
         srv.wait().unwrap();
     }

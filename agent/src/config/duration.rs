@@ -10,6 +10,9 @@ impl HumanDuration {
     pub const fn from_secs(s: u64) -> Self {
         Self(Duration::from_secs(s))
     }
+    pub const fn from_millis(ms: u64) -> Self {
+        Self(Duration::from_millis(ms))
+    }
     pub fn get(self) -> Duration {
         self.0
     }

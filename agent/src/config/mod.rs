@@ -35,8 +35,71 @@ pub struct TargetConfig {
     /// The `target` label of its series and alerts.
     pub name: String,
     /// Glob over cgroup2 paths relative to the mount (`*` within a segment), e.g.
-    /// "system.slice/trainer.service".
+    /// "system.slice/trainer.service". Each matched cgroup is one component.
     pub cgroup: String,
+    /// Availability objective; the error budget is 1 minus it.
+    #[serde(default = "defaults::availability_objective")]
+    pub availability_objective: f64,
+    /// A syscall slower than this is "slow" for the latency SLI (rounded to the histogram
+    /// bucket bound at or below it).
+    #[serde(default = "defaults::latency_threshold")]
+    pub latency_threshold: HumanDuration,
+    /// Fraction of the latency syscalls that should be faster than the threshold.
+    #[serde(default = "defaults::latency_objective")]
+    pub latency_objective: f64,
+    /// Syscalls the latency SLI is computed over.
+    #[serde(default = "defaults::latency_syscalls")]
+    pub latency_syscalls: Vec<String>,
+    /// TargetCrashLooping fires at this many failures within `crash_loop_window`.
+    #[serde(default = "defaults::crash_loop_failures")]
+    pub crash_loop_failures: u64,
+    #[serde(default = "defaults::crash_loop_window")]
+    pub crash_loop_window: HumanDuration,
+}
+
+mod defaults {
+    use super::HumanDuration;
+
+    pub fn availability_objective() -> f64 {
+        0.999
+    }
+    pub fn latency_threshold() -> HumanDuration {
+        HumanDuration::from_millis(100)
+    }
+    pub fn latency_objective() -> f64 {
+        0.99
+    }
+    pub fn latency_syscalls() -> Vec<String> {
+        [
+            "read",
+            "write",
+            "readv",
+            "writev",
+            "pread64",
+            "pwrite64",
+            "sendto",
+            "recvfrom",
+            "sendmsg",
+            "recvmsg",
+            "sendmmsg",
+            "recvmmsg",
+            "poll",
+            "ppoll",
+            "select",
+            "pselect6",
+            "epoll_wait",
+            "epoll_pwait",
+            "epoll_pwait2",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+    pub fn crash_loop_failures() -> u64 {
+        3
+    }
+    pub fn crash_loop_window() -> HumanDuration {
+        HumanDuration::from_secs(600)
+    }
 }
 
 /// `[alerting]`
@@ -49,6 +112,10 @@ pub struct AlertingConfig {
     pub resend_interval: HumanDuration,
     /// How long a target must be down before TargetDown fires.
     pub target_down_for: HumanDuration,
+    /// How long a target's latency SLI must stay below objective before the alert fires.
+    pub latency_for: HumanDuration,
+    /// TcpRetransmitRateHigh fires above this many retransmits per second (node, 5m).
+    pub tcp_retransmit_rate: f64,
     /// Where alerts link back to (generatorURL); default: http://<listen>/metrics.
     pub external_url: Option<String>,
 }
@@ -59,6 +126,8 @@ impl Default for AlertingConfig {
             alertmanagers: Vec::new(),
             resend_interval: HumanDuration::from_secs(60),
             target_down_for: HumanDuration::from_secs(0),
+            latency_for: HumanDuration::from_secs(300),
+            tcp_retransmit_rate: 100.0,
             external_url: None,
         }
     }
@@ -262,6 +331,27 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
         if t.name.is_empty() || !names.insert(t.name.as_str()) {
             let msg = format!("`{}` must be non-empty and unique", t.name);
             errors.push_field_value("targets.name", &t.name, msg);
+        }
+        for (key, v) in [
+            ("availability_objective", t.availability_objective),
+            ("latency_objective", t.latency_objective),
+        ] {
+            if !(v > 0.0 && v < 1.0) {
+                let msg = format!(
+                    "of `{}` must be between 0 and 1 (exclusive), not {v}",
+                    t.name
+                );
+                errors.push_field_value(&format!("targets.{key}"), &v.to_string(), msg);
+            }
+        }
+        for name in &t.latency_syscalls {
+            if crate::names::syscall_number(name).is_none() {
+                let msg = format!(
+                    "of `{}`: `{name}` is not a syscall on this architecture",
+                    t.name
+                );
+                errors.push_field_value("targets.latency_syscalls", name, msg);
+            }
         }
         if t.cgroup.trim_matches('/').is_empty() {
             let msg = format!("of `{}` must name a cgroup below the root", t.name);

@@ -79,12 +79,14 @@ fn targets_and_alerting() {
     )
     .unwrap();
     assert_eq!(
-        c.targets,
-        vec![TargetConfig {
-            name: "trainer".into(),
-            cgroup: "system.slice/trainer.service".into()
-        }]
+        (c.targets[0].name.as_str(), c.targets[0].cgroup.as_str()),
+        ("trainer", "system.slice/trainer.service")
     );
+    assert_eq!(
+        c.targets[0].availability_objective, 0.999,
+        "defaults fill the rest"
+    );
+    assert!(c.targets[0].latency_syscalls.contains(&"read".to_string()));
     assert_eq!(c.alerting.alertmanagers.len(), 2);
     assert_eq!(c.alerting.resend_interval.get().as_secs(), 30);
 }
@@ -109,4 +111,13 @@ fn unknown_target_keys_are_rejected() {
     let errs = errors("[[targets]]\nname = \"a\"\ncgroup = \"x\"\nunit = \"a.service\"\n");
     assert_eq!(errs[0].0, 4, "{errs:?}");
     assert!(errs[0].2.contains("unknown field `unit`"), "{errs:?}");
+}
+
+#[test]
+fn target_objectives_and_syscalls_are_checked() {
+    let errs = errors("[[targets]]\nname = \"a\"\ncgroup = \"x\"\navailability_objective = 1.5\nlatency_syscalls = [\"read\", \"raed\"]\n");
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert_eq!(errs[0].0, 4, "{errs:?}");
+    assert_eq!(errs[1].0, 5, "{errs:?}");
+    assert!(errs[1].2.contains("`raed` is not a syscall"), "{errs:?}");
 }

@@ -4,7 +4,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use gimbal_common::{hist, Drop};
+use gimbal_common::{hist, DROP_PROBES};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, NoLabelSet},
@@ -16,6 +16,7 @@ use crate::{
     alert::DeliveryStats,
     model::{Labels, Model},
     probes::ProbeStatus,
+    watch::{TargetStatus, WatchStatus},
 };
 
 /// What the agent knows about itself, fixed after start-up.
@@ -52,17 +53,6 @@ impl Exposition {
             bounds_seconds,
         }));
         registry
-    }
-}
-
-/// The probe whose kernel-side loss a drop reason counts.
-fn drop_probe(i: usize) -> &'static str {
-    match i {
-        x if x == Drop::SyscallHistFull as usize || x == Drop::SyscallErrorsFull as usize => {
-            "syscall_latency"
-        }
-        x if x == Drop::TcpFlowsFull as usize => "tcp_retransmit",
-        _ => "process_exit",
     }
 }
 
@@ -130,7 +120,7 @@ impl Collector for Exposition {
         )?;
         let mut per_probe = BTreeMap::new();
         for (i, n) in model.drops.iter().enumerate() {
-            *per_probe.entry(drop_probe(i)).or_insert(0u64) += n;
+            *per_probe.entry(DROP_PROBES[i]).or_insert(0u64) += n;
         }
         for (probe, n) in per_probe {
             m.encode_family(&[("probe", probe)])?
@@ -171,26 +161,7 @@ impl Collector for Exposition {
         ])?
         .encode_gauge(&1i64)?;
 
-        let mut m = e.encode_descriptor(
-            "gimbal_target_up",
-            "1 if the watched target has at least one live process",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (target, up) in &model.watch.targets_up {
-            m.encode_family(&[("target", target.as_str())])?
-                .encode_gauge(&i64::from(*up))?;
-        }
-        let mut m = e.encode_descriptor(
-            "gimbal_alerts",
-            "Alerts by name and state (pending, firing)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for ((alertname, state), n) in &model.watch.alerts {
-            m.encode_family(&[("alertname", alertname.as_str()), ("state", *state)])?
-                .encode_gauge(&(*n as i64))?;
-        }
+        encode_targets(&mut e, &model.watch)?;
         drop(model);
         self.encode_delivery(&mut e)
     }
@@ -269,4 +240,109 @@ fn counters<const N: usize>(
             .encode_counter::<NoLabelSet, _, u64>(n, None)?;
     }
     Ok(())
+}
+
+type Row<'a> = (Vec<(&'static str, &'a str)>, f64);
+
+fn gauge<'a>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl Iterator<Item = Row<'a>>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        m.encode_family(&labels)?.encode_gauge(&v)?;
+    }
+    Ok(())
+}
+
+/// Per-target values of one figure by window, skipping windows with no observation.
+fn by_window<'a>(
+    t: &'a [TargetStatus],
+    pick: impl Fn(&'a TargetStatus) -> Vec<(&'static str, Option<f64>)> + 'a,
+) -> impl Iterator<Item = Row<'a>> {
+    t.iter().flat_map(move |t| {
+        pick(t)
+            .into_iter()
+            .filter_map(move |(w, v)| v.map(|v| (vec![("target", name(t)), ("window", w)], v)))
+    })
+}
+
+fn name(t: &TargetStatus) -> &str {
+    t.config.name.as_str()
+}
+
+/// The watched targets' figures and the alert states.
+fn encode_targets(e: &mut DescriptorEncoder, watch: &WatchStatus) -> Result<(), std::fmt::Error> {
+    let t = &watch.targets;
+    gauge(
+        e,
+        "gimbal_target_up",
+        "1 if the watched target has at least one live process",
+        t.iter()
+            .map(|t| (vec![("target", name(t))], f64::from(u8::from(t.up)))),
+    )?;
+    gauge(
+        e,
+        "gimbal_target_availability_ratio",
+        "A = T_up / T_total over the window (time the agent was not running is not counted)",
+        by_window(t, |t| t.availability.clone()),
+    )?;
+    gauge(
+        e,
+        "gimbal_target_reliability_ratio",
+        "R = product of (1 - p_i) over the target's components (matched cgroups), p_i = 1 - A_i",
+        by_window(t, |t| t.reliability.clone()),
+    )?;
+    gauge(
+        e,
+        "gimbal_target_latency_sli_ratio",
+        "Fraction of the target's latency syscalls at or under its threshold, over the window",
+        by_window(t, |t| {
+            t.latency
+                .iter()
+                .map(|(w, v)| (*w, v.map(|(sli, _)| sli)))
+                .collect()
+        }),
+    )?;
+    gauge(
+        e,
+        "gimbal_target_performance",
+        "P = 1 / mean latency of the target's latency syscalls over the window, in 1/s",
+        by_window(t, |t| {
+            t.latency
+                .iter()
+                .map(|(w, v)| (*w, v.map(|(_, p)| p)))
+                .collect()
+        }),
+    )?;
+    gauge(
+        e,
+        "gimbal_target_mttr_seconds",
+        "Mean time from down to up over the failures of the last 30 days",
+        t.iter()
+            .filter_map(|t| t.mttr.map(|d| (vec![("target", name(t))], d.as_secs_f64()))),
+    )?;
+    let mut m = e.encode_descriptor(
+        "gimbal_target_failures",
+        "Times the target went down (no live process left)",
+        None,
+        MetricType::Counter,
+    )?;
+    for t in t {
+        m.encode_family(&[("target", name(t))])?
+            .encode_counter::<NoLabelSet, _, u64>(&t.failures_total, None)?;
+    }
+    gauge(
+        e,
+        "gimbal_alerts",
+        "Active alerts by name and state (pending, firing)",
+        watch.alerts.iter().map(|((n, state), count)| {
+            (
+                vec![("alertname", n.as_str()), ("state", *state)],
+                *count as f64,
+            )
+        }),
+    )
 }

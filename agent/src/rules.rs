@@ -1,0 +1,253 @@
+//! Built-in alert rules, evaluated on every tick and at once on a watched target's exit.
+//! Thresholds and `for` durations come from `[alerting]` and `[[targets]]` (docs/alerting.md).
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, SystemTime},
+};
+
+use tokio::sync::mpsc;
+
+use crate::{
+    alert::{Alerts, DeliveryStats, Notification, State},
+    config::AlertingConfig,
+    probes::ProbeStatus,
+    watch::{unix_ms, TargetStatus},
+};
+
+/// Multiwindow, multi-burn-rate alerting (Google SRE workbook, table 5-8): (long window,
+/// short window, burn rate, alert, severity). Windows in seconds.
+const BURN_RULES: [(u64, u64, f64, &str, &str); 2] = [
+    (3_600, 300, 14.4, "TargetErrorBudgetBurnFast", "critical"),
+    (21_600, 1_800, 6.0, "TargetErrorBudgetBurnSlow", "warning"),
+];
+/// Window of the node-wide rate and increase rules.
+const NODE_WINDOW_MS: u64 = 300_000;
+
+/// Node-wide inputs of the rules.
+pub struct NodeInputs<'a> {
+    pub probes: &'a [ProbeStatus],
+    /// Cumulative kernel drops per probe name.
+    pub drops: BTreeMap<&'static str, u64>,
+    pub retransmits_total: u64,
+}
+
+pub struct Engine {
+    alerts: Alerts,
+    config: AlertingConfig,
+    instance: String,
+    outbox: Option<mpsc::Sender<Vec<Notification>>>,
+    stats: Arc<DeliveryStats>,
+    /// (unix ms, drops per probe, retransmits) for the last NODE_WINDOW_MS.
+    node_history: VecDeque<(u64, BTreeMap<&'static str, u64>, u64)>,
+}
+
+type Map = BTreeMap<String, String>;
+
+fn map<const N: usize>(pairs: [(&str, String); N]) -> Map {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+impl Engine {
+    pub fn new(
+        config: &AlertingConfig,
+        generator_url: String,
+        outbox: Option<mpsc::Sender<Vec<Notification>>>,
+        stats: Arc<DeliveryStats>,
+    ) -> Self {
+        let instance = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        Self {
+            alerts: Alerts::new(config.resend_interval.get(), generator_url),
+            config: config.clone(),
+            instance,
+            outbox,
+            stats,
+            node_history: VecDeque::new(),
+        }
+    }
+
+    fn labels(&self, alertname: &str, severity: &str, extra: &[(&str, &str)]) -> Map {
+        let mut l = map([
+            ("alertname", alertname.to_string()),
+            ("severity", severity.to_string()),
+            ("instance", self.instance.clone()),
+        ]);
+        for (k, v) in extra {
+            l.insert(k.to_string(), v.to_string());
+        }
+        l
+    }
+
+    /// Evaluates every rule, then sends what is due.
+    pub fn evaluate(&mut self, targets: &[TargetStatus], node: NodeInputs<'_>, now: SystemTime) {
+        for t in targets {
+            self.target_rules(t, now);
+        }
+        self.node_rules(node, now);
+        let due = self.alerts.due(now);
+        if due.is_empty() {
+            return;
+        }
+        if let Some(outbox) = &self.outbox {
+            if outbox.try_send(due).is_err() {
+                // Delivery is a full queue behind: count rather than block the probes;
+                // firing alerts are re-sent at the next resend interval anyway.
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn target_rules(&mut self, t: &TargetStatus, now: SystemTime) {
+        let name = t.config.name.as_str();
+        let glob = t.config.cgroup.as_str();
+        let last = t
+            .last_exit
+            .as_deref()
+            .map(|e| format!(" The last exit: {e}."))
+            .unwrap_or_default();
+        let summary = |s: String| map([("summary", s)]);
+
+        let l = self.labels("TargetDown", "critical", &[("target", name)]);
+        let a = map([
+            (
+                "summary",
+                format!("{name} has no live process on {}", self.instance),
+            ),
+            (
+                "description",
+                format!("No live process in the cgroups matching `{glob}`.{last}"),
+            ),
+        ]);
+        self.alerts
+            .set(l, a, !t.up, self.config.target_down_for.get(), now);
+
+        let l = self.labels("TargetCrashLooping", "warning", &[("target", name)]);
+        let window = t.config.crash_loop_window.get();
+        let a = summary(format!(
+            "{name} failed {} times in {}s.{last}",
+            t.failures_recent,
+            window.as_secs()
+        ));
+        self.alerts.set(
+            l,
+            a,
+            t.failures_recent >= t.config.crash_loop_failures,
+            Duration::ZERO,
+            now,
+        );
+
+        let l = self.labels("TargetProcessKilled", "warning", &[("target", name)]);
+        let a = match &t.recent_kill {
+            Some((reason, code)) => {
+                summary(format!("A process of {name} was {reason} ({code}).{last}"))
+            }
+            None => Map::new(),
+        };
+        self.alerts
+            .set(l, a, t.recent_kill.is_some(), Duration::ZERO, now);
+
+        for (long, short, rate, alertname, severity) in BURN_RULES {
+            let burn = |w: u64| t.burn.iter().find(|(x, _)| *x == w).and_then(|(_, b)| *b);
+            let (bl, bs) = (burn(long), burn(short));
+            let firing = bl.is_some_and(|b| b > rate) && bs.is_some_and(|b| b > rate);
+            let l = self.labels(alertname, severity, &[("target", name)]);
+            let a = summary(format!(
+                "{name} burns its error budget (objective {}) {:.1}x too fast over {}h and {:.1}x over {}m",
+                t.config.availability_objective,
+                bl.unwrap_or(0.0),
+                long / 3600,
+                bs.unwrap_or(0.0),
+                short / 60
+            ));
+            self.alerts.set(l, a, firing, Duration::ZERO, now);
+        }
+
+        let sli = t
+            .latency
+            .iter()
+            .find(|(w, _)| *w == "5m")
+            .and_then(|(_, v)| *v)
+            .map(|(sli, _)| sli);
+        let l = self.labels(
+            "TargetLatencySLIBelowObjective",
+            "warning",
+            &[("target", name)],
+        );
+        let a = summary(format!(
+            "{:.4} of {name}'s syscalls were faster than {:?} over 5m; objective {}",
+            sli.unwrap_or(1.0),
+            t.config.latency_threshold.get(),
+            t.config.latency_objective
+        ));
+        let firing = sli.is_some_and(|s| s < t.config.latency_objective);
+        self.alerts
+            .set(l, a, firing, self.config.latency_for.get(), now);
+    }
+
+    fn node_rules(&mut self, node: NodeInputs<'_>, now: SystemTime) {
+        for p in node.probes {
+            let l = self.labels("ProbeNotAttached", "critical", &[("probe", p.probe.name())]);
+            let why = p.error.clone().unwrap_or_default();
+            let a = map([(
+                "summary",
+                format!("probe {} is not attached: {why}", p.probe.name()),
+            )]);
+            self.alerts
+                .set(l, a, p.enabled && p.error.is_some(), Duration::ZERO, now);
+        }
+
+        let ms = unix_ms(now);
+        self.node_history
+            .push_back((ms, node.drops.clone(), node.retransmits_total));
+        while self
+            .node_history
+            .front()
+            .is_some_and(|(t, _, _)| ms - t > NODE_WINDOW_MS)
+        {
+            self.node_history.pop_front();
+        }
+        let (t0, drops0, retrans0) = self.node_history.front().cloned().expect("just pushed");
+        for (probe, n) in &node.drops {
+            let increase = n.saturating_sub(drops0.get(probe).copied().unwrap_or(*n));
+            let l = self.labels("KernelEventsDropped", "warning", &[("probe", probe)]);
+            let a = map([("summary", format!("{increase} {probe} events dropped in the kernel in the last 5m (a map or ring buffer is full)"))]);
+            self.alerts.set(l, a, increase > 0, Duration::ZERO, now);
+        }
+        let secs = (ms - t0) as f64 / 1000.0;
+        let rate = if secs > 0.0 {
+            node.retransmits_total.saturating_sub(retrans0) as f64 / secs
+        } else {
+            0.0
+        };
+        let l = self.labels("TcpRetransmitRateHigh", "warning", &[]);
+        let a = map([(
+            "summary",
+            format!(
+                "{rate:.1} TCP retransmits/s on {} (threshold {})",
+                self.instance, self.config.tcp_retransmit_rate
+            ),
+        )]);
+        self.alerts.set(
+            l,
+            a,
+            rate > self.config.tcp_retransmit_rate,
+            Duration::ZERO,
+            now,
+        );
+    }
+
+    /// Active alerts per (alertname, state), for `gimbal_alerts`.
+    pub fn alert_states(&self) -> BTreeMap<(String, &'static str), u64> {
+        let mut out = BTreeMap::new();
+        for (name, state) in self.alerts.states() {
+            let state = match state {
+                State::Pending => "pending",
+                State::Firing => "firing",
+            };
+            *out.entry((name.to_string(), state)).or_default() += 1;
+        }
+        out
+    }
+}

@@ -38,9 +38,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Run { config, listen } => {
-            let mut config = match config {
-                Some(path) => match Config::from_file(&path) {
+        Command::Run {
+            config: config_path,
+            listen,
+        } => {
+            let mut config = match &config_path {
+                Some(path) => match Config::from_file(path) {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("{e}");
@@ -56,7 +59,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            match runtime.block_on(gimbal::run::run(config)) {
+            match runtime.block_on(gimbal::run::run(config, config_path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

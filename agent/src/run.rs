@@ -24,7 +24,12 @@ use crate::{
 /// four walks a second.
 const CGROUP_RESCAN: Duration = Duration::from_millis(250);
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// `config_path` is where `config` came from (None: the embedded defaults), re-read on
+/// SIGHUP.
+pub async fn run(
+    mut config: Config,
+    config_path: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.agent.listen)
         .await
         .with_context(|| {
@@ -54,33 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let delivery = Arc::new(DeliveryStats::default());
     let registry = Arc::new(Exposition::registry(model.clone(), info, delivery.clone()));
     let addr: SocketAddr = listener.local_addr()?;
-    let endpoints = config
-        .alerting
-        .alertmanagers
-        .iter()
-        .map(|u| Endpoint::parse(u))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
-    let outbox = if endpoints.is_empty() {
-        None
-    } else {
-        let spool = config.agent.state_dir.join("alert-spool");
-        Some(
-            Deliverer::spawn(endpoints, &spool, delivery.clone()).with_context(|| {
-                format!(
-                    "cannot create the alert spool {} (set [agent] state_dir)",
-                    spool.display()
-                )
-            })?,
-        )
-    };
-    let generator_url = config
-        .alerting
-        .external_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}/metrics"));
-    let mut watcher = Watcher::new(&config.targets, cgroup2, config.agent.state_dir.clone());
-    let mut engine = Engine::new(&config.alerting, generator_url, outbox, delivery);
+    let (mut watcher, mut engine) = alerting(&config, &cgroup2, addr, &delivery)?;
     let probe_status = probes.status.clone();
     tracing::info!(
         syscall_hist_entries = probes.syscall_hist_entries,
@@ -91,6 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(config.agent.interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut sighup = tokio::signal::unix::signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -117,6 +97,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     evaluate(&mut engine, &watcher, &mut m, &probe_status, now);
                 }
             }
+            _ = sighup.recv() => {
+                let Some(path) = &config_path else {
+                    tracing::warn!("SIGHUP: nothing to reload, the agent runs on the embedded defaults");
+                    continue;
+                };
+                let reloaded = Config::from_file(path).map_err(anyhow::Error::from).and_then(|new| {
+                    watcher.save();
+                    let parts = alerting(&new, &cgroup2, addr, &delivery)?;
+                    Ok((new, parts))
+                });
+                let mut m = lock(&model);
+                match reloaded {
+                    Ok((new, parts)) => {
+                        for what in restart_needed(&config, &new) {
+                            tracing::warn!("SIGHUP: {what} changed; that takes effect on restart");
+                        }
+                        (watcher, engine) = parts;
+                        config = new;
+                        m.config_reloads[0] += 1;
+                        tracing::info!(path = %path.display(), "SIGHUP: config reloaded (targets, alerting, rules)");
+                    }
+                    Err(e) => {
+                        m.config_reloads[1] += 1;
+                        tracing::error!(path = %path.display(), "SIGHUP: the new config is rejected, the running one stays:\n{e:#}");
+                    }
+                }
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }
@@ -126,6 +133,68 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     http.abort();
     drop(probes);
     Ok(())
+}
+
+/// The parts that follow `[[targets]]`, `[alerting]` and `[[rules]]`: rebuilt on SIGHUP.
+/// Target histories are on disk, so a rebuilt watcher carries on from them.
+fn alerting(
+    config: &Config,
+    cgroup2: &std::path::Path,
+    addr: SocketAddr,
+    delivery: &Arc<DeliveryStats>,
+) -> anyhow::Result<(Watcher, Engine)> {
+    let endpoints = config
+        .alerting
+        .alertmanagers
+        .iter()
+        .map(|u| Endpoint::parse(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let outbox = if endpoints.is_empty() {
+        None
+    } else {
+        let spool = config.agent.state_dir.join("alert-spool");
+        let tx = Deliverer::spawn(endpoints, &spool, delivery.clone()).with_context(|| {
+            format!(
+                "cannot create the alert spool {} (set [agent] state_dir)",
+                spool.display()
+            )
+        })?;
+        Some(tx)
+    };
+    let generator_url = config
+        .alerting
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}/metrics"));
+    let watcher = Watcher::new(
+        &config.targets,
+        cgroup2.to_path_buf(),
+        config.agent.state_dir.clone(),
+    );
+    let engine = Engine::new(
+        &config.alerting,
+        &config.rules,
+        generator_url,
+        outbox,
+        delivery.clone(),
+    );
+    Ok((watcher, engine))
+}
+
+/// Settings a reload cannot change in a running agent.
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.agent != new.agent {
+        out.push("[agent]");
+    }
+    if old.probes != new.probes {
+        out.push("[probes]");
+    }
+    if old.labels != new.labels {
+        out.push("[labels]");
+    }
+    out
 }
 
 /// Runs the rules on the current state and publishes the watch status.
@@ -149,6 +218,7 @@ fn evaluate(
             drops,
             retransmits_total,
         },
+        m,
         now,
     );
     m.watch = WatchStatus {

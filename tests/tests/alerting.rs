@@ -214,3 +214,92 @@ fn alerts_wait_in_the_spool_while_alertmanager_is_down_also_across_an_agent_cras
     );
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn crash_loops_user_rules_and_sighup_reloads() {
+    if !require_root("crash_loops_user_rules_and_sighup_reloads") {
+        return;
+    }
+    let am = Alertmanager::start();
+    let url = format!("http://127.0.0.1:{}", am.port);
+    let (one, two) = (TestCgroup::new("one"), TestCgroup::new("two"));
+    let dir = TempDir::new("rules-config");
+    let path = config(&dir, "one", &one.name, std::slice::from_ref(&url));
+    let rule = format!(
+        "[[rules]]\nalert = \"WorkloadExit42\"\nexpr = 'increase(gimbal_process_exits_total{{cgroup=\"{}\",code=\"42\"}}[5m]) > 0'\nseverity = \"page\"\nlabels = {{ team = \"ml\" }}\nannotations = {{ summary = \"exit 42\", runbook_url = \"https://runbooks.example/exit42\" }}\n",
+        one.name
+    );
+    let v1 = std::fs::read_to_string(&path).unwrap() + &rule;
+    std::fs::write(&path, &v1).unwrap();
+    let agent = Agent::start_with(&["--config", path.to_str().unwrap()]);
+    let body = |agent: &Agent| agent.metrics();
+
+    // A user rule on a counter that did not exist before.
+    let mut p = one.spawn_into(workload().args(["exit", "42"]));
+    wait_status(&mut p);
+    wait_until(
+        "WorkloadExit42 in Alertmanager",
+        Duration::from_secs(10),
+        || {
+            am.has_active(&[
+                ("alertname", "WorkloadExit42"),
+                ("team", "ml"),
+                ("severity", "page"),
+                ("code", "42"),
+            ])
+        },
+    );
+
+    // Three failures within the crash-loop window (default 3 in 10m).
+    for i in 0..3 {
+        let mut service = one.spawn_into(workload().arg("pause"));
+        wait_until("up", Duration::from_secs(10), || {
+            metric(&body(&agent), "gimbal_target_up{target=\"one\"} ") == Some(1.0)
+        });
+        unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
+        wait_status(&mut service);
+        wait_until("down", Duration::from_secs(10), || {
+            metric(
+                &body(&agent),
+                "gimbal_target_failures_total{target=\"one\"} ",
+            ) >= Some(i as f64 + 2.0)
+        });
+    }
+    wait_until(
+        "TargetCrashLooping in Alertmanager",
+        Duration::from_secs(10),
+        || find(&am, "TargetCrashLooping", "one").is_some(),
+    );
+
+    // A broken config is rejected and the running one stays.
+    std::fs::write(&path, "[[targets]]\nname = \"two\"\ncgroup = \n").unwrap();
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGHUP) };
+    wait_until("rejected reload", Duration::from_secs(10), || {
+        metric(
+            &body(&agent),
+            "gimbal_config_reloads_total{result=\"rejected\"} ",
+        ) == Some(1.0)
+    });
+    assert!(
+        metric(&body(&agent), "gimbal_target_up{target=\"one\"} ").is_some(),
+        "still watching `one`"
+    );
+
+    // A good one replaces targets and rules.
+    config(&dir, "two", &two.name, std::slice::from_ref(&url));
+    let _service = two.spawn_into(workload().arg("pause"));
+    unsafe { libc::kill(agent.child.id() as i32, libc::SIGHUP) };
+    wait_until("two watched", Duration::from_secs(10), || {
+        metric(&body(&agent), "gimbal_target_up{target=\"two\"} ") == Some(1.0)
+    });
+    let b = body(&agent);
+    assert_eq!(
+        metric(&b, "gimbal_config_reloads_total{result=\"accepted\"} "),
+        Some(1.0)
+    );
+    assert!(
+        metric(&b, "gimbal_target_up{target=\"one\"} ").is_none(),
+        "`one` is no longer watched"
+    );
+    assert_eq!(agent.stop(), 0);
+}

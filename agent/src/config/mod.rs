@@ -13,7 +13,7 @@ use toml::{de::DeValue, Spanned};
 pub use duration::HumanDuration;
 pub use errors::{ConfigError, ConfigErrors};
 
-const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`";
+const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`";
 
 /// The default configuration, embedded in the binary and shipped as /etc/gimbal/gimbal.toml.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -26,6 +26,29 @@ pub struct Config {
     /// `[[targets]]`: the services to watch.
     pub targets: Vec<TargetConfig>,
     pub alerting: AlertingConfig,
+    /// `[[rules]]`: the user's own alert rules.
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `[[rules]]`: an alert on any exported series (see rules/expr.rs for the syntax).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// The alertname.
+    pub alert: String,
+    /// Condition, e.g. `rate(gimbal_tcp_retransmits_total[5m]) > 50`.
+    pub expr: String,
+    /// How long the condition must hold before the alert fires.
+    #[serde(rename = "for", default = "defaults::zero")]
+    pub hold: HumanDuration,
+    #[serde(default = "defaults::severity")]
+    pub severity: String,
+    /// Extra labels of the alert.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// summary, description, runbook_url, ...
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// `[[targets]]`: one watched service.
@@ -60,6 +83,12 @@ pub struct TargetConfig {
 mod defaults {
     use super::HumanDuration;
 
+    pub fn zero() -> HumanDuration {
+        HumanDuration::from_secs(0)
+    }
+    pub fn severity() -> String {
+        "warning".into()
+    }
     pub fn availability_objective() -> f64 {
         0.999
     }
@@ -254,8 +283,9 @@ impl Config {
                 "agent" => section(value, &mut errors, &mut config.agent),
                 "labels" => section(value, &mut errors, &mut config.labels),
                 "probes" => probes(value, &mut errors, &mut config.probes),
-                "targets" => section(value, &mut errors, &mut config.targets),
+                "targets" => section_list(value, &mut errors, &mut config.targets),
                 "alerting" => section(value, &mut errors, &mut config.alerting),
+                "rules" => section_list(value, &mut errors, &mut config.rules),
                 other => errors.push_at(
                     key.span(),
                     format!("unknown section `{other}`, expected one of {SECTIONS}"),
@@ -302,6 +332,24 @@ fn section<T: DeserializeOwned>(
     match T::deserialize(toml::de::ValueDeserializer::from(value)) {
         Ok(parsed) => *slot = parsed,
         Err(e) => errors.push_toml(&e),
+    }
+}
+
+/// Deserializes each table of an array of tables (`[[targets]]`) on its own, so that one
+/// bad entry does not hide the errors of the others.
+fn section_list<T: DeserializeOwned>(
+    value: Spanned<DeValue<'_>>,
+    errors: &mut ConfigErrors,
+    slot: &mut Vec<T>,
+) {
+    let span = value.span();
+    let DeValue::Array(items) = value.into_inner() else {
+        return errors.push_at(span, "expected an array of tables, like [[targets]]".into());
+    };
+    for item in items {
+        let mut parsed = None;
+        section(item, errors, &mut parsed);
+        slot.extend(parsed);
     }
 }
 
@@ -356,6 +404,25 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
         if t.cgroup.trim_matches('/').is_empty() {
             let msg = format!("of `{}` must name a cgroup below the root", t.name);
             errors.push_field_value("targets.cgroup", &t.cgroup, msg);
+        }
+    }
+    let mut alerts = std::collections::BTreeSet::new();
+    for r in &config.rules {
+        if r.alert.is_empty()
+            || !r
+                .alert
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || !alerts.insert(&r.alert)
+        {
+            let msg = format!(
+                "`{}` must be a unique name of letters, digits and _",
+                r.alert
+            );
+            errors.push_field_value("rules.alert", &r.alert, msg);
+        }
+        if let Err(e) = crate::rules::expr::parse(&r.expr, &crate::rules::series::is_known) {
+            errors.push_field_value("rules.expr", &r.expr, format!("of `{}`: {e}", r.alert));
         }
     }
     for url in &config.alerting.alertmanagers {

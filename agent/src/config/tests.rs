@@ -67,7 +67,7 @@ fn display_is_file_line_column() {
     let e = Config::parse("[nope]\n", "gimbal.toml").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`, `targets`, `alerting`"
+        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`, `targets`, `alerting`, `rules`"
     );
 }
 
@@ -120,4 +120,20 @@ fn target_objectives_and_syscalls_are_checked() {
     assert_eq!(errs[0].0, 4, "{errs:?}");
     assert_eq!(errs[1].0, 5, "{errs:?}");
     assert!(errs[1].2.contains("`raed` is not a syscall"), "{errs:?}");
+}
+
+#[test]
+fn rules_are_parsed_and_bad_expressions_point_at_their_line() {
+    let ok = Config::parse("[[rules]]\nalert = \"Oom\"\nexpr = 'increase(gimbal_process_exits_total{reason=\"oom_killed\"}[10m]) > 0'\nfor = \"1m\"\nlabels = { team = \"ml\" }\nannotations = { summary = \"OOM\" }\n", "t").unwrap();
+    assert_eq!(ok.rules[0].hold.get().as_secs(), 60);
+    assert_eq!(ok.rules[0].severity, "warning");
+    let errs = errors("[[rules]]\nalert = \"A\"\nexpr = \"node_load1 > 3\"\n[[rules]]\nalert = \"B\"\nexpr = \"gimbal_target_up\"\nfor = \"soon\"\n");
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert_eq!(errs[0].0, 3, "{errs:?}");
+    assert!(
+        errs[0].2.contains("unknown metric `node_load1`"),
+        "{errs:?}"
+    );
+    assert_eq!(errs[1].0, 7, "{errs:?}");
+    assert!(errs[1].2.contains("not a duration"), "{errs:?}");
 }

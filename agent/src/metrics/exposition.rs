@@ -162,6 +162,19 @@ impl Collector for Exposition {
         .encode_gauge(&1i64)?;
 
         encode_targets(&mut e, &model.watch)?;
+        let mut m = e.encode_descriptor(
+            "gimbal_config_reloads",
+            "SIGHUP reloads of the config file: accepted, or rejected (the running config stays)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in [
+            ("accepted", model.config_reloads[0]),
+            ("rejected", model.config_reloads[1]),
+        ] {
+            m.encode_family(&[("result", result)])?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
         drop(model);
         self.encode_delivery(&mut e)
     }

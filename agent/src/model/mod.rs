@@ -101,6 +101,8 @@ pub struct Model {
     /// [cgroup, comm, reason, code]
     pub process_exits: Family<4, u64>,
     pub drops: [u64; DROP_KINDS as usize],
+    /// SIGHUP reloads: [accepted, rejected].
+    pub config_reloads: [u64; 2],
     /// Targets and alerts, as the watcher last saw them.
     pub watch: crate::watch::WatchStatus,
     hist_last: std::collections::HashMap<SyscallKey, WrappedHist>,
@@ -117,6 +119,7 @@ impl Model {
             process_exits: Family::new(max_series_per_metric),
             drops: [0; DROP_KINDS as usize],
             watch: Default::default(),
+            config_reloads: [0; 2],
             hist_last: Default::default(),
             errors_last: Deltas::default(),
             tcp_last: Deltas::default(),

@@ -1,5 +1,9 @@
-//! Built-in alert rules, evaluated on every tick and at once on a watched target's exit.
-//! Thresholds and `for` durations come from `[alerting]` and `[[targets]]` (docs/alerting.md).
+//! Alert rules, evaluated on every tick and at once on a watched target's exit: the
+//! built-in ones (thresholds and `for` from `[alerting]` and `[[targets]]`) and the user's
+//! `[[rules]]` (docs/alerting.md).
+pub mod expr;
+pub mod series;
+mod user;
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{atomic::Ordering, Arc},
@@ -10,7 +14,8 @@ use tokio::sync::mpsc;
 
 use crate::{
     alert::{Alerts, DeliveryStats, Notification, State},
-    config::AlertingConfig,
+    config::{AlertingConfig, RuleConfig},
+    model::Model,
     probes::ProbeStatus,
     watch::{unix_ms, TargetStatus},
 };
@@ -40,6 +45,7 @@ pub struct Engine {
     stats: Arc<DeliveryStats>,
     /// (unix ms, drops per probe, retransmits) for the last NODE_WINDOW_MS.
     node_history: VecDeque<(u64, BTreeMap<&'static str, u64>, u64)>,
+    user: Vec<user::UserRule>,
 }
 
 type Map = BTreeMap<String, String>;
@@ -51,6 +57,7 @@ fn map<const N: usize>(pairs: [(&str, String); N]) -> Map {
 impl Engine {
     pub fn new(
         config: &AlertingConfig,
+        rules: &[RuleConfig],
         generator_url: String,
         outbox: Option<mpsc::Sender<Vec<Notification>>>,
         stats: Arc<DeliveryStats>,
@@ -58,7 +65,16 @@ impl Engine {
         let instance = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_default();
+        let user = rules
+            .iter()
+            .filter_map(|r| {
+                user::UserRule::new(r)
+                    .map_err(|e| tracing::error!(alert = %r.alert, error = %e, "rule skipped"))
+                    .ok()
+            })
+            .collect();
         Self {
+            user,
             alerts: Alerts::new(config.resend_interval.get(), generator_url),
             config: config.clone(),
             instance,
@@ -81,11 +97,18 @@ impl Engine {
     }
 
     /// Evaluates every rule, then sends what is due.
-    pub fn evaluate(&mut self, targets: &[TargetStatus], node: NodeInputs<'_>, now: SystemTime) {
+    pub fn evaluate(
+        &mut self,
+        targets: &[TargetStatus],
+        node: NodeInputs<'_>,
+        model: &Model,
+        now: SystemTime,
+    ) {
         for t in targets {
             self.target_rules(t, now);
         }
         self.node_rules(node, now);
+        self.user_rules(model, now);
         let due = self.alerts.due(now);
         if due.is_empty() {
             return;
@@ -236,6 +259,23 @@ impl Engine {
             Duration::ZERO,
             now,
         );
+    }
+
+    fn user_rules(&mut self, model: &Model, now: SystemTime) {
+        let ms = unix_ms(now);
+        for i in 0..self.user.len() {
+            let results = self.user[i].evaluate(model, ms);
+            let c = &self.user[i].config;
+            for (series_labels, holds) in results {
+                let mut labels = series_labels;
+                labels.extend(c.labels.clone());
+                labels.insert("alertname".into(), c.alert.clone());
+                labels.insert("severity".into(), c.severity.clone());
+                labels.insert("instance".into(), self.instance.clone());
+                self.alerts
+                    .set(labels, c.annotations.clone(), holds, c.hold.get(), now);
+            }
+        }
     }
 
     /// Active alerts per (alertname, state), for `gimbal_alerts`.

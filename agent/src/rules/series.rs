@@ -1,0 +1,139 @@
+//! The exported series that user rules can refer to, read straight from the model (not by
+//! encoding and parsing the exposition, which would cost far more on every tick).
+use std::collections::BTreeMap;
+
+use gimbal_common::DROP_PROBES;
+
+use crate::model::{Labels, Model};
+
+pub type Series = Vec<(BTreeMap<String, String>, f64)>;
+
+/// Metric names user rules may use.
+pub const KNOWN: &[&str] = &[
+    "gimbal_syscall_latency_seconds_count",
+    "gimbal_syscall_latency_seconds_sum",
+    "gimbal_syscall_errors_total",
+    "gimbal_tcp_retransmits_total",
+    "gimbal_process_exits_total",
+    "gimbal_events_dropped_total",
+    "gimbal_target_up",
+    "gimbal_target_availability_ratio",
+    "gimbal_target_reliability_ratio",
+    "gimbal_target_failures_total",
+    "gimbal_target_mttr_seconds",
+    "gimbal_target_latency_sli_ratio",
+    "gimbal_target_performance",
+];
+
+pub fn is_known(name: &str) -> bool {
+    KNOWN.contains(&name)
+}
+
+fn labelled<const N: usize, V: Copy>(
+    names: [&str; N],
+    series: &BTreeMap<Labels<N>, V>,
+    value: impl Fn(V) -> f64,
+) -> Series {
+    series
+        .iter()
+        .map(|(l, v)| {
+            (
+                names
+                    .iter()
+                    .zip(l.iter())
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                value(*v),
+            )
+        })
+        .collect()
+}
+
+fn per_target(
+    model: &Model,
+    pick: impl Fn(&crate::watch::TargetStatus) -> Vec<(Option<&'static str>, Option<f64>)>,
+) -> Series {
+    let mut out = Series::new();
+    for t in &model.watch.targets {
+        for (window, v) in pick(t) {
+            if let Some(v) = v {
+                let mut l = BTreeMap::from([("target".to_string(), t.config.name.clone())]);
+                if let Some(w) = window {
+                    l.insert("window".into(), w.to_string());
+                }
+                out.push((l, v));
+            }
+        }
+    }
+    out
+}
+
+/// Current values of the series of `name`.
+pub fn series(model: &Model, name: &str) -> Series {
+    let windows = |v: &Vec<(&'static str, Option<f64>)>| {
+        v.iter().map(|(w, x)| (Some(*w), *x)).collect::<Vec<_>>()
+    };
+    match name {
+        "gimbal_syscall_latency_seconds_count" => {
+            labelled(["syscall", "cgroup"], &model.syscall_latency.series, |h| {
+                h.count() as f64
+            })
+        }
+        "gimbal_syscall_latency_seconds_sum" => {
+            labelled(["syscall", "cgroup"], &model.syscall_latency.series, |h| {
+                h.sum_ns as f64 / 1e9
+            })
+        }
+        "gimbal_syscall_errors_total" => labelled(
+            ["syscall", "cgroup", "errno"],
+            &model.syscall_errors.series,
+            |n| n as f64,
+        ),
+        "gimbal_tcp_retransmits_total" => labelled(
+            ["cgroup", "remote", "family"],
+            &model.tcp_retransmits.series,
+            |n| n as f64,
+        ),
+        "gimbal_process_exits_total" => labelled(
+            ["cgroup", "comm", "reason", "code"],
+            &model.process_exits.series,
+            |n| n as f64,
+        ),
+        "gimbal_events_dropped_total" => {
+            let mut per = BTreeMap::<&str, u64>::new();
+            for (i, n) in model.drops.iter().enumerate() {
+                *per.entry(DROP_PROBES[i]).or_default() += n;
+            }
+            per.into_iter()
+                .map(|(p, n)| {
+                    (
+                        BTreeMap::from([("probe".to_string(), p.to_string())]),
+                        n as f64,
+                    )
+                })
+                .collect()
+        }
+        "gimbal_target_up" => per_target(model, |t| vec![(None, Some(f64::from(u8::from(t.up))))]),
+        "gimbal_target_availability_ratio" => per_target(model, |t| windows(&t.availability)),
+        "gimbal_target_reliability_ratio" => per_target(model, |t| windows(&t.reliability)),
+        "gimbal_target_failures_total" => {
+            per_target(model, |t| vec![(None, Some(t.failures_total as f64))])
+        }
+        "gimbal_target_mttr_seconds" => {
+            per_target(model, |t| vec![(None, t.mttr.map(|d| d.as_secs_f64()))])
+        }
+        "gimbal_target_latency_sli_ratio" => per_target(model, |t| {
+            t.latency
+                .iter()
+                .map(|(w, v)| (Some(*w), v.map(|(s, _)| s)))
+                .collect()
+        }),
+        "gimbal_target_performance" => per_target(model, |t| {
+            t.latency
+                .iter()
+                .map(|(w, v)| (Some(*w), v.map(|(_, p)| p)))
+                .collect()
+        }),
+        _ => Series::new(),
+    }
+}

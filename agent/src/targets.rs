@@ -1,9 +1,11 @@
 //! Watched services ("targets"): which processes belong to each, and whether it is up.
 //!
-//! A target is selected by a glob over cgroup2 paths (relative to the mount, like the
-//! `cgroup` label): `system.slice/trainer.service`, `kubepods.slice/*/*`. `*` matches within
-//! one path segment. Membership is read from each matched cgroup's `cgroup.procs`: one small
-//! file per cgroup, far cheaper than scanning /proc.
+//! A target is selected by globs over cgroup2 paths (relative to the mount, like the
+//! `cgroup` label): `system.slice/trainer.service`, `kubepods.slice/*/*`, `**/ssh.service`.
+//! `*` matches within one path segment, `**` any number of segments. Systemd units and
+//! Kubernetes pods and containers are selected through the paths their managers give their
+//! cgroups (config/mod.rs turns them into globs). Membership is read from each matched
+//! cgroup's `cgroup.procs`: one small file per cgroup, far cheaper than scanning /proc.
 use std::{
     collections::{BTreeMap, BTreeSet},
     os::unix::fs::MetadataExt as _,
@@ -12,11 +14,21 @@ use std::{
 
 /// Whether `path` (segments separated by '/') matches `pattern` segment by segment.
 pub fn glob_match(pattern: &str, path: &str) -> bool {
-    let (p, s): (Vec<_>, Vec<_>) = (pattern.split('/').collect(), path.split('/').collect());
-    p.len() == s.len()
-        && p.iter()
-            .zip(&s)
-            .all(|(p, s)| segment_match(p.as_bytes(), s.as_bytes()))
+    let p: Vec<_> = pattern.split('/').filter(|s| !s.is_empty()).collect();
+    let s: Vec<_> = path.split('/').filter(|s| !s.is_empty()).collect();
+    segments_match(&p, &s)
+}
+
+fn segments_match(p: &[&str], s: &[&str]) -> bool {
+    match p.first() {
+        None => s.is_empty(),
+        Some(&"**") => segments_match(&p[1..], s) || (!s.is_empty() && segments_match(p, &s[1..])),
+        Some(first) => {
+            !s.is_empty()
+                && segment_match(first.as_bytes(), s[0].as_bytes())
+                && segments_match(&p[1..], &s[1..])
+        }
+    }
 }
 
 /// `*` matches any run of characters, `?` one character; everything else itself.
@@ -49,11 +61,17 @@ pub struct Members {
 pub fn members(
     cgroup_root: &Path,
     proc_root: &Path,
-    pattern: &str,
+    patterns: &[String],
     exiting: Option<u32>,
 ) -> Members {
     let mut m = Members::default();
-    for dir in expand(cgroup_root, pattern) {
+    let mut dirs: Vec<PathBuf> = patterns
+        .iter()
+        .flat_map(|p| expand(cgroup_root, p))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
         let Ok(meta) = std::fs::metadata(&dir) else {
             continue;
         };
@@ -74,7 +92,16 @@ pub fn members(
 }
 
 /// Directories under `root` matching the glob, segment by segment (no symlinks followed).
-fn expand(root: &Path, pattern: &str) -> Vec<PathBuf> {
+pub fn expand(root: &Path, pattern: &str) -> Vec<PathBuf> {
+    if pattern.split('/').any(|s| s == "**") {
+        return walk(root)
+            .into_iter()
+            .filter(|d| {
+                d.strip_prefix(root)
+                    .is_ok_and(|rel| glob_match(pattern, &rel.to_string_lossy()))
+            })
+            .collect();
+    }
     let mut level = vec![root.to_path_buf()];
     for seg in pattern.split('/').filter(|s| !s.is_empty()) {
         let mut next = Vec::new();
@@ -100,6 +127,26 @@ fn expand(root: &Path, pattern: &str) -> Vec<PathBuf> {
     }
     level.sort();
     level
+}
+
+/// Every directory below `root`, without following symlinks or entering other mounts'
+/// contents twice; directories that vanish meanwhile are skipped.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// A process that has exited but not been reaped still shows in cgroup.procs.
@@ -141,6 +188,16 @@ mod tests {
             "system.slice/ssh.socket"
         ));
         assert!(glob_match("*", "x"));
+        assert!(glob_match("**/ssh.service", "system.slice/ssh.service"));
+        assert!(glob_match("**/ssh.service", "ssh.service"));
+        assert!(glob_match(
+            "kubepods.slice/**/*pod1234*",
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice"
+        ));
+        assert!(!glob_match(
+            "**/ssh.service",
+            "system.slice/ssh.service/child"
+        ));
     }
 
     #[test]
@@ -163,7 +220,7 @@ mod tests {
             )
             .unwrap();
         }
-        let m = members(&cg, &proc_root, "app.slice/*.service", None);
+        let m = members(&cg, &proc_root, &["app.slice/*.service".into()], None);
         assert_eq!(m.pids, BTreeSet::from([10, 12]));
         assert_eq!(m.cgroups.len(), 2);
         assert_eq!(
@@ -174,10 +231,14 @@ mod tests {
             ])
         );
         assert_eq!(
-            members(&cg, &proc_root, "app.slice/*.service", Some(12)).pids,
+            members(&cg, &proc_root, &["app.slice/*.service".into()], Some(12)).pids,
             BTreeSet::from([10])
         );
-        assert!(members(&cg, &proc_root, "nothing/*", None).pids.is_empty());
+        assert!(members(&cg, &proc_root, &["nothing/*".into()], None)
+            .pids
+            .is_empty());
+        let deep = members(&cg, &proc_root, &["**/c.service".into()], None);
+        assert_eq!(deep.pids, BTreeSet::from([13]), "** finds it at any depth");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

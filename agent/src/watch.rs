@@ -36,6 +36,8 @@ pub struct Watcher {
 
 struct Watched {
     config: TargetConfig,
+    /// The cgroup globs that select it.
+    patterns: Vec<String>,
     syscalls: BTreeSet<String>,
     members: Members,
     state: TargetState,
@@ -97,6 +99,7 @@ impl Watcher {
                 .map(|c| Watched {
                     state: slo::load(&store, &c.name),
                     syscalls: c.latency_syscalls.iter().cloned().collect(),
+                    patterns: c.patterns(),
                     config: c.clone(),
                     members: Members::default(),
                     latency: LatencyWindows::default(),
@@ -116,14 +119,14 @@ impl Watcher {
         let ms = unix_ms(now);
         let mut transitions = false;
         for t in &mut self.targets {
-            t.members = members(&self.cgroup_root, &self.proc_root, &t.config.cgroup, None);
+            t.members = members(&self.cgroup_root, &self.proc_root, &t.patterns, None);
             if t.observe(ms) {
                 transitions = true;
             }
             let threshold = t.config.latency_threshold.get().as_nanos() as u64;
             t.latency.push(
                 ms,
-                slo::latency_counts(latency, &t.config.cgroup, &t.syscalls, threshold),
+                slo::latency_counts(latency, &t.patterns, &t.syscalls, threshold),
             );
         }
         // Up/down changes are saved at once, so a crash loses no failure; the minutes
@@ -157,7 +160,7 @@ impl Watcher {
             t.members = members(
                 &self.cgroup_root,
                 &self.proc_root,
-                &t.config.cgroup,
+                &t.patterns,
                 Some(record.event.pid),
             );
             if t.observe(ms) {

@@ -31,21 +31,36 @@ fn find(am: &Alertmanager, alertname: &str, target: &str) -> Option<Value> {
         .find(|a| a["labels"]["alertname"] == alertname && a["labels"]["target"] == target)
 }
 
+/// A config watching `target`, selected by `selector` (e.g. `unit = "x"`).
+fn config_with(
+    dir: &TempDir,
+    target: &str,
+    selector: &str,
+    alertmanagers: &[String],
+) -> std::path::PathBuf {
+    let path = dir.0.join("gimbal.toml");
+    let ams: Vec<String> = alertmanagers.iter().map(|u| format!("\"{u}\"")).collect();
+    let text = format!(
+        "[agent]\nstate_dir = \"{}\"\n[[targets]]\nname = \"{target}\"\n{selector}\n[alerting]\nalertmanagers = [{}]\nresend_interval = \"1s\"\n",
+        dir.0.display(),
+        ams.join(", ")
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 fn config(
     dir: &TempDir,
     target: &str,
     cgroup: &str,
     alertmanagers: &[String],
 ) -> std::path::PathBuf {
-    let path = dir.0.join("gimbal.toml");
-    let ams: Vec<String> = alertmanagers.iter().map(|u| format!("\"{u}\"")).collect();
-    let text = format!(
-        "[agent]\nstate_dir = \"{}\"\n[[targets]]\nname = \"{target}\"\ncgroup = \"{cgroup}\"\n[alerting]\nalertmanagers = [{}]\nresend_interval = \"1s\"\n",
-        dir.0.display(),
-        ams.join(", ")
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    config_with(
+        dir,
+        target,
+        &format!("cgroup = \"{cgroup}\""),
+        alertmanagers,
+    )
 }
 
 #[test]
@@ -58,7 +73,9 @@ fn killed_target_fires_target_down_in_alertmanager_and_a_restart_resolves_it() {
     let dead = format!("http://127.0.0.1:{}", free_port());
     let cgroup = TestCgroup::new("svc");
     let dir = TempDir::new("alert-config");
-    let config = config(&dir, "svc", &cgroup.name, &[live.clone(), dead.clone()]);
+    // Selected the way a systemd unit is: by its cgroup's name at any depth.
+    let unit = format!("unit = \"{}\"", cgroup.name);
+    let config = config_with(&dir, "svc", &unit, &[live.clone(), dead.clone()]);
 
     let mut service = cgroup.spawn_into(workload().arg("pause"));
     let agent = Agent::start_with(&["--config", config.to_str().unwrap()]);

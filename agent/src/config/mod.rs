@@ -57,9 +57,21 @@ pub struct RuleConfig {
 pub struct TargetConfig {
     /// The `target` label of its series and alerts.
     pub name: String,
-    /// Glob over cgroup2 paths relative to the mount (`*` within a segment), e.g.
-    /// "system.slice/trainer.service". Each matched cgroup is one component.
-    pub cgroup: String,
+    /// Glob over cgroup2 paths relative to the mount (`*` within a segment, `**` across
+    /// segments), e.g. "system.slice/trainer.service". Each matched cgroup is a component.
+    /// Exactly one of `cgroup`, `unit`, `pod_uid`, `container_id` selects the target.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// A systemd unit ("trainer.service"): the cgroup systemd names after it, at any depth.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// A Kubernetes pod UID: its pod cgroup (cgroupfs `pod<uid>` or systemd
+    /// `...-pod<uid_with_underscores>.slice`), at any depth.
+    #[serde(default)]
+    pub pod_uid: Option<String>,
+    /// A container id (or a unique prefix of it), as the runtime names its cgroup.
+    #[serde(default)]
+    pub container_id: Option<String>,
     /// Availability objective; the error budget is 1 minus it.
     #[serde(default = "defaults::availability_objective")]
     pub availability_objective: f64,
@@ -78,6 +90,26 @@ pub struct TargetConfig {
     pub crash_loop_failures: u64,
     #[serde(default = "defaults::crash_loop_window")]
     pub crash_loop_window: HumanDuration,
+}
+
+impl TargetConfig {
+    /// The cgroup globs that select this target.
+    pub fn patterns(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        out.extend(self.cgroup.clone());
+        out.extend(self.unit.as_ref().map(|u| format!("**/{u}")));
+        if let Some(uid) = &self.pod_uid {
+            out.push(format!("**/*pod{uid}"));
+            out.push(format!("**/*pod{}.slice", uid.replace('-', "_")));
+        }
+        out.extend(self.container_id.as_ref().map(|id| format!("**/*{id}*")));
+        out
+    }
+
+    /// How the target is selected, for messages.
+    pub fn selector(&self) -> String {
+        self.patterns().join(" or ")
+    }
 }
 
 mod defaults {
@@ -401,9 +433,32 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
                 errors.push_field_value("targets.latency_syscalls", name, msg);
             }
         }
-        if t.cgroup.trim_matches('/').is_empty() {
-            let msg = format!("of `{}` must name a cgroup below the root", t.name);
-            errors.push_field_value("targets.cgroup", &t.cgroup, msg);
+        let selectors = [
+            ("cgroup", &t.cgroup),
+            ("unit", &t.unit),
+            ("pod_uid", &t.pod_uid),
+            ("container_id", &t.container_id),
+        ];
+        let set: Vec<(&str, &String)> = selectors
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)))
+            .collect();
+        match set.as_slice() {
+            [(key, value)] if value.trim_matches(['/', '*']).is_empty() => {
+                let msg = format!(
+                    "of `{}` must select something below the root cgroup",
+                    t.name
+                );
+                errors.push_field_value(&format!("targets.{key}"), value, msg);
+            }
+            [_] => {}
+            _ => {
+                let msg = format!(
+                    "`{}` needs exactly one selector: cgroup, unit, pod_uid or container_id",
+                    t.name
+                );
+                errors.push_field_value("targets.name", &t.name, msg);
+            }
         }
     }
     let mut alerts = std::collections::BTreeSet::new();

@@ -79,7 +79,10 @@ fn targets_and_alerting() {
     )
     .unwrap();
     assert_eq!(
-        (c.targets[0].name.as_str(), c.targets[0].cgroup.as_str()),
+        (
+            c.targets[0].name.as_str(),
+            c.targets[0].cgroup.as_deref().unwrap_or("")
+        ),
         ("trainer", "system.slice/trainer.service")
     );
     assert_eq!(
@@ -108,9 +111,9 @@ fn target_and_alertmanager_errors_point_at_their_lines() {
 
 #[test]
 fn unknown_target_keys_are_rejected() {
-    let errs = errors("[[targets]]\nname = \"a\"\ncgroup = \"x\"\nunit = \"a.service\"\n");
+    let errs = errors("[[targets]]\nname = \"a\"\ncgroup = \"x\"\nselector = \"a.service\"\n");
     assert_eq!(errs[0].0, 4, "{errs:?}");
-    assert!(errs[0].2.contains("unknown field `unit`"), "{errs:?}");
+    assert!(errs[0].2.contains("unknown field `selector`"), "{errs:?}");
 }
 
 #[test]
@@ -136,4 +139,25 @@ fn rules_are_parsed_and_bad_expressions_point_at_their_line() {
     );
     assert_eq!(errs[1].0, 7, "{errs:?}");
     assert!(errs[1].2.contains("not a duration"), "{errs:?}");
+}
+
+#[test]
+fn targets_by_unit_pod_or_container_become_globs() {
+    let c = Config::parse(
+        "[[targets]]\nname = \"u\"\nunit = \"trainer.service\"\n[[targets]]\nname = \"p\"\npod_uid = \"12ab-34\"\n[[targets]]\nname = \"c\"\ncontainer_id = \"deadbeef\"\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.targets[0].patterns(), vec!["**/trainer.service"]);
+    assert_eq!(
+        c.targets[1].patterns(),
+        vec!["**/*pod12ab-34", "**/*pod12ab_34.slice"]
+    );
+    assert_eq!(c.targets[2].patterns(), vec!["**/*deadbeef*"]);
+    let errs = errors("[[targets]]\nname = \"two\"\nunit = \"a.service\"\ncgroup = \"x\"\n[[targets]]\nname = \"none\"\n");
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs.iter().all(|e| e.2.contains("exactly one selector")),
+        "{errs:?}"
+    );
 }

@@ -124,7 +124,7 @@ impl Engine {
 
     fn target_rules(&mut self, t: &TargetStatus, now: SystemTime) {
         let name = t.config.name.as_str();
-        let glob = t.config.cgroup.as_str();
+        let glob = t.config.selector();
         let last = t
             .last_exit
             .as_deref()

@@ -17,11 +17,11 @@ pub struct Counts {
     pub sum_ns: u64,
 }
 
-/// Sums the histograms of `syscalls` in cgroups matching `glob`; a syscall is slow when it
+/// Sums the histograms of `syscalls` in cgroups matching any of `globs`; a syscall is slow when it
 /// lands in a bucket whose upper bound is above `threshold_ns`.
 pub fn counts(
     series: &BTreeMap<Labels<2>, HistTotals>,
-    glob: &str,
+    globs: &[String],
     syscalls: &BTreeSet<String>,
     threshold_ns: u64,
 ) -> Counts {
@@ -30,7 +30,7 @@ pub fn counts(
         .unwrap_or(0);
     let mut c = Counts::default();
     for ([syscall, cgroup], h) in series {
-        if syscalls.contains(&**syscall) && glob_match(glob, cgroup) {
+        if syscalls.contains(&**syscall) && globs.iter().any(|g| glob_match(g, cgroup)) {
             c.total += h.count();
             c.slow += h.buckets[first_slow..].iter().sum::<u64>();
             c.sum_ns += h.sum_ns;
@@ -113,7 +113,7 @@ mod tests {
             ("read", "other/b", 5_000, 7),
         ]);
         let set = BTreeSet::from(["read".to_string()]);
-        let c = counts(&s, "svc/*", &set, 100_000_000);
+        let c = counts(&s, &["svc/*".into()], &set, 100_000_000);
         assert_eq!((c.total, c.slow), (100, 10));
     }
 

@@ -143,11 +143,12 @@ fn alerting(
     addr: SocketAddr,
     delivery: &Arc<DeliveryStats>,
 ) -> anyhow::Result<(Watcher, Engine)> {
+    let authorization = authorization(&config.alerting)?;
     let endpoints = config
         .alerting
         .alertmanagers
         .iter()
-        .map(|u| Endpoint::parse(u))
+        .map(|u| Endpoint::parse(u).map(|e| e.with_authorization(authorization.clone())))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
     let outbox = if endpoints.is_empty() {
@@ -180,6 +181,26 @@ fn alerting(
         delivery.clone(),
     );
     Ok((watcher, engine))
+}
+
+/// The `Authorization` header for Alertmanager, from the secret files (read now, so a
+/// reload picks up a rotated secret).
+fn authorization(a: &crate::config::AlertingConfig) -> anyhow::Result<Option<String>> {
+    let read = |p: &std::path::Path, key: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .with_context(|| format!("cannot read [alerting] {key} {}", p.display()))
+    };
+    if let Some(p) = &a.bearer_token_file {
+        return Ok(Some(format!("Bearer {}", read(p, "bearer_token_file")?)));
+    }
+    match (&a.basic_auth_username, &a.basic_auth_password_file) {
+        (Some(user), Some(p)) => Ok(Some(crate::alert::basic_auth(
+            user,
+            &read(p, "basic_auth_password_file")?,
+        ))),
+        _ => Ok(None),
+    }
 }
 
 /// Settings a reload cannot change in a running agent.

@@ -320,3 +320,39 @@ fn crash_loops_user_rules_and_sighup_reloads() {
     );
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn basic_auth_towards_alertmanager() {
+    if !require_root("basic_auth_towards_alertmanager") {
+        return;
+    }
+    // bcrypt of "gimbal-test-password" (a fixture made with Python's crypt module).
+    let hash = "$2b$04$3CqOiNtVIvx74zlCUsyFvutnBFjIuLkrf/KXxnd0Q0O5.PvE5hBUe";
+    let am = Alertmanager::start_with_basic_auth("gimbal", hash, "gimbal-test-password");
+    assert_eq!(
+        gimbal_tests::agent::http_get(am.port, "/api/v2/alerts").map(|r| r.0),
+        Some(401),
+        "Alertmanager enforces auth"
+    );
+    let url = format!("http://127.0.0.1:{}", am.port);
+    let cgroup = TestCgroup::new("auth");
+    let dir = TempDir::new("auth-config");
+    let path = config(&dir, "authed", &cgroup.name, std::slice::from_ref(&url));
+    std::fs::write(dir.0.join("password"), "gimbal-test-password\n").unwrap();
+    let auth = format!(
+        "basic_auth_username = \"gimbal\"\nbasic_auth_password_file = \"{}\"\n",
+        dir.0.join("password").display()
+    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[alerting]\n", &format!("[alerting]\n{auth}"));
+    std::fs::write(&path, text).unwrap();
+    // No process in the cgroup: TargetDown fires at the first tick.
+    let agent = Agent::start_with(&["--config", path.to_str().unwrap()]);
+    wait_until(
+        "TargetDown through basic auth",
+        Duration::from_secs(10),
+        || find(&am, "TargetDown", "authed").is_some(),
+    );
+    assert_eq!(agent.stop(), 0);
+}

@@ -28,6 +28,8 @@ pub struct Endpoint {
     pub url: String,
     host_port: String,
     path: String,
+    /// `Authorization` header value (Bearer or Basic), if configured.
+    authorization: Option<String>,
 }
 
 impl Endpoint {
@@ -53,10 +55,17 @@ impl Endpoint {
             format!("/{prefix}/api/v2/alerts")
         };
         Ok(Self {
+            authorization: None,
             url: url.to_string(),
             host_port: host_port.to_string(),
             path,
         })
+    }
+
+    /// Sends this `Authorization` header value with every request.
+    pub fn with_authorization(mut self, value: Option<String>) -> Self {
+        self.authorization = value;
+        self
     }
 
     async fn post(&self, body: &[u8]) -> Result<(), String> {
@@ -64,9 +73,10 @@ impl Endpoint {
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "POST {} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.path,
             self.host_port,
+            self.authorization.as_ref().map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default(),
             body.len()
         );
         s.write_all(head.as_bytes())
@@ -230,9 +240,43 @@ async fn post(e: &Endpoint, batch: &str, stats: &DeliveryStats) -> bool {
     }
 }
 
+/// `Authorization: Basic` value: base64 of "user:password" (RFC 7617).
+pub fn basic_auth(user: &str, password: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{password}").into_bytes();
+    let mut out = String::from("Basic ");
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn basic_auth_is_rfc7617_base64() {
+        // The RFC's own example.
+        assert_eq!(
+            basic_auth("Aladdin", "open sesame"),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(basic_auth("a", "b"), "Basic YTpi");
+        assert_eq!(basic_auth("ab", "c"), "Basic YWI6Yw==");
+    }
 
     #[test]
     fn parses_endpoints_and_explains_what_it_cannot_use() {

@@ -179,6 +179,11 @@ pub struct AlertingConfig {
     pub tcp_retransmit_rate: f64,
     /// Where alerts link back to (generatorURL); default: http://<listen>/metrics.
     pub external_url: Option<String>,
+    /// File holding a bearer token sent to every Alertmanager.
+    pub bearer_token_file: Option<std::path::PathBuf>,
+    /// HTTP basic auth towards every Alertmanager: user name, and a file holding the password.
+    pub basic_auth_username: Option<String>,
+    pub basic_auth_password_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AlertingConfig {
@@ -190,6 +195,9 @@ impl Default for AlertingConfig {
             latency_for: HumanDuration::from_secs(300),
             tcp_retransmit_rate: 100.0,
             external_url: None,
+            bearer_token_file: None,
+            basic_auth_username: None,
+            basic_auth_password_file: None,
         }
     }
 }
@@ -479,6 +487,15 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
         if let Err(e) = crate::rules::expr::parse(&r.expr, &crate::rules::series::is_known) {
             errors.push_field_value("rules.expr", &r.expr, format!("of `{}`: {e}", r.alert));
         }
+    }
+    let a = &config.alerting;
+    if a.bearer_token_file.is_some() && a.basic_auth_username.is_some() {
+        let msg = "and basic_auth_username are exclusive: choose one".into();
+        errors.push_field("alerting.bearer_token_file", msg);
+    }
+    if a.basic_auth_username.is_some() != a.basic_auth_password_file.is_some() {
+        let msg = "needs basic_auth_password_file too (and the other way round)".into();
+        errors.push_field("alerting.basic_auth_username", msg);
     }
     for url in &config.alerting.alertmanagers {
         if let Err(e) = crate::alert::Endpoint::parse(url) {

@@ -54,3 +54,15 @@ fn a_missing_config_file_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn the_documented_examples_check_clean() {
+    let docs = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/examples");
+    let (code, out, err) = gimbal(&["check-config", &format!("{docs}/gimbal-node.toml")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let am = Command::new("amtool")
+        .args(["check-config", &format!("{docs}/alertmanager.yml")])
+        .output()
+        .expect("amtool (Debian package prometheus-alertmanager; cargo xtask setup installs it)");
+    assert!(am.status.success(), "{}{}", String::from_utf8_lossy(&am.stdout), String::from_utf8_lossy(&am.stderr));
+}

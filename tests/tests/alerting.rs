@@ -356,3 +356,55 @@ fn basic_auth_towards_alertmanager() {
     );
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn an_agent_crash_while_an_alert_fires_neither_resolves_it_nor_loses_history() {
+    if !require_root("an_agent_crash_while_an_alert_fires_neither_resolves_it_nor_loses_history") {
+        return;
+    }
+    let am = Alertmanager::start();
+    let url = format!("http://127.0.0.1:{}", am.port);
+    let cgroup = TestCgroup::new("crash");
+    let dir = TempDir::new("crash-config");
+    let path = config(&dir, "crashy", &cgroup.name, std::slice::from_ref(&url));
+    let args = ["--config", path.to_str().unwrap()];
+    // Nothing runs in the cgroup: TargetDown fires at the first tick.
+    let agent = Agent::start_with(&args);
+    wait_until("TargetDown", Duration::from_secs(10), || {
+        find(&am, "TargetDown", "crashy").is_some()
+    });
+    let failures = metric(
+        &agent.metrics(),
+        "gimbal_target_failures_total{target=\"crashy\"} ",
+    )
+    .unwrap();
+
+    drop(agent); // SIGKILL: no clean shutdown, no resolution sent
+    let restarted = Instant::now();
+    let agent = Agent::start_with(&args);
+    let sent =
+        format!("gimbal_alertmanager_notifications_total{{endpoint=\"{url}\",result=\"sent\"}} ");
+    // Until the new agent has re-sent the alert, Alertmanager must never see it resolved.
+    while metric(&agent.metrics(), &sent).unwrap_or(0.0) < 1.0 {
+        assert!(
+            find(&am, "TargetDown", "crashy").is_some(),
+            "resolved during the restart"
+        );
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "the new agent never re-sent"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(find(&am, "TargetDown", "crashy").is_some());
+    let after = metric(
+        &agent.metrics(),
+        "gimbal_target_failures_total{target=\"crashy\"} ",
+    )
+    .unwrap();
+    assert_eq!(
+        after, failures,
+        "the failure count survived the crash (and the down target was not counted again)"
+    );
+    assert_eq!(agent.stop(), 0);
+}

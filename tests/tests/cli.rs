@@ -64,5 +64,10 @@ fn the_documented_examples_check_clean() {
         .args(["check-config", &format!("{docs}/alertmanager.yml")])
         .output()
         .expect("amtool (Debian package prometheus-alertmanager; cargo xtask setup installs it)");
-    assert!(am.status.success(), "{}{}", String::from_utf8_lossy(&am.stdout), String::from_utf8_lossy(&am.stderr));
+    assert!(
+        am.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&am.stdout),
+        String::from_utf8_lossy(&am.stderr)
+    );
 }

@@ -129,6 +129,74 @@ pub fn expand(root: &Path, pattern: &str) -> Vec<PathBuf> {
     level
 }
 
+/// A process selector: its comm (`/proc/<pid>/comm`, at most 15 bytes) and/or executable
+/// (`/proc/<pid>/exe`); both must hold when both are given.
+pub struct ProcessMatch<'a> {
+    pub comm: Option<&'a str>,
+    pub exe: Option<&'a str>,
+}
+
+/// The live processes matching `wanted`, found by scanning /proc; their cgroups are the
+/// target's components. Costs one or two small reads per process per call, so it is meant
+/// for the tick, not for hot paths.
+pub fn process_members(
+    cgroup_root: &Path,
+    proc_root: &Path,
+    wanted: &ProcessMatch<'_>,
+    exiting: Option<u32>,
+) -> Members {
+    let mut m = Members::default();
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return m;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if Some(pid) == exiting {
+            continue;
+        }
+        let dir = e.path();
+        if let Some(comm) = wanted.comm {
+            if std::fs::read_to_string(dir.join("comm"))
+                .map(|c| c.trim_end() != comm)
+                .unwrap_or(true)
+            {
+                continue;
+            }
+        }
+        if let Some(exe) = wanted.exe {
+            if std::fs::read_link(dir.join("exe"))
+                .map(|p| p != Path::new(exe))
+                .unwrap_or(true)
+            {
+                continue;
+            }
+        }
+        if is_zombie(proc_root, pid) {
+            continue;
+        }
+        m.pids.insert(pid);
+        // The cgroup2 line ("0::/path") names its cgroup.
+        let cgroups = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+        if let Some(path) = cgroups.lines().find_map(|l| l.strip_prefix("0::")) {
+            let rel = path.trim_start_matches('/');
+            if let Ok(meta) = std::fs::metadata(cgroup_root.join(rel)) {
+                m.cgroups.insert(meta.ino());
+            }
+            m.components.insert(
+                if rel.is_empty() {
+                    "/".into()
+                } else {
+                    rel.to_string()
+                },
+                true,
+            );
+        }
+    }
+    m
+}
+
 /// Every directory below `root`, without following symlinks or entering other mounts'
 /// contents twice; directories that vanish meanwhile are skipped.
 fn walk(root: &Path) -> Vec<PathBuf> {
@@ -235,6 +303,27 @@ mod tests {
             BTreeSet::from([10])
         );
         assert!(members(&cg, &proc_root, &["nothing/*".into()], None)
+            .pids
+            .is_empty());
+        for (pid, comm, cgroup) in [
+            (10, "trainer", "app.slice/a.service"),
+            (12, "other", "app.slice/b.service"),
+        ] {
+            let d = proc_root.join(pid.to_string());
+            std::fs::write(d.join("comm"), format!("{comm}\n")).unwrap();
+            std::fs::write(d.join("cgroup"), format!("0::/{cgroup}\n")).unwrap();
+        }
+        let wanted = ProcessMatch {
+            comm: Some("trainer"),
+            exe: None,
+        };
+        let by_comm = process_members(&cg, &proc_root, &wanted, None);
+        assert_eq!(by_comm.pids, BTreeSet::from([10]));
+        assert_eq!(
+            by_comm.components.keys().collect::<Vec<_>>(),
+            vec!["app.slice/a.service"]
+        );
+        assert!(process_members(&cg, &proc_root, &wanted, Some(10))
             .pids
             .is_empty());
         let deep = members(&cg, &proc_root, &["**/c.service".into()], None);

@@ -4,7 +4,7 @@
 //! within milliseconds.
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -13,7 +13,7 @@ use crate::{
     model::{HistTotals, Labels},
     probes::ExitRecord,
     slo::{self, LatencyWindows, TargetState, WINDOWS},
-    targets::{members, Members},
+    targets::{members, process_members, Members, ProcessMatch},
 };
 
 /// Longer than this between two observations and the time in between is "unobserved".
@@ -49,6 +49,27 @@ struct Watched {
 }
 
 impl Watched {
+    /// Its processes now: from its cgroups, or (comm / exe selectors) from /proc.
+    fn read_members(&self, cgroup_root: &Path, proc_root: &Path, exiting: Option<u32>) -> Members {
+        if self.config.comm.is_some() || self.config.exe.is_some() {
+            let wanted = ProcessMatch {
+                comm: self.config.comm.as_deref(),
+                exe: self.config.exe.as_deref(),
+            };
+            return process_members(cgroup_root, proc_root, &wanted, exiting);
+        }
+        members(cgroup_root, proc_root, &self.patterns, exiting)
+    }
+
+    /// Cgroups whose syscalls count for its latency SLI.
+    fn latency_globs(&self) -> Vec<String> {
+        if self.patterns.is_empty() {
+            // Selected by process: the cgroups those processes are in.
+            return self.members.components.keys().cloned().collect();
+        }
+        self.patterns.clone()
+    }
+
     /// Records the current members; true if the target went up or down.
     fn observe(&mut self, ms: u64) -> bool {
         let was_up = self.state.history.is_up();
@@ -119,14 +140,14 @@ impl Watcher {
         let ms = unix_ms(now);
         let mut transitions = false;
         for t in &mut self.targets {
-            t.members = members(&self.cgroup_root, &self.proc_root, &t.patterns, None);
+            t.members = t.read_members(&self.cgroup_root, &self.proc_root, None);
             if t.observe(ms) {
                 transitions = true;
             }
             let threshold = t.config.latency_threshold.get().as_nanos() as u64;
             t.latency.push(
                 ms,
-                slo::latency_counts(latency, &t.patterns, &t.syscalls, threshold),
+                slo::latency_counts(latency, &t.latency_globs(), &t.syscalls, threshold),
             );
         }
         // Up/down changes are saved at once, so a crash loses no failure; the minutes
@@ -143,7 +164,10 @@ impl Watcher {
         let mut touched = false;
         let mut transitions = false;
         for t in &mut self.targets {
-            if !t.members.cgroups.contains(&record.event.cgroup_id) {
+            let pid = record.event.pid;
+            if !t.members.cgroups.contains(&record.event.cgroup_id)
+                && !t.members.pids.contains(&pid)
+            {
                 continue;
             }
             let [_, comm, reason, code] = &record.labels;
@@ -157,12 +181,7 @@ impl Watcher {
                     t.kills.pop_front();
                 }
             }
-            t.members = members(
-                &self.cgroup_root,
-                &self.proc_root,
-                &t.patterns,
-                Some(record.event.pid),
-            );
+            t.members = t.read_members(&self.cgroup_root, &self.proc_root, Some(pid));
             if t.observe(ms) {
                 transitions = true;
             }

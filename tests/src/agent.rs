@@ -28,9 +28,12 @@ impl Agent {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start gimbal");
-        let agent = Agent { child, port };
+        let mut agent = Agent { child, port };
         let deadline = Instant::now() + Duration::from_secs(30);
         while agent.try_get("/healthz", None).map(|r| r.0) != Some(200) {
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!("gimbal exited before serving /healthz: {status} (its log is above)");
+            }
             assert!(
                 Instant::now() < deadline,
                 "gimbal did not serve /healthz within 30 s"

@@ -68,9 +68,11 @@ fn killed_target_fires_target_down_in_alertmanager_and_a_restart_resolves_it() {
     if !require_root("killed_target_fires_target_down_in_alertmanager_and_a_restart_resolves_it") {
         return;
     }
+    // An HA pair; the second goes down before the failure.
     let am = Alertmanager::start();
+    let second = Alertmanager::start();
     let live = format!("http://127.0.0.1:{}", am.port);
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    let dead = format!("http://127.0.0.1:{}", second.port);
     let cgroup = TestCgroup::new("svc");
     let dir = TempDir::new("alert-config");
     // Selected the way a systemd unit is: by its cgroup's name at any depth.
@@ -86,6 +88,7 @@ fn killed_target_fires_target_down_in_alertmanager_and_a_restart_resolves_it() {
         find(&am, "TargetDown", "svc").is_none(),
         "no alert while the service runs"
     );
+    drop(second);
 
     // SAFETY: killing our own child by pid.
     unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
@@ -406,5 +409,30 @@ fn an_agent_crash_while_an_alert_fires_neither_resolves_it_nor_loses_history() {
         after, failures,
         "the failure count survived the crash (and the down target was not counted again)"
     );
+    assert_eq!(agent.stop(), 0);
+}
+
+#[test]
+fn a_target_selected_by_executable_goes_down_with_its_last_process() {
+    if !require_root("a_target_selected_by_executable_goes_down_with_its_last_process") {
+        return;
+    }
+    let am = Alertmanager::start();
+    let url = format!("http://127.0.0.1:{}", am.port);
+    let dir = TempDir::new("exe-config");
+    let exe = gimbal_tests::sibling_binary("gimbal-workload");
+    let selector = format!("comm = \"gimbal-workload\"\nexe = \"{}\"", exe.display());
+    let path = config_with(&dir, "byexe", &selector, std::slice::from_ref(&url));
+    let cgroup = TestCgroup::new("exe");
+    let mut service = cgroup.spawn_into(workload().arg("pause"));
+    let agent = Agent::start_with(&["--config", path.to_str().unwrap()]);
+    wait_until("up", Duration::from_secs(10), || {
+        metric(&agent.metrics(), "gimbal_target_up{target=\"byexe\"} ") == Some(1.0)
+    });
+    unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
+    wait_status(&mut service);
+    wait_until("TargetDown", Duration::from_secs(10), || {
+        find(&am, "TargetDown", "byexe").is_some()
+    });
     assert_eq!(agent.stop(), 0);
 }

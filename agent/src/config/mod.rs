@@ -72,6 +72,13 @@ pub struct TargetConfig {
     /// A container id (or a unique prefix of it), as the runtime names its cgroup.
     #[serde(default)]
     pub container_id: Option<String>,
+    /// Processes by name (`/proc/<pid>/comm`, up to 15 characters), found by scanning /proc
+    /// on every tick; their cgroups are the components. May be combined with `exe`.
+    #[serde(default)]
+    pub comm: Option<String>,
+    /// Processes by executable path (`/proc/<pid>/exe`). May be combined with `comm`.
+    #[serde(default)]
+    pub exe: Option<String>,
     /// Availability objective; the error budget is 1 minus it.
     #[serde(default = "defaults::availability_objective")]
     pub availability_objective: f64,
@@ -108,7 +115,10 @@ impl TargetConfig {
 
     /// How the target is selected, for messages.
     pub fn selector(&self) -> String {
-        self.patterns().join(" or ")
+        let mut parts = self.patterns();
+        parts.extend(self.comm.as_ref().map(|c| format!("comm {c}")));
+        parts.extend(self.exe.as_ref().map(|e| format!("exe {e}")));
+        parts.join(" or ")
     }
 }
 
@@ -441,11 +451,15 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
                 errors.push_field_value("targets.latency_syscalls", name, msg);
             }
         }
+        // comm and exe, alone or together, are one (process) selector.
+        let process = t.comm.clone().or_else(|| t.exe.clone());
+        let process_key = if t.comm.is_some() { "comm" } else { "exe" };
         let selectors = [
             ("cgroup", &t.cgroup),
             ("unit", &t.unit),
             ("pod_uid", &t.pod_uid),
             ("container_id", &t.container_id),
+            (process_key, &process),
         ];
         let set: Vec<(&str, &String)> = selectors
             .iter()
@@ -462,7 +476,7 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
             [_] => {}
             _ => {
                 let msg = format!(
-                    "`{}` needs exactly one selector: cgroup, unit, pod_uid or container_id",
+                    "`{}` needs exactly one selector: cgroup, unit, pod_uid, container_id, or comm/exe",
                     t.name
                 );
                 errors.push_field_value("targets.name", &t.name, msg);

@@ -154,6 +154,15 @@ fn targets_by_unit_pod_or_container_become_globs() {
         vec!["**/*pod12ab-34", "**/*pod12ab_34.slice"]
     );
     assert_eq!(c.targets[2].patterns(), vec!["**/*deadbeef*"]);
+    let by_process = Config::parse(
+        "[[targets]]\nname = \"p\"\ncomm = \"python3\"\nexe = \"/usr/bin/python3\"\n",
+        "t",
+    )
+    .unwrap();
+    assert!(
+        by_process.targets[0].patterns().is_empty(),
+        "found by scanning /proc instead"
+    );
     let errs = errors("[[targets]]\nname = \"two\"\nunit = \"a.service\"\ncgroup = \"x\"\n[[targets]]\nname = \"none\"\n");
     assert_eq!(errs.len(), 2, "{errs:?}");
     assert!(

@@ -144,11 +144,23 @@ fn alerting(
     delivery: &Arc<DeliveryStats>,
 ) -> anyhow::Result<(Watcher, Engine)> {
     let authorization = authorization(&config.alerting)?;
+    let tls = match &config.alerting.tls_ca_file {
+        Some(ca) => Some(
+            crate::alert::tls_connector(ca)
+                .map_err(|e| anyhow::anyhow!("[alerting] tls_ca_file: {e}"))?,
+        ),
+        None => None,
+    };
     let endpoints = config
         .alerting
         .alertmanagers
         .iter()
-        .map(|u| Endpoint::parse(u).map(|e| e.with_authorization(authorization.clone())))
+        .map(|u| {
+            Endpoint::parse(u).map(|e| {
+                e.with_authorization(authorization.clone())
+                    .with_tls(tls.clone())
+            })
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
     let outbox = if endpoints.is_empty() {

@@ -1,6 +1,7 @@
 //! A real Alertmanager (Debian's prometheus-alertmanager) on a loopback port, with its own
 //! config and storage in a temporary directory; stopped on drop.
 use std::{
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -12,6 +13,9 @@ pub struct Alertmanager {
     pub port: u16,
     /// `Authorization` value the harness queries with.
     auth: Option<String>,
+    /// CA file when serving TLS.
+    tls_ca: Option<PathBuf>,
+    _pki: Option<TempDir>,
     _dir: TempDir,
 }
 
@@ -25,16 +29,36 @@ impl Alertmanager {
 
     /// On a given port (for a test that first shows the agent coping without it).
     pub fn start_on(port: u16) -> Self {
-        Self::start_with(port, None)
+        let am = Self::start_with(port, None, None);
+        am.wait_ready();
+        am
+    }
+
+    /// Serving HTTPS with a certificate for 127.0.0.1 from a CA made for the test; returns
+    /// the CA file the agent must trust.
+    pub fn start_with_tls() -> (Self, PathBuf) {
+        let pki = TempDir::new("pki");
+        let ca = make_test_pki(&pki.0);
+        let mut am = Self::start_with(free_port(), None, Some(&pki.0));
+        am.tls_ca = Some(ca.clone());
+        am.wait_ready();
+        am._pki = Some(pki);
+        (am, ca)
     }
 
     /// Requiring HTTP basic auth: `user` with the password whose bcrypt hash is given; the
     /// harness itself then queries with `password`.
     pub fn start_with_basic_auth(user: &str, bcrypt: &str, password: &str) -> Self {
-        Self::start_with(free_port(), Some((user, bcrypt, password)))
+        let am = Self::start_with(free_port(), Some((user, bcrypt, password)), None);
+        am.wait_ready();
+        am
     }
 
-    fn start_with(port: u16, basic_auth: Option<(&str, &str, &str)>) -> Self {
+    fn start_with(
+        port: u16,
+        basic_auth: Option<(&str, &str, &str)>,
+        tls_dir: Option<&Path>,
+    ) -> Self {
         let dir = TempDir::new("alertmanager");
         std::fs::write(dir.0.join("alertmanager.yml"), CONFIG).unwrap();
         let mut cmd = Command::new("prometheus-alertmanager");
@@ -44,6 +68,16 @@ impl Alertmanager {
             std::fs::write(&web, format!("basic_auth_users:\n  {user}: {hash}\n")).unwrap();
             cmd.arg(format!("--web.config.file={}", web.display()));
             auth = Some(gimbal::alert::basic_auth(user, password));
+        }
+        if let Some(pki) = tls_dir {
+            let web = dir.0.join("web.yml");
+            let conf = format!(
+                "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+                pki.join("server.pem").display(),
+                pki.join("server.key").display()
+            );
+            std::fs::write(&web, conf).unwrap();
+            cmd.arg(format!("--web.config.file={}", web.display()));
         }
         let child = cmd
             .arg(format!(
@@ -58,26 +92,48 @@ impl Alertmanager {
             .stderr(Stdio::null())
             .spawn()
             .expect("prometheus-alertmanager (Debian package; cargo xtask setup installs it)");
-        let am = Self {
+        Self {
             child,
             port,
             auth,
+            tls_ca: None,
+            _pki: None,
             _dir: dir,
-        };
+        }
+    }
+
+    fn wait_ready(&self) {
+        let port = self.port;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while am.get("/-/ready").map(|r| r.0) != Some(200) {
+        while self.get("/-/ready").map(|r| r.0) != Some(200) {
             assert!(
                 Instant::now() < deadline,
                 "Alertmanager not ready on port {port} after 30 s"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        am
     }
 
-    /// GET with the harness's credentials, if any.
+    /// GET with the harness's credentials, if any; over HTTPS through Python's ssl module
+    /// (an independent TLS client) when the instance serves TLS.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get_as(self.port, path, self.auth.as_deref())
+        let Some(ca) = &self.tls_ca else {
+            return http_get_as(self.port, path, self.auth.as_deref());
+        };
+        let script = "import ssl,sys,urllib.request\n\
+ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+r = urllib.request.urlopen(sys.argv[2], context=ctx, timeout=5)\n\
+print(r.status); sys.stdout.write(r.read().decode())\n";
+        let url = format!("https://127.0.0.1:{}{path}", self.port);
+        let out = Command::new("python3")
+            .args(["-c", script])
+            .arg(ca)
+            .arg(url)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let (status, body) = text.split_once('\n')?;
+        Some((status.trim().parse().ok()?, body.to_string()))
     }
 
     /// Active alerts (not resolved, not silenced) as Alertmanager reports them.
@@ -104,4 +160,79 @@ impl Drop for Alertmanager {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI:
+/// writes ca.pem, server.pem and server.key into `dir`, returns the CA file.
+fn make_test_pki(dir: &Path) -> PathBuf {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (cargo xtask setup installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=gimbal-test-ca",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    dir.join("ca.pem")
 }

@@ -436,3 +436,26 @@ fn a_target_selected_by_executable_goes_down_with_its_last_process() {
     });
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn https_towards_alertmanager_verified_against_the_configured_ca() {
+    if !require_root("https_towards_alertmanager_verified_against_the_configured_ca") {
+        return;
+    }
+    let (am, ca) = Alertmanager::start_with_tls();
+    let url = format!("https://127.0.0.1:{}", am.port);
+    let cgroup = TestCgroup::new("tls");
+    let dir = TempDir::new("tls-config");
+    let path = config(&dir, "secure", &cgroup.name, std::slice::from_ref(&url));
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[alerting]\n",
+        &format!("[alerting]\ntls_ca_file = \"{}\"\n", ca.display()),
+    );
+    std::fs::write(&path, text).unwrap();
+    // No process in the cgroup: TargetDown fires at the first tick, over TLS.
+    let agent = Agent::start_with(&["--config", path.to_str().unwrap()]);
+    wait_until("TargetDown over https", Duration::from_secs(15), || {
+        find(&am, "TargetDown", "secure").is_some()
+    });
+    assert_eq!(agent.stop(), 0);
+}

@@ -28,6 +28,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "network namespaces for the TCP tests"),
     ("nftables", "packet loss for the TCP retransmit test"),
     ("ethtool", "turns segmentation offloads off in the TCP test"),
+    ("openssl", "makes the test CA for the Alertmanager TLS test"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -1,6 +1,6 @@
 //! Delivery to Alertmanager's API v2 (`POST /api/v2/alerts`), to every configured instance:
 //! an Alertmanager HA cluster deduplicates, so each must get every notification (never
-//! load-balance). Plain HTTP/1.1 on tokio; no TLS yet. What an instance does not accept
+//! load-balance). HTTP/1.1 on tokio, over TLS (rustls) for https:// endpoints. What an instance does not accept
 //! waits in its on-disk spool and is retried every second, in order.
 use std::{
     collections::BTreeMap,
@@ -10,10 +10,12 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
     sync::mpsc,
 };
+
+use tokio_rustls::{rustls::pki_types::ServerName, TlsConnector};
 
 use super::{
     spool::{self, Spool},
@@ -22,7 +24,7 @@ use super::{
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Endpoint {
     /// As configured, used as the `endpoint` label.
     pub url: String,
@@ -30,18 +32,29 @@ pub struct Endpoint {
     path: String,
     /// `Authorization` header value (Bearer or Basic), if configured.
     authorization: Option<String>,
+    https: bool,
+    tls: Option<TlsConnector>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the Authorization value.
+        f.debug_struct("Endpoint")
+            .field("url", &self.url)
+            .field("https", &self.https)
+            .finish()
+    }
 }
 
 impl Endpoint {
-    /// `http://host:port` with an optional path prefix (Alertmanager's --web.route-prefix).
+    /// `http://host:port` or `https://host:port`, with an optional path prefix
+    /// (Alertmanager's --web.route-prefix).
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            if url.starts_with("https://") {
-                format!("`{url}`: https is not supported yet; use http:// on a trusted network")
-            } else {
-                format!("`{url}` is not an http:// URL")
-            }
-        })?;
+        let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(format!("`{url}` is not an http:// or https:// URL")),
+        };
         let (host_port, prefix) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
         if host_port.is_empty() || !host_port.contains(':') {
             return Err(format!(
@@ -56,10 +69,16 @@ impl Endpoint {
         };
         Ok(Self {
             authorization: None,
+            https,
+            tls: None,
             url: url.to_string(),
             host_port: host_port.to_string(),
             path,
         })
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.https
     }
 
     /// Sends this `Authorization` header value with every request.
@@ -68,25 +87,47 @@ impl Endpoint {
         self
     }
 
+    /// The TLS client for an https endpoint (its trust roots come from the config).
+    pub fn with_tls(mut self, tls: Option<TlsConnector>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     async fn post(&self, body: &[u8]) -> Result<(), String> {
-        let mut s = TcpStream::connect(&self.host_port)
+        let tcp = TcpStream::connect(&self.host_port)
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        let auth = self
+            .authorization
+            .as_ref()
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
         let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "POST {} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.path,
             self.host_port,
-            self.authorization.as_ref().map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default(),
             body.len()
         );
-        s.write_all(head.as_bytes())
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        s.write_all(body).await.map_err(|e| format!("send: {e}"))?;
-        let mut response = Vec::new();
-        s.read_to_end(&mut response)
-            .await
-            .map_err(|e| format!("receive: {e}"))?;
+        let response = if self.https {
+            let tls = self
+                .tls
+                .as_ref()
+                .ok_or("https endpoint without TLS settings")?;
+            let host = self
+                .host_port
+                .rsplit_once(':')
+                .map_or(self.host_port.as_str(), |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = ServerName::try_from(host.to_string())
+                .map_err(|e| format!("server name `{host}`: {e}"))?;
+            let stream = tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            exchange(stream, head.as_bytes(), body).await?
+        } else {
+            exchange(tcp, head.as_bytes(), body).await?
+        };
         let status = String::from_utf8_lossy(&response);
         let code = status.split(' ').nth(1).unwrap_or("");
         if code == "200" {
@@ -98,6 +139,49 @@ impl Endpoint {
             ))
         }
     }
+}
+
+/// Writes one request and reads the whole response (the server closes the connection).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    head: &[u8],
+    body: &[u8],
+) -> Result<Vec<u8>, String> {
+    s.write_all(head).await.map_err(|e| format!("send: {e}"))?;
+    s.write_all(body).await.map_err(|e| format!("send: {e}"))?;
+    s.flush().await.map_err(|e| format!("send: {e}"))?;
+    let mut response = Vec::new();
+    // A TLS peer that closes without close_notify still sent a complete response.
+    match s.read_to_end(&mut response).await {
+        Ok(_) => Ok(response),
+        Err(e) if !response.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Ok(response)
+        }
+        Err(e) => Err(format!("receive: {e}")),
+    }
+}
+
+/// A TLS client that trusts the CA certificates in a PEM file.
+pub fn tls_connector(ca_file: &Path) -> Result<TlsConnector, String> {
+    let pem =
+        std::fs::read(ca_file).map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("{}: not PEM certificates: {e}", ca_file.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{} holds no certificate", ca_file.display()));
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// Per-endpoint delivery counters, read by the exposition.
@@ -287,12 +371,10 @@ mod tests {
         );
         let e = Endpoint::parse("http://am.local:80/alertmanager/").unwrap();
         assert_eq!(e.path, "/alertmanager/api/v2/alerts");
-        assert!(Endpoint::parse("https://am:9093")
-            .unwrap_err()
-            .contains("https is not supported"));
+        assert!(Endpoint::parse("https://am:9093").unwrap().is_https());
         assert!(Endpoint::parse("am:9093")
             .unwrap_err()
-            .contains("not an http:// URL"));
+            .contains("not an http:// or https:// URL"));
         assert!(Endpoint::parse("http://am")
             .unwrap_err()
             .contains("needs a host and a port"));

@@ -5,6 +5,6 @@ mod lifecycle;
 mod spool;
 mod time;
 
-pub use alertmanager::{basic_auth, Deliverer, DeliveryStats, Endpoint};
+pub use alertmanager::{basic_auth, tls_connector, Deliverer, DeliveryStats, Endpoint};
 pub use lifecycle::{Alerts, Notification, State};
 pub use time::rfc3339;

@@ -189,6 +189,8 @@ pub struct AlertingConfig {
     pub tcp_retransmit_rate: f64,
     /// Where alerts link back to (generatorURL); default: http://<listen>/metrics.
     pub external_url: Option<String>,
+    /// PEM file of the CA certificates that https:// Alertmanagers are verified against.
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// File holding a bearer token sent to every Alertmanager.
     pub bearer_token_file: Option<std::path::PathBuf>,
     /// HTTP basic auth towards every Alertmanager: user name, and a file holding the password.
@@ -205,6 +207,7 @@ impl Default for AlertingConfig {
             latency_for: HumanDuration::from_secs(300),
             tcp_retransmit_rate: 100.0,
             external_url: None,
+            tls_ca_file: None,
             bearer_token_file: None,
             basic_auth_username: None,
             basic_auth_password_file: None,
@@ -512,8 +515,15 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
         errors.push_field("alerting.basic_auth_username", msg);
     }
     for url in &config.alerting.alertmanagers {
-        if let Err(e) = crate::alert::Endpoint::parse(url) {
-            errors.push_field_value("alerting.alertmanagers", url, e);
+        match crate::alert::Endpoint::parse(url) {
+            Err(e) => errors.push_field_value("alerting.alertmanagers", url, e),
+            Ok(e) if e.is_https() && a.tls_ca_file.is_none() => {
+                let msg = format!(
+                    "`{url}` is https: set [alerting] tls_ca_file to the CA that signed it"
+                );
+                errors.push_field_value("alerting.alertmanagers", url, msg);
+            }
+            Ok(_) => {}
         }
     }
     if config.alerting.resend_interval.get().as_secs() < 1 {

@@ -106,7 +106,7 @@ fn target_and_alertmanager_errors_point_at_their_lines() {
     assert!(errs[0].2.contains("unique"), "{errs:?}");
     assert_eq!(errs[1].0, 6, "{errs:?}");
     assert_eq!(errs[2].0, 8, "{errs:?}");
-    assert!(errs[2].2.contains("https is not supported"), "{errs:?}");
+    assert!(errs[2].2.contains("set [alerting] tls_ca_file"), "{errs:?}");
 }
 
 #[test]

@@ -45,20 +45,13 @@ impl Agent {
 
     /// (status, content type, body)
     pub fn try_get(&self, path: &str, accept: Option<&str>) -> Option<(u16, String, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        let accept = accept
-            .map(|a| format!("Accept: {a}\r\n"))
-            .unwrap_or_default();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}\r\n").ok()?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).ok()?;
-        let (head, body) = raw.split_once("\r\n\r\n")?;
-        let status = head.split(' ').nth(1)?.parse().ok()?;
+        let header = accept.map(|a| format!("Accept: {a}"));
+        let (status, head, body) = request(self.port, path, header.as_deref())?;
         let ctype = head
             .lines()
             .find_map(|l| l.strip_prefix("Content-Type: "))?
             .to_string();
-        Some((status, ctype, body.to_string()))
+        Some((status, ctype, body))
     }
 
     pub fn metrics(&self) -> String {
@@ -97,15 +90,20 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// `http_get` with an `Authorization` header value.
 pub fn http_get_as(port: u16, path: &str, authorization: Option<&str>) -> Option<(u16, String)> {
+    let header = authorization.map(|a| format!("Authorization: {a}"));
+    request(port, path, header.as_deref()).map(|(status, _, body)| (status, body))
+}
+
+/// One HTTP/1.0 GET (never chunked) with an optional extra header: (status, head, body).
+fn request(port: u16, path: &str, header: Option<&str>) -> Option<(u16, String, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    let auth = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n").ok()?;
+    let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n").ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
-    Some((head.split(' ').nth(1)?.parse().ok()?, body.to_string()))
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, head.to_string(), body.to_string()))
 }
 
 impl Drop for Agent {

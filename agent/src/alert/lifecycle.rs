@@ -117,6 +117,22 @@ impl Alerts {
 
     /// What should be sent now: new firings and resolutions at once, the rest every resend
     /// interval. Marks them sent.
+    fn make(
+        url: &str,
+        labels: &AlertLabels,
+        annotations: &AlertLabels,
+        starts: SystemTime,
+        ends: SystemTime,
+    ) -> Notification {
+        Notification {
+            labels: labels.clone(),
+            annotations: annotations.clone(),
+            starts_at: rfc3339(starts),
+            ends_at: rfc3339(ends),
+            generator_url: url.to_string(),
+        }
+    }
+
     pub fn due(&mut self, now: SystemTime) -> Vec<Notification> {
         let due = |last: Option<SystemTime>| {
             last.is_none_or(|t| now.duration_since(t).unwrap_or_default() >= self.resend)
@@ -129,13 +145,14 @@ impl Alerts {
         {
             if due(a.last_sent) {
                 a.last_sent = Some(now);
-                out.push(Notification {
-                    labels: labels.clone(),
-                    annotations: a.annotations.clone(),
-                    starts_at: rfc3339(a.since),
-                    ends_at: rfc3339(now + self.resend * 4),
-                    generator_url: self.generator_url.clone(),
-                });
+                let ends = now + self.resend * 4;
+                out.push(Self::make(
+                    &self.generator_url,
+                    labels,
+                    &a.annotations,
+                    a.since,
+                    ends,
+                ));
             }
         }
         self.resolved
@@ -143,13 +160,13 @@ impl Alerts {
         for (labels, r) in &mut self.resolved {
             if due(r.last_sent) {
                 r.last_sent = Some(now);
-                out.push(Notification {
-                    labels: labels.clone(),
-                    annotations: r.annotations.clone(),
-                    starts_at: rfc3339(r.starts_at),
-                    ends_at: rfc3339(r.ends_at),
-                    generator_url: self.generator_url.clone(),
-                });
+                out.push(Self::make(
+                    &self.generator_url,
+                    labels,
+                    &r.annotations,
+                    r.starts_at,
+                    r.ends_at,
+                ));
             }
         }
         out

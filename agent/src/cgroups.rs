@@ -126,6 +126,43 @@ pub struct CgroupNames {
     last_walk: Option<Instant>,
 }
 
+/// The path of cgroup `id` relative to `root`, from the kernel: on cgroup2 the id is also a
+/// kernfs file handle, so open_by_handle_at opens the directory and /proc/self/fd names it.
+/// Needs CAP_DAC_READ_SEARCH; None without it, for a removed cgroup, or off cgroup2.
+fn by_handle(root: &Path, id: u64) -> Option<String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    /// struct file_handle with the 8 bytes a kernfs handle (FILEID_KERNFS) carries.
+    #[repr(C)]
+    struct KernfsHandle {
+        handle_bytes: u32,
+        handle_type: i32,
+        f_handle: [u8; 8],
+    }
+    const FILEID_KERNFS: i32 = 0xfe;
+    let mount = std::fs::File::open(root).ok()?;
+    let mut handle = KernfsHandle {
+        handle_bytes: 8,
+        handle_type: FILEID_KERNFS,
+        f_handle: id.to_ne_bytes(),
+    };
+    // SAFETY: a valid directory fd, a handle struct of the size it declares, plain flags.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            (&mut handle as *mut KernfsHandle).cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd was just returned to us and is owned here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let rel = path.strip_prefix(root).ok()?.to_string_lossy().into_owned();
+    Some(if rel.is_empty() { "/".to_string() } else { rel })
+}
+
 impl CgroupNames {
     /// Resolves ids below `root`, walking it at most once per `min_rescan`.
     /// Nothing is read until the first [`resolve`](Self::resolve).
@@ -161,6 +198,14 @@ impl CgroupNames {
     pub fn resolve(&mut self, id: u64) -> Option<Arc<str>> {
         if let Some(name) = self.names.get(&id) {
             return Some(Arc::clone(name));
+        }
+        // A new cgroup: ask the kernel for this one id (O(1)) before walking.
+        if let Some(name) = by_handle(&self.root, id) {
+            let name: Arc<str> = Arc::from(name);
+            if self.names.len() < MAX_CGROUPS {
+                self.names.insert(id, Arc::clone(&name));
+            }
+            return Some(name);
         }
         // Rate-limit walks so a storm of unknown ids (short-lived cgroups,
         // or garbage) cannot keep the agent walking the tree.
@@ -538,6 +583,9 @@ mod tests {
 
         let id = names.id_of(&name).unwrap();
         assert_eq!(id, fs::symlink_metadata(&path).unwrap().ino());
+        // The kernel names a new cgroup by its id alone, without a walk.
+        assert_eq!(by_handle(names.root(), id).as_deref(), Some(name.as_str()));
+        assert_eq!(by_handle(names.root(), u64::MAX), None);
         assert_eq!(names.resolve(id).as_deref(), Some(name.as_str()));
         assert_eq!(
             names.resolve(names.id_of("/").unwrap()).as_deref(),

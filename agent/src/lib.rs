@@ -9,6 +9,7 @@ pub mod alert;
 pub mod btf;
 pub mod cgroups;
 pub mod config;
+pub mod durable;
 pub mod metrics;
 pub mod model;
 pub mod names;

@@ -191,6 +191,7 @@ fn alerting(
         generator_url,
         outbox,
         delivery.clone(),
+        config.agent.state_dir.join("alerts.json"),
     );
     Ok((watcher, engine))
 }

@@ -6,17 +6,30 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{free_port, sibling_binary, wait_status};
+use crate::{free_port, sibling_binary, wait_status, TempDir};
 
 pub struct Agent {
     pub child: Child,
     pub port: u16,
+    /// The state directory of an agent started on the default config.
+    _state: Option<TempDir>,
 }
 
 impl Agent {
     /// With the embedded default config.
+    /// The default config, except for a state directory of its own (never the host's
+    /// /var/lib/gimbal).
     pub fn start() -> Self {
-        Self::start_with(&[])
+        let state = TempDir::new("agent-state");
+        let config = state.0.join("gimbal.toml");
+        std::fs::write(
+            &config,
+            format!("[agent]\nstate_dir = \"{}\"\n", state.0.display()),
+        )
+        .unwrap();
+        let mut agent = Self::start_with(&["--config", config.to_str().unwrap()]);
+        agent._state = Some(state);
+        agent
     }
 
     /// With extra `gimbal run` arguments, e.g. `--config FILE`.
@@ -28,7 +41,11 @@ impl Agent {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start gimbal");
-        let mut agent = Agent { child, port };
+        let mut agent = Agent {
+            child,
+            port,
+            _state: None,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while agent.try_get("/healthz", None).map(|r| r.0) != Some(200) {
             if let Ok(Some(status)) = agent.child.try_wait() {

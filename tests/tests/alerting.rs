@@ -2,7 +2,7 @@
 //! TargetProcessKilled); a replacement started -> resolved; an unreachable second
 //! Alertmanager does not hold delivery up; while every Alertmanager is down, notifications
 //! wait in the spool, also across an agent crash.
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use gimbal_tests::{
     agent::Agent, alertmanager::Alertmanager, free_port, require_root, wait_status, workload,
@@ -200,29 +200,47 @@ fn alerts_wait_in_the_spool_while_alertmanager_is_down_also_across_an_agent_cras
     );
     drop(am);
 
-    // 2. The agent is killed (no clean shutdown) with a firing alert in the spool; the next
-    //    agent delivers it once Alertmanager is back.
+    // 2. The agent is killed (no clean shutdown) with a firing alert in the spool, and the
+    //    service comes back while no agent runs. The next agent first delivers the spooled
+    //    firing, then the resolution it finds from its persisted alert state.
     unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
     wait_status(&mut service);
     wait_until("firing spooled again", Duration::from_secs(10), || {
         queue(&agent) >= 1.0
     });
-    let killed_at = SystemTime::now();
     drop(agent); // SIGKILL
+    let spool_dir = dir.0.join("alert-spool");
+    let spooled: usize = std::fs::read_dir(&spool_dir)
+        .unwrap()
+        .flatten()
+        .flat_map(|f| {
+            std::fs::read_to_string(f.path())
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .map(|batch| {
+            serde_json::from_str::<Value>(&batch)
+                .unwrap()
+                .as_array()
+                .map_or(0, Vec::len)
+        })
+        .sum();
+    assert!(spooled >= 1, "the crash left alerts in the spool");
     let _service = cgroup.spawn_into(workload().arg("pause"));
     let am = Alertmanager::start_on(port);
     let agent = Agent::start_with(&args);
+    let sent =
+        format!("gimbal_alertmanager_notifications_total{{endpoint=\"{url}\",result=\"sent\"}} ");
     wait_until(
-        "spooled alert delivered by the new agent",
+        "spool delivered by the new agent, then the resolution",
         Duration::from_secs(10),
-        || find(&am, "TargetDown", "spooled").is_some(),
+        || queue(&agent) == 0.0 && metric(&agent.metrics(), &sent).unwrap_or(0.0) > spooled as f64,
     );
-    let alert = find(&am, "TargetDown", "spooled").unwrap();
-    let starts_at = alert["startsAt"].as_str().unwrap().to_string();
-    let killed = gimbal::alert::rfc3339(killed_at);
     assert!(
-        starts_at < killed,
-        "delivered alert started ({starts_at}) before the agent was killed ({killed})"
+        find(&am, "TargetDown", "spooled").is_none(),
+        "resolved last, in order"
     );
     // The history survived the crash: both failures are still counted.
     assert_eq!(
@@ -381,6 +399,7 @@ fn an_agent_crash_while_an_alert_fires_neither_resolves_it_nor_loses_history() {
         "gimbal_target_failures_total{target=\"crashy\"} ",
     )
     .unwrap();
+    let starts_at = find(&am, "TargetDown", "crashy").unwrap()["startsAt"].clone();
 
     drop(agent); // SIGKILL: no clean shutdown, no resolution sent
     let restarted = Instant::now();
@@ -400,6 +419,21 @@ fn an_agent_crash_while_an_alert_fires_neither_resolves_it_nor_loses_history() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(find(&am, "TargetDown", "crashy").is_some());
+    // A fresh Alertmanager on the same port knows only what the new agent sends it (the old
+    // one merges startsAt on its own): the persisted alert state kept the original startsAt.
+    let port = am.port;
+    drop(am);
+    let am = Alertmanager::start_on(port);
+    wait_until(
+        "re-sent to the fresh Alertmanager",
+        Duration::from_secs(10),
+        || find(&am, "TargetDown", "crashy").is_some(),
+    );
+    let resent = find(&am, "TargetDown", "crashy").unwrap();
+    assert_eq!(
+        resent["startsAt"], starts_at,
+        "the restarted agent kept the alert's startsAt"
+    );
     let after = metric(
         &agent.metrics(),
         "gimbal_target_failures_total{target=\"crashy\"} ",

@@ -10,6 +10,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::time::rfc3339;
 
 /// Labels identify an alert.
@@ -17,13 +19,13 @@ pub type AlertLabels = BTreeMap<String, String>;
 
 const RESOLVED_REPEAT: Duration = Duration::from_secs(15 * 60);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {
     Pending,
     Firing,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Active {
     since: SystemTime,
     state: State,
@@ -31,7 +33,7 @@ struct Active {
     annotations: AlertLabels,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Resolved {
     starts_at: SystemTime,
     ends_at: SystemTime,
@@ -58,6 +60,17 @@ pub struct Alerts {
     resolved: BTreeMap<AlertLabels, Resolved>,
     resend: Duration,
     generator_url: String,
+    /// Alerts asserted since the last `sweep`.
+    touched: std::collections::BTreeSet<AlertLabels>,
+    /// Whether anything worth persisting changed since `take_dirty`.
+    dirty: bool,
+}
+
+/// What is persisted of the alerts (JSON keys must be strings, hence lists).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    active: Vec<(AlertLabels, Active)>,
+    resolved: Vec<(AlertLabels, Resolved)>,
 }
 
 impl Alerts {
@@ -67,7 +80,76 @@ impl Alerts {
             resolved: BTreeMap::new(),
             resend,
             generator_url,
+            touched: Default::default(),
+            dirty: false,
         }
+    }
+
+    /// Starts from persisted states: a still-true alert keeps its startsAt, and one whose
+    /// rule is gone or whose condition cleared meanwhile is resolved by the next `sweep`.
+    /// Everything is re-sent on the next `due`.
+    pub fn restore(&mut self, snapshot: Snapshot) {
+        self.active = snapshot
+            .active
+            .into_iter()
+            .map(|(l, a)| {
+                (
+                    l,
+                    Active {
+                        last_sent: None,
+                        ..a
+                    },
+                )
+            })
+            .collect();
+        self.resolved = snapshot
+            .resolved
+            .into_iter()
+            .map(|(l, r)| {
+                (
+                    l,
+                    Resolved {
+                        last_sent: None,
+                        ..r
+                    },
+                )
+            })
+            .collect();
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            active: self
+                .active
+                .iter()
+                .map(|(l, a)| (l.clone(), a.clone()))
+                .collect(),
+            resolved: self
+                .resolved
+                .iter()
+                .map(|(l, r)| (l.clone(), r.clone()))
+                .collect(),
+        }
+    }
+
+    /// Whether the states changed since the last call.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// After a full evaluation: alerts no rule asserted (their rule or series is gone)
+    /// resolve, as if their condition had cleared.
+    pub fn sweep(&mut self, now: SystemTime) {
+        let stale: Vec<AlertLabels> = self
+            .active
+            .keys()
+            .filter(|l| !self.touched.contains(*l))
+            .cloned()
+            .collect();
+        for labels in stale {
+            self.set(labels, AlertLabels::new(), false, Duration::ZERO, now);
+        }
+        self.touched.clear();
     }
 
     /// Sets whether the condition of the alert `labels` holds now; `hold` is its `for`.
@@ -79,7 +161,11 @@ impl Alerts {
         hold: Duration,
         now: SystemTime,
     ) {
+        self.touched.insert(labels.clone());
         if condition {
+            if !self.active.contains_key(&labels) {
+                self.dirty = true;
+            }
             let a = self.active.entry(labels.clone()).or_insert_with(|| Active {
                 since: now,
                 state: State::Pending,
@@ -90,9 +176,11 @@ impl Alerts {
             if a.state == State::Pending && now.duration_since(a.since).unwrap_or_default() >= hold
             {
                 a.state = State::Firing;
+                self.dirty = true;
             }
             self.resolved.remove(&labels);
         } else if let Some(a) = self.active.remove(&labels) {
+            self.dirty = true;
             // A pending alert never fired: nothing to resolve.
             if a.state == State::Firing {
                 self.resolved.insert(
@@ -263,5 +351,40 @@ mod tests {
         );
         assert!(a.due(at(5)).is_empty());
         assert!(a.due(at(500)).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn l(name: &str) -> AlertLabels {
+        BTreeMap::from([("alertname".to_string(), name.to_string())])
+    }
+
+    #[test]
+    fn restored_alerts_keep_starts_at_and_orphans_resolve_on_sweep() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut a = Alerts::new(Duration::from_secs(60), "u".into());
+        a.set(l("Kept"), AlertLabels::new(), true, Duration::ZERO, t0);
+        a.set(l("Orphan"), AlertLabels::new(), true, Duration::ZERO, t0);
+        assert!(a.take_dirty());
+        let json = serde_json::to_string(&a.snapshot()).unwrap();
+
+        let mut b = Alerts::new(Duration::from_secs(60), "u".into());
+        b.restore(serde_json::from_str(&json).unwrap());
+        let later = t0 + Duration::from_secs(30);
+        b.set(l("Kept"), AlertLabels::new(), true, Duration::ZERO, later);
+        b.sweep(later);
+        let sent = b.due(later);
+        let kept = sent.iter().find(|n| n.labels == l("Kept")).unwrap();
+        assert_eq!(kept.starts_at, rfc3339(t0), "startsAt survives the restart");
+        let orphan = sent.iter().find(|n| n.labels == l("Orphan")).unwrap();
+        assert_eq!(
+            orphan.ends_at,
+            rfc3339(later),
+            "an alert no rule asserts any more is resolved"
+        );
     }
 }

@@ -1,9 +1,8 @@
 //! A bounded on-disk queue of notification batches for one Alertmanager, so that nothing is
 //! lost while it is unreachable, also across an agent restart. Full: the oldest batch goes
-//! (and is counted). Every change rewrites the file crash-safely (temp file, fsync, rename).
+//! (and is counted). Every change rewrites the file crash-safely (durable.rs).
 use std::{
     collections::VecDeque,
-    io::Write as _,
     path::{Path, PathBuf},
 };
 
@@ -81,17 +80,12 @@ impl Spool {
                 _ => Ok(()),
             };
         }
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut text = String::new();
         for b in &self.batches {
-            writeln!(f, "{b}")?;
+            text.push_str(b);
+            text.push('\n');
         }
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        crate::durable::write_atomic(&self.path, text.as_bytes())
     }
 }
 

@@ -10,11 +10,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use std::path::PathBuf;
+
 use tokio::sync::mpsc;
 
 use crate::{
     alert::{Alerts, DeliveryStats, Notification, State},
     config::{AlertingConfig, RuleConfig},
+    durable,
     model::Model,
     probes::ProbeStatus,
     watch::{unix_ms, TargetStatus},
@@ -46,6 +49,9 @@ pub struct Engine {
     /// (unix ms, drops per probe, retransmits) for the last NODE_WINDOW_MS.
     node_history: VecDeque<(u64, BTreeMap<&'static str, u64>, u64)>,
     user: Vec<user::UserRule>,
+    /// Alert states survive restarts and reloads here, so startsAt is kept and an alert
+    /// whose rule is gone is resolved rather than left to expire.
+    state_file: PathBuf,
 }
 
 type Map = BTreeMap<String, String>;
@@ -61,6 +67,7 @@ impl Engine {
         generator_url: String,
         outbox: Option<mpsc::Sender<Vec<Notification>>>,
         stats: Arc<DeliveryStats>,
+        state_file: PathBuf,
     ) -> Self {
         let instance = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -73,9 +80,14 @@ impl Engine {
                     .ok()
             })
             .collect();
+        let mut alerts = Alerts::new(config.resend_interval.get(), generator_url);
+        if let Some(snapshot) = durable::read_json(&state_file) {
+            alerts.restore(snapshot);
+        }
         Self {
             user,
-            alerts: Alerts::new(config.resend_interval.get(), generator_url),
+            state_file,
+            alerts,
             config: config.clone(),
             instance,
             outbox,
@@ -109,6 +121,15 @@ impl Engine {
         }
         self.node_rules(node, now);
         self.user_rules(model, now);
+        self.alerts.sweep(now);
+        if self.alerts.take_dirty() {
+            let saved = serde_json::to_vec(&self.alerts.snapshot())
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| durable::write_atomic(&self.state_file, &bytes));
+            if let Err(e) = saved {
+                tracing::error!(path = %self.state_file.display(), error = %e, "cannot save alert states");
+            }
+        }
         let due = self.alerts.due(now);
         if due.is_empty() {
             return;

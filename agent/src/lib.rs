@@ -16,6 +16,7 @@ pub mod names;
 pub mod probes;
 pub mod rules;
 pub mod run;
+pub mod service;
 pub mod slo;
 pub mod targets;
 pub mod tracefs;

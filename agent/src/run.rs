@@ -16,6 +16,7 @@ use crate::{
     model::Model,
     probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes},
     rules::{Engine, NodeInputs},
+    service::{Health, Notifier},
     watch::{WatchStatus, Watcher},
 };
 
@@ -65,7 +66,15 @@ pub async fn run(
         syscall_hist_entries = probes.syscall_hist_entries,
         "metrics at http://{addr}/metrics"
     );
-    let http = tokio::spawn(metrics::serve(listener, registry));
+    let health = Arc::new(Health::new(config.agent.interval.get()));
+    let mut notifier = Notifier::from_env();
+    let http = tokio::spawn(metrics::serve(listener, registry, health.clone()));
+    // Without a systemd watchdog this timer is idle (hourly).
+    let mut watchdog = tokio::time::interval(
+        notifier
+            .watchdog_every()
+            .unwrap_or(Duration::from_secs(3600)),
+    );
 
     let mut tick = tokio::time::interval(config.agent.interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -80,6 +89,22 @@ pub async fn run(
                 m.apply(sample);
                 watcher.tick(now, &m.syscall_latency.series);
                 evaluate(&mut engine, &watcher, &mut m, &probe_status, now);
+                drop(m);
+                health.turned();
+                if !health.ready() {
+                    health.set_ready();
+                    let attached = probe_status.iter().filter(|p| p.attached()).count();
+                    let status = format!("{attached} probes attached, metrics at http://{addr}/metrics");
+                    tracing::info!("ready: {status}");
+                    notifier.ready(&status);
+                }
+            }
+            // A stuck loop (a map read that never returns) stops these pings, and systemd
+            // restarts the agent.
+            _ = watchdog.tick() => {
+                if health.alive() {
+                    notifier.watchdog();
+                }
             }
             batch = exits.next_batch() => {
                 let batch = batch?;
@@ -117,6 +142,7 @@ pub async fn run(
                         config = new;
                         m.config_reloads[0] += 1;
                         tracing::info!(path = %path.display(), "SIGHUP: config reloaded (targets, alerting, rules)");
+                        notifier.status("config reloaded");
                     }
                     Err(e) => {
                         m.config_reloads[1] += 1;
@@ -128,6 +154,7 @@ pub async fn run(
             _ = sigterm.recv() => break,
         }
     }
+    notifier.stopping();
     tracing::info!("stopping: saving target histories, detaching probes");
     watcher.save();
     http.abort();

@@ -1,4 +1,5 @@
-//! A deliberately small HTTP/1.1 server for two GET endpoints: /metrics and /healthz.
+//! A deliberately small HTTP/1.1 server for three GET endpoints: /metrics, /healthz
+//! (liveness: the main loop turns) and /readyz (readiness: probes attached, first sample in).
 //! One request per connection, bounded request size and time, so a slow or hostile client
 //! cannot hold the agent's memory or its only thread.
 use std::{sync::Arc, time::Duration};
@@ -6,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 use prometheus_client::registry::Registry;
 
 use super::text_format;
+use crate::service::Health;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -17,7 +19,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 
 /// Serves forever. Accept errors (out of file descriptors, say) are logged and retried,
 /// so a passing shortage cannot silence the endpoint for good.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, health: Arc<Health>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -27,11 +29,12 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
                 continue;
             }
         };
-        let registry = registry.clone();
+        let (registry, health) = (registry.clone(), health.clone());
         tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &registry))
-                .await
-                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+            if let Err(e) =
+                tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &registry, &health))
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
             {
                 tracing::debug!(%peer, error = %e, "HTTP request failed");
             }
@@ -39,7 +42,11 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     }
 }
 
-async fn handle(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    registry: &Registry,
+    health: &Health,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         let mut chunk = [0u8; 1024];
@@ -79,13 +86,26 @@ async fn handle(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
                 respond(&mut stream, "200 OK", text_format::CONTENT_TYPE, &text).await
             }
         }
-        ("GET", "/healthz") => respond(&mut stream, "200 OK", "text/plain", "ok\n").await,
+        ("GET", "/healthz") if health.alive() => {
+            respond(&mut stream, "200 OK", "text/plain", "ok\n").await
+        }
+        ("GET", "/healthz") => {
+            let body = format!("main loop stalled for {:.0?}\n", health.stalled_for());
+            respond(&mut stream, "503 Service Unavailable", "text/plain", &body).await
+        }
+        ("GET", "/readyz") if health.ready() => {
+            respond(&mut stream, "200 OK", "text/plain", "ready\n").await
+        }
+        ("GET", "/readyz") => {
+            let body = "not ready: loading probes or taking the first sample\n";
+            respond(&mut stream, "503 Service Unavailable", "text/plain", body).await
+        }
         ("GET", _) => {
             respond(
                 &mut stream,
                 "404 Not Found",
                 "text/plain",
-                "not found: try /metrics or /healthz\n",
+                "not found: try /metrics, /healthz or /readyz\n",
             )
             .await
         }

@@ -1,0 +1,7 @@
+//! How the agent reports its own state to whoever runs it: systemd (sd_notify readiness
+//! and watchdog) and Kubernetes or any HTTP prober (/healthz, /readyz).
+mod health;
+mod notify;
+
+pub use health::Health;
+pub use notify::Notifier;

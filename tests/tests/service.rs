@@ -1,0 +1,88 @@
+//! The agent as a service manager sees it: the sd_notify datagrams systemd would get
+//! (READY only once /metrics serves, watchdog pings, STOPPING) and /readyz. The same
+//! protocol against the real systemd is checked in the VM test bed (`cargo xtask vm-test`).
+use std::{
+    os::unix::net::UnixDatagram,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use gimbal_tests::{
+    agent::http_get, free_port, require_root, sibling_binary, wait_status, TempDir,
+};
+
+fn recv(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = socket
+        .recv(&mut buf)
+        .expect("a datagram from gimbal in time");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn ready_is_notified_once_metrics_serve_then_the_watchdog_is_pinged_until_stop() {
+    if !require_root("ready_is_notified_once_metrics_serve_then_the_watchdog_is_pinged_until_stop")
+    {
+        return;
+    }
+    let dir = TempDir::new("notify");
+    let socket_path = dir.0.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let config = dir.0.join("gimbal.toml");
+    std::fs::write(
+        &config,
+        format!("[agent]\nstate_dir = \"{}\"\n", dir.0.display()),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = Command::new(sibling_binary("gimbal"))
+        .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start gimbal");
+
+    let ready = recv(&socket);
+    // The moment systemd would consider the start done, everything must already work.
+    let readyz = http_get(port, "/readyz");
+    let metrics = http_get(port, "/metrics");
+    assert!(ready.starts_with("READY=1\n"), "first datagram: {ready:?}");
+    assert!(
+        ready.contains(&format!("MAINPID={}", child.id())),
+        "{ready:?}"
+    );
+    assert_eq!(readyz.map(|r| r.0), Some(200));
+    let (status, body) = metrics.expect("/metrics answers at READY");
+    assert_eq!(status, 200);
+    for probe in ["syscall_latency", "tcp_retransmit", "process_exit"] {
+        let line = format!("gimbal_probe_attached{{probe=\"{probe}\"}} 1");
+        assert!(body.contains(&line), "{line} missing at READY");
+    }
+
+    // WATCHDOG_USEC=1 s: pings every half second.
+    let start = Instant::now();
+    let mut pings = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        let msg = recv(&socket);
+        assert_eq!(msg, "WATCHDOG=1", "only pings expected while running");
+        pings += 1;
+    }
+    assert!(
+        (4..=8).contains(&pings),
+        "{pings} watchdog pings in 3 s, expected about 6"
+    );
+
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut last = recv(&socket);
+    while last == "WATCHDOG=1" {
+        last = recv(&socket);
+    }
+    assert!(last.starts_with("STOPPING=1"), "{last:?}");
+    assert_eq!(wait_status(&mut child), 0, "clean exit on SIGTERM");
+}

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's own set-up, build, run, test and bench steps,
 //! so that a fresh machine needs nothing but the Rust toolchains.
 mod bench;
+mod deb;
 mod setup;
 mod util;
 
@@ -31,6 +32,12 @@ enum Command {
         /// Only the tests whose name contains this filter (integration tests only).
         filter: Option<String>,
     },
+    /// Build the Debian package into target/debian/ (cargo-deb).
+    Deb {
+        /// Debian version instead of the crate's (e.g. 0.1.0-2).
+        #[arg(long)]
+        deb_version: Option<String>,
+    },
     /// Syscall-overhead benchmark: no tracer, empty raw tracepoints, gimbal, bpftrace.
     Bench {
         /// Syscalls per measured run.
@@ -58,6 +65,10 @@ fn main() -> anyhow::Result<()> {
             util::exec(cmd)
         }
         Command::Test { filter } => test(filter),
+        Command::Deb { deb_version } => {
+            setup::run()?;
+            deb::build(deb_version.as_deref()).map(|_| ())
+        }
         Command::Bench { syscalls, rounds } => {
             setup::run()?;
             bench::run(syscalls, rounds)
@@ -87,6 +98,7 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
     util::step("integration tests (real kernel, root)");
     // The tests start the real agent binary and a workload next to their own executables.
     util::build_release_binaries()?;
+    deb::build(None)?;
     // Release: the workload loops and the agent should run as users run them.
     let mut args = vec![
         "test",

@@ -29,13 +29,26 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "packet loss for the TCP retransmit test"),
     ("ethtool", "turns segmentation offloads off in the TCP test"),
     ("openssl", "makes the test CA for the Alertmanager TLS test"),
+    ("lintian", "checks the Debian package"),
+    (
+        "systemd",
+        "systemd-analyze checks the unit's hardening (no systemd needs to run)",
+    ),
+    (
+        "qemu-system-x86",
+        "boots the VM test bed (Debian's 6.1 kernel, systemd as PID 1)",
+    ),
+    ("debootstrap", "builds the VM test bed's root file system"),
+    ("cpio", "packs the VM's root file system as its initramfs"),
 ];
+const CARGO_DEB_VERSION: &str = "3.8.0";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> anyhow::Result<()> {
     apt()?;
     rust_src()?;
-    bpf_linker()
+    bpf_linker()?;
+    cargo_deb()
 }
 
 fn installed(package: &str) -> bool {
@@ -108,6 +121,26 @@ fn bpf_linker() -> anyhow::Result<()> {
         "--no-default-features",
         "--features",
         "llvm-22",
+    ]);
+    util::run(cmd)
+}
+
+fn cargo_deb() -> anyhow::Result<()> {
+    let have = output("cargo", &["install", "--list"])
+        .is_some_and(|l| l.contains(&format!("cargo-deb v{CARGO_DEB_VERSION}:")));
+    if have {
+        return Ok(());
+    }
+    println!(
+        "setup: building cargo-deb {CARGO_DEB_VERSION}, which packs the .deb (about two minutes)"
+    );
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "install",
+        "--locked",
+        "cargo-deb",
+        "--version",
+        CARGO_DEB_VERSION,
     ]);
     util::run(cmd)
 }

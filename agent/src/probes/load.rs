@@ -106,6 +106,7 @@ impl Probes {
         // Attaching classic tracepoints needs tracefs mounted even when formats come from
         // elsewhere.
         let mounted = tracefs::ensure_mounted()?;
+        raise_memlock_limit();
         let tracefs_root = opts.tracepoint_formats.clone().unwrap_or(mounted);
         let btf = Btf::from_file(Path::new(Btf::VMLINUX));
         let task = btf
@@ -256,5 +257,22 @@ fn program_error(name: &'static str, e: aya::programs::ProgramError) -> ProbeErr
     ProbeError::Program {
         name,
         error: Box::new(e),
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (often 64 KiB or 8 MiB), so lift
+/// it; newer kernels charge the memory cgroup instead and ignore the limit. Failure (no
+/// CAP_SYS_RESOURCE) is only logged: on a new kernel nothing depends on it.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid struct that lives across the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "cannot lift RLIMIT_MEMLOCK (only kernels before 5.11 need it)"
+        );
     }
 }

@@ -1,0 +1,32 @@
+//! `cargo xtask deb`: the Debian package, built by cargo-deb from agent/Cargo.toml's
+//! [package.metadata.deb] and the files in packaging/deb.
+use std::{path::PathBuf, process::Command};
+
+use crate::util;
+
+/// Builds the release agent and packs it. `version` overrides the Debian version (the
+/// upgrade test builds a second, newer package); the result is in target/debian/.
+pub fn build(version: Option<&str>) -> anyhow::Result<PathBuf> {
+    util::cargo(&["build", "--release", "-p", "gimbal"])?;
+    util::step("Debian package (cargo deb)");
+    let out = util::root().join("target/debian");
+    std::fs::create_dir_all(&out)?;
+    let mut cmd = Command::new("cargo");
+    cmd.env("PATH", util::path_with_cargo_bin())
+        .current_dir(util::root())
+        .args(["deb", "-p", "gimbal", "--no-build", "--output"])
+        .arg(&out);
+    if let Some(v) = version {
+        cmd.args(["--deb-version", v]);
+    }
+    let stdout = cmd.output()?;
+    if !stdout.status.success() {
+        anyhow::bail!(
+            "cargo deb failed:\n{}",
+            String::from_utf8_lossy(&stdout.stderr)
+        );
+    }
+    let path = PathBuf::from(String::from_utf8_lossy(&stdout.stdout).trim());
+    println!("xtask: built {}", path.display());
+    Ok(path)
+}

@@ -2,6 +2,7 @@
 //! so that a fresh machine needs nothing but the Rust toolchains.
 mod bench;
 mod deb;
+mod kube_tools;
 mod setup;
 mod util;
 
@@ -38,6 +39,9 @@ enum Command {
         #[arg(long)]
         deb_version: Option<String>,
     },
+    /// Regenerate packaging/kubernetes/gimbal.yaml: the Helm chart rendered with its
+    /// defaults into namespace `gimbal` (fetches helm into target/tools/ if needed).
+    Manifests,
     /// Syscall-overhead benchmark: no tracer, empty raw tracepoints, gimbal, bpftrace.
     Bench {
         /// Syscalls per measured run.
@@ -69,6 +73,7 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             deb::build(deb_version.as_deref()).map(|_| ())
         }
+        Command::Manifests => kube_tools::manifests(),
         Command::Bench { syscalls, rounds } => {
             setup::run()?;
             bench::run(syscalls, rounds)

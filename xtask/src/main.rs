@@ -5,6 +5,7 @@ mod deb;
 mod kube_tools;
 mod setup;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +40,14 @@ enum Command {
         #[arg(long)]
         deb_version: Option<String>,
     },
+    /// Boot Debian's 6.1 kernel with systemd in qemu, install the .deb there, check the
+    /// service end to end and run the probe tests on that kernel (root; the image is
+    /// built once per machine and cached in /var/cache/gimbal-vm).
+    VmTest {
+        /// Give up on a guest that has not powered off after this many seconds.
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+    },
     /// Regenerate packaging/kubernetes/gimbal.yaml: the Helm chart rendered with its
     /// defaults into namespace `gimbal` (fetches helm into target/tools/ if needed).
     Manifests,
@@ -69,9 +78,13 @@ fn main() -> anyhow::Result<()> {
             util::exec(cmd)
         }
         Command::Test { filter } => test(filter),
+        Command::VmTest { timeout } => {
+            setup::run()?;
+            vm::test(std::time::Duration::from_secs(timeout))
+        }
         Command::Deb { deb_version } => {
             setup::run()?;
-            deb::build(deb_version.as_deref()).map(|_| ())
+            deb::build_as(deb_version.as_deref(), &util::root().join("target/debian")).map(|_| ())
         }
         Command::Manifests => kube_tools::manifests(),
         Command::Bench { syscalls, rounds } => {
@@ -103,7 +116,7 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
     util::step("integration tests (real kernel, root)");
     // The tests start the real agent binary and a workload next to their own executables.
     util::build_release_binaries()?;
-    deb::build(None)?;
+    deb::build()?;
     // Release: the workload loops and the agent should run as users run them.
     let mut args = vec![
         "test",

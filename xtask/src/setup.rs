@@ -48,7 +48,8 @@ pub fn run() -> anyhow::Result<()> {
     apt()?;
     rust_src()?;
     bpf_linker()?;
-    cargo_deb()
+    cargo_deb()?;
+    crate::kube_tools::ensure()
 }
 
 fn installed(package: &str) -> bool {

@@ -13,16 +13,16 @@ pub use reader::MapReader;
 /// Errors of the probe stage, each naming the map, program or file involved.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("loading the eBPF object: {0}")]
+    #[error("loading the eBPF object: {}", chain(.0.as_ref()))]
     Load(Box<aya::EbpfError>),
-    #[error("map {name}: {error}")]
+    #[error("map {name}: {}", chain(error.as_ref()))]
     Map {
         name: &'static str,
         error: Box<aya::maps::MapError>,
     },
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
-    #[error("program {name}: {error}")]
+    #[error("program {name}: {}", chain(error.as_ref()))]
     Program {
         name: &'static str,
         error: Box<aya::programs::ProgramError>,
@@ -37,6 +37,18 @@ pub enum ProbeError {
     Cgroup(crate::cgroups::CgroupError),
     #[error("reading CPU count: {0}")]
     Cpus(std::io::Error),
+}
+
+/// An aya error with its causes ("`perf_event_open` failed: Operation not permitted"):
+/// the errno is what tells an operator which privilege or sandbox rule is missing.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 impl From<crate::btf::BtfError> for ProbeError {

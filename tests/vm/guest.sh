@@ -1,0 +1,185 @@
+#!/bin/bash
+# The VM test bed's checks, run inside the guest (Debian's 6.1 kernel, systemd as PID 1,
+# pure cgroup2) by gimbal-vmtest.service. Every result is one `VMTEST:` line on the serial
+# console, which `cargo xtask vm-test` follows; the guest powers off at the end.
+set -u
+PASSED=0
+FAILED=0
+METRICS=http://127.0.0.1:9977
+
+step() { echo "VMTEST: STEP $*"; }
+# check NAME FUNCTION: the function's output is shown only when it fails.
+check() {
+    local name=$1 out
+    shift
+    step "$name"
+    if out=$("$@" 2>&1); then
+        echo "VMTEST: PASS $name"
+        PASSED=$((PASSED + 1))
+    else
+        echo "$out" | tail -n 40 | sed 's/^/    /'
+        echo "VMTEST: FAIL $name"
+        FAILED=$((FAILED + 1))
+    fi
+}
+say() { echo "$*" >&2; }
+prop() { systemctl show -p "$2" --value "$1"; }
+metrics() { curl -sf "$METRICS/metrics"; }
+# series METRIC 'label="value"'...: the value of the first series with all those labels.
+series() {
+    local m=$1 line
+    shift
+    line=$(metrics | grep "^$m{")
+    for label in "$@"; do line=$(echo "$line" | grep -F "$label"); done
+    # Numbers as plain decimals: gauges print 1.0, counters 1.
+    echo "$line" | head -n 1 | awk '{print $NF + 0}'
+}
+# wait_for SECONDS COMMAND...: polls until the command succeeds, then runs it once more
+# so a failure shows its output.
+wait_for() {
+    local deadline=$((SECONDS + $1))
+    shift
+    while [ $SECONDS -lt $deadline ]; do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    "$@"
+}
+is() { [ "$1" = "$2" ] || { say "expected '$2', got '$1'"; return 1; }; }
+
+install_starts_a_ready_service() {
+    dpkg -i /vmtest/debs/gimbal_*-1_amd64.deb || return 1
+    # Type=notify: dpkg's start returned only after READY=1.
+    is "$(systemctl is-active gimbal)" active || { systemctl status gimbal --no-pager; return 1; }
+    is "$(systemctl is-enabled gimbal)" enabled || return 1
+    prop gimbal StatusText | grep -q "3 probes attached" || { prop gimbal StatusText; return 1; }
+    is "$(curl -s "$METRICS/readyz")" ready
+}
+
+probes_attach_with_only_the_units_capabilities() {
+    local pid caps m
+    pid=$(prop gimbal MainPID)
+    # CAP_DAC_READ_SEARCH (2), CAP_SYS_RESOURCE (24), CAP_PERFMON (38), CAP_BPF (39).
+    caps=$(awk '/^CapEff/ {print $2}' "/proc/$pid/status")
+    is "$caps" 000000c001000004 || return 1
+    m=$(metrics) || return 1
+    for p in syscall_latency tcp_retransmit process_exit; do
+        echo "$m" | grep -qx "gimbal_probe_attached{probe=\"$p\"} 1" || {
+            say "probe $p is not attached"
+            journalctl -u gimbal --no-pager | tail -n 20
+            return 1
+        }
+    done
+    echo "$m" | grep '^gimbal_build_info{' | grep -qF "kernel=\"$(uname -r)\"" || return 1
+    # cgroup ids resolved to names from inside the sandbox.
+    echo "$m" | grep -q 'cgroup="system.slice/gimbal.service"'
+}
+
+unit_is_hardened_and_valid() {
+    local out score
+    out=$(systemd-analyze verify --man=no /usr/lib/systemd/system/gimbal.service 2>&1)
+    [ -z "$out" ] || { say "systemd-analyze verify: $out"; return 1; }
+    out=$(systemd-analyze security gimbal.service)
+    score=$(echo "$out" | sed -n 's/.*gimbal.service: \([0-9.]*\) .*/\1/p')
+    echo "VMTEST: INFO systemd-analyze security gimbal.service: $score"
+    awk -v s="$score" 'BEGIN { exit !(s != "" && s < 3.0) }' || { echo "$out"; return 1; }
+}
+
+killed_unit_shows_its_exit_reason_under_its_cgroup() {
+    systemd-run --unit=vmtest-victim --property=Type=exec /bin/sleep 600 || return 1
+    # Two samples, so the agent knows the unit's cgroup by name before it goes away.
+    sleep 2.5
+    systemctl kill -s KILL vmtest-victim || return 1
+    wait_for 15 test "$(series gimbal_process_exits_total \
+        'cgroup="system.slice/vmtest-victim.service"' 'comm="sleep"' \
+        'reason="signaled"' 'code="SIGKILL"')" = 1 || { metrics | grep process_exits; return 1; }
+    systemd-run --unit=vmtest-exit3 --property=Type=exec /bin/sh -c 'sleep 2.5; exit 3' || return 1
+    wait_for 15 test "$(series gimbal_process_exits_total \
+        'cgroup="system.slice/vmtest-exit3.service"' 'reason="exited"' 'code="3"')" = 1 || {
+        metrics | grep process_exits
+        return 1
+    }
+}
+
+reload_adds_a_target_that_follows_its_unit() {
+    # Also the conffile edit the upgrade must keep.
+    printf '\n[[targets]]\nname = "vmtest-web"\nunit = "vmtest-web.service"\n' >>/etc/gimbal/gimbal.toml
+    systemctl reload gimbal || return 1
+    systemd-run --unit=vmtest-web --property=Type=exec /bin/sleep 600 || return 1
+    wait_for 15 test "$(series gimbal_target_up 'target="vmtest-web"')" = 1 || {
+        metrics | grep -E 'target_up|reloads'
+        journalctl -u gimbal --no-pager | tail -n 15
+        return 1
+    }
+    systemctl kill -s KILL vmtest-web || return 1
+    wait_for 15 test "$(series gimbal_target_up 'target="vmtest-web"')" = 0 || return 1
+    is "$(series gimbal_target_failures_total 'target="vmtest-web"')" 1 || return 1
+    is "$(series gimbal_config_reloads_total 'result="accepted"')" 1
+}
+
+watchdog_restarts_a_stuck_agent() {
+    local pid restarts
+    pid=$(prop gimbal MainPID)
+    restarts=$(prop gimbal NRestarts)
+    is "$(prop gimbal WatchdogUSec)" 30s || return 1
+    kill -STOP "$pid"
+    # 30 s without a ping, then SIGABRT, RestartSec=5s, and READY again.
+    wait_for 120 sh -c "[ \"\$(systemctl show -p MainPID --value gimbal)\" != $pid ] \
+        && systemctl is-active --quiet gimbal" || { systemctl status gimbal --no-pager; return 1; }
+    [ "$(prop gimbal NRestarts)" -gt "$restarts" ] || return 1
+    journalctl -u gimbal --no-pager | grep -q "Watchdog timeout" || return 1
+    # The history of the target survived the restart (state dir).
+    is "$(series gimbal_target_failures_total 'target="vmtest-web"')" 1
+}
+
+upgrade_keeps_the_edited_conffile_and_restarts() {
+    local pid
+    pid=$(prop gimbal MainPID)
+    dpkg -i /vmtest/debs/gimbal_*-2_amd64.deb || return 1
+    is "$(dpkg-query -W -f='${Version}' gimbal)" "$(basename /vmtest/debs/gimbal_*-2_amd64.deb | cut -d_ -f2)" || return 1
+    grep -q 'name = "vmtest-web"' /etc/gimbal/gimbal.toml || { say "conffile edit lost"; return 1; }
+    [ "$(prop gimbal MainPID)" != "$pid" ] || { say "not restarted"; return 1; }
+    is "$(systemctl is-active gimbal)" active || return 1
+    # The restarted agent runs the edited config.
+    wait_for 15 test -n "$(series gimbal_target_up 'target="vmtest-web"')"
+}
+
+remove_stops_and_keeps_config_and_state() {
+    dpkg -r gimbal || return 1
+    systemctl is-active --quiet gimbal && { say "still running"; return 1; }
+    [ ! -e /usr/bin/gimbal ] || { say "binary left"; return 1; }
+    [ -f /etc/gimbal/gimbal.toml ] || { say "conffile removed on remove"; return 1; }
+    [ -d /var/lib/gimbal/targets ] || { say "state removed on remove"; return 1; }
+    ! curl -sf "$METRICS/healthz"
+}
+
+purge_removes_config_state_and_unit() {
+    dpkg -P gimbal || return 1
+    [ ! -e /etc/gimbal ] || { ls -la /etc/gimbal; return 1; }
+    [ ! -e /var/lib/gimbal ] || { say "state left after purge"; return 1; }
+    [ ! -e /etc/systemd/system/multi-user.target.wants/gimbal.service ] || return 1
+    systemctl daemon-reload
+    ! systemctl cat gimbal.service >/dev/null 2>&1
+}
+
+probe_tests() {
+    # The integration tests find the agent and workload next to them (bin/).
+    cd /vmtest/bin/deps && "./$1" --test-threads=1
+}
+
+echo "VMTEST: BOOTED kernel $(uname -r), $(systemctl --version | head -n 1), $(stat -fc %T /sys/fs/cgroup) at /sys/fs/cgroup, PID 1 $(cat /proc/1/comm)"
+check install_starts_a_ready_service install_starts_a_ready_service
+check probes_attach_with_only_the_units_capabilities probes_attach_with_only_the_units_capabilities
+check unit_is_hardened_and_valid unit_is_hardened_and_valid
+check killed_unit_shows_its_exit_reason_under_its_cgroup killed_unit_shows_its_exit_reason_under_its_cgroup
+check reload_adds_a_target_that_follows_its_unit reload_adds_a_target_that_follows_its_unit
+check watchdog_restarts_a_stuck_agent watchdog_restarts_a_stuck_agent
+check upgrade_keeps_the_edited_conffile_and_restarts upgrade_keeps_the_edited_conffile_and_restarts
+check remove_stops_and_keeps_config_and_state remove_stops_and_keeps_config_and_state
+check purge_removes_config_state_and_unit purge_removes_config_state_and_unit
+for t in ${GIMBAL_VM_TESTS:-syscall_latency process_exits tcp_retransmits service}; do
+    check "probe-tests:$t" probe_tests "$t"
+done
+echo "VMTEST: DONE passed=$PASSED failed=$FAILED"
+sync
+systemctl poweroff --force --force

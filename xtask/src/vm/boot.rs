@@ -1,0 +1,104 @@
+//! Boots the image under qemu (software emulation: KVM guests hang on this machine kind)
+//! and follows the guest's serial console: every line goes to the log, `VMTEST:` lines are
+//! shown as progress, and the run ends when the guest powers off or the time is up.
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+use super::image::Image;
+
+#[derive(Default)]
+pub struct Outcome {
+    pub passed: Vec<String>,
+    pub failed: Vec<String>,
+    /// The guest script reached its end (`VMTEST: DONE`).
+    pub finished: bool,
+    pub timed_out: bool,
+}
+
+pub fn boot(
+    image: &Image,
+    initrd: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> anyhow::Result<Outcome> {
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-machine", "q35", "-cpu", "max", "-smp", "2", "-m", "4096"])
+        .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+        .args(["-nic", "none", "-no-reboot"])
+        .arg("-kernel")
+        .arg(&image.kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args([
+            "-append",
+            "console=ttyS0 rdinit=/sbin/init panic=-1 quiet systemd.show_status=false",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start qemu-system-x86_64 (cargo xtask setup installs qemu-system-x86)")?;
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let tx2 = tx.clone();
+    std::thread::spawn(move || forward(stdout, tx));
+    std::thread::spawn(move || forward(stderr, tx2));
+
+    let mut file = std::fs::File::create(log)?;
+    let mut outcome = Outcome::default();
+    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.min(Duration::from_secs(1))) {
+            Ok(line) => {
+                writeln!(file, "{line}")?;
+                if let Some(event) = line.split("VMTEST: ").nth(1) {
+                    println!("vm [{:>4}s] {event}", started.elapsed().as_secs());
+                    if let Some(name) = event.strip_prefix("PASS ") {
+                        outcome.passed.push(name.to_string());
+                    } else if let Some(what) = event.strip_prefix("FAIL ") {
+                        outcome.failed.push(what.to_string());
+                    } else if event.starts_with("DONE") {
+                        outcome.finished = true;
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Both pipes closed: qemu is gone.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if Instant::now() >= deadline {
+            outcome.timed_out = true;
+            println!("vm: no power-off after {timeout:?}: stopping qemu");
+            let _ = child.kill();
+            break;
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && !outcome.timed_out {
+        println!("vm: qemu exited with {status}");
+    }
+    Ok(outcome)
+}
+
+fn forward(pipe: impl std::io::Read, tx: mpsc::Sender<String>) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
+        if tx.send(line).is_err() {
+            return;
+        }
+        buf.clear();
+    }
+}

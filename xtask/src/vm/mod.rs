@@ -1,0 +1,180 @@
+//! `cargo xtask vm-test`: the VM test bed. Debian's 6.1 kernel boots under qemu with
+//! systemd 252 as PID 1 on a pure cgroup2 hierarchy; inside it tests/vm/guest.sh installs
+//! the .deb, checks the service end to end (readiness, metrics, a killed unit's exit
+//! reason, the watchdog, upgrade, remove, purge) and runs the probe integration tests on
+//! this second kernel.
+mod boot;
+mod image;
+
+use std::{path::Path, process::Command, time::Duration};
+
+use anyhow::{bail, Context as _};
+
+use crate::{deb, util};
+
+/// The integration tests that also run inside the guest (the probes on a second kernel).
+const GUEST_TESTS: &[&str] = &[
+    "syscall_latency",
+    "process_exits",
+    "tcp_retransmits",
+    "service",
+];
+
+pub fn test(timeout: Duration) -> anyhow::Result<()> {
+    util::require_root("the VM image is built with debootstrap")?;
+    let version = env!("CARGO_PKG_VERSION");
+    // The upgrade test installs the second over the first. Built in this order because
+    // cargo-deb empties target/debian/ on every run.
+    let second = deb::build_as(
+        Some(&format!("{version}-2")),
+        &util::root().join("target/vm/upgrade"),
+    )?;
+    let first = deb::build()?;
+    util::build_release_binaries()?;
+    let tests = test_binaries()?;
+    let image = image::ensure()?;
+
+    util::step(&format!(
+        "VM test bed: booting {} (software emulation)",
+        image.release
+    ));
+    let vm = util::root().join("target/vm");
+    let overlay = vm.join("overlay");
+    if overlay.exists() {
+        std::fs::remove_dir_all(&overlay)?;
+    }
+    let guest = overlay.join("vmtest");
+    std::fs::create_dir_all(guest.join("debs"))?;
+    std::fs::create_dir_all(guest.join("bin/deps"))?;
+    for deb in [&first, &second] {
+        std::fs::copy(deb, guest.join("debs").join(deb.file_name().unwrap()))?;
+    }
+    let release = util::root().join("target/release");
+    for bin in ["gimbal", "gimbal-workload"] {
+        copy_executable(&release.join(bin), &guest.join("bin").join(bin))?;
+    }
+    for (name, exe) in &tests {
+        copy_executable(exe, &guest.join("bin/deps").join(name))?;
+    }
+    copy_executable(
+        &util::root().join("tests/vm/guest.sh"),
+        &guest.join("guest.sh"),
+    )?;
+    let units = overlay.join("etc/systemd/system");
+    std::fs::create_dir_all(units.join("multi-user.target.wants"))?;
+    std::fs::copy(
+        util::root().join("tests/vm/gimbal-vmtest.service"),
+        units.join("gimbal-vmtest.service"),
+    )?;
+    std::os::unix::fs::symlink(
+        "../gimbal-vmtest.service",
+        units.join("multi-user.target.wants/gimbal-vmtest.service"),
+    )?;
+    let overlay_cpio = vm.join("overlay.cpio.gz");
+    image::pack_cpio(&overlay, &overlay_cpio)?;
+    // The kernel unpacks concatenated archives in order: the test files land on top of
+    // the cached root file system.
+    let initrd = vm.join("initrd.cpio.gz");
+    concat(&[&image.initramfs, &overlay_cpio], &initrd)?;
+
+    let log = vm.join("console.log");
+    let outcome = boot::boot(&image, &initrd, &log, timeout)?;
+    println!(
+        "vm: {} passed, {} failed (console log: {})",
+        outcome.passed.len(),
+        outcome.failed.len(),
+        log.display()
+    );
+    if outcome.failed.is_empty() && outcome.finished {
+        return Ok(());
+    }
+    // Keep the whole console next to the run for the post-mortem.
+    let kept = vm.join(format!("console-failed-{}.log", unix_time()));
+    std::fs::copy(&log, &kept)?;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(60).collect();
+    println!("vm: last console lines:");
+    for line in tail.iter().rev() {
+        println!("    {line}");
+    }
+    for f in &outcome.failed {
+        println!("vm: FAILED {f}");
+    }
+    if !outcome.finished {
+        bail!(
+            "the guest did not finish its tests{}; whole console kept at {}",
+            if outcome.timed_out { " in time" } else { "" },
+            kept.display()
+        );
+    }
+    bail!(
+        "{} VM checks failed; whole console kept at {}",
+        outcome.failed.len(),
+        kept.display()
+    )
+}
+
+/// Builds the integration tests and returns (name, executable) for those the guest runs.
+fn test_binaries() -> anyhow::Result<Vec<(String, std::path::PathBuf)>> {
+    let out = Command::new("cargo")
+        .env("PATH", util::path_with_cargo_bin())
+        .current_dir(util::root())
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "gimbal-tests",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .output()
+        .context("cargo test --no-run")?;
+    if !out.status.success() {
+        bail!(
+            "building the integration tests failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let name = msg["target"]["name"].as_str().unwrap_or_default();
+        let is_test = msg["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        if let (true, Some(exe)) = (
+            is_test && GUEST_TESTS.contains(&name),
+            msg["executable"].as_str(),
+        ) {
+            found.push((name.to_string(), exe.into()));
+        }
+    }
+    if found.len() != GUEST_TESTS.len() {
+        bail!("expected the test binaries {GUEST_TESTS:?}, cargo built {found:?}");
+    }
+    Ok(found)
+}
+
+fn copy_executable(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::copy(from, to).with_context(|| format!("copy {}", from.display()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+fn concat(parts: &[&Path], out: &Path) -> anyhow::Result<()> {
+    let mut file = std::fs::File::create(out)?;
+    for part in parts {
+        std::io::copy(&mut std::fs::File::open(part)?, &mut file)?;
+    }
+    Ok(())
+}
+
+fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

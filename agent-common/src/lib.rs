@@ -19,8 +19,8 @@ pub mod names {
     pub const FILTER_CGROUP_ID: &str = "FILTER_CGROUP_ID";
     pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
     pub const SOCK_OFFSETS: &str = "SOCK_OFFSETS";
-    pub const TCP_TP_OFFSETS: &str = "TCP_TP_OFFSETS";
-    pub const EXIT_TP_OFFSETS: &str = "EXIT_TP_OFFSETS";
+    pub const FLOW_OFFSETS: &str = "FLOW_OFFSETS";
+    pub const EXIT_TP_ARGS: &str = "EXIT_TP_ARGS";
 }
 
 /// Program names (the Rust function names of the entry points in agent-ebpf).
@@ -161,6 +161,8 @@ pub struct TaskOffsets {
     /// `signal_struct.live`: used to find the last thread when the tracepoint has no group_dead.
     pub signal_live: u32,
     pub comm: u32,
+    pub pid: u32,
+    pub _pad: u32,
 }
 
 /// Offsets of the path from a `struct sock` to its cgroup2 id, from BTF.
@@ -176,28 +178,32 @@ pub struct SockOffsets {
     pub _pad: u32,
 }
 
-/// Field offsets of `tcp:tcp_retransmit_skb`, from its tracefs format file.
+/// The flow of a `struct sock` (fields of its `sock_common`), from BTF: the raw
+/// `tcp_retransmit_skb` tracepoint hands over the socket, not the formatted fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TcpTpOffsets {
-    pub skaddr: u32,
-    pub sport: u32,
-    pub dport: u32,
+pub struct FlowOffsets {
     pub family: u32,
-    pub saddr: u32,
+    /// `skc_num`: the local port, host byte order.
+    pub num: u32,
+    /// `skc_dport`: the remote port, network byte order.
+    pub dport: u32,
+    pub rcv_saddr: u32,
     pub daddr: u32,
-    pub saddr_v6: u32,
-    pub daddr_v6: u32,
+    pub v6_rcv_saddr: u32,
+    pub v6_daddr: u32,
+    pub _pad: u32,
 }
 
-/// Field offsets of `sched:sched_process_exit`, from its tracefs format file.
+/// How this kernel's exit tracepoints pass their arguments (raw tracepoint `args[]`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExitTpOffsets {
-    /// `group_dead` (kernels >= 6.16); OFFSET_UNKNOWN on older kernels.
+pub struct ExitTpArgs {
+    /// 1 when `sched_process_exit` passes `group_dead` as its second argument (6.16+);
+    /// older kernels are read through `signal->live`.
     pub group_dead: u32,
-    /// `oom:mark_victim`'s `pid`.
-    pub oom_pid: u32,
+    /// 1 when `oom:mark_victim` passes the victim's task (6.8+), 0 when its pid.
+    pub victim_is_task: u32,
 }
 
 #[cfg(feature = "user")]
@@ -212,6 +218,6 @@ mod pod {
     unsafe impl aya::Pod for ExitEvent {}
     unsafe impl aya::Pod for TaskOffsets {}
     unsafe impl aya::Pod for SockOffsets {}
-    unsafe impl aya::Pod for TcpTpOffsets {}
-    unsafe impl aya::Pod for ExitTpOffsets {}
+    unsafe impl aya::Pod for FlowOffsets {}
+    unsafe impl aya::Pod for ExitTpArgs {}
 }

@@ -114,6 +114,9 @@ pub fn http_get_as(port: u16, path: &str, authorization: Option<&str>) -> Option
 /// One HTTP/1.0 GET (never chunked) with an optional extra header: (status, head, body).
 fn request(port: u16, path: &str, header: Option<&str>) -> Option<(u16, String, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    // A stalled agent fails the test instead of hanging it.
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(20))).ok()?;
     let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n").ok()?;
     let mut raw = String::new();

@@ -46,6 +46,7 @@ fn ready_is_notified_once_metrics_serve_then_the_watchdog_is_pinged_until_stop()
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start gimbal");
+    let mut killer = Killer(child.id(), true);
 
     let ready = recv(&socket);
     // The moment systemd would consider the start done, everything must already work.
@@ -79,10 +80,36 @@ fn ready_is_notified_once_metrics_serve_then_the_watchdog_is_pinged_until_stop()
 
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = recv(&socket);
     while last == "WATCHDOG=1" {
+        assert!(
+            Instant::now() < deadline,
+            "still pinging 30 s after SIGTERM"
+        );
         last = recv(&socket);
     }
     assert!(last.starts_with("STOPPING=1"), "{last:?}");
-    assert_eq!(wait_status(&mut child), 0, "clean exit on SIGTERM");
+    let pid = child.id();
+    let status = wait_status(&mut child);
+    killer.disarm();
+    assert_eq!(status, 0, "clean exit on SIGTERM (pid {pid})");
+}
+
+/// Kills the agent if the test fails half-way, so a failure cannot leave it running.
+struct Killer(u32, bool);
+
+impl Killer {
+    fn disarm(&mut self) {
+        self.1 = false;
+    }
+}
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        if self.1 {
+            // SAFETY: signalling our own child, not yet reaped.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
 }

@@ -3,6 +3,8 @@
 # pure cgroup2) by gimbal-vmtest.service. Every result is one `VMTEST:` line on the serial
 # console, which `cargo xtask vm-test` follows; the guest powers off at the end.
 set -u
+# fd 3: the console itself, for INFO lines from inside checks (whose output is captured).
+exec 3>&1
 PASSED=0
 FAILED=0
 METRICS=http://127.0.0.1:9977
@@ -33,6 +35,12 @@ series() {
     for label in "$@"; do line=$(echo "$line" | grep -F "$label"); done
     # Numbers as plain decimals: gauges print 1.0, counters 1.
     echo "$line" | head -n 1 | awk '{print $NF + 0}'
+}
+# series_is EXPECTED METRIC 'label="value"'...: for wait_for, which must re-run the query.
+series_is() {
+    local want=$1
+    shift
+    is "$(series "$@")" "$want"
 }
 # wait_for SECONDS COMMAND...: polls until the command succeeds, then runs it once more
 # so a failure shows its output.
@@ -81,7 +89,7 @@ unit_is_hardened_and_valid() {
     [ -z "$out" ] || { say "systemd-analyze verify: $out"; return 1; }
     out=$(systemd-analyze security gimbal.service)
     score=$(echo "$out" | sed -n 's/.*gimbal.service: \([0-9.]*\) .*/\1/p')
-    echo "VMTEST: INFO systemd-analyze security gimbal.service: $score"
+    echo "VMTEST: INFO systemd-analyze security gimbal.service: $score" >&3
     awk -v s="$score" 'BEGIN { exit !(s != "" && s < 3.0) }' || { echo "$out"; return 1; }
 }
 
@@ -90,29 +98,30 @@ killed_unit_shows_its_exit_reason_under_its_cgroup() {
     # Two samples, so the agent knows the unit's cgroup by name before it goes away.
     sleep 2.5
     systemctl kill -s KILL vmtest-victim || return 1
-    wait_for 15 test "$(series gimbal_process_exits_total \
+    wait_for 15 series_is 1 gimbal_process_exits_total \
         'cgroup="system.slice/vmtest-victim.service"' 'comm="sleep"' \
-        'reason="signaled"' 'code="SIGKILL"')" = 1 || { metrics | grep process_exits; return 1; }
+        'reason="signaled"' 'code="SIGKILL"' || { metrics | grep process_exits; return 1; }
     systemd-run --unit=vmtest-exit3 --property=Type=exec /bin/sh -c 'sleep 2.5; exit 3' || return 1
-    wait_for 15 test "$(series gimbal_process_exits_total \
-        'cgroup="system.slice/vmtest-exit3.service"' 'reason="exited"' 'code="3"')" = 1 || {
+    wait_for 15 series_is 1 gimbal_process_exits_total \
+        'cgroup="system.slice/vmtest-exit3.service"' 'reason="exited"' 'code="3"' || {
         metrics | grep process_exits
         return 1
     }
 }
 
 reload_adds_a_target_that_follows_its_unit() {
+    # The unit first: a target first seen down counts as a failure.
+    systemd-run --unit=vmtest-web --property=Type=exec /bin/sleep 600 || return 1
     # Also the conffile edit the upgrade must keep.
     printf '\n[[targets]]\nname = "vmtest-web"\nunit = "vmtest-web.service"\n' >>/etc/gimbal/gimbal.toml
     systemctl reload gimbal || return 1
-    systemd-run --unit=vmtest-web --property=Type=exec /bin/sleep 600 || return 1
-    wait_for 15 test "$(series gimbal_target_up 'target="vmtest-web"')" = 1 || {
+    wait_for 15 series_is 1 gimbal_target_up 'target="vmtest-web"' || {
         metrics | grep -E 'target_up|reloads'
         journalctl -u gimbal --no-pager | tail -n 15
         return 1
     }
     systemctl kill -s KILL vmtest-web || return 1
-    wait_for 15 test "$(series gimbal_target_up 'target="vmtest-web"')" = 0 || return 1
+    wait_for 15 series_is 0 gimbal_target_up 'target="vmtest-web"' || return 1
     is "$(series gimbal_target_failures_total 'target="vmtest-web"')" 1 || return 1
     is "$(series gimbal_config_reloads_total 'result="accepted"')" 1
 }
@@ -140,8 +149,8 @@ upgrade_keeps_the_edited_conffile_and_restarts() {
     grep -q 'name = "vmtest-web"' /etc/gimbal/gimbal.toml || { say "conffile edit lost"; return 1; }
     [ "$(prop gimbal MainPID)" != "$pid" ] || { say "not restarted"; return 1; }
     is "$(systemctl is-active gimbal)" active || return 1
-    # The restarted agent runs the edited config.
-    wait_for 15 test -n "$(series gimbal_target_up 'target="vmtest-web"')"
+    # The restarted agent runs the edited config (the target exists; its unit is dead).
+    wait_for 15 series_is 0 gimbal_target_up 'target="vmtest-web"'
 }
 
 remove_stops_and_keeps_config_and_state() {
@@ -163,8 +172,32 @@ purge_removes_config_state_and_unit() {
 }
 
 probe_tests() {
-    # The integration tests find the agent and workload next to them (bin/).
-    cd /vmtest/bin/deps && "./$1" --test-threads=1
+    # The integration tests find the agent and workload next to them (bin/). A hang is a
+    # failure, reported with what every process was waiting on before it is killed.
+    cd /vmtest/bin/deps || return 1
+    "./$1" --test-threads=1 &
+    local pid=$! waited=0
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ $waited -ge 240 ]; then
+            say "no result after 240 s; processes and where they wait:"
+            ps -eo pid,ppid,stat,wchan:30,etimes,cmd | grep -v " \[" >&2
+            for p in $(pgrep -f "gimbal|bpftrace|/vmtest/bin"); do
+                say "--- $p $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-120)"
+                grep -E "^(State|SigBlk|SigIgn|SigCgt|Threads)" "/proc/$p/status" >&2
+                for t in /proc/"$p"/task/*; do
+                    say "  thread ${t##*/} $(cat "$t/comm") $(cat "$t/wchan")"
+                    sed 's/^/    /' "$t/stack" >&2 2>/dev/null
+                done
+            done
+            pkill -KILL -P "$pid"
+            kill -KILL "$pid"
+            wait "$pid"
+            return 124
+        fi
+        sleep 1
+        waited=$((waited + 1))
+    done
+    wait "$pid"
 }
 
 echo "VMTEST: BOOTED kernel $(uname -r), $(systemctl --version | head -n 1), $(stat -fc %T /sys/fs/cgroup) at /sys/fs/cgroup, PID 1 $(cat /proc/1/comm)"

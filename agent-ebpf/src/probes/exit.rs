@@ -1,19 +1,21 @@
-//! Process exits: `sched:sched_process_exit` for the last thread of each process, sent to
-//! userspace through a ring buffer; `oom:mark_victim` marks OOM kills.
+//! Process exits: the raw `sched_process_exit` tracepoint for the last thread of each
+//! process, sent to userspace through a ring buffer; raw `mark_victim` marks OOM kills.
 //!
-//! The tracepoint runs in the exiting task, so `current` is the task; its fields are read at
-//! offsets the loader found in the running kernel's BTF (Rust eBPF has no CO-RE).
+//! Raw tracepoints attach without perf_event_open (refused without CAP_SYS_ADMIN where
+//! perf_event_paranoid=3). The tracepoint runs in the exiting task, so `current` is the
+//! task; its fields are read at offsets the loader found in the running kernel's BTF (Rust
+//! eBPF has no CO-RE).
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::{LruHashMap, RingBuf},
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 use gimbal_common::{
-    Drop, ExitEvent, ExitTpOffsets, TaskOffsets, EXIT_FLAG_OOM_KILLED, EXIT_RING_DEFAULT_BYTES,
+    Drop, ExitEvent, ExitTpArgs, TaskOffsets, EXIT_FLAG_OOM_KILLED, EXIT_RING_DEFAULT_BYTES,
     OFFSET_UNKNOWN, OOM_VICTIMS_ENTRIES,
 };
 
@@ -37,27 +39,39 @@ static TASK_OFFSETS: TaskOffsets = TaskOffsets {
     signal: OFFSET_UNKNOWN,
     signal_live: OFFSET_UNKNOWN,
     comm: OFFSET_UNKNOWN,
+    pid: OFFSET_UNKNOWN,
+    _pad: 0,
 };
 
 #[no_mangle]
-static EXIT_TP_OFFSETS: ExitTpOffsets = ExitTpOffsets {
-    group_dead: OFFSET_UNKNOWN,
-    oom_pid: OFFSET_UNKNOWN,
+static EXIT_TP_ARGS: ExitTpArgs = ExitTpArgs {
+    group_dead: 0,
+    victim_is_task: 0,
 };
 
-#[tracepoint(category = "sched", name = "sched_process_exit")]
-pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+/// `sched_process_exit(struct task_struct *p[, bool group_dead])`.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     match try_exit(&ctx) {
         Ok(()) | Err(_) => 0,
     }
 }
 
-#[tracepoint(category = "oom", name = "mark_victim")]
-pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
-    let off = unsafe { core::ptr::read_volatile(&EXIT_TP_OFFSETS) }.oom_pid;
-    if let Ok(pid) = unsafe { ctx.read_at::<u32>(off as usize) } {
-        let _ = OOM_VICTIMS.insert(pid, 1, 0);
-    }
+/// `mark_victim(int pid)`, or `mark_victim(struct task_struct *task, uid_t uid)` (6.8+).
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn oom_mark_victim(ctx: RawTracePointContext) -> i32 {
+    let args = unsafe { core::ptr::read_volatile(&EXIT_TP_ARGS) };
+    let first: u64 = unsafe { ctx.arg(0) };
+    let pid = if args.victim_is_task != 0 {
+        let t = unsafe { core::ptr::read_volatile(&TASK_OFFSETS) };
+        match unsafe { read_at::<u32>(first, t.pid) } {
+            Ok(pid) => pid,
+            Err(_) => return 0,
+        }
+    } else {
+        first as u32
+    };
+    let _ = OOM_VICTIMS.insert(pid, 1, 0);
     0
 }
 
@@ -66,14 +80,14 @@ unsafe fn read_at<T>(base: u64, offset: u32) -> Result<T, i64> {
     bpf_probe_read_kernel((base + offset as u64) as *const T).map_err(i64::from)
 }
 
-fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     if !cgroup_wanted(cgroup_id) {
         return Ok(());
     }
     // Volatile: the loader rewrites these globals after compilation.
     let t = unsafe { core::ptr::read_volatile(&TASK_OFFSETS) };
-    let tp = unsafe { core::ptr::read_volatile(&EXIT_TP_OFFSETS) };
+    let tp = unsafe { core::ptr::read_volatile(&EXIT_TP_ARGS) };
     let task = unsafe { bpf_get_current_task() };
     if !is_last_thread(ctx, task, &t, &tp)? {
         return Ok(());
@@ -112,14 +126,15 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
 
 /// Whether the exiting thread is the last of its process (the process exits with it).
 fn is_last_thread(
-    ctx: &TracePointContext,
+    ctx: &RawTracePointContext,
     task: u64,
     t: &TaskOffsets,
-    tp: &ExitTpOffsets,
+    tp: &ExitTpArgs,
 ) -> Result<bool, i64> {
-    if tp.group_dead != OFFSET_UNKNOWN {
-        let dead: u8 = unsafe { ctx.read_at(tp.group_dead as usize)? };
-        return Ok(dead != 0);
+    if tp.group_dead != 0 {
+        // A bool in a 64-bit argument slot: only the low byte is defined.
+        let dead: u64 = unsafe { ctx.arg(1) };
+        return Ok(dead & 0xff != 0);
     }
     // Kernels before 6.16: do_exit() has already decremented signal->live.
     let signal: u64 = unsafe { read_at(task, t.signal)? };

@@ -171,7 +171,9 @@ fn record_latency(key: SyscallKey, latency_ns: u64) {
 
 #[inline(always)]
 fn record_error(key: ErrnoKey) {
-    if let Some(n) = per_cpu_slot(&SYSCALL_ERRORS, &key, &0, Drop::SyscallErrorsFull) {
+    // A stack zero, not `&0` (see tcp.rs: promoted constants can alias loader globals).
+    let zero = 0u64;
+    if let Some(n) = per_cpu_slot(&SYSCALL_ERRORS, &key, &zero, Drop::SyscallErrorsFull) {
         unsafe { *n += 1 };
     }
 }

@@ -1,18 +1,20 @@
-//! TCP retransmits: `tcp:tcp_retransmit_skb`, counted per flow and owning cgroup.
+//! TCP retransmits: the raw `tcp_retransmit_skb` tracepoint, counted per flow and owning
+//! cgroup.
 //!
-//! A classic tracepoint (the raw one would need `struct sock` layouts for the addresses);
-//! retransmits are rare enough that its cost does not matter. Field offsets come from the
-//! tracepoint's format file, read by the loader. The retransmit usually runs in softirq or
-//! timer context, so the owner is read from the socket (`sk->sk_cgrp_data.cgroup->kn->id`),
-//! never from the current task.
+//! A raw tracepoint, not the classic one: attaching a classic tracepoint goes through
+//! perf_event_open, which kernels with perf_event_paranoid=3 (Debian's default) refuse
+//! without CAP_SYS_ADMIN. The flow is read from the socket at `sock_common` offsets the
+//! loader found in BTF. The retransmit usually runs in softirq or timer context, so the
+//! owner is read from the socket (`sk->sk_cgrp_data.cgroup->kn->id`), never from the
+//! current task.
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::PerCpuHashMap,
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 use gimbal_common::{
-    Drop, FlowKey, SockOffsets, TcpTpOffsets, AF_INET, OFFSET_UNKNOWN, TCP_RETRANS_ENTRIES,
+    Drop, FlowKey, FlowOffsets, SockOffsets, AF_INET, OFFSET_UNKNOWN, TCP_RETRANS_ENTRIES,
 };
 
 use crate::shared::{cgroup_wanted, per_cpu_slot};
@@ -22,15 +24,15 @@ static TCP_RETRANS: PerCpuHashMap<FlowKey, u64> =
     PerCpuHashMap::with_max_entries(TCP_RETRANS_ENTRIES, 0);
 
 #[no_mangle]
-static TCP_TP_OFFSETS: TcpTpOffsets = TcpTpOffsets {
-    skaddr: OFFSET_UNKNOWN,
-    sport: OFFSET_UNKNOWN,
-    dport: OFFSET_UNKNOWN,
+static FLOW_OFFSETS: FlowOffsets = FlowOffsets {
     family: OFFSET_UNKNOWN,
-    saddr: OFFSET_UNKNOWN,
+    num: OFFSET_UNKNOWN,
+    dport: OFFSET_UNKNOWN,
+    rcv_saddr: OFFSET_UNKNOWN,
     daddr: OFFSET_UNKNOWN,
-    saddr_v6: OFFSET_UNKNOWN,
-    daddr_v6: OFFSET_UNKNOWN,
+    v6_rcv_saddr: OFFSET_UNKNOWN,
+    v6_daddr: OFFSET_UNKNOWN,
+    _pad: 0,
 };
 
 #[no_mangle]
@@ -41,41 +43,51 @@ static SOCK_OFFSETS: SockOffsets = SockOffsets {
     _pad: 0,
 };
 
-#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
-pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
+/// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, ...)`.
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
     match try_retransmit(&ctx) {
         Ok(()) | Err(_) => 0,
     }
 }
 
-fn try_retransmit(ctx: &TracePointContext) -> Result<(), i64> {
-    // Volatile: the loader rewrites these globals after compilation.
-    let tp = unsafe { core::ptr::read_volatile(&TCP_TP_OFFSETS) };
-    let sk: u64 = unsafe { ctx.read_at(tp.skaddr as usize)? };
+#[inline(always)]
+unsafe fn read_at<T>(base: u64, offset: u32) -> Result<T, i64> {
+    bpf_probe_read_kernel((base + offset as u64) as *const T).map_err(i64::from)
+}
+
+fn try_retransmit(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let sk: u64 = unsafe { ctx.arg(0) };
     let cgroup_id = sock_cgroup_id(sk);
     if !cgroup_wanted(cgroup_id) {
         return Ok(());
     }
-    let family: u16 = unsafe { ctx.read_at(tp.family as usize)? };
+    // Volatile: the loader rewrites these globals after compilation.
+    let f = unsafe { core::ptr::read_volatile(&FLOW_OFFSETS) };
+    let family: u16 = unsafe { read_at(sk, f.family)? };
+    let dport: u16 = unsafe { read_at(sk, f.dport)? };
     let mut key = FlowKey {
         cgroup_id,
         family,
-        sport: unsafe { ctx.read_at(tp.sport as usize)? },
-        dport: unsafe { ctx.read_at(tp.dport as usize)? },
+        sport: unsafe { read_at(sk, f.num)? },
+        dport: u16::from_be(dport),
         _pad: 0,
         saddr: [0; 16],
         daddr: [0; 16],
     };
     if family == AF_INET {
-        let s: [u8; 4] = unsafe { ctx.read_at(tp.saddr as usize)? };
-        let d: [u8; 4] = unsafe { ctx.read_at(tp.daddr as usize)? };
+        let s: [u8; 4] = unsafe { read_at(sk, f.rcv_saddr)? };
+        let d: [u8; 4] = unsafe { read_at(sk, f.daddr)? };
         key.saddr[..4].copy_from_slice(&s);
         key.daddr[..4].copy_from_slice(&d);
     } else {
-        key.saddr = unsafe { ctx.read_at(tp.saddr_v6 as usize)? };
-        key.daddr = unsafe { ctx.read_at(tp.daddr_v6 as usize)? };
+        key.saddr = unsafe { read_at(sk, f.v6_rcv_saddr)? };
+        key.daddr = unsafe { read_at(sk, f.v6_daddr)? };
     }
-    if let Some(n) = per_cpu_slot(&TCP_RETRANS, &key, &0, Drop::TcpFlowsFull) {
+    // A stack zero, not `&0`: a promoted constant may share .rodata bytes with a global
+    // the loader rewrites (it did: EXIT_TP_ARGS, making new flows start at 2^32 + 1).
+    let zero = 0u64;
+    if let Some(n) = per_cpu_slot(&TCP_RETRANS, &key, &zero, Drop::TcpFlowsFull) {
         // Per-CPU value (BPF has no 64-bit fetch-add from Rust): only this CPU writes it.
         unsafe { *n += 1 };
     }

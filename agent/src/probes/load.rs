@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use aya::{
-    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, RawTracePoint},
     Ebpf, EbpfLoader,
 };
 use gimbal_common::{names, programs, LatencyHist, OFFSET_UNKNOWN};
@@ -103,8 +103,7 @@ pub fn syscall_hist_entries(memory_mb: u32, cpus: usize) -> u32 {
 
 impl Probes {
     pub fn load(opts: &LoadOptions) -> Result<Self, ProbeError> {
-        // Attaching classic tracepoints needs tracefs mounted even when formats come from
-        // elsewhere.
+        // The format files tell which tracepoints exist and what they pass.
         let mounted = tracefs::ensure_mounted()?;
         raise_memlock_limit();
         let tracefs_root = opts.tracepoint_formats.clone().unwrap_or(mounted);
@@ -114,7 +113,13 @@ impl Probes {
             .map_err(|e| e.to_string())
             .and_then(|b| offsets::task(b).map_err(|e| e.to_string()));
         let sock = btf.as_ref().map(offsets::sock).ok();
-        let tcp_tp = offsets::tcp_tracepoint(&tracefs_root).map_err(|e| e.to_string());
+        let flow = btf
+            .as_ref()
+            .map_err(|e| e.to_string())
+            .and_then(|b| offsets::flow(b).map_err(|e| e.to_string()));
+        let tcp_tp = offsets::tcp_tracepoint(&tracefs_root)
+            .map_err(|e| e.to_string())
+            .and(flow.clone());
         let exit_tp = offsets::exit_tracepoints(&tracefs_root).map_err(|e| e.to_string());
 
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
@@ -132,11 +137,11 @@ impl Probes {
         if let Some(s) = &sock {
             loader.override_global(names::SOCK_OFFSETS, s, true);
         }
-        if let Ok(t) = &tcp_tp {
-            loader.override_global(names::TCP_TP_OFFSETS, t, true);
+        if let Ok(f) = &flow {
+            loader.override_global(names::FLOW_OFFSETS, f, true);
         }
         if let Ok(t) = &exit_tp {
-            loader.override_global(names::EXIT_TP_OFFSETS, t, true);
+            loader.override_global(names::EXIT_TP_ARGS, t, true);
         }
         let mut ebpf = loader
             .load(crate::EBPF_OBJECT)
@@ -159,10 +164,9 @@ impl Probes {
                             attach_syscalls(&mut ebpf, &btf).map_err(|e| e.to_string())
                         }),
                     Probe::TcpRetransmit => tcp_tp.clone().map(drop).and_then(|()| {
-                        attach_tracepoint(
+                        attach_raw_tracepoint(
                             &mut ebpf,
                             programs::TCP_RETRANSMIT,
-                            "tcp",
                             "tcp_retransmit_skb",
                         )
                         .map_err(|e| e.to_string())
@@ -216,40 +220,29 @@ fn attach_syscalls(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), ProbeError> {
     p.load("sched_switch", btf)
         .map_err(|e| program_error(prog, e))?;
     p.attach().map_err(|e| program_error(prog, e))?;
-    for (prog, tp) in [
-        (programs::SYS_EXIT, "sys_exit"),
-        (programs::SYS_ENTER, "sys_enter"),
-    ] {
-        let p: &mut RawTracePoint = ebpf
-            .program_mut(prog)
-            .ok_or(ProbeError::MissingProgram(prog))?
-            .try_into()
-            .map_err(|e| program_error(prog, e))?;
-        p.load().map_err(|e| program_error(prog, e))?;
-        p.attach(tp).map_err(|e| program_error(prog, e))?;
-    }
-    Ok(())
+    attach_raw_tracepoint(ebpf, programs::SYS_EXIT, "sys_exit")?;
+    attach_raw_tracepoint(ebpf, programs::SYS_ENTER, "sys_enter")
 }
 
 fn attach_exits(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    attach_tracepoint(ebpf, programs::OOM_MARK_VICTIM, "oom", "mark_victim")?;
-    attach_tracepoint(ebpf, programs::PROCESS_EXIT, "sched", "sched_process_exit")
+    attach_raw_tracepoint(ebpf, programs::OOM_MARK_VICTIM, "mark_victim")?;
+    attach_raw_tracepoint(ebpf, programs::PROCESS_EXIT, "sched_process_exit")
 }
 
-fn attach_tracepoint(
+/// Raw tracepoints only: attaching a classic one needs perf_event_open, which kernels
+/// with perf_event_paranoid=3 (Debian, Ubuntu) refuse without CAP_SYS_ADMIN.
+fn attach_raw_tracepoint(
     ebpf: &mut Ebpf,
     prog: &'static str,
-    category: &str,
-    name: &str,
+    tracepoint: &str,
 ) -> Result<(), ProbeError> {
-    let p: &mut TracePoint = ebpf
+    let p: &mut RawTracePoint = ebpf
         .program_mut(prog)
         .ok_or(ProbeError::MissingProgram(prog))?
         .try_into()
         .map_err(|e| program_error(prog, e))?;
     p.load().map_err(|e| program_error(prog, e))?;
-    p.attach(category, name)
-        .map_err(|e| program_error(prog, e))?;
+    p.attach(tracepoint).map_err(|e| program_error(prog, e))?;
     Ok(())
 }
 

@@ -1,8 +1,9 @@
-//! Kernel struct and tracepoint field offsets of the running kernel, for the programs'
-//! globals: from BTF (/sys/kernel/btf/vmlinux) and the tracepoints' format files.
+//! Kernel struct offsets of the running kernel, for the programs' globals, from BTF
+//! (/sys/kernel/btf/vmlinux); the tracepoints' format files tell which arguments a
+//! tracepoint passes on this kernel.
 use std::path::Path;
 
-use gimbal_common::{ExitTpOffsets, SockOffsets, TaskOffsets, TcpTpOffsets, OFFSET_UNKNOWN};
+use gimbal_common::{ExitTpArgs, FlowOffsets, SockOffsets, TaskOffsets, OFFSET_UNKNOWN};
 
 use super::ProbeError;
 use crate::{btf::Btf, tracefs};
@@ -18,6 +19,8 @@ pub fn task(btf: &Btf) -> Result<TaskOffsets, ProbeError> {
         signal: off("task_struct", "signal")?,
         signal_live: off("signal_struct", "live")?,
         comm: off("task_struct", "comm")?,
+        pid: off("task_struct", "pid")?,
+        _pad: 0,
     })
 }
 
@@ -43,28 +46,36 @@ pub fn sock(btf: &Btf) -> SockOffsets {
     })
 }
 
-pub fn tcp_tracepoint(tracefs_root: &Path) -> Result<TcpTpOffsets, ProbeError> {
-    const TP: &str = "tcp/tcp_retransmit_skb";
-    let f = tracefs::read_format(tracefs_root, "tcp", "tcp_retransmit_skb")?;
-    let off = |name| tracefs::offset(&f, TP, name);
-    Ok(TcpTpOffsets {
-        skaddr: off("skaddr")?,
-        sport: off("sport")?,
-        dport: off("dport")?,
-        family: off("family")?,
-        saddr: off("saddr")?,
-        daddr: off("daddr")?,
-        saddr_v6: off("saddr_v6")?,
-        daddr_v6: off("daddr_v6")?,
+/// The flow fields of a socket, in its `sock_common` (`struct sock.__sk_common`).
+pub fn flow(btf: &Btf) -> Result<FlowOffsets, ProbeError> {
+    let off = |m: &str| btf.member_offset("sock", &format!("__sk_common.{m}"));
+    Ok(FlowOffsets {
+        family: off("skc_family")?,
+        num: off("skc_num")?,
+        dport: off("skc_dport")?,
+        rcv_saddr: off("skc_rcv_saddr")?,
+        daddr: off("skc_daddr")?,
+        v6_rcv_saddr: off("skc_v6_rcv_saddr")?,
+        v6_daddr: off("skc_v6_daddr")?,
+        _pad: 0,
     })
 }
 
-pub fn exit_tracepoints(tracefs_root: &Path) -> Result<ExitTpOffsets, ProbeError> {
+/// Whether `tcp_retransmit_skb` exists on this kernel: a clear error up front instead of
+/// the raw tracepoint's ENOENT.
+pub fn tcp_tracepoint(tracefs_root: &Path) -> Result<(), ProbeError> {
+    tracefs::read_format(tracefs_root, "tcp", "tcp_retransmit_skb")?;
+    Ok(())
+}
+
+/// The arguments the exit tracepoints pass here; their format files changed with them.
+pub fn exit_tracepoints(tracefs_root: &Path) -> Result<ExitTpArgs, ProbeError> {
     let exit = tracefs::read_format(tracefs_root, "sched", "sched_process_exit")?;
     let oom = tracefs::read_format(tracefs_root, "oom", "mark_victim")?;
-    Ok(ExitTpOffsets {
+    Ok(ExitTpArgs {
         // Absent before 6.16; the program then reads signal->live instead.
-        group_dead: exit.get("group_dead").map_or(OFFSET_UNKNOWN, |f| f.offset),
-        oom_pid: tracefs::offset(&oom, "oom/mark_victim", "pid")?,
+        group_dead: u32::from(exit.contains_key("group_dead")),
+        // `uid` came with the task argument (before: `mark_victim(int pid)`).
+        victim_is_task: u32::from(oom.contains_key("uid")),
     })
 }

@@ -35,7 +35,9 @@ impl Notifier {
                     return None;
                 }
             };
-            match UnixDatagram::unbound() {
+            // Non-blocking: a service manager that stops reading must not stall the
+            // agent's only thread (a full queue drops a ping; READY and STOPPING retry).
+            match UnixDatagram::unbound().and_then(|s| s.set_nonblocking(true).map(|()| s)) {
                 Ok(sock) => Some((sock, target)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot create the sd_notify socket");
@@ -64,14 +66,28 @@ impl Notifier {
     }
 
     pub fn ready(&mut self, status: &str) {
-        self.send(&format!(
-            "READY=1\nSTATUS={status}\nMAINPID={}",
-            std::process::id()
-        ));
+        let message = format!("READY=1\nSTATUS={status}\nMAINPID={}", std::process::id());
+        self.send_retrying(&message);
     }
 
     pub fn stopping(&mut self) {
-        self.send("STOPPING=1\nSTATUS=stopping");
+        self.send_retrying("STOPPING=1\nSTATUS=stopping");
+    }
+
+    /// State changes systemd must not miss: up to a second of retries on a full queue.
+    fn send_retrying(&mut self, message: &str) {
+        for _ in 0..100 {
+            match self.try_send(message) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                result => return log_failure(result, message),
+            }
+        }
+        tracing::warn!(
+            message,
+            "sd_notify: the service manager is not reading; gave up"
+        );
     }
 
     pub fn status(&mut self, status: &str) {
@@ -91,20 +107,29 @@ impl Notifier {
     }
 
     fn send(&mut self, message: &str) {
+        let result = self.try_send(message);
+        log_failure(result, message);
+    }
+
+    fn try_send(&self, message: &str) -> std::io::Result<()> {
         let Some((sock, target)) = &self.socket else {
-            return;
+            return Ok(());
         };
-        let sent = match target {
+        match target {
             Target::Path(p) => sock.send_to(message.as_bytes(), p),
             Target::Abstract(name) => {
                 use std::os::linux::net::SocketAddrExt;
                 std::os::unix::net::SocketAddr::from_abstract_name(name)
                     .and_then(|addr| sock.send_to_addr(message.as_bytes(), &addr))
             }
-        };
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, message, "sd_notify failed");
         }
+        .map(drop)
+    }
+}
+
+fn log_failure(result: std::io::Result<()>, message: &str) {
+    if let Err(e) = result {
+        tracing::warn!(error = %e, message, "sd_notify failed");
     }
 }
 

@@ -5,7 +5,7 @@
 use std::{
     io::{BufRead, BufReader, Read},
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use gimbal::{
@@ -134,8 +134,19 @@ impl Bpftrace {
     }
 
     fn stop(mut self) -> u64 {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        // bpftrace can miss a SIGINT that lands just before it sleeps in epoll_wait, and
+        // then waits for the next event forever (seen under qemu): repeat it until it exits.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "bpftrace ignored SIGINT for 20 s"
+            );
+            // SAFETY: signalling our own child, not yet reaped.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // Its whole output ("@n: 123") fits in the pipe, so it could exit before we read.
         let mut out = String::new();
         self.0
             .stdout
@@ -143,7 +154,6 @@ impl Bpftrace {
             .unwrap()
             .read_to_string(&mut out)
             .unwrap();
-        self.0.wait().unwrap();
         // "@n: 123"; no line at all when nothing was counted.
         out.lines()
             .find_map(|l| l.strip_prefix("@n: "))

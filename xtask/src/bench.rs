@@ -199,11 +199,17 @@ fn start(tracer: Tracer, bin: &std::path::Path) -> anyhow::Result<Option<Child>>
     }
 }
 
+/// SIGINT until it exits: bpftrace can miss one that lands just before it sleeps.
 fn stop(child: &mut Child) -> anyhow::Result<()> {
-    // SAFETY: signalling our own child by pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    child.wait()?;
-    Ok(())
+    for _ in 0..100 {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        // SAFETY: signalling our own child by pid, not yet reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    anyhow::bail!("pid {} ignored SIGINT for 20 s", child.id())
 }
 
 /// CPU time of all the process's threads, in ns (schedstat: exact, unlike clock ticks).

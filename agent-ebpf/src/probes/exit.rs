@@ -61,7 +61,7 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "mark_victim")]
 pub fn oom_mark_victim(ctx: RawTracePointContext) -> i32 {
     let args = unsafe { core::ptr::read_volatile(&EXIT_TP_ARGS) };
-    let first: u64 = unsafe { ctx.arg(0) };
+    let first: u64 = ctx.arg(0);
     let pid = if args.victim_is_task != 0 {
         let t = unsafe { core::ptr::read_volatile(&TASK_OFFSETS) };
         match unsafe { read_at::<u32>(first, t.pid) } {
@@ -133,7 +133,7 @@ fn is_last_thread(
 ) -> Result<bool, i64> {
     if tp.group_dead != 0 {
         // A bool in a 64-bit argument slot: only the low byte is defined.
-        let dead: u64 = unsafe { ctx.arg(1) };
+        let dead: u64 = ctx.arg(1);
         return Ok(dead & 0xff != 0);
     }
     // Kernels before 6.16: do_exit() has already decremented signal->live.

@@ -57,7 +57,7 @@ unsafe fn read_at<T>(base: u64, offset: u32) -> Result<T, i64> {
 }
 
 fn try_retransmit(ctx: &RawTracePointContext) -> Result<(), i64> {
-    let sk: u64 = unsafe { ctx.arg(0) };
+    let sk: u64 = ctx.arg(0);
     let cgroup_id = sock_cgroup_id(sk);
     if !cgroup_wanted(cgroup_id) {
         return Ok(());

@@ -79,11 +79,11 @@ pub fn test(timeout: Duration) -> anyhow::Result<()> {
 
     let log = vm.join("console.log");
     let outcome = boot::boot(&image, &initrd, &log, timeout)?;
+    println!("vm: console log in {}", log.display());
     println!(
-        "vm: {} passed, {} failed (console log: {})",
+        "vm: {} passed, {} failed",
         outcome.passed.len(),
-        outcome.failed.len(),
-        log.display()
+        outcome.failed.len()
     );
     if outcome.failed.is_empty() && outcome.finished {
         return Ok(());

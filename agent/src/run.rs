@@ -15,6 +15,7 @@ use crate::{
     metrics::{self, AgentInfo, Exposition},
     model::Model,
     probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes},
+    remediate::Throttler,
     rules::{Engine, NodeInputs},
     service::{Health, Notifier},
     watch::{WatchStatus, Watcher},
@@ -61,6 +62,8 @@ pub async fn run(
     let registry = Arc::new(Exposition::registry(model.clone(), info, delivery.clone()));
     let addr: SocketAddr = listener.local_addr()?;
     let (mut watcher, mut engine) = alerting(&config, &cgroup2, addr, &delivery)?;
+    // First gives back whatever a killed predecessor left throttled.
+    let mut throttler = Throttler::new(&config, &cgroup2, &mut lock(&model).remediations);
     let probe_status = probes.status.clone();
     tracing::info!(
         syscall_hist_entries = probes.syscall_hist_entries,
@@ -89,6 +92,7 @@ pub async fn run(
                 m.apply(sample);
                 watcher.tick(now, &m.syscall_latency.series);
                 evaluate(&mut engine, &watcher, &mut m, &probe_status, now);
+                throttler.step(&engine.firing(), now, &mut m.remediations);
                 drop(m);
                 health.turned();
                 if !health.ready() {
@@ -120,6 +124,7 @@ pub async fn run(
                 }
                 if touched {
                     evaluate(&mut engine, &watcher, &mut m, &probe_status, now);
+                    throttler.step(&engine.firing(), now, &mut m.remediations);
                 }
             }
             _ = sighup.recv() => {
@@ -139,6 +144,10 @@ pub async fn run(
                             tracing::warn!("SIGHUP: {what} changed; that takes effect on restart");
                         }
                         (watcher, engine) = parts;
+                        // Rules may have changed: give everything back; the next tick
+                        // throttles again what the new rules still call for.
+                        throttler.release_all("config reloaded", &mut m.remediations);
+                        throttler = Throttler::new(&new, &cgroup2, &mut m.remediations);
                         config = new;
                         m.config_reloads[0] += 1;
                         tracing::info!(path = %path.display(), "SIGHUP: config reloaded (targets, alerting, rules)");
@@ -155,6 +164,7 @@ pub async fn run(
         }
     }
     notifier.stopping();
+    throttler.release_all("agent stopping", &mut lock(&model).remediations);
     tracing::info!("stopping: saving target histories, detaching probes");
     watcher.save();
     http.abort();

@@ -5,6 +5,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command},
     sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
 };
 
 use gimbal::cgroups::CgroupNames;
@@ -264,4 +265,97 @@ pub fn wait_status(child: &mut Child) -> i32 {
         std::io::Error::last_os_error()
     );
     status
+}
+
+/// A cpu cgroup this test owns: v1 (a child of this process's own cpu cgroup) where the
+/// cpu controller is mounted on its own, else the cgroup2 test group.
+pub enum CpuGroup {
+    V1(PathBuf),
+    V2(TestCgroup),
+}
+
+impl Default for CpuGroup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuGroup {
+    pub fn new() -> Self {
+        let v1 = Path::new("/sys/fs/cgroup/cpu");
+        if v1.join("cpu.cfs_quota_us").is_file() {
+            let own = std::fs::read_to_string("/proc/self/cgroup")
+                .unwrap()
+                .lines()
+                .find_map(|l| {
+                    let mut parts = l.splitn(3, ':');
+                    let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                    controllers
+                        .split(',')
+                        .any(|c| c == "cpu")
+                        .then(|| path.trim_start_matches('/').to_string())
+                })
+                .expect("a v1 cpu line in /proc/self/cgroup");
+            let dir = v1.join(own).join(unique("throttle"));
+            std::fs::create_dir(&dir).expect("create a v1 cpu cgroup");
+            return Self::V1(dir);
+        }
+        let group = TestCgroup::new("throttle");
+        assert!(
+            group.path.join("cpu.max").is_file(),
+            "neither a v1 cpu hierarchy nor the cpu controller on cgroup2 here"
+        );
+        Self::V2(group)
+    }
+
+    /// The path as the agent matches it: relative to the hierarchy's mount.
+    pub fn relative(&self) -> String {
+        match self {
+            Self::V1(dir) => dir
+                .strip_prefix("/sys/fs/cgroup/cpu")
+                .unwrap()
+                .display()
+                .to_string(),
+            Self::V2(g) => g.name.clone(),
+        }
+    }
+
+    /// The file that holds its CPU quota.
+    pub fn quota_file(&self) -> PathBuf {
+        match self {
+            Self::V1(dir) => dir.join("cpu.cfs_quota_us"),
+            Self::V2(g) => g.path.join("cpu.max"),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        match self {
+            Self::V1(dir) => dir,
+            Self::V2(g) => &g.path,
+        }
+    }
+}
+
+impl Drop for CpuGroup {
+    fn drop(&mut self) {
+        if let Self::V1(dir) = self {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// CPUs' worth of time the process used over `window` (schedstat: ns on CPU, exact).
+pub fn cpu_share(pid: u32, window: Duration) -> f64 {
+    let on_cpu = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (t0, c0) = (Instant::now(), on_cpu());
+    std::thread::sleep(window);
+    (on_cpu() - c0) as f64 / t0.elapsed().as_nanos() as f64
 }

@@ -2,81 +2,10 @@
 //! is held to the quota (its CPU time, from the kernel's schedstat, drops to about 0.2 of a
 //! CPU) and gets its CPU back when a *restarted* journal (an agent killed while the limit
 //! was active) restores the value it replaced.
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
 use gimbal::remediate::{Limit, LimitJournal};
-use gimbal_tests::{require_root, sibling_binary, spawn_in, unique, TempDir, TestCgroup};
-
-/// A cpu cgroup this test owns: v1 (a child of this process's own cpu cgroup) where the
-/// cpu controller is mounted on its own, else the cgroup2 test group.
-enum CpuGroup {
-    V1(PathBuf),
-    V2(TestCgroup),
-}
-
-impl CpuGroup {
-    fn new() -> Self {
-        let v1 = Path::new("/sys/fs/cgroup/cpu");
-        if v1.join("cpu.cfs_quota_us").is_file() {
-            let own = std::fs::read_to_string("/proc/self/cgroup")
-                .unwrap()
-                .lines()
-                .find_map(|l| {
-                    let mut parts = l.splitn(3, ':');
-                    let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-                    controllers
-                        .split(',')
-                        .any(|c| c == "cpu")
-                        .then(|| path.trim_start_matches('/').to_string())
-                })
-                .expect("a v1 cpu line in /proc/self/cgroup");
-            let dir = v1.join(own).join(unique("throttle"));
-            std::fs::create_dir(&dir).expect("create a v1 cpu cgroup");
-            return Self::V1(dir);
-        }
-        let group = TestCgroup::new("throttle");
-        assert!(
-            group.path.join("cpu.max").is_file(),
-            "neither a v1 cpu hierarchy nor the cpu controller on cgroup2 here"
-        );
-        Self::V2(group)
-    }
-
-    fn dir(&self) -> &Path {
-        match self {
-            Self::V1(dir) => dir,
-            Self::V2(g) => &g.path,
-        }
-    }
-}
-
-impl Drop for CpuGroup {
-    fn drop(&mut self) {
-        if let Self::V1(dir) = self {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
-
-/// CPUs' worth of time the process used over `window` (schedstat: ns on CPU, exact).
-fn cpu_share(pid: u32, window: Duration) -> f64 {
-    let on_cpu = || -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (t0, c0) = (Instant::now(), on_cpu());
-    std::thread::sleep(window);
-    (on_cpu() - c0) as f64 / t0.elapsed().as_nanos() as f64
-}
+use gimbal_tests::{cpu_share, require_root, sibling_binary, spawn_in, CpuGroup, TempDir};
 
 #[test]
 fn cpu_limit_holds_a_hog_to_its_quota_and_a_restarted_journal_gives_it_back() {

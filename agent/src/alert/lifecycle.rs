@@ -196,6 +196,15 @@ impl Alerts {
         }
     }
 
+    /// The labels of every firing alert (what remediation acts on).
+    pub fn firing(&self) -> Vec<AlertLabels> {
+        self.active
+            .iter()
+            .filter(|(_, a)| a.state == State::Firing)
+            .map(|(l, _)| l.clone())
+            .collect()
+    }
+
     /// Alerts in each state, for `gimbal_alerts{alertname,state}`.
     pub fn states(&self) -> impl Iterator<Item = (&str, State)> {
         self.active

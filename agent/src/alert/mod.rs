@@ -6,5 +6,5 @@ mod spool;
 mod time;
 
 pub use alertmanager::{basic_auth, tls_connector, Deliverer, DeliveryStats, Endpoint};
-pub use lifecycle::{Alerts, Notification, Snapshot, State};
+pub use lifecycle::{AlertLabels, Alerts, Notification, Snapshot, State};
 pub use time::rfc3339;

@@ -13,7 +13,8 @@ use toml::{de::DeValue, Spanned};
 pub use duration::HumanDuration;
 pub use errors::{ConfigError, ConfigErrors};
 
-const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`";
+const SECTIONS: &str =
+    "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`";
 
 /// The default configuration, embedded in the binary and shipped as /etc/gimbal/gimbal.toml.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -28,6 +29,79 @@ pub struct Config {
     pub alerting: AlertingConfig,
     /// `[[rules]]`: the user's own alert rules.
     pub rules: Vec<RuleConfig>,
+    pub remediation: RemediationConfig,
+    /// `[[throttle]]`: CPU limits on other cgroups while an alert fires.
+    pub throttles: Vec<ThrottleConfig>,
+}
+
+/// `[remediation]`: whether actions change the host, and what they may never touch.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RemediationConfig {
+    /// `dry-run` (the default): every action is decided, logged and counted, and nothing
+    /// on the host changes. `enforce`: actions are carried out.
+    pub mode: RemediationMode,
+    /// Cgroup path segments no action touches (systemd unit names). Replaces the default
+    /// list; the root cgroup, init.scope and the agent's own cgroup are always refused.
+    pub protected: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemediationMode {
+    DryRun,
+    Enforce,
+}
+
+impl RemediationMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::DryRun => "dry-run",
+            Self::Enforce => "enforce",
+        }
+    }
+}
+
+impl Default for RemediationConfig {
+    fn default() -> Self {
+        Self {
+            mode: RemediationMode::DryRun,
+            protected: [
+                "kubelet.service",
+                "containerd.service",
+                "docker.service",
+                "crio.service",
+                "sshd.service",
+                "ssh.service",
+                "systemd-journald.service",
+                "nvidia-persistenced.service",
+                "nvidia-fabricmanager.service",
+                "dbus.service",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+/// `[[throttle]]`: while alert `when` fires (for `target`, if set), hold the cgroups
+/// matching `cgroups` to `cpu` CPUs; give the capacity back when it resolves or `ttl` ends.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    pub name: String,
+    /// The alertname that triggers it, e.g. `TargetLatencySLIBelowObjective`.
+    pub when: String,
+    /// Only alerts whose `target` label is this.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Globs over cgroup paths, like `[[targets]] cgroup`: the best-effort groups.
+    pub cgroups: Vec<String>,
+    /// CPUs' worth of time each matched cgroup may use (0.5 = half a CPU).
+    pub cpu: f64,
+    /// The longest a throttle stays, even if the alert keeps firing.
+    #[serde(default = "defaults::throttle_ttl")]
+    pub ttl: HumanDuration,
 }
 
 /// `[[rules]]`: an alert on any exported series (see rules/expr.rs for the syntax).
@@ -170,6 +244,9 @@ mod defaults {
     }
     pub fn crash_loop_window() -> HumanDuration {
         HumanDuration::from_secs(600)
+    }
+    pub fn throttle_ttl() -> HumanDuration {
+        HumanDuration::from_secs(1800)
     }
 }
 
@@ -339,6 +416,8 @@ impl Config {
                 "targets" => section_list(value, &mut errors, &mut config.targets),
                 "alerting" => section(value, &mut errors, &mut config.alerting),
                 "rules" => section_list(value, &mut errors, &mut config.rules),
+                "remediation" => section(value, &mut errors, &mut config.remediation),
+                "throttle" => section_list(value, &mut errors, &mut config.throttles),
                 other => errors.push_at(
                     key.span(),
                     format!("unknown section `{other}`, expected one of {SECTIONS}"),
@@ -531,6 +610,19 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
     }
     if config.labels.max_series_per_metric == 0 {
         errors.push_field("labels.max_series_per_metric", "must be at least 1".into());
+    }
+    for t in &config.throttles {
+        if !(t.cpu >= 0.01 && t.cpu.is_finite()) {
+            let msg = format!(
+                "[[throttle]] `{}`: cpu must be at least 0.01 (CPUs)",
+                t.name
+            );
+            errors.push_field("throttle.cpu", msg);
+        }
+        if t.cgroups.is_empty() {
+            let msg = format!("[[throttle]] `{}`: cgroups lists no glob", t.name);
+            errors.push_field("throttle.cgroups", msg);
+        }
     }
 }
 

@@ -175,6 +175,16 @@ impl Collector for Exposition {
             m.encode_family(&[("result", result)])?
                 .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
         }
+        let mut m = e.encode_descriptor(
+            "gimbal_remediations",
+            "Remediation actions by action and result (dry_run: decided, not carried out)",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((action, result), n) in &model.remediations {
+            m.encode_family(&[("action", *action), ("result", *result)])?
+                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        }
         drop(model);
         self.encode_delivery(&mut e)
     }

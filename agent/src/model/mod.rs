@@ -103,6 +103,8 @@ pub struct Model {
     pub drops: [u64; DROP_KINDS as usize],
     /// SIGHUP reloads: [accepted, rejected].
     pub config_reloads: [u64; 2],
+    /// Remediation actions by (action, result).
+    pub remediations: crate::remediate::Counts,
     /// Targets and alerts, as the watcher last saw them.
     pub watch: crate::watch::WatchStatus,
     hist_last: std::collections::HashMap<SyscallKey, WrappedHist>,
@@ -120,6 +122,7 @@ impl Model {
             drops: [0; DROP_KINDS as usize],
             watch: Default::default(),
             config_reloads: [0; 2],
+            remediations: Default::default(),
             hist_last: Default::default(),
             errors_last: Deltas::default(),
             tcp_last: Deltas::default(),

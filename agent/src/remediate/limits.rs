@@ -98,6 +98,10 @@ impl LimitJournal {
     /// Restores everything pending (at start, after a crash, and at stop). Returns the
     /// changes that could not be restored, with why.
     pub fn revert_all(&mut self) -> Vec<(Change, io::Error)> {
+        if self.changes.is_empty() {
+            // Nothing to do, and nothing written: the state dir is created when needed.
+            return Vec::new();
+        }
         let mut failed = Vec::new();
         for change in std::mem::take(&mut self.changes) {
             if let Err(e) = restore(&change) {

@@ -297,6 +297,11 @@ impl Engine {
         }
     }
 
+    /// The labels of every firing alert.
+    pub fn firing(&self) -> Vec<crate::alert::AlertLabels> {
+        self.alerts.firing()
+    }
+
     /// Active alerts per (alertname, state), for `gimbal_alerts`.
     pub fn alert_states(&self) -> BTreeMap<(String, &'static str), u64> {
         let mut out = BTreeMap::new();

@@ -1,0 +1,65 @@
+//! The remediation audit trail: a write-ahead JSON-lines log in the state directory. The
+//! intent is on disk (fsync) before the host is touched and the outcome after, so a crash
+//! in between leaves an intent without outcome to investigate, never a silent change.
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+/// Past this size the log is rotated to `audit.jsonl.1` (one old file kept).
+const MAX_BYTES: u64 = 8 << 20;
+
+pub struct AuditLog {
+    path: PathBuf,
+}
+
+/// One line of the log.
+pub struct Entry<'a> {
+    pub phase: &'a str,
+    pub action: &'a str,
+    pub rule: &'a str,
+    pub cgroup: &'a str,
+    pub mode: &'a str,
+    pub detail: &'a str,
+    pub result: &'a str,
+}
+
+impl AuditLog {
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            path: state_dir.join("remediation/audit.jsonl"),
+        }
+    }
+
+    pub fn record(&self, e: &Entry, now: SystemTime) {
+        let line = serde_json::json!({
+            "time": crate::alert::rfc3339(now),
+            "phase": e.phase,
+            "action": e.action,
+            "rule": e.rule,
+            "cgroup": e.cgroup,
+            "mode": e.mode,
+            "detail": e.detail,
+            "result": e.result,
+        });
+        if let Err(err) = self.append(&format!("{line}\n")) {
+            tracing::error!(path = %self.path.display(), error = %err, "cannot write the remediation audit log");
+        }
+    }
+
+    fn append(&self, line: &str) -> std::io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() > MAX_BYTES) {
+            std::fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        file.write_all(line.as_bytes())?;
+        file.sync_data()
+    }
+}

@@ -1,0 +1,60 @@
+//! What no action may touch. The hard part cannot be lifted by config: the root cgroup,
+//! PID 1's `init.scope`, and the agent's own cgroup with its ancestors (limiting those
+//! would limit the agent). The protected unit names (kubelet, containerd, sshd …) come
+//! from `[remediation] protected`, whose default config can change.
+pub struct Guard {
+    protected: Vec<String>,
+    /// The agent's own cgroup, as path segments in the hierarchy actions write to.
+    own: Vec<String>,
+}
+
+impl Guard {
+    pub fn new(protected: &[String], own_cgroup: &str) -> Self {
+        Self {
+            protected: protected.to_vec(),
+            own: segments(own_cgroup).map(String::from).collect(),
+        }
+    }
+
+    /// Why an action on the cgroup at `path` (relative to its hierarchy) is refused.
+    pub fn refusal(&self, path: &str) -> Option<String> {
+        let segs: Vec<&str> = segments(path).collect();
+        if segs.is_empty() {
+            return Some("the root cgroup".into());
+        }
+        if segs.contains(&"init.scope") {
+            return Some("init.scope holds PID 1".into());
+        }
+        if self.own.len() >= segs.len() && self.own.iter().zip(&segs).all(|(a, b)| a == b) {
+            return Some("the agent's own cgroup or one above it".into());
+        }
+        segs.iter()
+            .find(|s| self.protected.iter().any(|p| p == *s))
+            .map(|s| format!("{s} is protected ([remediation] protected)"))
+    }
+}
+
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_root_pid1_the_agent_and_its_ancestors_and_protected_units() {
+        let g = Guard::new(&["sshd.service".into()], "system.slice/gimbal.service");
+        assert!(g.refusal("/").is_some());
+        assert!(g.refusal("init.scope").is_some());
+        assert!(g.refusal("system.slice").is_some());
+        assert!(g.refusal("system.slice/gimbal.service").is_some());
+        assert!(g.refusal("system.slice/sshd.service").is_some());
+        assert!(g.refusal("system.slice/batch.service").is_none());
+        assert!(g.refusal("system.slice/gimbal.service.d").is_none());
+        // An agent in the root cgroup (containers, plain hosts) still refuses the root.
+        let root = Guard::new(&[], "/");
+        assert!(root.refusal("").is_some());
+        assert!(root.refusal("batch").is_none());
+    }
+}

@@ -115,14 +115,16 @@ fn octal_byte(digits: [u8; 3]) -> Option<u8> {
 }
 
 /// Resolves cgroup ids to paths relative to the cgroup2 mount, walking the
-/// tree on a cache miss at most once per `min_rescan`.
-#[derive(Debug)]
+/// tree on a cache miss at most once per `min_rescan`. Clones share the cache: the exit
+/// reader then names a cgroup that the map reader saw alive even when the cgroup is gone
+/// by the time its last process's exit event is read.
+#[derive(Debug, Clone)]
 pub struct CgroupNames {
     root: PathBuf,
     min_rescan: Duration,
     /// Exactly what the last walk found: each walk replaces it, so removed
     /// cgroups drop out and the size follows the host, not the history.
-    names: HashMap<u64, Arc<str>>,
+    names: Arc<std::sync::Mutex<HashMap<u64, Arc<str>>>>,
     last_walk: Option<Instant>,
 }
 
@@ -170,7 +172,7 @@ impl CgroupNames {
         Self {
             root,
             min_rescan,
-            names: HashMap::new(),
+            names: Default::default(),
             last_walk: None,
         }
     }
@@ -196,14 +198,16 @@ impl CgroupNames {
     /// The path of cgroup `id` relative to the root ("a/b", or "/" for the
     /// root itself), or `None` if no walk has found it.
     pub fn resolve(&mut self, id: u64) -> Option<Arc<str>> {
-        if let Some(name) = self.names.get(&id) {
+        // Plain inserts and lookups: a panic elsewhere cannot leave it inconsistent.
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(name) = names.get(&id) {
             return Some(Arc::clone(name));
         }
         // A new cgroup: ask the kernel for this one id (O(1)) before walking.
         if let Some(name) = by_handle(&self.root, id) {
             let name: Arc<str> = Arc::from(name);
-            if self.names.len() < MAX_CGROUPS {
-                self.names.insert(id, Arc::clone(&name));
+            if names.len() < MAX_CGROUPS {
+                names.insert(id, Arc::clone(&name));
             }
             return Some(name);
         }
@@ -215,9 +219,9 @@ impl CgroupNames {
         if !due {
             return None;
         }
-        self.names = walk(&self.root);
+        *names = walk(&self.root);
         self.last_walk = Some(Instant::now());
-        self.names.get(&id).cloned()
+        names.get(&id).cloned()
     }
 
     /// The id (directory inode) of the cgroup at `relative` below the root;
@@ -470,8 +474,13 @@ mod tests {
 
         // The root, three directories and two services; the file and the
         // symlink are not cgroups.
-        assert_eq!(names.names.len(), 5);
-        assert!(names.names.values().all(|n| !n.contains("link")));
+        assert_eq!(names.names.lock().unwrap().len(), 5);
+        assert!(names
+            .names
+            .lock()
+            .unwrap()
+            .values()
+            .all(|n| !n.contains("link")));
         assert_eq!(names.resolve(u64::MAX), None);
     }
 
@@ -519,6 +528,19 @@ mod tests {
     }
 
     #[test]
+    fn a_clone_names_a_cgroup_the_other_saw_before_it_was_removed() {
+        let tree = TempTree::new();
+        tree.mkdir("unit");
+        let mut maps = CgroupNames::new(tree.0.clone(), Duration::from_secs(3600));
+        let mut exits = maps.clone();
+        let id = maps.id_of("unit").unwrap();
+        assert_eq!(maps.resolve(id).as_deref(), Some("unit"));
+        fs::remove_dir(tree.0.join("unit")).unwrap();
+        // The exit event of the unit's last process arrives after its cgroup is gone.
+        assert_eq!(exits.resolve(id).as_deref(), Some("unit"));
+    }
+
+    #[test]
     fn walk_replaces_cache_so_removed_cgroups_drop_out() {
         let tree = TempTree::new();
         tree.mkdir("gone");
@@ -530,8 +552,8 @@ mod tests {
         fs::remove_dir(tree.0.join("gone")).unwrap();
         // An unknown id triggers a walk, which forgets the removed cgroup.
         assert_eq!(names.resolve(u64::MAX), None);
-        assert!(!names.names.contains_key(&gone));
-        assert_eq!(names.names.len(), 2);
+        assert!(!names.names.lock().unwrap().contains_key(&gone));
+        assert_eq!(names.names.lock().unwrap().len(), 2);
     }
 
     #[test]

@@ -43,14 +43,10 @@ pub async fn run(
     let mut probes = Probes::load(&LoadOptions::from(&config))
         .context("loading the eBPF programs (gimbal needs root, or CAP_BPF and CAP_PERFMON)")?;
     let cgroup2 = CgroupNames::from_host()?.root().to_path_buf();
-    let mut maps = MapReader::new(
-        &mut probes,
-        CgroupNames::new(cgroup2.clone(), CGROUP_RESCAN),
-    )?;
-    let mut exits = ExitReader::new(
-        &mut probes,
-        CgroupNames::new(cgroup2.clone(), CGROUP_RESCAN),
-    )?;
+    // One name cache for both readers (see CgroupNames).
+    let names = CgroupNames::new(cgroup2.clone(), CGROUP_RESCAN);
+    let mut maps = MapReader::new(&mut probes, names.clone())?;
+    let mut exits = ExitReader::new(&mut probes, names)?;
 
     let model = Arc::new(Mutex::new(Model::new(config.labels.max_series_per_metric)));
     let info = AgentInfo {

@@ -180,17 +180,7 @@ impl MemoryLimit {
                 inside_cgroup2: true,
             };
         }
-        let own = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
-        let rel = own
-            .lines()
-            .find_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-                ctrls
-                    .split(',')
-                    .any(|c| c == "memory")
-                    .then(|| path.trim_start_matches('/').to_string())
-            })
+        let rel = own_v1_cgroup("memory")
             .expect("no memory controller: neither cgroup2 memory.max nor a v1 memory cgroup");
         let dir = Path::new("/sys/fs/cgroup/memory")
             .join(rel)
@@ -284,18 +274,7 @@ impl CpuGroup {
     pub fn new() -> Self {
         let v1 = Path::new("/sys/fs/cgroup/cpu");
         if v1.join("cpu.cfs_quota_us").is_file() {
-            let own = std::fs::read_to_string("/proc/self/cgroup")
-                .unwrap()
-                .lines()
-                .find_map(|l| {
-                    let mut parts = l.splitn(3, ':');
-                    let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-                    controllers
-                        .split(',')
-                        .any(|c| c == "cpu")
-                        .then(|| path.trim_start_matches('/').to_string())
-                })
-                .expect("a v1 cpu line in /proc/self/cgroup");
+            let own = own_v1_cgroup("cpu").expect("a v1 cpu line in /proc/self/cgroup");
             let dir = v1.join(own).join(unique("throttle"));
             std::fs::create_dir(&dir).expect("create a v1 cpu cgroup");
             return Self::V1(dir);
@@ -358,4 +337,17 @@ pub fn cpu_share(pid: u32, window: Duration) -> f64 {
     let (t0, c0) = (Instant::now(), on_cpu());
     std::thread::sleep(window);
     (on_cpu() - c0) as f64 / t0.elapsed().as_nanos() as f64
+}
+
+/// This process's cgroup in the v1 hierarchy of `controller`, relative to its mount.
+fn own_v1_cgroup(controller: &str) -> Option<String> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    own.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+        ctrls
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.trim_start_matches('/').to_string())
+    })
 }

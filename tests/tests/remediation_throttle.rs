@@ -137,6 +137,14 @@ fn a_firing_alert_throttles_the_noisy_cgroup_and_a_killed_agent_is_undone_on_res
         original,
         "restored by the next agent"
     );
+    let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
+    let restore = audit
+        .lines()
+        .rev()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["rule"] == "(left by the previous agent)" && l["phase"] == "outcome")
+        .unwrap_or_else(|| panic!("no audited outcome of the restore at start:\n{audit}"));
+    assert_eq!(restore["result"], "done");
     let dry = "gimbal_remediations_total{action=\"throttle\",result=\"dry_run\"} ";
     wait_until("the dry-run decision", || metric(&next, dry) == Some(1.0));
     assert_eq!(

@@ -27,14 +27,14 @@ pub fn build_as(version: Option<&str>, out: &Path) -> anyhow::Result<PathBuf> {
     if let Some(v) = version {
         cmd.args(["--deb-version", v]);
     }
-    let stdout = cmd.output()?;
-    if !stdout.status.success() {
+    let out = cmd.output()?;
+    if !out.status.success() {
         anyhow::bail!(
             "cargo deb failed:\n{}",
-            String::from_utf8_lossy(&stdout.stderr)
+            String::from_utf8_lossy(&out.stderr)
         );
     }
-    let path = PathBuf::from(String::from_utf8_lossy(&stdout.stdout).trim());
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     println!("xtask: built {}", path.display());
     Ok(path)
 }

@@ -41,24 +41,38 @@ impl Throttler {
         let (root, own) = cpu_hierarchy(cgroup2);
         let mut journal = LimitJournal::open(&config.agent.state_dir);
         let audit = AuditLog::new(&config.agent.state_dir);
-        for change in journal.pending().to_vec() {
-            tracing::warn!(cgroup = %change.cgroup.display(), "restoring a limit left by the previous agent");
+        let pending = journal.pending().to_vec();
+        let record = |change: &crate::remediate::Change, phase: &str, result: &str| {
             audit.record(
                 &Entry {
-                    phase: "intent",
+                    phase,
                     action: "unthrottle",
                     rule: "(left by the previous agent)",
                     cgroup: &change.cgroup.display().to_string(),
                     mode: config.remediation.mode.name(),
                     detail: &format!("{} back to {}", change.file, change.previous),
-                    result: "pending",
+                    result,
                 },
                 SystemTime::now(),
-            );
+            )
+        };
+        for change in &pending {
+            tracing::warn!(cgroup = %change.cgroup.display(), "restoring a limit left by the previous agent");
+            record(change, "intent", "pending");
         }
-        for (change, e) in journal.revert_all() {
-            tracing::error!(cgroup = %change.cgroup.display(), error = %e, "cannot restore a limit");
-            *counts.entry(("unthrottle", "failed")).or_default() += 1;
+        let failed = journal.revert_all();
+        for change in &pending {
+            match failed.iter().find(|(c, _)| c == change) {
+                Some((_, e)) => {
+                    tracing::error!(cgroup = %change.cgroup.display(), error = %e, "cannot restore a limit");
+                    record(change, "outcome", "failed");
+                    *counts.entry(("unthrottle", "failed")).or_default() += 1;
+                }
+                None => {
+                    record(change, "outcome", "done");
+                    *counts.entry(("unthrottle", "done")).or_default() += 1;
+                }
+            }
         }
         Self {
             mode: config.remediation.mode,

@@ -45,11 +45,10 @@ impl Health {
     /// Whether the main loop turned recently. Before the first turn the agent counts as
     /// alive (loading the probes can take seconds on a large BTF).
     pub fn alive(&self) -> bool {
-        let last = Duration::from_millis(self.last_turn_ms.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(last) < self.stall_after
+        self.stalled_for() < self.stall_after
     }
 
-    /// A description for the HTTP body and logs.
+    /// How long since the main loop last turned (or since start, before its first turn).
     pub fn stalled_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_turn_ms.load(Ordering::Relaxed));
         self.started.elapsed().saturating_sub(last)

@@ -100,9 +100,9 @@ pub async fn run(
                 }
             }
             // A stuck loop (a map read that never returns) stops these pings, and systemd
-            // restarts the agent.
+            // restarts the agent. None before READY: start-up is TimeoutStartSec's to judge.
             _ = watchdog.tick() => {
-                if health.alive() {
+                if health.ready() && health.alive() {
                     notifier.watchdog();
                 }
             }

@@ -15,7 +15,7 @@ use crate::{
     metrics::{self, AgentInfo, Exposition},
     model::Model,
     probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes},
-    remediate::Throttler,
+    remediate::{Supervisor, Throttler},
     rules::{Engine, NodeInputs},
     service::{Health, Notifier},
     watch::{WatchStatus, Watcher},
@@ -60,6 +60,9 @@ pub async fn run(
     let (mut watcher, mut engine) = alerting(&config, &cgroup2, addr, &delivery)?;
     // First gives back whatever a killed predecessor left throttled.
     let mut throttler = Throttler::new(&config, &cgroup2, &mut lock(&model).remediations);
+    // Supervised processes report what they did here; the loop records it in the model.
+    let (actions_tx, mut actions) = tokio::sync::mpsc::unbounded_channel();
+    let mut supervisor = Supervisor::start(&config, &cgroup2, actions_tx);
     let probe_status = probes.status.clone();
     tracing::info!(
         syscall_hist_entries = probes.syscall_hist_entries,
@@ -123,6 +126,9 @@ pub async fn run(
                     throttler.step(&engine.firing(), now, &mut m.remediations);
                 }
             }
+            Some(action) = actions.recv() => {
+                lock(&model).remediations.record(action);
+            }
             _ = sighup.recv() => {
                 let Some(path) = &config_path else {
                     tracing::warn!("SIGHUP: nothing to reload, the agent runs on the embedded defaults");
@@ -144,6 +150,8 @@ pub async fn run(
                         // throttles again what the new rules still call for.
                         throttler.release_all("config reloaded", &mut m.remediations);
                         throttler = Throttler::new(&new, &cgroup2, &mut m.remediations);
+                        m.remediations.forget_gave_up();
+                        supervisor.reload(&new);
                         config = new;
                         m.config_reloads[0] += 1;
                         tracing::info!(path = %path.display(), "SIGHUP: config reloaded (targets, alerting, rules)");

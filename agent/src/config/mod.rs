@@ -13,8 +13,7 @@ use toml::{de::DeValue, Spanned};
 pub use duration::HumanDuration;
 pub use errors::{ConfigError, ConfigErrors};
 
-const SECTIONS: &str =
-    "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`";
+const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`";
 
 /// The default configuration, embedded in the binary and shipped as /etc/gimbal/gimbal.toml.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -32,6 +31,10 @@ pub struct Config {
     pub remediation: RemediationConfig,
     /// `[[throttle]]`: CPU limits on other cgroups while an alert fires.
     pub throttles: Vec<ThrottleConfig>,
+    /// `[[restart]]`: systemd units restarted when their target goes down.
+    pub restarts: Vec<RestartConfig>,
+    /// `[[supervise]]`: processes the agent runs and restarts itself.
+    pub supervise: Vec<SuperviseConfig>,
 }
 
 /// `[remediation]`: whether actions change the host, and what they may never touch.
@@ -44,6 +47,18 @@ pub struct RemediationConfig {
     /// Cgroup path segments no action touches (systemd unit names). Replaces the default
     /// list; the root cgroup, init.scope and the agent's own cgroup are always refused.
     pub protected: Vec<String>,
+    /// Restart backoff: the delay after the second quick failure in a row, doubled after
+    /// each further one up to `backoff_max` (the first restart is immediate).
+    pub backoff: HumanDuration,
+    pub backoff_max: HumanDuration,
+    /// A run at least this long counts as healthy: the backoff starts over.
+    pub stable_after: HumanDuration,
+    /// After this many quick failures in a row, stop restarting and raise
+    /// GimbalRemediationGaveUp.
+    pub give_up_after: u32,
+    /// The cgroup2 directory (relative to the mount) that holds one cgroup per
+    /// `[[supervise]]` process.
+    pub supervised_cgroup: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -80,8 +95,51 @@ impl Default for RemediationConfig {
             ]
             .map(String::from)
             .to_vec(),
+            backoff: HumanDuration::from_secs(10),
+            backoff_max: HumanDuration::from_secs(300),
+            stable_after: HumanDuration::from_secs(600),
+            give_up_after: 6,
+            supervised_cgroup: "gimbal.supervised".into(),
         }
     }
+}
+
+/// `[[restart]]`: when `when` fires for `target`, restart its systemd unit through D-Bus.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartConfig {
+    /// A `[[targets]]` name; the target must select a systemd `unit`.
+    pub target: String,
+    #[serde(default = "defaults::restart_when")]
+    pub when: String,
+}
+
+/// `[[supervise]]`: a process the agent starts, and restarts when it exits (hosts
+/// without systemd). It keeps running when the agent stops; the next agent adopts it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuperviseConfig {
+    pub name: String,
+    /// The program (absolute path) and its arguments.
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default = "defaults::root_dir")]
+    pub cwd: std::path::PathBuf,
+    /// Run as this user (name or uid) and its primary group; the agent's own by default.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `on-failure` (the default): restart unless it exited with status 0. `always`.
+    #[serde(default)]
+    pub restart: RestartWhen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartWhen {
+    #[default]
+    OnFailure,
+    Always,
 }
 
 /// `[[throttle]]`: while alert `when` fires (for `target`, if set), hold the cgroups
@@ -247,6 +305,12 @@ mod defaults {
     }
     pub fn throttle_ttl() -> HumanDuration {
         HumanDuration::from_secs(1800)
+    }
+    pub fn restart_when() -> String {
+        "TargetDown".into()
+    }
+    pub fn root_dir() -> std::path::PathBuf {
+        "/".into()
     }
 }
 
@@ -418,6 +482,8 @@ impl Config {
                 "rules" => section_list(value, &mut errors, &mut config.rules),
                 "remediation" => section(value, &mut errors, &mut config.remediation),
                 "throttle" => section_list(value, &mut errors, &mut config.throttles),
+                "restart" => section_list(value, &mut errors, &mut config.restarts),
+                "supervise" => section_list(value, &mut errors, &mut config.supervise),
                 other => errors.push_at(
                     key.span(),
                     format!("unknown section `{other}`, expected one of {SECTIONS}"),
@@ -622,6 +688,73 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
         if t.cgroups.is_empty() {
             let msg = format!("[[throttle]] `{}`: cgroups lists no glob", t.name);
             errors.push_field("throttle.cgroups", msg);
+        }
+    }
+    validate_restarts(config, errors);
+}
+
+fn validate_restarts(config: &Config, errors: &mut ConfigErrors) {
+    let r = &config.remediation;
+    if r.give_up_after == 0 {
+        errors.push_field("remediation.give_up_after", "must be at least 1".into());
+    }
+    if r.backoff.get() > r.backoff_max.get() {
+        let msg = "must not be longer than backoff_max".into();
+        errors.push_field("remediation.backoff", msg);
+    }
+    for restart in &config.restarts {
+        let target = config.targets.iter().find(|t| t.name == restart.target);
+        let problem = match target {
+            None => Some("is not a [[targets]] name".to_string()),
+            Some(t) if t.unit.is_none() => {
+                Some(if t.pod_uid.is_some() || t.container_id.is_some() {
+                    "selects a pod or container: the kubelet restarts those, the agent only alerts"
+                        .into()
+                } else {
+                    "does not select a systemd `unit`; only units can be restarted".into()
+                })
+            }
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            let msg = format!("`{}` {problem}", restart.target);
+            errors.push_field_value("restart.target", &restart.target, msg);
+        }
+    }
+    let dir = &r.supervised_cgroup;
+    if dir.is_empty() || dir.starts_with('/') || dir.split('/').any(|s| s.is_empty() || s == "..") {
+        let msg = format!(
+            "`{dir}` must be a relative cgroup path below the root, like \"gimbal.supervised\""
+        );
+        errors.push_field_value("remediation.supervised_cgroup", dir, msg);
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for s in &config.supervise {
+        let valid = !s.name.is_empty()
+            && s.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !s.name.starts_with('.');
+        if !valid || !names.insert(s.name.as_str()) {
+            let msg = format!(
+                "`{}` must be a unique name of letters, digits, '-', '_' and '.'",
+                s.name
+            );
+            errors.push_field_value("supervise.name", &s.name, msg);
+        }
+        match s.command.first() {
+            Some(program) if program.starts_with('/') => {}
+            _ => {
+                let msg = format!(
+                    "of `{}` must start with the program's absolute path",
+                    s.name
+                );
+                errors.push_field("supervise.command", msg);
+            }
+        }
+        if !s.cwd.is_absolute() {
+            let msg = format!("of `{}` must be an absolute path", s.name);
+            errors.push_field("supervise.cwd", msg);
         }
     }
 }

@@ -67,7 +67,7 @@ fn display_is_file_line_column() {
     let e = Config::parse("[nope]\n", "gimbal.toml").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`"
+        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`"
     );
 }
 
@@ -169,4 +169,40 @@ fn targets_by_unit_pod_or_container_become_globs() {
         errs.iter().all(|e| e.2.contains("exactly one selector")),
         "{errs:?}"
     );
+}
+
+#[test]
+fn restarts_need_a_unit_target_and_supervised_commands_an_absolute_program() {
+    let text = "[[targets]]\nname = \"web\"\nunit = \"web.service\"\n\n[[targets]]\nname = \"pod\"\npod_uid = \"1234\"\n\n\
+                [[restart]]\ntarget = \"web\"\n\n[[restart]]\ntarget = \"pod\"\n\n[[restart]]\ntarget = \"nobody\"\n\n\
+                [[supervise]]\nname = \"ok\"\ncommand = [\"/bin/true\"]\n\n[[supervise]]\nname = \"rel\"\ncommand = [\"true\"]\n";
+    let errs = errors(text);
+    let messages: Vec<&str> = errs.iter().map(|e| e.2.as_str()).collect();
+    assert_eq!(errs.len(), 3, "{messages:#?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("`pod` selects a pod or container: the kubelet restarts those")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("`nobody` is not a [[targets]] name")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("of `rel` must start with the program's absolute path")),
+        "{messages:#?}"
+    );
+    let ok = Config::parse(
+        "[[targets]]\nname = \"web\"\nunit = \"web.service\"\n[[restart]]\ntarget = \"web\"\n[[supervise]]\nname = \"a\"\ncommand = [\"/bin/sleep\", \"1\"]\nuser = \"nobody\"\nrestart = \"always\"\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(ok.restarts[0].when, "TargetDown");
+    assert_eq!(ok.supervise[0].restart, RestartWhen::Always);
+    assert_eq!(ok.supervise[0].cwd, std::path::Path::new("/"));
 }

@@ -181,7 +181,7 @@ impl Collector for Exposition {
             None,
             MetricType::Counter,
         )?;
-        for ((action, result), n) in &model.remediations {
+        for ((action, result), n) in &model.remediations.counts {
             m.encode_family(&[("action", *action), ("result", *result)])?
                 .encode_counter::<NoLabelSet, _, u64>(n, None)?;
         }

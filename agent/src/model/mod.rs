@@ -104,7 +104,7 @@ pub struct Model {
     /// SIGHUP reloads: [accepted, rejected].
     pub config_reloads: [u64; 2],
     /// Remediation actions by (action, result).
-    pub remediations: crate::remediate::Counts,
+    pub remediations: crate::remediate::Ledger,
     /// Targets and alerts, as the watcher last saw them.
     pub watch: crate::watch::WatchStatus,
     hist_last: std::collections::HashMap<SyscallKey, WrappedHist>,

@@ -1,12 +1,19 @@
 //! Remediation: changes the agent makes to the host to protect it, each one guarded,
-//! audited and undone. So far: CPU throttling of best-effort cgroups while an alert fires
+//! audited and undone. CPU throttling of best-effort cgroups while an alert fires
 //! (`[[throttle]]`), on a limit that is journaled before it is written (`limits.rs`), so it
-//! is always given back, also after the agent was killed. `[remediation] mode` is
-//! `dry-run` by default: everything is decided, logged and counted, nothing changes.
+//! is always given back, also after the agent was killed; restarts of processes the agent
+//! supervises (`[[supervise]]`) with a backoff and a give-up budget (`backoff.rs`).
+//! `[remediation] mode` is `dry-run` by default: everything is decided, logged and counted,
+//! nothing changes.
 mod audit;
+mod backoff;
 mod guard;
+mod ledger;
 mod limits;
+mod supervise;
 mod throttle;
 
+pub use ledger::{ActionEvent, Counts, Ledger};
 pub use limits::{Change, Limit, LimitJournal};
-pub use throttle::{Counts, Throttler};
+pub use supervise::Supervisor;
+pub use throttle::Throttler;

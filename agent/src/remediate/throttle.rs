@@ -10,15 +10,12 @@ use std::{
 use super::{
     audit::{AuditLog, Entry},
     guard::Guard,
-    Limit, LimitJournal,
+    ActionEvent, Ledger, Limit, LimitJournal,
 };
 use crate::{
     alert::AlertLabels,
     config::{Config, RemediationMode, ThrottleConfig},
 };
-
-/// Actions by (action, result), for `gimbal_remediations_total`.
-pub type Counts = BTreeMap<(&'static str, &'static str), u64>;
 
 pub struct Throttler {
     mode: RemediationMode,
@@ -37,23 +34,24 @@ pub struct Throttler {
 
 impl Throttler {
     /// Restores whatever a previous agent left throttled (it was killed, say) first.
-    pub fn new(config: &Config, cgroup2: &Path, counts: &mut Counts) -> Self {
+    pub fn new(config: &Config, cgroup2: &Path, ledger: &mut Ledger) -> Self {
         let (root, own) = cpu_hierarchy(cgroup2);
         let mut journal = LimitJournal::open(&config.agent.state_dir);
         let audit = AuditLog::new(&config.agent.state_dir);
         let pending = journal.pending().to_vec();
+        let now = SystemTime::now();
         let record = |change: &crate::remediate::Change, phase: &str, result: &str| {
             audit.record(
                 &Entry {
                     phase,
                     action: "unthrottle",
-                    rule: "(left by the previous agent)",
+                    rule: PREVIOUS,
                     cgroup: &change.cgroup.display().to_string(),
                     mode: config.remediation.mode.name(),
                     detail: &format!("{} back to {}", change.file, change.previous),
                     result,
                 },
-                SystemTime::now(),
+                now,
             )
         };
         for change in &pending {
@@ -66,11 +64,11 @@ impl Throttler {
                 Some((_, e)) => {
                     tracing::error!(cgroup = %change.cgroup.display(), error = %e, "cannot restore a limit");
                     record(change, "outcome", "failed");
-                    *counts.entry(("unthrottle", "failed")).or_default() += 1;
+                    ledger.record(event("unthrottle", PREVIOUS, "failed", &change.file, now));
                 }
                 None => {
                     record(change, "outcome", "done");
-                    *counts.entry(("unthrottle", "done")).or_default() += 1;
+                    ledger.record(event("unthrottle", PREVIOUS, "done", &change.file, now));
                 }
             }
         }
@@ -87,7 +85,7 @@ impl Throttler {
     }
 
     /// Applies and releases throttles for the alerts firing now.
-    pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, counts: &mut Counts) {
+    pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, ledger: &mut Ledger) {
         for rule in self.rules.clone() {
             let triggered = firing.iter().any(|l| {
                 l.get("alertname") == Some(&rule.when)
@@ -108,14 +106,14 @@ impl Throttler {
                         } else {
                             "alert resolved"
                         };
-                        self.release(&rule.name, why, now, counts);
+                        self.release(&rule.name, why, now, ledger);
                         if triggered {
                             self.expired.insert(rule.name.clone());
                         }
                     }
                 }
                 None if triggered && !self.expired.contains(&rule.name) => {
-                    self.throttle(&rule, now, counts);
+                    self.throttle(&rule, now, ledger);
                 }
                 None => {}
             }
@@ -123,14 +121,14 @@ impl Throttler {
     }
 
     /// Gives every throttle back (agent stop, config reload).
-    pub fn release_all(&mut self, why: &str, counts: &mut Counts) {
+    pub fn release_all(&mut self, why: &str, ledger: &mut Ledger) {
         let names: Vec<String> = self.active.keys().cloned().collect();
         for name in names {
-            self.release(&name, why, SystemTime::now(), counts);
+            self.release(&name, why, SystemTime::now(), ledger);
         }
     }
 
-    fn throttle(&mut self, rule: &ThrottleConfig, now: SystemTime, counts: &mut Counts) {
+    fn throttle(&mut self, rule: &ThrottleConfig, now: SystemTime, ledger: &mut Ledger) {
         let mut groups: Vec<PathBuf> = rule
             .cgroups
             .iter()
@@ -158,7 +156,7 @@ impl Throttler {
                 entry.result = "refused";
                 entry.detail = &detail;
                 self.audit.record(&entry, now);
-                *counts.entry(("throttle", "refused")).or_default() += 1;
+                ledger.record(event("throttle", &rule.name, "refused", &rel, now));
                 continue;
             }
             self.audit.record(&entry, now);
@@ -182,12 +180,12 @@ impl Throttler {
             };
             entry.result = result;
             self.audit.record(&entry, now);
-            *counts.entry(("throttle", result)).or_default() += 1;
+            ledger.record(event("throttle", &rule.name, result, &rel, now));
         }
         self.active.insert(rule.name.clone(), (held, now));
     }
 
-    fn release(&mut self, name: &str, why: &str, now: SystemTime, counts: &mut Counts) {
+    fn release(&mut self, name: &str, why: &str, now: SystemTime, ledger: &mut Ledger) {
         let Some((groups, _)) = self.active.remove(name) else {
             return;
         };
@@ -216,7 +214,7 @@ impl Throttler {
             entry.phase = "outcome";
             entry.result = result;
             self.audit.record(&entry, now);
-            *counts.entry(("unthrottle", result)).or_default() += 1;
+            ledger.record(event("unthrottle", name, result, &rel, now));
         }
     }
 
@@ -244,4 +242,23 @@ fn cpu_hierarchy(cgroup2: &Path) -> (PathBuf, String) {
     }
     let path = line_for(&|c| c.is_empty()).unwrap_or_default();
     (cgroup2.to_path_buf(), path)
+}
+
+/// The rule name of limits a previous agent left.
+const PREVIOUS: &str = "(left by the previous agent)";
+
+fn event(
+    action: &'static str,
+    rule: &str,
+    result: &'static str,
+    cgroup: &str,
+    at: SystemTime,
+) -> ActionEvent {
+    ActionEvent {
+        action,
+        target: rule.to_string(),
+        result,
+        detail: cgroup.to_string(),
+        at,
+    }
 }

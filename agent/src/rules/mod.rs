@@ -118,6 +118,7 @@ impl Engine {
             self.target_rules(t, now);
         }
         self.node_rules(node, now);
+        self.remediation_rules(&model.remediations, now);
         self.user_rules(model, now);
         self.alerts.sweep(now);
         if self.alerts.take_dirty() {
@@ -278,6 +279,43 @@ impl Engine {
             Duration::ZERO,
             now,
         );
+    }
+
+    /// An informational alert per recent action (so Alertmanager hears of every change
+    /// the agent makes), and a critical one per target the agent gave up on.
+    fn remediation_rules(&mut self, ledger: &crate::remediate::Ledger, now: SystemTime) {
+        let recent: Vec<_> = ledger
+            .recent(now)
+            .map(|((action, target, result), detail)| {
+                (*action, target.clone(), *result, detail.clone())
+            })
+            .collect();
+        for (action, target, result, detail) in recent {
+            let l = self.labels(
+                "GimbalRemediation",
+                "info",
+                &[("action", action), ("target", &target), ("result", result)],
+            );
+            let a = map([(
+                "summary",
+                format!(
+                    "{action} of {target} on {}: {result} ({detail})",
+                    self.instance
+                ),
+            )]);
+            self.alerts.set(l, a, true, Duration::ZERO, now);
+        }
+        for (target, why) in ledger.gave_up() {
+            let l = self.labels("GimbalRemediationGaveUp", "critical", &[("target", target)]);
+            let a = map([(
+                "summary",
+                format!(
+                    "gimbal stopped restarting {target} on {}: {why}",
+                    self.instance
+                ),
+            )]);
+            self.alerts.set(l, a, true, Duration::ZERO, now);
+        }
     }
 
     fn user_rules(&mut self, model: &Model, now: SystemTime) {

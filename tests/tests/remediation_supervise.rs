@@ -331,3 +331,28 @@ fn time_ms(t: &str) -> u64 {
     (h.parse::<u64>().unwrap() * 3600 + m.parse::<u64>().unwrap() * 60) * 1000
         + (s * 1000.0).round() as u64
 }
+
+#[test]
+fn a_program_that_cannot_start_is_audited_with_the_kernels_error() {
+    if !require_root("a_program_that_cannot_start_is_audited_with_the_kernels_error") {
+        return;
+    }
+    let am = Alertmanager::start();
+    let state = TempDir::new("supervise-missing");
+    let root = SupervisedRoot::new();
+    let entry =
+        "[[supervise]]\nname = \"missing\"\ncommand = [\"/nonexistent/gimbal-test-program\"]\n";
+    let file = config(&state, &root, &am, "enforce", entry);
+    let _agent = Agent::start_with(&["--config", &file]);
+    let start = wait_until("the failed start audited", 10, || {
+        let lines = audit(&state);
+        outcomes(&lines, "start").first().map(|l| (*l).clone())
+    });
+    assert_eq!(start["result"], "failed");
+    let detail = start["detail"].as_str().unwrap();
+    // execve's ENOENT, carried from the child through the agent's pipe.
+    assert!(
+        detail.contains("/nonexistent/gimbal-test-program") && detail.contains("No such file"),
+        "{detail}"
+    );
+}

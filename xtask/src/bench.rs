@@ -73,6 +73,8 @@ pub fn run(syscalls: u64, rounds: u32) -> anyhow::Result<()> {
         "alert latency: SIGKILL of a watched process -> TargetDown active in a local Alertmanager",
     );
     report += &alert_latency(&bin, 20)?;
+    util::step("time to recover: SIGKILL of a supervised process -> its replacement running");
+    report += &restart_latency(&bin, 20)?;
     println!("\n{report}");
     let out = util::root().join("target/bench");
     std::fs::create_dir_all(&out)?;
@@ -293,6 +295,23 @@ fn alert_latency(bin: &std::path::Path, kills: usize) -> anyhow::Result<String> 
         "\nAlert latency: SIGKILL of a watched process to TargetDown active in a local Alertmanager \
          (polled every 1 ms), {kills} kills.\n\n{}\nFor comparison: a Prometheus pipeline needs up to \
          scrape 1m + evaluation 1m + `for`; a Kubernetes liveness probe 10 s x 3 = 30 s.\n",
+        String::from_utf8_lossy(&out.stdout)
+    ))
+}
+
+/// Runs the time-to-recover benchmark binary and returns its section of the report.
+fn restart_latency(bin: &std::path::Path, kills: usize) -> anyhow::Result<String> {
+    let out = Command::new(bin.join("gimbal-bench-restart"))
+        .arg(kills.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running gimbal-bench-restart")?;
+    if !out.status.success() {
+        bail!("gimbal-bench-restart failed: {}", out.status);
+    }
+    Ok(format!(
+        "\nTime to recover: SIGKILL of a `[[supervise]]` process to its replacement announcing \
+         itself, {kills} kills, next to a direct spawn of the same command.\n\n{}",
         String::from_utf8_lossy(&out.stdout)
     ))
 }

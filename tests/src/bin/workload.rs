@@ -2,7 +2,7 @@
 //! (it never calls getppid or clock_nanosleep except when told to).
 //!
 //! gimbal-workload getppid N | sleep COUNT MS | migrate N | spread DIR N | exit CODE | segv | alloc MB | pause
-//!                 | forks N | tcp-server ADDR | tcp-client ADDR BYTES | spin N
+//!                 | forks N | tcp-server ADDR | tcp-client ADDR BYTES | spin N | announce SOCKET
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
@@ -117,6 +117,18 @@ fn main() {
             }
             println!("allocated {} MiB", chunks.len());
         }
+        Some("announce") => {
+            // Tells the benchmark it runs (its pid, to the datagram socket named), then
+            // waits like `pause`.
+            let sock = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+            let path = args.get(2).expect("announce SOCKET");
+            sock.send_to(std::process::id().to_string().as_bytes(), path)
+                .expect("announce");
+            loop {
+                // SAFETY: waits for a signal.
+                unsafe { libc::pause() };
+            }
+        }
         Some("pause") => loop {
             // SAFETY: waits for a signal.
             unsafe { libc::pause() };
@@ -166,7 +178,7 @@ fn main() {
             println!("{sent}");
         }
         _ => {
-            eprintln!("usage: gimbal-workload getppid N | sleep COUNT MS | exit CODE | segv | alloc MB | pause | forks N | tcp-server ADDR | tcp-client ADDR BYTES | spin N");
+            eprintln!("usage: gimbal-workload getppid N | sleep COUNT MS | exit CODE | segv | alloc MB | pause | forks N | tcp-server ADDR | tcp-client ADDR BYTES | spin N | announce SOCKET");
             std::process::exit(64);
         }
     }

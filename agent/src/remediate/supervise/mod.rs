@@ -31,6 +31,9 @@ pub struct Supervisor {
     running: BTreeMap<String, Task>,
     shared: Arc<Shared>,
     cgroup2: PathBuf,
+    /// A runtime on a thread of its own: a restart never waits for the main loop's tick
+    /// (a map read and rule evaluation take milliseconds).
+    runtime: tokio::runtime::Handle,
 }
 
 struct Task {
@@ -75,6 +78,7 @@ impl Supervisor {
             running: BTreeMap::new(),
             shared: Shared::new(config, cgroup2, events, records_path, records),
             cgroup2: cgroup2.to_path_buf(),
+            runtime: own_runtime(),
         };
         supervisor.reconcile(&config.supervise, BTreeMap::new());
         supervisor
@@ -125,7 +129,7 @@ impl Supervisor {
             let (stop, stopped) = oneshot::channel();
             let predecessor = stopping.remove(&config.name);
             let (config2, shared) = (config.clone(), self.shared.clone());
-            let done = tokio::spawn(async move {
+            let done = self.runtime.spawn(async move {
                 if let Some(p) = predecessor {
                     let _ = p.await;
                 }
@@ -141,6 +145,23 @@ impl Supervisor {
             );
         }
     }
+}
+
+/// A current-thread runtime on its own thread, alive as long as the agent.
+fn own_runtime() -> tokio::runtime::Handle {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("gimbal-supervise".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime for the supervisor");
+            let _ = tx.send(rt.handle().clone());
+            rt.block_on(std::future::pending::<()>());
+        })
+        .expect("a thread for the supervisor");
+    rx.recv().expect("the supervisor's runtime")
 }
 
 /// One entry's life: adopt or start, wait, restart with backoff, until stopped or given up.

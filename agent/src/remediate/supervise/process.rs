@@ -1,11 +1,12 @@
-//! One supervised process: started by the agent (a child, waited with waitpid) or adopted
-//! from a previous agent (a pidfd, which pins the process so a reused PID is never hit).
+//! One supervised process, always held by a pidfd (which pins it, so a reused PID is never
+//! signalled): started by the agent (clone3, then waitid on the pidfd for its exit status)
+//! or adopted from a previous agent (pidfd_open; its status is init's to read).
 use std::{
-    ffi::CString,
+    ffi::{CString, OsStr},
     io,
     os::{
         fd::{AsRawFd, FromRawFd, OwnedFd},
-        unix::process::{CommandExt, ExitStatusExt},
+        unix::ffi::OsStrExt,
     },
     path::Path,
     time::{Duration, Instant},
@@ -24,12 +25,8 @@ pub struct Proc {
     /// Clock ticks since boot (/proc/<pid>/stat field 22): with the pid, its identity.
     pub start_time: u64,
     pub started: Instant,
-    running: Running,
-}
-
-enum Running {
-    Child(tokio::process::Child),
-    Adopted(AsyncFd<OwnedFd>),
+    /// Readable once the process ended; signals sent through it reach this process only.
+    pidfd: AsyncFd<OwnedFd>,
 }
 
 /// How a run ended.
@@ -41,58 +38,20 @@ pub struct Ended {
 }
 
 impl Proc {
-    /// Starts `config`'s command in its own session, in `cgroup` when given.
+    /// Starts `config`'s command in its own session, born in `cgroup` when given.
     pub fn spawn(config: &SuperviseConfig, cgroup: Option<&Path>) -> io::Result<Self> {
-        let (program, args) = config
-            .command
-            .split_first()
-            .ok_or_else(|| io::Error::other("empty command"))?;
-        let mut cmd = std::process::Command::new(program);
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", PATH)
-            .envs(&config.env)
-            .current_dir(&config.cwd)
-            .stdin(std::process::Stdio::null());
-        if let Some(user) = &config.user {
-            let (uid, gid, home) = lookup_user(user)?;
-            cmd.uid(uid).gid(gid).env("USER", user).env("HOME", home);
-        }
-        let procs = match cgroup {
-            Some(dir) => Some(
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(dir.join("cgroup.procs"))?,
-            ),
+        let exec = Exec::prepare(config)?;
+        let cgroup_dir = match cgroup {
+            Some(dir) => Some(OwnedFd::from(std::fs::File::open(dir)?)),
             None => None,
         };
-        let procs_fd = procs.as_ref().map(|f| f.as_raw_fd());
-        // SAFETY: between fork and exec only async-signal-safe calls (setsid, write).
-        unsafe {
-            cmd.pre_exec(move || {
-                // Its own session: the agent's terminal and process group are not its.
-                if libc::setsid() < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if let Some(fd) = procs_fd {
-                    // "0" moves the writer, before exec, so no code runs outside the cgroup.
-                    if libc::write(fd, b"0".as_ptr().cast(), 1) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let child = tokio::process::Command::from(cmd).spawn()?;
-        drop(procs);
-        let pid = child
-            .id()
-            .ok_or_else(|| io::Error::other("exited at once"))?;
+        let (pid, pidfd) = exec.spawn(cgroup_dir.as_ref().map(|f| f.as_raw_fd()))?;
         Ok(Self {
             pid,
             start_time: start_time(pid).unwrap_or(0),
             started: Instant::now(),
-            running: Running::Child(child),
+            // SAFETY: the OwnedFd stays open and the same for the AsyncFd's whole life.
+            pidfd: unsafe { AsyncFd::register(pidfd) }.map_err(|e| e.into_parts().1)?,
         })
     }
 
@@ -113,46 +72,47 @@ impl Proc {
             started: Instant::now()
                 .checked_sub(ran.unwrap_or_default())
                 .unwrap_or_else(Instant::now),
-            // SAFETY: the OwnedFd stays open and the same for the AsyncFd's whole life.
-            running: Running::Adopted(unsafe { AsyncFd::register(fd) }.ok()?),
+            // SAFETY: as in `spawn`.
+            pidfd: unsafe { AsyncFd::register(fd) }.ok()?,
         })
     }
 
-    /// Until it ends.
+    /// Until it ends; reaps it when it is the agent's child.
     pub async fn wait(&mut self) -> Ended {
-        match &mut self.running {
-            Running::Child(child) => match child.wait().await {
-                Ok(status) => describe(status),
-                Err(e) => Ended {
-                    success: false,
-                    how: format!("cannot be waited for: {e}"),
-                },
-            },
-            Running::Adopted(fd) => {
-                // A pidfd turns readable when the process ends; its parent (init) reaps it.
-                let _ = fd.readable().await;
-                Ended {
-                    success: false,
-                    how: "ended (status unknown: started by a previous agent)".into(),
-                }
-            }
+        let _ = self.pidfd.readable().await;
+        // SAFETY: siginfo is plain data, filled by waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                self.pidfd.get_ref().as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        if rc < 0 {
+            // ECHILD: started by a previous agent; its parent now (init) reaps it.
+            return Ended {
+                success: false,
+                how: "ended (status unknown: started by a previous agent)".into(),
+            };
         }
+        // SAFETY: waitid filled a CLD_* siginfo.
+        let status = unsafe { info.si_status() };
+        describe(info.si_code, status)
     }
 
     /// Sends `sig` to this very process (never to a reused pid).
     pub fn signal(&self, sig: i32) -> io::Result<()> {
-        let rc = match &self.running {
-            // Not yet waited for, so its pid cannot have been reused.
-            Running::Child(_) => unsafe { libc::kill(self.pid as i32, sig) },
-            Running::Adopted(fd) => unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.get_ref().as_raw_fd(),
-                    sig,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                ) as i32
-            },
+        // SAFETY: plain syscall on our pidfd.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.get_ref().as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
         };
         if rc < 0 {
             return Err(io::Error::last_os_error());
@@ -161,27 +121,200 @@ impl Proc {
     }
 }
 
-fn describe(status: std::process::ExitStatus) -> Ended {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => Ended {
-            success: code == 0,
-            how: format!("exited with status {code}"),
+/// Everything the child needs, built before the fork: between clone and exec only
+/// async-signal-safe calls on prepared memory are allowed.
+struct Exec {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+    /// (uid, gid) to switch to.
+    user: Option<(u32, u32)>,
+}
+
+impl Exec {
+    fn prepare(config: &SuperviseConfig) -> io::Result<Self> {
+        let c = |s: &OsStr| CString::new(s.as_bytes()).map_err(io::Error::other);
+        let mut env = vec![c(format!("PATH={PATH}").as_ref())?];
+        let user = match &config.user {
+            Some(user) => {
+                let (uid, gid, home) = lookup_user(user)?;
+                env.push(c(format!("USER={user}").as_ref())?);
+                env.push(c(format!("HOME={home}").as_ref())?);
+                Some((uid, gid))
+            }
+            None => None,
+        };
+        for (k, v) in &config.env {
+            env.push(c(format!("{k}={v}").as_ref())?);
+        }
+        Ok(Self {
+            program: c(config.command[0].as_ref())?,
+            argv: config
+                .command
+                .iter()
+                .map(|a| c(a.as_ref()))
+                .collect::<io::Result<_>>()?,
+            envp: env,
+            cwd: c(config.cwd.as_os_str())?,
+            user,
+        })
+    }
+
+    /// clone3 with CLONE_INTO_CGROUP: the child is born in its cgroup, so no migration
+    /// (which waits for an RCU grace period, 10-20 ms here) delays the restart; and
+    /// CLONE_PIDFD, so every later wait and signal goes through a pidfd.
+    fn spawn(&self, cgroup: Option<i32>) -> io::Result<(u32, OwnedFd)> {
+        let argv: Vec<*const libc::c_char> = self
+            .argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let envp: Vec<*const libc::c_char> = self
+            .envp
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        // The child reports a failure before exec (its errno) through this pipe; a pipe
+        // closed by a successful exec reads as empty.
+        let mut fds = [0; 2];
+        // SAFETY: plain syscall into a local array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both fds were just created and are ours.
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut pidfd: libc::c_int = -1;
+        let mut args = CloneArgs {
+            flags: CLONE_PIDFD,
+            pidfd: &mut pidfd as *mut libc::c_int as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            ..CloneArgs::default()
+        };
+        if let Some(fd) = cgroup {
+            args.flags |= CLONE_INTO_CGROUP;
+            args.cgroup = fd as u64;
+        }
+        // SAFETY: clone3 with a valid, fully initialised argument struct and no stack (a
+        // fork); the child branch below only makes async-signal-safe calls.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            // SAFETY: the child: async-signal-safe calls only, then exec or _exit.
+            unsafe { self.child(write_end.as_raw_fd(), &argv, &envp) }
+        }
+        drop(write_end);
+        // SAFETY: the kernel wrote a new pidfd for the child.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        let mut errno = [0u8; 4];
+        let n = loop {
+            // SAFETY: reading into a local buffer.
+            let n = unsafe { libc::read(read_end.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
+            if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break n;
+            }
+        };
+        if n == 4 {
+            // The child could not exec and exits at once; reap it.
+            // SAFETY: waiting for our own child by pid.
+            unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
+            return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+        }
+        Ok((pid as u32, pidfd))
+    }
+
+    unsafe fn child(
+        &self,
+        report: i32,
+        argv: &[*const libc::c_char],
+        envp: &[*const libc::c_char],
+    ) -> ! {
+        let fail = || {
+            let errno = *libc::__errno_location();
+            libc::write(report, errno.to_ne_bytes().as_ptr().cast(), 4);
+            libc::_exit(127)
+        };
+        // Exec keeps ignored signals ignored (Rust ignores SIGPIPE) and the mask.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // Its own session: the agent's terminal and process group are not its.
+        if libc::setsid() < 0 {
+            fail();
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+        if null < 0 || libc::dup2(null, 0) < 0 {
+            fail();
+        }
+        if let Some((uid, gid)) = self.user {
+            if libc::setgroups(0, std::ptr::null()) < 0
+                || libc::setgid(gid) < 0
+                || libc::setuid(uid) < 0
+            {
+                fail();
+            }
+        }
+        if libc::chdir(self.cwd.as_ptr()) < 0 {
+            fail();
+        }
+        libc::execve(self.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        fail()
+    }
+}
+
+const CLONE_PIDFD: u64 = 0x1000;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` (linux/sched.h), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+fn describe(code: i32, status: i32) -> Ended {
+    match code {
+        libc::CLD_EXITED => Ended {
+            success: status == 0,
+            how: format!("exited with status {status}"),
         },
-        (None, Some(sig)) => Ended {
+        libc::CLD_KILLED | libc::CLD_DUMPED => Ended {
             success: false,
             how: format!(
                 "killed by {}{}",
-                signal_name(sig as u32),
-                if status.core_dumped() {
+                signal_name(status as u32),
+                if code == libc::CLD_DUMPED {
                     " (core dumped)"
                 } else {
                     ""
                 }
             ),
         },
-        (None, None) => Ended {
+        other => Ended {
             success: false,
-            how: format!("ended: {status}"),
+            how: format!("ended (si_code {other}, status {status})"),
         },
     }
 }

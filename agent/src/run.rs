@@ -15,7 +15,7 @@ use crate::{
     metrics::{self, AgentInfo, Exposition},
     model::Model,
     probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes},
-    remediate::{Supervisor, Throttler},
+    remediate::{Restarter, Supervisor, Throttler},
     rules::{Engine, NodeInputs},
     service::{Health, Notifier},
     watch::{WatchStatus, Watcher},
@@ -63,6 +63,7 @@ pub async fn run(
     // Supervised processes report what they did here; the loop records it in the model.
     let (actions_tx, mut actions) = tokio::sync::mpsc::unbounded_channel();
     let mut supervisor = Supervisor::start(&config, &cgroup2, actions_tx);
+    let mut restarter = Restarter::new(&config);
     let probe_status = probes.status.clone();
     tracing::info!(
         syscall_hist_entries = probes.syscall_hist_entries,
@@ -91,7 +92,9 @@ pub async fn run(
                 m.apply(sample);
                 watcher.tick(now, &m.syscall_latency.series);
                 evaluate(&mut engine, &watcher, &mut m, &probe_status, now);
-                throttler.step(&engine.firing(), now, &mut m.remediations);
+                let firing = engine.firing();
+                throttler.step(&firing, now, &mut m.remediations);
+                restarter.step(&firing, now, &mut m.remediations);
                 drop(m);
                 health.turned();
                 if !health.ready() {
@@ -123,7 +126,9 @@ pub async fn run(
                 }
                 if touched {
                     evaluate(&mut engine, &watcher, &mut m, &probe_status, now);
-                    throttler.step(&engine.firing(), now, &mut m.remediations);
+                    let firing = engine.firing();
+                    throttler.step(&firing, now, &mut m.remediations);
+                    restarter.step(&firing, now, &mut m.remediations);
                 }
             }
             Some(action) = actions.recv() => {
@@ -152,6 +157,7 @@ pub async fn run(
                         throttler = Throttler::new(&new, &cgroup2, &mut m.remediations);
                         m.remediations.forget_gave_up();
                         supervisor.reload(&new);
+                        restarter = Restarter::new(&new);
                         config = new;
                         m.config_reloads[0] += 1;
                         tracing::info!(path = %path.display(), "SIGHUP: config reloaded (targets, alerting, rules)");

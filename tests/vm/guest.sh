@@ -126,6 +126,48 @@ reload_adds_a_target_that_follows_its_unit() {
     is "$(series gimbal_config_reloads_total 'result="accepted"')" 1
 }
 
+# audit_count ACTION UNIT RESULT: outcome lines of the remediation audit log.
+audit_count() {
+    grep -F '"phase":"outcome"' /var/lib/gimbal/remediation/audit.jsonl 2>/dev/null |
+        grep -F "\"action\":\"$1\",\"cgroup\":\"$2\"" | grep -cF "\"result\":\"$3\""
+}
+unit_back_with_a_new_pid() {
+    is "$(prop vmtest-flaky ActiveState)" active && [ "$(prop vmtest-flaky MainPID)" != "$1" ]
+}
+
+restart_brings_a_killed_unit_back_through_dbus() {
+    local old
+    # No Restart= of their own: only gimbal brings them back.
+    printf '[Service]\nExecStart=/bin/sleep 600\n' >/etc/systemd/system/vmtest-flaky.service
+    printf '[Service]\nExecStart=/bin/sh -c "sleep 1; exit 1"\n' >/etc/systemd/system/vmtest-crashy.service
+    systemctl daemon-reload && systemctl start vmtest-flaky || return 1
+    sed -i 's/^mode = "dry-run"/mode = "enforce"\nbackoff = "2s"\nbackoff_max = "4s"\ngive_up_after = 2/' /etc/gimbal/gimbal.toml
+    printf '\n[[targets]]\nname = "vmtest-flaky"\nunit = "vmtest-flaky.service"\n\n[[restart]]\ntarget = "vmtest-flaky"\n' >>/etc/gimbal/gimbal.toml
+    printf '\n[[targets]]\nname = "vmtest-crashy"\nunit = "vmtest-crashy.service"\n\n[[restart]]\ntarget = "vmtest-crashy"\n' >>/etc/gimbal/gimbal.toml
+    systemctl reload gimbal || return 1
+    wait_for 15 series_is 1 gimbal_target_up 'target="vmtest-flaky"' || return 1
+    old=$(prop vmtest-flaky MainPID)
+    systemctl kill -s KILL vmtest-flaky || return 1
+    wait_for 15 unit_back_with_a_new_pid "$old" || { journalctl -u gimbal --no-pager | tail -n 20; return 1; }
+    is "$(audit_count restart vmtest-flaky.service done)" 1 || { cat /var/lib/gimbal/remediation/audit.jsonl; return 1; }
+    wait_for 10 series_is 1 gimbal_remediations_total 'action="restart"' 'result="done"'
+}
+
+crash_looping_unit_backs_off_then_is_given_up() {
+    # Dies a second after every start: restarted at once, then after the 2 s backoff, and
+    # given up at the next failure (give_up_after = 2).
+    systemctl start vmtest-crashy || return 1
+    wait_for 60 series_is 1 gimbal_alerts 'alertname="GimbalRemediationGaveUp"' 'state="firing"' || {
+        journalctl -u gimbal --no-pager | tail -n 20
+        return 1
+    }
+    is "$(audit_count restart vmtest-crashy.service done)" 2 || { cat /var/lib/gimbal/remediation/audit.jsonl; return 1; }
+    is "$(audit_count restart vmtest-crashy.service gave_up)" 1 || return 1
+    sleep 5
+    is "$(prop vmtest-crashy ActiveState)" failed || return 1
+    is "$(audit_count restart vmtest-crashy.service done)" 2
+}
+
 watchdog_restarts_a_stuck_agent() {
     local pid restarts
     pid=$(prop gimbal MainPID)
@@ -206,6 +248,8 @@ check probes_attach_with_only_the_units_capabilities probes_attach_with_only_the
 check unit_is_hardened_and_valid unit_is_hardened_and_valid
 check killed_unit_shows_its_exit_reason_under_its_cgroup killed_unit_shows_its_exit_reason_under_its_cgroup
 check reload_adds_a_target_that_follows_its_unit reload_adds_a_target_that_follows_its_unit
+check restart_brings_a_killed_unit_back_through_dbus restart_brings_a_killed_unit_back_through_dbus
+check crash_looping_unit_backs_off_then_is_given_up crash_looping_unit_backs_off_then_is_given_up
 check watchdog_restarts_a_stuck_agent watchdog_restarts_a_stuck_agent
 check upgrade_keeps_the_edited_conffile_and_restarts upgrade_keeps_the_edited_conffile_and_restarts
 check remove_stops_and_keeps_config_and_state remove_stops_and_keeps_config_and_state

@@ -2,7 +2,8 @@
 //! audited and undone. CPU throttling of best-effort cgroups while an alert fires
 //! (`[[throttle]]`), on a limit that is journaled before it is written (`limits.rs`), so it
 //! is always given back, also after the agent was killed; restarts of processes the agent
-//! supervises (`[[supervise]]`) with a backoff and a give-up budget (`backoff.rs`).
+//! supervises (`[[supervise]]`) and of systemd units through D-Bus (`[[restart]]`), with a
+//! backoff and a give-up budget (`backoff.rs`).
 //! `[remediation] mode` is `dry-run` by default: everything is decided, logged and counted,
 //! nothing changes.
 mod audit;
@@ -10,10 +11,13 @@ mod backoff;
 mod guard;
 mod ledger;
 mod limits;
+mod restart;
 mod supervise;
+mod systemd;
 mod throttle;
 
 pub use ledger::{ActionEvent, Counts, Ledger};
 pub use limits::{Change, Limit, LimitJournal};
+pub use restart::Restarter;
 pub use supervise::Supervisor;
 pub use throttle::Throttler;

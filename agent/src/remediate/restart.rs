@@ -1,0 +1,250 @@
+//! `[[restart]]`: when a target's alert (TargetDown by default) fires, restart its systemd
+//! unit through systemd's D-Bus API (`RestartUnit`), with the backoff and give-up budget of
+//! `backoff.rs`: a unit that goes down again soon after a restart is a crash loop.
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
+
+use super::{
+    audit::{AuditLog, Entry},
+    backoff::{Backoff, Next, Policy},
+    guard::Guard,
+    systemd::Systemd,
+    ActionEvent, Ledger,
+};
+use crate::{
+    alert::AlertLabels,
+    config::{Config, RemediationMode},
+};
+
+/// After a restart the alert needs a moment to see the new process; until then it still
+/// firing is not a new failure.
+const SETTLE: Duration = Duration::from_secs(3);
+
+pub struct Restarter {
+    mode: RemediationMode,
+    policy: Policy,
+    guard: Guard,
+    audit: AuditLog,
+    /// Target -> (alertname, unit, state).
+    rules: BTreeMap<String, (String, String, State)>,
+    /// The agent's own unit, never restarted by itself.
+    own_unit: Option<String>,
+    /// Connected on the first restart (hosts without [[restart]] never touch D-Bus).
+    systemd: Option<Systemd>,
+}
+
+#[derive(Default)]
+struct State {
+    backoff: Backoff,
+    last_restart: Option<SystemTime>,
+    /// A decided restart waits for its backoff until then.
+    due: Option<SystemTime>,
+    gave_up: bool,
+}
+
+impl Restarter {
+    pub fn new(config: &Config) -> Self {
+        // The cgroup2 line of /proc/self/cgroup: "0::/system.slice/gimbal.service".
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let own = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("/")
+            .to_string();
+        let rules = config
+            .restarts
+            .iter()
+            .filter_map(|r| {
+                let target = config.targets.iter().find(|t| t.name == r.target)?;
+                let unit = target.unit.clone()?;
+                Some((r.target.clone(), (r.when.clone(), unit, State::default())))
+            })
+            .collect();
+        Self {
+            mode: config.remediation.mode,
+            policy: Policy::from_config(&config.remediation),
+            guard: Guard::new(&config.remediation.protected, &own),
+            own_unit: own
+                .rsplit('/')
+                .next()
+                .filter(|u| u.contains('.'))
+                .map(String::from),
+            audit: AuditLog::new(&config.agent.state_dir),
+            rules,
+            systemd: None,
+        }
+    }
+
+    pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, ledger: &mut Ledger) {
+        let targets: Vec<String> = self.rules.keys().cloned().collect();
+        for target in targets {
+            let (when, unit, state) = self.rules.get_mut(&target).expect("listed");
+            let down = firing
+                .iter()
+                .any(|l| l.get("alertname") == Some(when) && l.get("target") == Some(&target));
+            let since_restart = state
+                .last_restart
+                .map(|t| now.duration_since(t).unwrap_or_default());
+            if !down || state.gave_up || since_restart.is_some_and(|d| d < SETTLE) {
+                continue;
+            }
+            let unit = unit.clone();
+            if state.due.is_none() {
+                let ran_for = since_restart.unwrap_or(Duration::MAX);
+                match state.backoff.on_failure(ran_for, &self.policy) {
+                    Next::GiveUp => {
+                        state.gave_up = true;
+                        let detail = format!(
+                            "{unit} failed {} times in a row soon after a restart; not restarting it again",
+                            state.backoff.failures() - 1
+                        );
+                        tracing::error!(target = %target, "{detail}");
+                        self.record(&target, &unit, "outcome", &detail, "gave_up", now, ledger);
+                        continue;
+                    }
+                    Next::RestartAfter(delay) => {
+                        if !delay.is_zero() {
+                            tracing::info!(target = %target, unit = %unit, "restarting in {delay:?} ({} quick failures in a row)", state.backoff.failures());
+                        }
+                        state.due = Some(now + delay);
+                    }
+                }
+            }
+            if state.due.is_some_and(|due| now >= due) {
+                state.due = None;
+                state.last_restart = Some(now);
+                self.restart(&target, &unit, now, ledger);
+            }
+        }
+    }
+
+    fn restart(&mut self, target: &str, unit: &str, now: SystemTime, ledger: &mut Ledger) {
+        let own =
+            (self.own_unit.as_deref() == Some(unit)).then(|| "the agent's own unit".to_string());
+        if let Some(why) = own.or_else(|| self.guard.refusal(unit)) {
+            let detail = format!("refused: {why}");
+            tracing::warn!(unit, "restart {detail}");
+            self.record(target, unit, "outcome", &detail, "refused", now, ledger);
+            return;
+        }
+        self.record_audit(target, unit, "intent", "target down", "pending", now);
+        let (result, detail) = match self.mode {
+            RemediationMode::DryRun => {
+                tracing::info!(unit, "dry-run: would restart {unit}");
+                ("dry_run", format!("would restart {unit}"))
+            }
+            RemediationMode::Enforce => match self.connected().and_then(|s| s.restart_unit(unit)) {
+                Ok(job) => {
+                    tracing::info!(unit, job = %job, "restarted through systemd");
+                    ("done", format!("RestartUnit({unit}) queued {job}"))
+                }
+                Err(e) => {
+                    tracing::error!(unit, error = %format!("{e:#}"), "restart failed");
+                    ("failed", format!("{e:#}"))
+                }
+            },
+        };
+        self.record(target, unit, "outcome", &detail, result, now, ledger);
+    }
+
+    fn connected(&mut self) -> anyhow::Result<&Systemd> {
+        if self.systemd.is_none() {
+            let systemd = Systemd::connect()?.ok_or_else(|| {
+                anyhow::anyhow!("systemd is not PID 1: nothing to restart units through")
+            })?;
+            self.systemd = Some(systemd);
+        }
+        Ok(self.systemd.as_ref().expect("just set"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        target: &str,
+        unit: &str,
+        phase: &str,
+        detail: &str,
+        result: &'static str,
+        now: SystemTime,
+        ledger: &mut Ledger,
+    ) {
+        self.record_audit(target, unit, phase, detail, result, now);
+        ledger.record(ActionEvent {
+            action: "restart",
+            target: target.to_string(),
+            result,
+            detail: detail.to_string(),
+            at: now,
+        });
+    }
+
+    fn record_audit(
+        &self,
+        target: &str,
+        unit: &str,
+        phase: &str,
+        detail: &str,
+        result: &str,
+        now: SystemTime,
+    ) {
+        self.audit.record(
+            &Entry {
+                phase,
+                action: "restart",
+                rule: target,
+                cgroup: unit,
+                mode: self.mode.name(),
+                detail,
+                result,
+            },
+            now,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firing(target: &str) -> Vec<AlertLabels> {
+        vec![[("alertname", "TargetDown"), ("target", target)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()]
+    }
+
+    #[test]
+    fn a_unit_that_stays_down_is_restarted_at_once_then_after_the_backoff_then_given_up() {
+        let dir = std::env::temp_dir().join(format!("gimbal-restart-unit-{}", std::process::id()));
+        let config = Config::parse(
+            &format!(
+                "[agent]\nstate_dir = \"{}\"\n[remediation]\nbackoff = \"10s\"\ngive_up_after = 2\n\
+                 [[targets]]\nname = \"web\"\nunit = \"web.service\"\n[[restart]]\ntarget = \"web\"\n",
+                dir.display()
+            ),
+            "t",
+        )
+        .unwrap();
+        let mut r = Restarter::new(&config);
+        let mut ledger = Ledger::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let dry_runs = |l: &Ledger| l.counts.get(&("restart", "dry_run")).copied().unwrap_or(0);
+        r.step(&firing("web"), at(0), &mut ledger);
+        assert_eq!(dry_runs(&ledger), 1, "the first failure: at once");
+        r.step(&firing("web"), at(2), &mut ledger);
+        assert_eq!(dry_runs(&ledger), 1, "still settling after the restart");
+        r.step(&firing("other"), at(3), &mut ledger);
+        r.step(&firing("web"), at(4), &mut ledger);
+        assert_eq!(dry_runs(&ledger), 1, "the second failure waits 10 s");
+        r.step(&firing("web"), at(14), &mut ledger);
+        assert_eq!(dry_runs(&ledger), 2);
+        r.step(&firing("web"), at(18), &mut ledger);
+        assert_eq!(ledger.gave_up().len(), 1, "give_up_after = 2");
+        r.step(&firing("web"), at(100), &mut ledger);
+        assert_eq!(dry_runs(&ledger), 2, "nothing after giving up");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,49 @@
+//! `[[restart]]` on this host, where systemd is not PID 1: the agent decides the restart
+//! when TargetDown fires for a unit target, and reports why it cannot carry it out instead
+//! of failing silently. (The restart itself, through D-Bus, is tested in the VM test bed,
+//! where systemd is PID 1: tests/vm/guest.sh.)
+use std::time::{Duration, Instant};
+
+use gimbal_tests::{agent::Agent, require_root, unique, TempDir};
+
+#[test]
+fn a_restart_that_cannot_be_carried_out_is_audited_and_counted_as_failed_with_why() {
+    if !require_root(
+        "a_restart_that_cannot_be_carried_out_is_audited_and_counted_as_failed_with_why",
+    ) {
+        return;
+    }
+    let state = TempDir::new("restart");
+    let unit = format!("{}.service", unique("unit"));
+    let file = state.0.join("gimbal.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\n[remediation]\nmode = \"enforce\"\n\
+             [[targets]]\nname = \"web\"\nunit = \"{unit}\"\n[[restart]]\ntarget = \"web\"\n",
+            state.0.display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start_with(&["--config", file.to_str().unwrap()]);
+    let failed = "gimbal_remediations_total{action=\"restart\",result=\"failed\"} ";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !agent.metrics().lines().any(|l| l.starts_with(failed)) {
+        assert!(Instant::now() < deadline, "no failed restart counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
+    let outcome: serde_json::Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["phase"] == "outcome" && l["action"] == "restart")
+        .unwrap_or_else(|| panic!("no restart outcome in\n{audit}"));
+    assert_eq!(outcome["result"], "failed");
+    assert_eq!(outcome["cgroup"], unit.as_str());
+    let why = outcome["detail"].as_str().unwrap();
+    // No systemd as PID 1 here; on a host with one, systemd itself refuses the unknown unit.
+    assert!(
+        why.contains("systemd is not PID 1") || why.contains("not found"),
+        "{why}"
+    );
+}

@@ -4,6 +4,8 @@
 //! the target is up again, writing an audit line before and after each change. Then the
 //! agent is SIGKILLed while the throttle is active: the next agent, in dry-run, restores the
 //! quota at start and, although the alert still fires, leaves the file alone.
+//! A freeze rule stops a CPU hog in a cgroup2 group while the alert fires (cgroup.events
+//! says frozen, schedstat says no CPU) and thaws it when the alert resolves.
 use std::{
     process::Command,
     time::{Duration, Instant},
@@ -153,5 +155,75 @@ fn a_firing_alert_throttles_the_noisy_cgroup_and_a_killed_agent_is_undone_on_res
         "dry-run changed the quota"
     );
     drop(next);
+    drop(hog);
+}
+
+#[test]
+fn a_firing_alert_freezes_the_matched_cgroup_and_thaws_it_when_resolved() {
+    if !require_root("a_firing_alert_freezes_the_matched_cgroup_and_thaws_it_when_resolved") {
+        return;
+    }
+    let workload = sibling_binary("gimbal-workload");
+    let state = TempDir::new("freeze");
+    let critical = TestCgroup::new("critical");
+    let batch = TestCgroup::new("batch");
+    let hog = batch.spawn_into(Command::new(&workload).args(["spin", "1000000000000"]));
+    let service = critical.spawn_into(Command::new(&workload).arg("pause"));
+    let file = state.0.join("gimbal.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\n\n[[targets]]\nname = \"critical\"\ncgroup = \"{}\"\n\n\
+             [remediation]\nmode = \"enforce\"\n\n[[throttle]]\nname = \"pause-batch\"\n\
+             when = \"TargetDown\"\ntarget = \"critical\"\ncgroups = [\"{}\"]\nfreeze = true\n",
+            state.0.display(),
+            critical.name,
+            batch.name
+        ),
+    )
+    .unwrap();
+    let frozen = || {
+        std::fs::read_to_string(batch.path.join("cgroup.events"))
+            .unwrap()
+            .contains("frozen 1")
+    };
+    let agent = Agent::start_with(&["--config", file.to_str().unwrap()]);
+    wait_until("the critical target up", || {
+        metric(&agent, "gimbal_target_up{target=\"critical\"} ") == Some(1.0)
+    });
+    assert!(!frozen());
+
+    drop(service); // TargetDown fires
+    wait_until("the batch cgroup frozen (cgroup.events)", frozen);
+    let share = cpu_share(hog.id(), Duration::from_secs(1));
+    assert!(share < 0.02, "a frozen hog used {share:.3} CPUs");
+
+    let _service = critical.spawn_into(Command::new(&workload).arg("pause"));
+    wait_until("thawed", || !frozen());
+    let share = cpu_share(hog.id(), Duration::from_secs(1));
+    assert!(share > 0.3, "the thawed hog got only {share:.2} CPUs");
+    let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
+    let summary: Vec<(String, String)> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|l| {
+            (
+                l["action"].as_str().unwrap().into(),
+                l["result"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let s = |a: &str, r: &str| (a.to_string(), r.to_string());
+    assert_eq!(
+        summary,
+        [
+            s("freeze", "pending"),
+            s("freeze", "done"),
+            s("thaw", "pending"),
+            s("thaw", "done")
+        ],
+        "{audit}"
+    );
+    drop(agent);
     drop(hog);
 }

@@ -2,6 +2,7 @@
 //!
 //! Each section is deserialized on its own so that `gimbal check-config` reports every
 //! error in a file at once, each with its line and column, instead of stopping at the first.
+mod bytes;
 mod duration;
 mod errors;
 
@@ -10,6 +11,7 @@ use std::{net::SocketAddr, path::Path};
 use serde::{de::DeserializeOwned, Deserialize};
 use toml::{de::DeValue, Spanned};
 
+pub use bytes::ByteSize;
 pub use duration::HumanDuration;
 pub use errors::{ConfigError, ConfigErrors};
 
@@ -143,7 +145,8 @@ pub enum RestartWhen {
 }
 
 /// `[[throttle]]`: while alert `when` fires (for `target`, if set), hold the cgroups
-/// matching `cgroups` to `cpu` CPUs; give the capacity back when it resolves or `ttl` ends.
+/// matching `cgroups` to `cpu` CPUs and/or `memory_high`, or freeze them; give it all back
+/// when the alert resolves or `ttl` ends.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ThrottleConfig {
@@ -156,7 +159,15 @@ pub struct ThrottleConfig {
     /// Globs over cgroup paths, like `[[targets]] cgroup`: the best-effort groups.
     pub cgroups: Vec<String>,
     /// CPUs' worth of time each matched cgroup may use (0.5 = half a CPU).
-    pub cpu: f64,
+    #[serde(default)]
+    pub cpu: Option<f64>,
+    /// `memory.high` of each matched cgroup (cgroup v2): reclaimed and slowed above it,
+    /// never OOM-killed for it.
+    #[serde(default)]
+    pub memory_high: Option<ByteSize>,
+    /// Freeze the matched cgroups (`cgroup.freeze`, cgroup v2) instead of limiting them.
+    #[serde(default)]
+    pub freeze: bool,
     /// The longest a throttle stays, even if the alert keeps firing.
     #[serde(default = "defaults::throttle_ttl")]
     pub ttl: HumanDuration,
@@ -678,12 +689,24 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
         errors.push_field("labels.max_series_per_metric", "must be at least 1".into());
     }
     for t in &config.throttles {
-        if !(t.cpu >= 0.01 && t.cpu.is_finite()) {
+        if t.cpu.is_some_and(|cpu| !(cpu >= 0.01 && cpu.is_finite())) {
             let msg = format!(
                 "[[throttle]] `{}`: cpu must be at least 0.01 (CPUs)",
                 t.name
             );
             errors.push_field("throttle.cpu", msg);
+        }
+        if t.memory_high.is_some_and(|b| b.0 < 1 << 20) {
+            let msg = format!("[[throttle]] `{}`: memory_high must be at least 1M", t.name);
+            errors.push_field("throttle.memory_high", msg);
+        }
+        let limits = t.cpu.is_some() || t.memory_high.is_some();
+        if limits == t.freeze {
+            let msg = format!(
+                "[[throttle]] `{}`: set cpu and/or memory_high, or freeze = true (not both)",
+                t.name
+            );
+            errors.push_field_value("throttle.name", &t.name, msg);
         }
         if t.cgroups.is_empty() {
             let msg = format!("[[throttle]] `{}`: cgroups lists no glob", t.name);

@@ -206,3 +206,31 @@ fn restarts_need_a_unit_target_and_supervised_commands_an_absolute_program() {
     assert_eq!(ok.supervise[0].restart, RestartWhen::Always);
     assert_eq!(ok.supervise[0].cwd, std::path::Path::new("/"));
 }
+
+#[test]
+fn a_throttle_limits_or_freezes_never_neither_nor_both() {
+    let rule = |body: &str| {
+        format!("[[throttle]]\nname = \"t\"\nwhen = \"TargetDown\"\ncgroups = [\"batch.slice\"]\n{body}")
+    };
+    for bad in [
+        "",
+        "cpu = 0.5\nfreeze = true\n",
+        "memory_high = \"1K\"\n",
+        "memory_high = \"2GB\"\n",
+    ] {
+        assert_eq!(
+            errors(&rule(bad)).len(),
+            1,
+            "{bad:?}: {:?}",
+            errors(&rule(bad))
+        );
+    }
+    let ok = Config::parse(&rule("cpu = 0.5\nmemory_high = \"512M\"\n"), "t").unwrap();
+    assert_eq!(ok.throttles[0].memory_high, Some(ByteSize(512 << 20)));
+    assert!(
+        Config::parse(&rule("freeze = true\n"), "t")
+            .unwrap()
+            .throttles[0]
+            .freeze
+    );
+}

@@ -34,6 +34,15 @@ impl Guard {
     }
 }
 
+/// The agent's own cgroup2 path ("0::/..." in /proc/self/cgroup).
+pub fn own_cgroup_v2() -> String {
+    std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(String::from))
+        .unwrap_or_else(|| "/".into())
+}
+
 fn segments(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|s| !s.is_empty())
 }

@@ -1,4 +1,4 @@
-//! Temporary cgroup limits (CPU quota, `memory.high`) that are always undone. Each change is
+//! Temporary cgroup limits (CPU quota, `memory.high`, freezing) that are always undone. Each change is
 //! recorded in a journal in the state directory *before* the cgroup file is written, so an
 //! agent killed while a limit is active finds it at its next start and restores the value
 //! it replaced.
@@ -21,6 +21,8 @@ pub enum Limit {
     /// `memory.high` (cgroup v2): the kernel reclaims and slows the group above it,
     /// without an OOM kill.
     MemoryHigh(u64),
+    /// `cgroup.freeze` (cgroup v2): every task of the group stops until thawed.
+    Freeze,
 }
 
 /// One file write, with what it replaced.
@@ -152,6 +154,13 @@ fn target(cgroup: &Path, limit: Limit) -> io::Result<(String, String)> {
                 Ok(("cpu.cfs_quota_us".into(), quota.to_string()))
             } else {
                 Err(unsupported("cpu.max or cpu.cfs_quota_us"))
+            }
+        }
+        Limit::Freeze => {
+            if cgroup.join("cgroup.freeze").is_file() {
+                Ok(("cgroup.freeze".into(), "1".into()))
+            } else {
+                Err(unsupported("cgroup.freeze (cgroup v2 only)"))
             }
         }
         Limit::MemoryHigh(bytes) => {

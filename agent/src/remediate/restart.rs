@@ -46,13 +46,7 @@ struct State {
 
 impl Restarter {
     pub fn new(config: &Config) -> Self {
-        // The cgroup2 line of /proc/self/cgroup: "0::/system.slice/gimbal.service".
-        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        let own = own
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .unwrap_or("/")
-            .to_string();
+        let own = super::guard::own_cgroup_v2();
         let rules = config
             .restarts
             .iter()

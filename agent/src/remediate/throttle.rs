@@ -1,6 +1,7 @@
 //! Noisy-neighbour protection: while an alert fires (a critical target's latency SLI, say),
-//! hold the configured best-effort cgroups to a CPU quota; give the capacity back when the
-//! alert resolves, when the throttle's time-to-live ends, and when the agent stops.
+//! hold the configured best-effort cgroups to a CPU quota and/or `memory.high`, or freeze
+//! them; give it back when the alert resolves, when the rule's time-to-live ends, and when
+//! the agent stops.
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
@@ -20,13 +21,18 @@ use crate::{
 pub struct Throttler {
     mode: RemediationMode,
     rules: Vec<ThrottleConfig>,
+    /// Guards for the CPU hierarchy and for cgroup2 (the agent's own cgroup differs
+    /// between them on hybrid hosts).
     guard: Guard,
+    guard_v2: Guard,
     /// The hierarchy whose CPU files are written: the v1 `cpu` mount on hybrid hosts,
     /// else cgroup2.
     root: PathBuf,
+    /// Where `memory.high` and `cgroup.freeze` are (cgroup v2 only).
+    cgroup2: PathBuf,
     journal: LimitJournal,
     audit: AuditLog,
-    /// Rule name -> (cgroups throttled, or that would be in dry-run; since).
+    /// Rule name -> (cgroups held, or that would be in dry-run; since).
     active: BTreeMap<String, (Vec<PathBuf>, SystemTime)>,
     /// Rules whose TTL ended while their alert still fires: not again until it resolves.
     expired: BTreeSet<String>,
@@ -76,7 +82,12 @@ impl Throttler {
             mode: config.remediation.mode,
             rules: config.throttles.clone(),
             guard: Guard::new(&config.remediation.protected, &own),
+            guard_v2: Guard::new(
+                &config.remediation.protected,
+                &super::guard::own_cgroup_v2(),
+            ),
             root,
+            cgroup2: cgroup2.to_path_buf(),
             journal,
             audit,
             active: BTreeMap::new(),
@@ -129,59 +140,72 @@ impl Throttler {
     }
 
     fn throttle(&mut self, rule: &ThrottleConfig, now: SystemTime, ledger: &mut Ledger) {
-        let mut groups: Vec<PathBuf> = rule
-            .cgroups
-            .iter()
-            .flat_map(|p| crate::targets::expand(&self.root, p))
-            .collect();
-        groups.sort();
-        groups.dedup();
-        let detail = format!("cpu {} (alert {})", rule.cpu, rule.when);
-        let mut held = Vec::new();
-        for dir in groups {
-            let rel = self.relative(&dir);
-            let mut entry = Entry {
-                phase: "intent",
-                action: "throttle",
-                rule: &rule.name,
-                cgroup: &rel,
-                mode: self.mode.name(),
-                detail: &detail,
-                result: "pending",
-            };
-            if let Some(why) = self.guard.refusal(&rel) {
-                tracing::warn!(cgroup = %rel, why, "throttle refused");
-                let detail = format!("refused: {why}");
-                entry.phase = "outcome";
-                entry.result = "refused";
-                entry.detail = &detail;
-                self.audit.record(&entry, now);
-                ledger.record(event("throttle", &rule.name, "refused", &rel, now));
-                continue;
-            }
-            self.audit.record(&entry, now);
-            entry.phase = "outcome";
-            let result = match self.mode {
-                RemediationMode::DryRun => {
-                    tracing::info!(cgroup = %rel, rule = %rule.name, "dry-run: would throttle to {} CPUs", rule.cpu);
-                    held.push(dir);
-                    "dry_run"
-                }
-                RemediationMode::Enforce => match self.journal.apply(&dir, Limit::Cpu(rule.cpu)) {
-                    Ok(_) => {
-                        held.push(dir);
-                        "done"
-                    }
-                    Err(e) => {
-                        tracing::error!(cgroup = %rel, error = %e, "throttle failed");
-                        "failed"
-                    }
-                },
-            };
-            entry.result = result;
-            self.audit.record(&entry, now);
-            ledger.record(event("throttle", &rule.name, result, &rel, now));
+        let (action, _) = actions(rule);
+        let mut limits = Vec::new();
+        limits.extend(rule.cpu.map(Limit::Cpu));
+        limits.extend(rule.memory_high.map(|b| Limit::MemoryHigh(b.0)));
+        if rule.freeze {
+            limits.push(Limit::Freeze);
         }
+        let mut held = Vec::new();
+        for limit in limits {
+            let v2 = !matches!(limit, Limit::Cpu(_));
+            let root = if v2 { &self.cgroup2 } else { &self.root }.clone();
+            let mut groups: Vec<PathBuf> = rule
+                .cgroups
+                .iter()
+                .flat_map(|p| crate::targets::expand(&root, p))
+                .collect();
+            groups.sort();
+            groups.dedup();
+            let detail = format!("{} (alert {})", describe(limit), rule.when);
+            for dir in groups {
+                let rel = relative(&root, &dir);
+                let mut entry = Entry {
+                    phase: "intent",
+                    action,
+                    rule: &rule.name,
+                    cgroup: &rel,
+                    mode: self.mode.name(),
+                    detail: &detail,
+                    result: "pending",
+                };
+                let guard = if v2 { &self.guard_v2 } else { &self.guard };
+                if let Some(why) = guard.refusal(&rel) {
+                    tracing::warn!(cgroup = %rel, why, "{action} refused");
+                    let detail = format!("refused: {why}");
+                    entry.phase = "outcome";
+                    entry.result = "refused";
+                    entry.detail = &detail;
+                    self.audit.record(&entry, now);
+                    ledger.record(event(action, &rule.name, "refused", &rel, now));
+                    continue;
+                }
+                self.audit.record(&entry, now);
+                entry.phase = "outcome";
+                let result = match self.mode {
+                    RemediationMode::DryRun => {
+                        tracing::info!(cgroup = %rel, rule = %rule.name, "dry-run: would {action}: {detail}");
+                        "dry_run"
+                    }
+                    RemediationMode::Enforce => match self.journal.apply(&dir, limit) {
+                        Ok(_) => "done",
+                        Err(e) => {
+                            tracing::error!(cgroup = %rel, error = %e, "{action} failed");
+                            "failed"
+                        }
+                    },
+                };
+                if result != "failed" {
+                    held.push(dir);
+                }
+                entry.result = result;
+                self.audit.record(&entry, now);
+                ledger.record(event(action, &rule.name, result, &rel, now));
+            }
+        }
+        held.sort();
+        held.dedup();
         self.active.insert(rule.name.clone(), (held, now));
     }
 
@@ -189,11 +213,16 @@ impl Throttler {
         let Some((groups, _)) = self.active.remove(name) else {
             return;
         };
+        let undo = self
+            .rules
+            .iter()
+            .find(|r| r.name == name)
+            .map_or("unthrottle", |r| actions(r).1);
         for dir in groups {
             let rel = self.relative(&dir);
             let mut entry = Entry {
                 phase: "intent",
-                action: "unthrottle",
+                action: undo,
                 rule: name,
                 cgroup: &rel,
                 mode: self.mode.name(),
@@ -206,7 +235,7 @@ impl Throttler {
                 RemediationMode::Enforce => match self.journal.revert(&dir) {
                     Ok(()) => "done",
                     Err(e) => {
-                        tracing::error!(cgroup = %rel, error = %e, "cannot give the CPU back; kept in the journal for the next start");
+                        tracing::error!(cgroup = %rel, error = %e, "cannot {undo}; kept in the journal for the next start");
                         "failed"
                     }
                 },
@@ -214,14 +243,37 @@ impl Throttler {
             entry.phase = "outcome";
             entry.result = result;
             self.audit.record(&entry, now);
-            ledger.record(event("unthrottle", name, result, &rel, now));
+            ledger.record(event(undo, name, result, &rel, now));
         }
     }
 
     fn relative(&self, dir: &Path) -> String {
-        dir.strip_prefix(&self.root)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| dir.display().to_string())
+        match dir.starts_with(&self.root) {
+            true => relative(&self.root, dir),
+            false => relative(&self.cgroup2, dir),
+        }
+    }
+}
+
+fn relative(root: &Path, dir: &Path) -> String {
+    dir.strip_prefix(root)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| dir.display().to_string())
+}
+
+/// The action a rule takes and the one that undoes it.
+fn actions(rule: &ThrottleConfig) -> (&'static str, &'static str) {
+    match rule.freeze {
+        true => ("freeze", "thaw"),
+        false => ("throttle", "unthrottle"),
+    }
+}
+
+fn describe(limit: Limit) -> String {
+    match limit {
+        Limit::Cpu(cpus) => format!("cpu {cpus}"),
+        Limit::MemoryHigh(bytes) => format!("memory.high {bytes}"),
+        Limit::Freeze => "freeze".into(),
     }
 }
 

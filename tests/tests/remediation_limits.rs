@@ -33,7 +33,7 @@ fn cpu_limit_holds_a_hog_to_its_quota_and_a_restarted_journal_gives_it_back() {
     );
 
     let mut journal = LimitJournal::open(&state.0);
-    let change = journal.apply(group.dir(), Limit::Cpu(0.2)).unwrap();
+    let change = journal.apply(group.dir(), Limit::Cpu(0.2), None).unwrap();
     assert_eq!(change.previous, original.trim());
     std::thread::sleep(Duration::from_millis(300));
     let held = cpu_share(pid, Duration::from_secs(2));

@@ -171,6 +171,54 @@ crash_looping_unit_backs_off_then_is_given_up() {
     is "$(audit_count restart vmtest-crashy.service done)" 2
 }
 
+cg() { cat "/sys/fs/cgroup/system.slice/$1/$2"; }
+file_is() { is "$(cg "$1" "$2")" "$3"; }
+unit_state_is() { is "$(prop "$1" ActiveState)" "$2"; }
+events_show_high() { [ "$(cg vmtest-mem.service memory.events | awk '$1 == "high" {print $2}')" -gt 0 ]; }
+
+throttle_goes_through_systemd_and_is_given_back() {
+    local mem
+    printf '[Service]\nExecStart=/bin/sleep 600\n' >/etc/systemd/system/vmtest-critical.service
+    printf '[Service]\nExecStart=/vmtest/bin/gimbal-workload spin 1000000000000\n' >/etc/systemd/system/vmtest-hog.service
+    # Allocates 160 MiB once told to, then exits 0.
+    printf '[Service]\nExecStart=/bin/sh -c "while [ ! -e /run/vmtest-go ]; do sleep 0.2; done; exec /vmtest/bin/gimbal-workload alloc 160"\n' >/etc/systemd/system/vmtest-mem.service
+    systemctl daemon-reload && systemctl start vmtest-critical || return 1
+    printf '\n[[targets]]\nname = "vmtest-critical"\nunit = "vmtest-critical.service"\n' >>/etc/gimbal/gimbal.toml
+    printf '\n[[throttle]]\nname = "protect-critical"\nwhen = "TargetDown"\ntarget = "vmtest-critical"\ncgroups = ["system.slice/vmtest-hog.service"]\ncpu = 0.2\n' >>/etc/gimbal/gimbal.toml
+    printf '\n[[throttle]]\nname = "squeeze-batch"\nwhen = "TargetDown"\ntarget = "vmtest-critical"\ncgroups = ["system.slice/vmtest-mem.service"]\nmemory_high = "64M"\n' >>/etc/gimbal/gimbal.toml
+    systemctl reload gimbal || return 1
+    wait_for 15 series_is 1 gimbal_target_up 'target="vmtest-critical"' || return 1
+    systemctl start vmtest-hog vmtest-mem || return 1
+    # No cpu.max yet: systemd enables the cpu controller for a unit once it has a quota.
+    mem=$(cg vmtest-mem.service memory.high)
+    systemctl kill -s KILL vmtest-critical || return 1
+    # Through SetUnitProperties: systemd's own view of the unit says so too.
+    wait_for 15 file_is vmtest-hog.service cpu.max "20000 100000" || {
+        grep -F throttle /var/lib/gimbal/remediation/audit.jsonl
+        systemctl status vmtest-hog --no-pager | head -n 12
+        ls /sys/fs/cgroup/system.slice/vmtest-hog.service | head -n 40 | tr '\n' ' '
+        journalctl -u gimbal --no-pager | grep -iE "throttl|limit|systemd|fail" | tail -n 10
+        return 1
+    }
+    is "$(prop vmtest-hog CPUQuotaPerSecUSec)" 200ms || return 1
+    wait_for 15 file_is vmtest-mem.service memory.high 67108864 || return 1
+    is "$(prop vmtest-mem MemoryHigh)" 67108864 || return 1
+    # Past memory.high the kernel reclaims and stalls the allocator; it does not kill it.
+    touch /run/vmtest-go
+    wait_for 60 events_show_high || { cg vmtest-mem.service memory.events; return 1; }
+    is "$(cg vmtest-mem.service memory.events | awk '$1 == "oom_kill" {print $2}')" 0 || return 1
+    systemctl start vmtest-critical || return 1
+    wait_for 15 file_is vmtest-hog.service cpu.max "max 100000" || return 1
+    is "$(prop vmtest-hog CPUQuotaPerSecUSec)" infinity || return 1
+    wait_for 15 file_is vmtest-mem.service memory.high "$mem" || return 1
+    # Given its memory back, the allocator finishes: exit 0, no OOM kill.
+    wait_for 60 unit_state_is vmtest-mem inactive || return 1
+    is "$(prop vmtest-mem Result)" success || return 1
+    systemctl stop vmtest-hog
+    is "$(audit_count throttle system.slice/vmtest-hog.service done)" 1 || return 1
+    is "$(audit_count unthrottle system.slice/vmtest-hog.service done)" 1
+}
+
 watchdog_restarts_a_stuck_agent() {
     local pid restarts
     pid=$(prop gimbal MainPID)
@@ -253,6 +301,7 @@ check killed_unit_shows_its_exit_reason_under_its_cgroup killed_unit_shows_its_e
 check reload_adds_a_target_that_follows_its_unit reload_adds_a_target_that_follows_its_unit
 check restart_brings_a_killed_unit_back_through_dbus restart_brings_a_killed_unit_back_through_dbus
 check crash_looping_unit_backs_off_then_is_given_up crash_looping_unit_backs_off_then_is_given_up
+check throttle_goes_through_systemd_and_is_given_back throttle_goes_through_systemd_and_is_given_back
 check watchdog_restarts_a_stuck_agent watchdog_restarts_a_stuck_agent
 check upgrade_keeps_the_edited_conffile_and_restarts upgrade_keeps_the_edited_conffile_and_restarts
 check remove_stops_and_keeps_config_and_state remove_stops_and_keeps_config_and_state

@@ -1,7 +1,10 @@
 //! Temporary cgroup limits (CPU quota, `memory.high`, freezing) that are always undone. Each change is
 //! recorded in a journal in the state directory *before* the cgroup file is written, so an
 //! agent killed while a limit is active finds it at its next start and restores the value
-//! it replaced.
+//! it replaced. The cgroup of a systemd unit is changed through systemd
+//! (`SetUnitProperties`, runtime only; `FreezeUnit`), so systemd's idea of the unit stays
+//! true and a later `daemon-reload` does not undo or fight the limit; other cgroups by
+//! writing their files.
 use std::{
     io,
     path::{Path, PathBuf},
@@ -9,6 +12,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use super::systemd::Systemd;
 use crate::durable;
 
 /// The CFS period the agent writes with a quota (the kernel's default).
@@ -32,12 +36,18 @@ pub struct Change {
     pub file: String,
     pub previous: String,
     pub applied: String,
+    /// Set when made through systemd: the unit, and `file` is the property
+    /// (`CPUQuotaPerSecUSec`, `MemoryHigh`, `Freeze`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 /// The journal of limits in force: `<state_dir>/remediation/limits.json`.
 pub struct LimitJournal {
     path: PathBuf,
     changes: Vec<Change>,
+    /// Connected when first needed; None inside when systemd is not PID 1.
+    systemd: Option<Option<Systemd>>,
 }
 
 impl LimitJournal {
@@ -45,7 +55,35 @@ impl LimitJournal {
     pub fn open(state_dir: &Path) -> Self {
         let path = state_dir.join("remediation/limits.json");
         let changes = durable::read_json(&path).unwrap_or_default();
-        Self { path, changes }
+        Self {
+            path,
+            changes,
+            systemd: None,
+        }
+    }
+
+    /// The systemd unit that owns this cgroup (path relative to its hierarchy's root),
+    /// when systemd is PID 1 and one does.
+    pub fn unit_for(&mut self, relative: &str) -> Option<String> {
+        let systemd = self.systemd()?;
+        match systemd.unit_for_cgroup(relative) {
+            Ok(unit) => unit,
+            Err(e) => {
+                tracing::warn!(cgroup = relative, error = %format!("{e:#}"), "cannot ask systemd whose cgroup this is; writing its files");
+                None
+            }
+        }
+    }
+
+    fn systemd(&mut self) -> Option<&Systemd> {
+        self.systemd
+            .get_or_insert_with(|| {
+                Systemd::connect().unwrap_or_else(|e| {
+                    tracing::warn!(error = %format!("{e:#}"), "systemd is PID 1 but its bus does not answer; cgroup files are written directly");
+                    None
+                })
+            })
+            .as_ref()
     }
 
     /// Limits written and not yet undone.
@@ -53,15 +91,23 @@ impl LimitJournal {
         &self.changes
     }
 
-    /// Writes `limit` to `cgroup` (a cgroup directory of either hierarchy), journaled first.
-    pub fn apply(&mut self, cgroup: &Path, limit: Limit) -> io::Result<Change> {
-        let (file, applied) = target(cgroup, limit)?;
-        let previous = read_value(&cgroup.join(&file))?;
+    /// Sets `limit` on `cgroup` (a cgroup directory of either hierarchy), journaled first:
+    /// through systemd when `unit` owns it, else by writing the cgroup's file.
+    pub fn apply(&mut self, cgroup: &Path, limit: Limit, unit: Option<&str>) -> io::Result<Change> {
+        let (file, previous, applied) = match unit {
+            Some(unit) => self.unit_values(unit, limit)?,
+            None => {
+                let (file, applied) = target(cgroup, limit)?;
+                let previous = read_value(&cgroup.join(&file))?;
+                (file, previous, applied)
+            }
+        };
         let change = Change {
             cgroup: cgroup.to_path_buf(),
             file,
             previous,
             applied,
+            unit: unit.map(String::from),
         };
         // A second limit on the same file keeps the first one's original value.
         let original = self
@@ -75,7 +121,7 @@ impl LimitJournal {
         entry.previous = original.unwrap_or(entry.previous);
         self.changes.push(entry.clone());
         self.save()?;
-        std::fs::write(change.cgroup.join(&change.file), &change.applied)?;
+        self.write(&change, &change.applied)?;
         tracing::info!(cgroup = %change.cgroup.display(), file = %change.file, from = %entry.previous, to = %change.applied, "limit applied");
         Ok(entry)
     }
@@ -87,7 +133,7 @@ impl LimitJournal {
         self.changes = rest;
         let mut result = Ok(());
         for change in mine {
-            if let Err(e) = restore(&change) {
+            if let Err(e) = self.restore(&change) {
                 // Kept, so the next start tries again.
                 self.changes.push(change);
                 result = Err(e);
@@ -106,7 +152,7 @@ impl LimitJournal {
         }
         let mut failed = Vec::new();
         for change in std::mem::take(&mut self.changes) {
-            if let Err(e) = restore(&change) {
+            if let Err(e) = self.restore(&change) {
                 failed.push((change.clone(), e));
                 self.changes.push(change);
             }
@@ -123,14 +169,58 @@ impl LimitJournal {
     }
 }
 
-fn restore(change: &Change) -> io::Result<()> {
-    if !change.cgroup.is_dir() {
-        // The group is gone, and its limit with it.
-        return Ok(());
+impl LimitJournal {
+    /// (property, current value, value to set) of `limit` for a systemd unit.
+    fn unit_values(&mut self, unit: &str, limit: Limit) -> io::Result<(String, String, String)> {
+        let systemd = self
+            .systemd()
+            .ok_or_else(|| io::Error::other("systemd is gone"))?;
+        let read = |r: anyhow::Result<u64>| r.map_err(|e| io::Error::other(format!("{e:#}")));
+        Ok(match limit {
+            Limit::Cpu(cpus) => (
+                "CPUQuotaPerSecUSec".into(),
+                read(systemd.cpu_quota_per_sec_usec(unit))?.to_string(),
+                ((cpus * 1e6) as u64).max(10_000).to_string(),
+            ),
+            Limit::MemoryHigh(bytes) => (
+                "MemoryHigh".into(),
+                read(systemd.memory_high(unit))?.to_string(),
+                bytes.to_string(),
+            ),
+            Limit::Freeze => ("Freeze".into(), "0".into(), "1".into()),
+        })
     }
-    std::fs::write(change.cgroup.join(&change.file), &change.previous)?;
-    tracing::info!(cgroup = %change.cgroup.display(), file = %change.file, to = %change.previous, "limit reverted");
-    Ok(())
+
+    /// Sets a journaled value: the unit property, or the cgroup file.
+    fn write(&mut self, change: &Change, value: &str) -> io::Result<()> {
+        let Some(unit) = change.unit.clone() else {
+            return std::fs::write(change.cgroup.join(&change.file), value);
+        };
+        let systemd = self
+            .systemd()
+            .ok_or_else(|| io::Error::other("systemd is gone"))?;
+        let number = || value.parse::<u64>().map_err(io::Error::other);
+        let done = match change.file.as_str() {
+            "CPUQuotaPerSecUSec" => systemd.set_cpu_quota_per_sec_usec(&unit, number()?),
+            "MemoryHigh" => systemd.set_memory_high(&unit, number()?),
+            "Freeze" if value == "1" => systemd.freeze_unit(&unit),
+            "Freeze" => systemd.thaw_unit(&unit),
+            other => return Err(io::Error::other(format!("unknown unit property {other}"))),
+        };
+        done.map_err(|e| io::Error::other(format!("{e:#}")))
+    }
+
+    fn restore(&mut self, change: &Change) -> io::Result<()> {
+        // A unit's property outlives its cgroup (the unit may start again) and is set
+        // back; a plain group that is gone, or a unit's freeze, went with the cgroup.
+        let outlives = change.unit.is_some() && change.file != "Freeze";
+        if !outlives && !change.cgroup.is_dir() {
+            return Ok(());
+        }
+        self.write(change, &change.previous)?;
+        tracing::info!(cgroup = %change.cgroup.display(), file = %change.file, to = %change.previous, "limit reverted");
+        Ok(())
+    }
 }
 
 /// The file and value for `limit` in this cgroup's hierarchy.
@@ -194,8 +284,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gimbal-limits-{}", std::process::id()));
         let g = fake_group(&dir);
         let mut j = LimitJournal::open(&dir);
-        j.apply(&g, Limit::Cpu(0.5)).unwrap();
-        j.apply(&g, Limit::Cpu(0.2)).unwrap();
+        j.apply(&g, Limit::Cpu(0.5), None).unwrap();
+        j.apply(&g, Limit::Cpu(0.2), None).unwrap();
         assert_eq!(
             std::fs::read_to_string(g.join("cpu.max")).unwrap(),
             "20000 100000"

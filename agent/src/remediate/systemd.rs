@@ -4,9 +4,6 @@
 //!
 //! zbus's blocking API on its own async-io executor and threads, not on Tokio: so it needs
 //! no Tokio runtime and works from inside one (it blocks that thread for the call, no more).
-// Only RestartUnit is wired up so far; the rest is for the cgroup remediations next to it.
-// Drop this once they use it.
-#![allow(dead_code)]
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -26,7 +23,6 @@ use zbus::{
 const DESTINATION: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
-const UNIT: &str = "org.freedesktop.systemd1.Unit";
 const SERVICE: &str = "org.freedesktop.systemd1.Service";
 const SCOPE: &str = "org.freedesktop.systemd1.Scope";
 const SLICE: &str = "org.freedesktop.systemd1.Slice";
@@ -56,38 +52,6 @@ impl Systemd {
     /// Manager.RestartUnit(unit, "replace"): the path of the queued job.
     pub fn restart_unit(&self, unit: &str) -> anyhow::Result<String> {
         self.unit_job("RestartUnit", unit)
-    }
-
-    /// Manager.StartUnit(unit, "replace"): the path of the queued job.
-    pub fn start_unit(&self, unit: &str) -> anyhow::Result<String> {
-        self.unit_job("StartUnit", unit)
-    }
-
-    /// Unit.ActiveState: "active", "failed", "inactive", "activating", ...
-    pub fn active_state(&self, unit: &str) -> anyhow::Result<String> {
-        self.property(unit, UNIT, "ActiveState")
-    }
-
-    /// Unit.SubState: the finer state ("running", "exited", "auto-restart", ...).
-    pub fn sub_state(&self, unit: &str) -> anyhow::Result<String> {
-        self.property(unit, UNIT, "SubState")
-    }
-
-    /// Service.MainPID: 0 when the service has no main process, or the unit is no service.
-    pub fn main_pid(&self, unit: &str) -> anyhow::Result<u32> {
-        if cgroup_interface(unit) != Some(SERVICE) {
-            return Ok(0);
-        }
-        self.property(unit, SERVICE, "MainPID")
-    }
-
-    /// Service.NRestarts (systemd >= 235): systemd's own automatic restarts of the service;
-    /// 0 when the unit is no service.
-    pub fn n_restarts(&self, unit: &str) -> anyhow::Result<u32> {
-        if cgroup_interface(unit) != Some(SERVICE) {
-            return Ok(0);
-        }
-        self.property(unit, SERVICE, "NRestarts")
     }
 
     /// The unit whose cgroup is this path relative to the cgroup2 root, e.g.

@@ -158,6 +158,10 @@ impl Throttler {
                 .collect();
             groups.sort();
             groups.dedup();
+            if groups.is_empty() {
+                // Nothing to act on is worth saying: a typo, or the group is not there yet.
+                tracing::warn!(rule = %rule.name, globs = ?rule.cgroups, "{action}: no cgroup matches");
+            }
             let detail = format!("{} (alert {})", describe(limit), rule.when);
             for dir in groups {
                 let rel = relative(&root, &dir);
@@ -188,13 +192,17 @@ impl Throttler {
                         tracing::info!(cgroup = %rel, rule = %rule.name, "dry-run: would {action}: {detail}");
                         "dry_run"
                     }
-                    RemediationMode::Enforce => match self.journal.apply(&dir, limit) {
-                        Ok(_) => "done",
-                        Err(e) => {
-                            tracing::error!(cgroup = %rel, error = %e, "{action} failed");
-                            "failed"
+                    RemediationMode::Enforce => {
+                        // A systemd unit's cgroup is changed through systemd.
+                        let unit = self.journal.unit_for(&rel);
+                        match self.journal.apply(&dir, limit, unit.as_deref()) {
+                            Ok(_) => "done",
+                            Err(e) => {
+                                tracing::error!(cgroup = %rel, error = %e, "{action} failed");
+                                "failed"
+                            }
                         }
-                    },
+                    }
                 };
                 if result != "failed" {
                     held.push(dir);

@@ -213,15 +213,13 @@ async fn supervise(
                     backoff.failures() - 1
                 );
                 tracing::error!(name = %config.name, "{detail}");
-                shared.audit_line(
+                shared.outcome(
                     &config.name,
                     cgroup.as_deref(),
                     "restart",
-                    "outcome",
                     &detail,
                     "gave_up",
                 );
-                shared.event("restart", &config.name, "gave_up", &detail);
                 shared.forget(&config.name);
                 shared
                     .gave_up
@@ -236,15 +234,13 @@ async fn supervise(
         if shared.mode == RemediationMode::DryRun {
             let detail = format!("{why}; would restart in {delay:?}");
             tracing::info!(name = %config.name, "dry-run: {detail}");
-            shared.audit_line(
+            shared.outcome(
                 &config.name,
                 cgroup.as_deref(),
                 "restart",
-                "outcome",
                 &detail,
                 "dry_run",
             );
-            shared.event("restart", &config.name, "dry_run", &detail);
             shared.forget(&config.name);
             shared.cleanup(stop.await, cgroup.as_deref());
             return;
@@ -337,15 +333,13 @@ impl Shared {
                 let detail = format!("pid {} ({why})", p.pid);
                 tracing::info!(name = %name, pid = p.pid, "supervised process {action}ed");
                 self.remember(config, &p);
-                self.audit_line(name, cgroup, action, "outcome", &detail, "done");
-                self.event(action, name, "done", &detail);
+                self.outcome(name, cgroup, action, &detail, "done");
                 Some(p)
             }
             Err(e) => {
                 let detail = format!("cannot start {:?}: {e}", config.command[0]);
                 tracing::error!(name = %name, "{detail}");
-                self.audit_line(name, cgroup, action, "outcome", &detail, "failed");
-                self.event(action, name, "failed", &detail);
+                self.outcome(name, cgroup, action, &detail, "failed");
                 None
             }
         }
@@ -370,8 +364,7 @@ impl Shared {
             }
         };
         tracing::info!(name = %config.name, "supervised process stopped: {how}");
-        self.audit_line(&config.name, None, "stop", "outcome", &how, "done");
-        self.event("stop", &config.name, "done", &how);
+        self.outcome(&config.name, None, "stop", &how, "done");
         self.forget(&config.name);
     }
 
@@ -441,6 +434,19 @@ impl Shared {
             },
             SystemTime::now(),
         );
+    }
+
+    /// The outcome of an action: audited (fsynced), then reported to the main loop.
+    fn outcome(
+        &self,
+        name: &str,
+        cgroup: Option<&Path>,
+        action: &'static str,
+        detail: &str,
+        result: &'static str,
+    ) {
+        self.audit_line(name, cgroup, action, "outcome", detail, result);
+        self.event(action, name, result, detail);
     }
 
     fn event(&self, action: &'static str, name: &str, result: &'static str, detail: &str) {

@@ -15,7 +15,7 @@ use crate::{
     metrics::{self, AgentInfo, Exposition},
     model::Model,
     probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes},
-    remediate::{Restarter, Supervisor, Throttler},
+    remediate::{Restarter, Signaller, Supervisor, Throttler},
     rules::{Engine, NodeInputs},
     service::{Health, Notifier},
     watch::{WatchStatus, Watcher},
@@ -64,6 +64,7 @@ pub async fn run(
     let (actions_tx, mut actions) = tokio::sync::mpsc::unbounded_channel();
     let mut supervisor = Supervisor::start(&config, &cgroup2, actions_tx);
     let mut restarter = Restarter::new(&config);
+    let mut signaller = Signaller::new(&config, &cgroup2);
     let probe_status = probes.status.clone();
     tracing::info!(
         syscall_hist_entries = probes.syscall_hist_entries,
@@ -95,6 +96,7 @@ pub async fn run(
                 let firing = engine.firing();
                 throttler.step(&firing, now, &mut m.remediations);
                 restarter.step(&firing, now, &mut m.remediations);
+                signaller.step(&firing, now, &mut m.remediations);
                 drop(m);
                 health.turned();
                 if !health.ready() {
@@ -129,6 +131,7 @@ pub async fn run(
                     let firing = engine.firing();
                     throttler.step(&firing, now, &mut m.remediations);
                     restarter.step(&firing, now, &mut m.remediations);
+                    signaller.step(&firing, now, &mut m.remediations);
                 }
             }
             Some(action) = actions.recv() => {
@@ -158,6 +161,7 @@ pub async fn run(
                         m.remediations.forget_gave_up();
                         supervisor.reload(&new);
                         restarter = Restarter::new(&new);
+                        signaller = Signaller::new(&new, &cgroup2);
                         config = new;
                         m.config_reloads[0] += 1;
                         tracing::info!(path = %path.display(), "SIGHUP: config reloaded (targets, alerting, rules)");

@@ -15,7 +15,7 @@ pub use bytes::ByteSize;
 pub use duration::HumanDuration;
 pub use errors::{ConfigError, ConfigErrors};
 
-const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`";
+const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`";
 
 /// The default configuration, embedded in the binary and shipped as /etc/gimbal/gimbal.toml.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -37,6 +37,23 @@ pub struct Config {
     pub restarts: Vec<RestartConfig>,
     /// `[[supervise]]`: processes the agent runs and restarts itself.
     pub supervise: Vec<SuperviseConfig>,
+    /// `[[signal]]`: a signal to the processes of some cgroups when an alert fires.
+    pub signals: Vec<SignalConfig>,
+}
+
+/// `[[signal]]`: when alert `when` starts firing (for `target`, if set), send `signal` once
+/// to every process in the cgroups matching `cgroups` (cgroup2), e.g. SIGUSR1 so a
+/// training job checkpoints before anything harsher.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalConfig {
+    pub name: String,
+    pub when: String,
+    #[serde(default)]
+    pub target: Option<String>,
+    pub cgroups: Vec<String>,
+    /// A signal name: "SIGUSR1", "SIGTERM", "SIGRTMIN+2".
+    pub signal: String,
 }
 
 /// `[remediation]`: whether actions change the host, and what they may never touch.
@@ -495,6 +512,7 @@ impl Config {
                 "throttle" => section_list(value, &mut errors, &mut config.throttles),
                 "restart" => section_list(value, &mut errors, &mut config.restarts),
                 "supervise" => section_list(value, &mut errors, &mut config.supervise),
+                "signal" => section_list(value, &mut errors, &mut config.signals),
                 other => errors.push_at(
                     key.span(),
                     format!("unknown section `{other}`, expected one of {SECTIONS}"),
@@ -714,6 +732,19 @@ fn validate(config: &Config, errors: &mut ConfigErrors) {
         }
     }
     validate_restarts(config, errors);
+    for s in &config.signals {
+        if crate::names::signal_number(&s.signal).is_none() {
+            let msg = format!(
+                "of `{}`: `{}` is not a signal name, like \"SIGUSR1\"",
+                s.name, s.signal
+            );
+            errors.push_field_value("signal.signal", &s.signal, msg);
+        }
+        if s.cgroups.is_empty() {
+            let msg = format!("[[signal]] `{}`: cgroups lists no glob", s.name);
+            errors.push_field("signal.cgroups", msg);
+        }
+    }
 }
 
 fn validate_restarts(config: &Config, errors: &mut ConfigErrors) {

@@ -68,8 +68,27 @@ pub fn signal_name(sig: u32) -> Cow<'static, str> {
     }
 }
 
+/// The number of a signal named "SIGUSR1" (or "USR1"), standard or real-time.
+pub fn signal_number(name: &str) -> Option<u32> {
+    let name = name.trim();
+    let full = if name.starts_with("SIG") {
+        name.to_string()
+    } else {
+        format!("SIG{name}")
+    };
+    (1..=64).find(|&n| signals::lookup(n) == Some(full.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn signal_numbers_by_name_with_or_without_the_sig_prefix() {
+        assert_eq!(signal_number("SIGUSR1"), Some(10));
+        assert_eq!(signal_number("TERM"), Some(15));
+        assert_eq!(signal_number("SIGRTMIN+2"), Some(36));
+        assert_eq!(signal_number("SIGNOPE"), None);
+    }
     use super::*;
 
     fn assert_sorted_and_unique(table: &[(u32, &str)]) {

@@ -57,7 +57,7 @@ impl Proc {
 
     /// Takes over a process a previous agent started, if it is still the same process.
     pub fn adopt(pid: u32, expected_start: u64) -> Option<Self> {
-        let fd = pidfd_open(pid).ok()?;
+        let fd = super::super::pidfd::open(pid).ok()?;
         // Checked after the pidfd pins the pid: a process that ended and whose pid was
         // reused since has another start time.
         let start = start_time(pid)?;
@@ -104,20 +104,7 @@ impl Proc {
 
     /// Sends `sig` to this very process (never to a reused pid).
     pub fn signal(&self, sig: i32) -> io::Result<()> {
-        // SAFETY: plain syscall on our pidfd.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.get_ref().as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        super::super::pidfd::send_signal(self.pidfd.get_ref(), sig)
     }
 }
 
@@ -317,15 +304,6 @@ fn describe(code: i32, status: i32) -> Ended {
             how: format!("ended (si_code {other}, status {status})"),
         },
     }
-}
-
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the returned fd is owned by us.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Field 22 of /proc/<pid>/stat (after the command, which may contain spaces or ')').

@@ -1,0 +1,162 @@
+//! `[[signal]]`: when an alert starts firing, send a signal once to every process of the
+//! matched cgroups (SIGUSR1 so a training job checkpoints, say); again only after the alert
+//! resolved and fired anew. Each process is pinned with a pidfd and then checked to still
+//! be in the cgroup, so a PID reused between reading `cgroup.procs` and sending is never hit.
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use super::{
+    audit::{AuditLog, Entry},
+    guard::{own_cgroup_v2, Guard},
+    pidfd, ActionEvent, Ledger,
+};
+use crate::{
+    alert::AlertLabels,
+    config::{Config, RemediationMode, SignalConfig},
+    names::signal_number,
+};
+
+pub struct Signaller {
+    mode: RemediationMode,
+    rules: Vec<SignalConfig>,
+    guard: Guard,
+    audit: AuditLog,
+    cgroup2: PathBuf,
+    /// Rules whose alert fired and got its signal; cleared when the alert resolves.
+    sent: BTreeSet<String>,
+}
+
+impl Signaller {
+    pub fn new(config: &Config, cgroup2: &Path) -> Self {
+        Self {
+            mode: config.remediation.mode,
+            rules: config.signals.clone(),
+            guard: Guard::new(&config.remediation.protected, &own_cgroup_v2()),
+            audit: AuditLog::new(&config.agent.state_dir),
+            cgroup2: cgroup2.to_path_buf(),
+            sent: BTreeSet::new(),
+        }
+    }
+
+    pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, ledger: &mut Ledger) {
+        for rule in self.rules.clone() {
+            let triggered = firing.iter().any(|l| {
+                l.get("alertname") == Some(&rule.when)
+                    && rule
+                        .target
+                        .as_ref()
+                        .is_none_or(|t| l.get("target") == Some(t))
+            });
+            if !triggered {
+                self.sent.remove(&rule.name);
+            } else if self.sent.insert(rule.name.clone()) {
+                self.signal(&rule, now, ledger);
+            }
+        }
+    }
+
+    fn signal(&self, rule: &SignalConfig, now: SystemTime, ledger: &mut Ledger) {
+        let Some(sig) = signal_number(&rule.signal) else {
+            return; // rejected at config load
+        };
+        let mut groups: Vec<PathBuf> = rule
+            .cgroups
+            .iter()
+            .flat_map(|p| crate::targets::expand(&self.cgroup2, p))
+            .collect();
+        groups.sort();
+        groups.dedup();
+        if groups.is_empty() {
+            tracing::warn!(rule = %rule.name, globs = ?rule.cgroups, "signal: no cgroup matches");
+        }
+        for dir in groups {
+            let rel = dir
+                .strip_prefix(&self.cgroup2)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let mut entry = Entry {
+                phase: "intent",
+                action: "signal",
+                rule: &rule.name,
+                cgroup: &rel,
+                mode: self.mode.name(),
+                detail: &rule.signal,
+                result: "pending",
+            };
+            let (result, detail) = if let Some(why) = self.guard.refusal(&rel) {
+                ("refused", format!("refused: {why}"))
+            } else {
+                self.audit.record(&entry, now);
+                match self.mode {
+                    RemediationMode::DryRun => {
+                        ("dry_run", format!("would send {} to {rel}", rule.signal))
+                    }
+                    RemediationMode::Enforce => {
+                        let (sent, errors) = send_to_group(&dir, &rel, sig as i32);
+                        let detail = format!("{} to {sent} processes{errors}", rule.signal);
+                        (
+                            if sent > 0 || errors.is_empty() {
+                                "done"
+                            } else {
+                                "failed"
+                            },
+                            detail,
+                        )
+                    }
+                }
+            };
+            tracing::info!(rule = %rule.name, cgroup = %rel, result, "{detail}");
+            entry.phase = "outcome";
+            entry.result = result;
+            entry.detail = &detail;
+            self.audit.record(&entry, now);
+            ledger.record(ActionEvent {
+                action: "signal",
+                target: rule.name.clone(),
+                result,
+                detail,
+                at: now,
+            });
+        }
+    }
+}
+
+/// Signals every process of the group: (how many got it, "; errors" if any).
+fn send_to_group(dir: &Path, relative: &str, sig: i32) -> (usize, String) {
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let own = std::process::id();
+    let mut sent = 0;
+    let mut errors = Vec::new();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+        if pid <= 1 || pid == own {
+            continue; // PID 1 and the agent itself are never signalled
+        }
+        let Ok(fd) = pidfd::open(pid) else {
+            continue; // ended since cgroup.procs was read
+        };
+        // Pinned now: if this pid is no longer the group's process, it is not ours to hit.
+        if !in_cgroup(pid, relative) {
+            continue;
+        }
+        match pidfd::send_signal(&fd, sig) {
+            Ok(()) => sent += 1,
+            Err(e) => errors.push(format!("pid {pid}: {e}")),
+        }
+    }
+    let errors = match errors.is_empty() {
+        true => String::new(),
+        false => format!("; {}", errors.join(", ")),
+    };
+    (sent, errors)
+}
+
+fn in_cgroup(pid: u32, relative: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .is_some_and(|path| path.trim_start_matches('/') == relative.trim_start_matches('/'))
+}

@@ -140,14 +140,15 @@ fn a_killed_supervised_process_is_restarted_adopted_by_the_next_agent_and_stoppe
     let file = config(&state, &root, &am, "enforce", &supervise("svc", &["pause"]));
     let agent = Agent::start_with(&["--config", &file]);
 
-    let first = wait_until("the supervised process", 10, || {
-        root.procs("svc").first().copied()
+    // Born in its cgroup (clone3), then exec'd: the command line is the workload's only
+    // after exec.
+    let first = wait_until("the supervised process running the workload", 10, || {
+        let pid = root.procs("svc").first().copied()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        cmdline
+            .ends_with(b"gimbal-workload\0pause\0")
+            .then_some(pid)
     });
-    let cmdline = std::fs::read(format!("/proc/{first}/cmdline")).unwrap();
-    assert!(
-        cmdline.ends_with(b"gimbal-workload\0pause\0"),
-        "{cmdline:?}"
-    );
 
     kill(first, libc::SIGKILL);
     let second = wait_until("the replacement", 5, || {

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
             config: config_path,
             listen,
         } => {
-            let mut config = match &config_path {
+            let config = match &config_path {
                 Some(path) => match Config::from_file(path) {
                     Ok(c) => c,
                     Err(e) => {
@@ -54,14 +54,11 @@ fn main() -> ExitCode {
                 },
                 None => Config::embedded(),
             };
-            if let Some(listen) = listen {
-                config.agent.listen = listen;
-            }
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            match runtime.block_on(gimbal::run::run(config, config_path)) {
+            match runtime.block_on(gimbal::run::run(config, config_path, listen)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

@@ -27,11 +27,17 @@ use crate::{
 const CGROUP_RESCAN: Duration = Duration::from_millis(250);
 
 /// `config_path` is where `config` came from (None: the embedded defaults), re-read on
-/// SIGHUP.
+/// SIGHUP; `listen` (--listen) overrides `[agent] listen`, in every config read.
 pub async fn run(
     mut config: Config,
     config_path: Option<std::path::PathBuf>,
+    listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
+    let with_listen = |mut c: Config| {
+        c.agent.listen = listen.unwrap_or(c.agent.listen);
+        c
+    };
+    config = with_listen(config);
     let listener = TcpListener::bind(config.agent.listen)
         .await
         .with_context(|| {
@@ -142,7 +148,7 @@ pub async fn run(
                     tracing::warn!("SIGHUP: nothing to reload, the agent runs on the embedded defaults");
                     continue;
                 };
-                let reloaded = Config::from_file(path).map_err(anyhow::Error::from).and_then(|new| {
+                let reloaded = Config::from_file(path).map(with_listen).map_err(anyhow::Error::from).and_then(|new| {
                     watcher.save();
                     let parts = alerting(&new, &cgroup2, addr, &delivery)?;
                     Ok((new, parts))

@@ -33,11 +33,7 @@ pub async fn run(
     config_path: Option<std::path::PathBuf>,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
-    let with_listen = |mut c: Config| {
-        c.agent.listen = listen.unwrap_or(c.agent.listen);
-        c
-    };
-    config = with_listen(config);
+    config = with_listen(config, listen);
     let listener = TcpListener::bind(config.agent.listen)
         .await
         .with_context(|| {
@@ -148,7 +144,7 @@ pub async fn run(
                     tracing::warn!("SIGHUP: nothing to reload, the agent runs on the embedded defaults");
                     continue;
                 };
-                let reloaded = Config::from_file(path).map(with_listen).map_err(anyhow::Error::from).and_then(|new| {
+                let reloaded = Config::from_file(path).map(|c| with_listen(c, listen)).map_err(anyhow::Error::from).and_then(|new| {
                     watcher.save();
                     let parts = alerting(&new, &cgroup2, addr, &delivery)?;
                     Ok((new, parts))
@@ -286,6 +282,12 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         out.push("[labels]");
     }
     out
+}
+
+/// `config` with the --listen override, if any.
+fn with_listen(mut config: Config, listen: Option<SocketAddr>) -> Config {
+    config.agent.listen = listen.unwrap_or(config.agent.listen);
+    config
 }
 
 /// Runs the rules on the current state and publishes the watch status.

@@ -3,7 +3,7 @@
 //! agent killed while a limit is active finds it at its next start and restores the value
 //! it replaced. The cgroup of a systemd unit is changed through systemd
 //! (`SetUnitProperties`, runtime only; `FreezeUnit`), so systemd's idea of the unit stays
-//! true and a later `daemon-reload` does not undo or fight the limit; other cgroups by
+//! true and systemd does not rewrite the files behind the agent's back; other cgroups by
 //! writing their files.
 use std::{
     io,

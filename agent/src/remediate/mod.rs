@@ -24,3 +24,11 @@ pub use restart::Restarter;
 pub use signal::Signaller;
 pub use supervise::Supervisor;
 pub use throttle::Throttler;
+
+/// Whether alert `when` fires (for `target`, if given): what every rule-bound action asks.
+fn fires(firing: &[crate::alert::AlertLabels], when: &str, target: Option<&str>) -> bool {
+    firing.iter().any(|l| {
+        l.get("alertname").map(String::as_str) == Some(when)
+            && target.is_none_or(|t| l.get("target").map(String::as_str) == Some(t))
+    })
+}

@@ -75,9 +75,7 @@ impl Restarter {
         let targets: Vec<String> = self.rules.keys().cloned().collect();
         for target in targets {
             let (when, unit, state) = self.rules.get_mut(&target).expect("listed");
-            let down = firing
-                .iter()
-                .any(|l| l.get("alertname") == Some(when) && l.get("target") == Some(&target));
+            let down = super::fires(firing, when, Some(&target));
             let since_restart = state
                 .last_restart
                 .map(|t| now.duration_since(t).unwrap_or_default());

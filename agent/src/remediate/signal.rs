@@ -43,13 +43,7 @@ impl Signaller {
 
     pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, ledger: &mut Ledger) {
         for rule in self.rules.clone() {
-            let triggered = firing.iter().any(|l| {
-                l.get("alertname") == Some(&rule.when)
-                    && rule
-                        .target
-                        .as_ref()
-                        .is_none_or(|t| l.get("target") == Some(t))
-            });
+            let triggered = super::fires(firing, &rule.when, rule.target.as_deref());
             if !triggered {
                 self.sent.remove(&rule.name);
             } else if self.sent.insert(rule.name.clone()) {

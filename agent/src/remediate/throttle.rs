@@ -98,13 +98,7 @@ impl Throttler {
     /// Applies and releases throttles for the alerts firing now.
     pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, ledger: &mut Ledger) {
         for rule in self.rules.clone() {
-            let triggered = firing.iter().any(|l| {
-                l.get("alertname") == Some(&rule.when)
-                    && rule
-                        .target
-                        .as_ref()
-                        .is_none_or(|t| l.get("target") == Some(t))
-            });
+            let triggered = super::fires(firing, &rule.when, rule.target.as_deref());
             if !triggered {
                 self.expired.remove(&rule.name);
             }

@@ -15,7 +15,7 @@ use crate::{
     metrics::{self, AgentInfo, Exposition},
     model::Model,
     probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes},
-    remediate::{Restarter, Signaller, Supervisor, Throttler},
+    remediate::{RuleActions, Supervisor},
     rules::{Engine, NodeInputs},
     service::{Health, Notifier},
     watch::{WatchStatus, Watcher},
@@ -60,13 +60,10 @@ pub async fn run(
     let registry = Arc::new(Exposition::registry(model.clone(), info, delivery.clone()));
     let addr: SocketAddr = listener.local_addr()?;
     let (mut watcher, mut engine) = alerting(&config, &cgroup2, addr, &delivery)?;
-    // First gives back whatever a killed predecessor left throttled.
-    let mut throttler = Throttler::new(&config, &cgroup2, &mut lock(&model).remediations);
+    let mut rule_actions = RuleActions::new(&config, &cgroup2, &mut lock(&model).remediations);
     // Supervised processes report what they did here; the loop records it in the model.
     let (actions_tx, mut actions) = tokio::sync::mpsc::unbounded_channel();
     let mut supervisor = Supervisor::start(&config, &cgroup2, actions_tx);
-    let mut restarter = Restarter::new(&config);
-    let mut signaller = Signaller::new(&config, &cgroup2);
     let probe_status = probes.status.clone();
     tracing::info!(
         syscall_hist_entries = probes.syscall_hist_entries,
@@ -95,10 +92,7 @@ pub async fn run(
                 m.apply(sample);
                 watcher.tick(now, &m.syscall_latency.series);
                 evaluate(&mut engine, &watcher, &mut m, &probe_status, now);
-                let firing = engine.firing();
-                throttler.step(&firing, now, &mut m.remediations);
-                restarter.step(&firing, now, &mut m.remediations);
-                signaller.step(&firing, now, &mut m.remediations);
+                rule_actions.step(&engine.firing(), now, &mut m.remediations);
                 drop(m);
                 health.turned();
                 if !health.ready() {
@@ -130,10 +124,7 @@ pub async fn run(
                 }
                 if touched {
                     evaluate(&mut engine, &watcher, &mut m, &probe_status, now);
-                    let firing = engine.firing();
-                    throttler.step(&firing, now, &mut m.remediations);
-                    restarter.step(&firing, now, &mut m.remediations);
-                    signaller.step(&firing, now, &mut m.remediations);
+                    rule_actions.step(&engine.firing(), now, &mut m.remediations);
                 }
             }
             Some(action) = actions.recv() => {
@@ -158,12 +149,10 @@ pub async fn run(
                         (watcher, engine) = parts;
                         // Rules may have changed: give everything back; the next tick
                         // throttles again what the new rules still call for.
-                        throttler.release_all("config reloaded", &mut m.remediations);
-                        throttler = Throttler::new(&new, &cgroup2, &mut m.remediations);
+                        rule_actions.release_all("config reloaded", &mut m.remediations);
+                        rule_actions = RuleActions::new(&new, &cgroup2, &mut m.remediations);
                         m.remediations.forget_gave_up();
                         supervisor.reload(&new);
-                        restarter = Restarter::new(&new);
-                        signaller = Signaller::new(&new, &cgroup2);
                         config = new;
                         m.config_reloads[0] += 1;
                         tracing::info!(path = %path.display(), "SIGHUP: config reloaded (targets, alerting, rules)");
@@ -180,7 +169,7 @@ pub async fn run(
         }
     }
     notifier.stopping();
-    throttler.release_all("agent stopping", &mut lock(&model).remediations);
+    rule_actions.release_all("agent stopping", &mut lock(&model).remediations);
     tracing::info!("stopping: saving target histories, detaching probes");
     watcher.save();
     http.abort();

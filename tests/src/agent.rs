@@ -78,6 +78,11 @@ impl Agent {
         body
     }
 
+    /// One sample of a scrape now, by its line prefix: `name{labels} `.
+    pub fn metric(&self, line_prefix: &str) -> Option<f64> {
+        crate::sample(&self.metrics(), line_prefix)
+    }
+
     /// SIGTERM, then the exit status: the agent must stop cleanly.
     pub fn stop(mut self) -> i32 {
         // SAFETY: signalling our own child.

@@ -14,6 +14,33 @@ pub mod agent;
 pub mod alertmanager;
 pub mod prometheus;
 
+/// Polls `ok` every 20 ms until it gives a value; fails the test naming `what` after
+/// `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut ok: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = ok() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `wait_for` a condition.
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    wait_for(what, timeout, || ok().then_some(()))
+}
+
+/// The value of the first sample in an exposition whose line starts with `line_prefix`
+/// (name and labels, then a space).
+pub fn sample(exposition: &str, line_prefix: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// A loopback TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

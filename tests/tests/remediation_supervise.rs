@@ -11,7 +11,8 @@ use std::{
 
 use gimbal::cgroups::CgroupNames;
 use gimbal_tests::{
-    agent::Agent, alertmanager::Alertmanager, require_root, sibling_binary, unique, TempDir,
+    agent::Agent, alertmanager::Alertmanager, require_root, sibling_binary, unique, wait_for,
+    TempDir,
 };
 
 /// The cgroup the agent makes its supervised processes' cgroups in; everything in it is
@@ -82,23 +83,8 @@ fn supervise(name: &str, args: &[&str]) -> String {
     format!("[[supervise]]\nname = \"{name}\"\ncommand = {command:?}\n")
 }
 
-fn wait_until<T>(what: &str, secs: u64, mut ok: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = ok() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn metric(agent: &Agent, line: &str) -> Option<f64> {
-    agent
-        .metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(line))
-        .and_then(|v| v.trim().parse().ok())
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
 }
 
 fn audit(state: &TempDir) -> Vec<serde_json::Value> {
@@ -142,20 +128,24 @@ fn a_killed_supervised_process_is_restarted_adopted_by_the_next_agent_and_stoppe
 
     // Born in its cgroup (clone3), then exec'd: the command line is the workload's only
     // after exec.
-    let first = wait_until("the supervised process running the workload", 10, || {
-        let pid = root.procs("svc").first().copied()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        cmdline
-            .ends_with(b"gimbal-workload\0pause\0")
-            .then_some(pid)
-    });
+    let first = wait_for(
+        "the supervised process running the workload",
+        secs(10),
+        || {
+            let pid = root.procs("svc").first().copied()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            cmdline
+                .ends_with(b"gimbal-workload\0pause\0")
+                .then_some(pid)
+        },
+    );
 
     kill(first, libc::SIGKILL);
-    let second = wait_until("the replacement", 5, || {
+    let second = wait_for("the replacement", secs(5), || {
         root.procs("svc").first().copied().filter(|&p| p != first)
     });
     assert_eq!(root.procs("svc"), [second]);
-    let lines = wait_until("the restart audited", 5, || {
+    let lines = wait_for("the restart audited", secs(5), || {
         let lines = audit(&state);
         (!outcomes(&lines, "restart").is_empty()).then_some(lines)
     });
@@ -168,10 +158,10 @@ fn a_killed_supervised_process_is_restarted_adopted_by_the_next_agent_and_stoppe
     assert!(detail.contains("killed by SIGKILL"), "{detail}");
     assert!(detail.contains(&format!("pid {second}")), "{detail}");
     let done = "gimbal_remediations_total{action=\"restart\",result=\"done\"} ";
-    wait_until("the restart counted", 5, || {
-        (metric(&agent, done) == Some(1.0)).then_some(())
+    wait_for("the restart counted", secs(5), || {
+        (agent.metric(done) == Some(1.0)).then_some(())
     });
-    wait_until("the informational alert in Alertmanager", 10, || {
+    wait_for("the informational alert in Alertmanager", secs(10), || {
         am.has_active(&[
             ("alertname", "GimbalRemediation"),
             ("action", "restart"),
@@ -198,11 +188,11 @@ fn a_killed_supervised_process_is_restarted_adopted_by_the_next_agent_and_stoppe
 
     // Adopted: not its child, watched through a pidfd, and restarted all the same.
     kill(second, libc::SIGKILL);
-    let third = wait_until("the adopted process's replacement", 5, || {
+    let third = wait_for("the adopted process's replacement", secs(5), || {
         root.procs("svc").first().copied().filter(|&p| p != second)
     });
     // The pid joins its cgroup before exec; the outcome is audited once spawn returned.
-    let lines = wait_until("the second restart audited", 5, || {
+    let lines = wait_for("the second restart audited", secs(5), || {
         let lines = audit(&state);
         (outcomes(&lines, "restart").len() == 2).then_some(lines)
     });
@@ -224,10 +214,10 @@ fn a_killed_supervised_process_is_restarted_adopted_by_the_next_agent_and_stoppe
     config(&state, &root, &am, "enforce", "");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(next.child.id() as i32, libc::SIGHUP) };
-    wait_until("the removed process stopped", 15, || {
+    wait_for("the removed process stopped", secs(15), || {
         (!is_alive(third)).then_some(())
     });
-    wait_until("its cgroup removed", 5, || {
+    wait_for("its cgroup removed", secs(5), || {
         (!root.path.join("svc").exists()).then_some(())
     });
     let lines = audit(&state);
@@ -258,7 +248,7 @@ fn a_crash_loop_backs_off_then_is_given_up_with_an_alert() {
     );
     let agent = Agent::start_with(&["--config", &file]);
 
-    wait_until("the give-up alert in Alertmanager", 15, || {
+    wait_for("the give-up alert in Alertmanager", secs(15), || {
         am.has_active(&[
             ("alertname", "GimbalRemediationGaveUp"),
             ("target", "crashy"),
@@ -281,7 +271,7 @@ fn a_crash_loop_backs_off_then_is_given_up_with_an_alert() {
     let gaps: Vec<u64> = restarts.windows(2).map(|w| ms(w[1]) - ms(w[0])).collect();
     assert!(gaps[0] >= 300 && gaps[1] >= 600, "gaps {gaps:?} ms");
     let gave = "gimbal_remediations_total{action=\"restart\",result=\"gave_up\"} ";
-    assert_eq!(metric(&agent, gave), Some(1.0));
+    assert_eq!(agent.metric(gave), Some(1.0));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         outcomes(&audit(&state), "restart").len(),
@@ -301,13 +291,13 @@ fn dry_run_reports_the_restart_it_would_do_and_starts_nothing() {
     let root = SupervisedRoot::new();
     let file = config(&state, &root, &am, "dry-run", &supervise("svc", &["pause"]));
     let agent = Agent::start_with(&["--config", &file]);
-    let first = wait_until("the supervised process", 10, || {
+    let first = wait_for("the supervised process", secs(10), || {
         root.procs("svc").first().copied()
     });
     kill(first, libc::SIGKILL);
     let dry = "gimbal_remediations_total{action=\"restart\",result=\"dry_run\"} ";
-    wait_until("the dry-run decision", 5, || {
-        (metric(&agent, dry) == Some(1.0)).then_some(())
+    wait_for("the dry-run decision", secs(5), || {
+        (agent.metric(dry) == Some(1.0)).then_some(())
     });
     std::thread::sleep(Duration::from_millis(500));
     assert!(root.procs("svc").is_empty(), "dry-run restarted it");
@@ -345,7 +335,7 @@ fn a_program_that_cannot_start_is_audited_with_the_kernels_error() {
         "[[supervise]]\nname = \"missing\"\ncommand = [\"/nonexistent/gimbal-test-program\"]\n";
     let file = config(&state, &root, &am, "enforce", entry);
     let _agent = Agent::start_with(&["--config", &file]);
-    let start = wait_until("the failed start audited", 10, || {
+    let start = wait_for("the failed start audited", secs(10), || {
         let lines = audit(&state);
         outcomes(&lines, "start").first().map(|l| (*l).clone())
     });

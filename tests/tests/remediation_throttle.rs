@@ -6,30 +6,14 @@
 //! quota at start and, although the alert still fires, leaves the file alone.
 //! A freeze rule stops a CPU hog in a cgroup2 group while the alert fires (cgroup.events
 //! says frozen, schedstat says no CPU) and thaws it when the alert resolves.
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
 use gimbal_tests::{
-    agent::Agent, cpu_share, require_root, sibling_binary, spawn_in, CpuGroup, TempDir, TestCgroup,
+    agent::Agent, cpu_share, require_root, sibling_binary, spawn_in, wait_until, CpuGroup, TempDir,
+    TestCgroup,
 };
 
-fn metric(agent: &Agent, line: &str) -> Option<f64> {
-    agent
-        .metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(line))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+const WAIT: Duration = Duration::from_secs(15);
 
 fn config(state: &TempDir, critical: &TestCgroup, noisy: &CpuGroup, mode: &str) -> String {
     let file = state.0.join(format!("gimbal-{mode}.toml"));
@@ -68,14 +52,16 @@ fn a_firing_alert_throttles_the_noisy_cgroup_and_a_killed_agent_is_undone_on_res
     let service = critical.spawn_into(Command::new(&workload).arg("pause"));
 
     let agent = Agent::start_with(&["--config", &config(&state, &critical, &noisy, "enforce")]);
-    wait_until("the critical target up", || {
-        metric(&agent, "gimbal_target_up{target=\"critical\"} ") == Some(1.0)
+    wait_until("the critical target up", WAIT, || {
+        agent.metric("gimbal_target_up{target=\"critical\"} ") == Some(1.0)
     });
     assert_eq!(std::fs::read_to_string(&quota).unwrap(), original);
 
     drop(service); // killed: TargetDown fires
     let throttled = "gimbal_remediations_total{action=\"throttle\",result=\"done\"} ";
-    wait_until("the throttle", || metric(&agent, throttled) == Some(1.0));
+    wait_until("the throttle", WAIT, || {
+        agent.metric(throttled) == Some(1.0)
+    });
     let applied = std::fs::read_to_string(&quota).unwrap();
     assert_ne!(applied, original, "{} unchanged", quota.display());
     std::thread::sleep(Duration::from_millis(300));
@@ -87,8 +73,8 @@ fn a_firing_alert_throttles_the_noisy_cgroup_and_a_killed_agent_is_undone_on_res
 
     let service = critical.spawn_into(Command::new(&workload).arg("pause"));
     let given_back = "gimbal_remediations_total{action=\"unthrottle\",result=\"done\"} ";
-    wait_until("the throttle given back", || {
-        metric(&agent, given_back) == Some(1.0)
+    wait_until("the throttle given back", WAIT, || {
+        agent.metric(given_back) == Some(1.0)
     });
     assert_eq!(std::fs::read_to_string(&quota).unwrap(), original);
     let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
@@ -123,8 +109,8 @@ fn a_firing_alert_throttles_the_noisy_cgroup_and_a_killed_agent_is_undone_on_res
 
     // Down again, throttled again, and the agent dies without giving the CPU back.
     drop(service);
-    wait_until("the second throttle", || {
-        metric(&agent, throttled) == Some(2.0)
+    wait_until("the second throttle", WAIT, || {
+        agent.metric(throttled) == Some(2.0)
     });
     let mut agent = agent;
     agent.child.kill().unwrap();
@@ -148,7 +134,9 @@ fn a_firing_alert_throttles_the_noisy_cgroup_and_a_killed_agent_is_undone_on_res
         .unwrap_or_else(|| panic!("no audited outcome of the restore at start:\n{audit}"));
     assert_eq!(restore["result"], "done");
     let dry = "gimbal_remediations_total{action=\"throttle\",result=\"dry_run\"} ";
-    wait_until("the dry-run decision", || metric(&next, dry) == Some(1.0));
+    wait_until("the dry-run decision", WAIT, || {
+        next.metric(dry) == Some(1.0)
+    });
     assert_eq!(
         std::fs::read_to_string(&quota).unwrap(),
         original,
@@ -188,18 +176,18 @@ fn a_firing_alert_freezes_the_matched_cgroup_and_thaws_it_when_resolved() {
             .contains("frozen 1")
     };
     let agent = Agent::start_with(&["--config", file.to_str().unwrap()]);
-    wait_until("the critical target up", || {
-        metric(&agent, "gimbal_target_up{target=\"critical\"} ") == Some(1.0)
+    wait_until("the critical target up", WAIT, || {
+        agent.metric("gimbal_target_up{target=\"critical\"} ") == Some(1.0)
     });
     assert!(!frozen());
 
     drop(service); // TargetDown fires
-    wait_until("the batch cgroup frozen (cgroup.events)", frozen);
+    wait_until("the batch cgroup frozen (cgroup.events)", WAIT, frozen);
     let share = cpu_share(hog.id(), Duration::from_secs(1));
     assert!(share < 0.02, "a frozen hog used {share:.3} CPUs");
 
     let _service = critical.spawn_into(Command::new(&workload).arg("pause"));
-    wait_until("thawed", || !frozen());
+    wait_until("thawed", WAIT, || !frozen());
     let share = cpu_share(hog.id(), Duration::from_secs(1));
     assert!(share > 0.3, "the thawed hog got only {share:.2} CPUs");
     let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
@@ -226,4 +214,89 @@ fn a_firing_alert_freezes_the_matched_cgroup_and_thaws_it_when_resolved() {
     );
     drop(agent);
     drop(hog);
+}
+
+/// Two throttle rules, each bound to its own critical target, under `max_concurrent = 1`:
+/// the second alert's throttle waits (audited and counted as deferred, its cgroup's quota
+/// untouched) until the first is given back, then goes ahead because its alert still fires.
+#[test]
+fn the_node_wide_cap_defers_a_second_throttle_until_the_first_is_given_back() {
+    if !require_root("the_node_wide_cap_defers_a_second_throttle_until_the_first_is_given_back") {
+        return;
+    }
+    let workload = sibling_binary("gimbal-workload");
+    let state = TempDir::new("throttle-cap");
+    let critical = [TestCgroup::new("critical-a"), TestCgroup::new("critical-b")];
+    let noisy = [CpuGroup::new(), CpuGroup::new()];
+    let quota = |i: usize| std::fs::read_to_string(noisy[i].quota_file()).unwrap();
+    let original = [quota(0), quota(1)];
+    let mut config = format!(
+        "[agent]\nstate_dir = \"{}\"\n[remediation]\nmode = \"enforce\"\nmax_concurrent = 1\n",
+        state.0.display()
+    );
+    for (i, ab) in ["a", "b"].iter().enumerate() {
+        config += &format!(
+            "[[targets]]\nname = \"critical-{ab}\"\ncgroup = \"{}\"\n\
+             [[throttle]]\nname = \"protect-{ab}\"\nwhen = \"TargetDown\"\ntarget = \"critical-{ab}\"\n\
+             cgroups = [\"{}\"]\ncpu = 0.25\n",
+            critical[i].name,
+            noisy[i].relative()
+        );
+    }
+    let file = state.0.join("gimbal.toml");
+    std::fs::write(&file, config).unwrap();
+    let services = || {
+        critical
+            .each_ref()
+            .map(|c| c.spawn_into(Command::new(&workload).arg("pause")))
+    };
+    let [service_a, service_b] = services();
+    let agent = Agent::start_with(&["--config", &file.display().to_string()]);
+    let up = |ab: &str| {
+        agent.metric(&format!("gimbal_target_up{{target=\"critical-{ab}\"}} ")) == Some(1.0)
+    };
+    wait_until("both critical targets up", WAIT, || up("a") && up("b"));
+    let count = |result: &str| {
+        let line = format!("gimbal_remediations_total{{action=\"throttle\",result=\"{result}\"}} ");
+        agent.metric(&line).unwrap_or(0.0)
+    };
+
+    drop(service_a);
+    wait_until("the first throttle", WAIT, || count("done") == 1.0);
+    assert_ne!(quota(0), original[0]);
+    drop(service_b);
+    wait_until("the second throttle deferred", WAIT, || {
+        count("deferred") == 1.0
+    });
+    assert_eq!(quota(1), original[1], "throttled over the cap");
+    assert_eq!(count("done"), 1.0);
+
+    let [service_a, _] = services();
+    wait_until(
+        "the second throttle once the first is given back",
+        WAIT,
+        || count("done") == 2.0,
+    );
+    assert_eq!(quota(0), original[0], "the first given back");
+    assert_ne!(quota(1), original[1]);
+    assert_eq!(count("deferred"), 1.0, "a deferral is reported once");
+
+    let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
+    let deferred: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["result"] == "deferred")
+        .collect();
+    assert_eq!(deferred.len(), 1, "{audit}");
+    assert_eq!(deferred[0]["rule"], "protect-b");
+    assert!(
+        deferred[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_concurrent"),
+        "{audit}"
+    );
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(quota(1), original[1], "given back when the agent stops");
+    drop(service_a);
 }

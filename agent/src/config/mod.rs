@@ -78,6 +78,9 @@ pub struct RemediationConfig {
     /// The cgroup2 directory (relative to the mount) that holds one cgroup per
     /// `[[supervise]]` process.
     pub supervised_cgroup: String,
+    /// Node-wide: at most this many throttles, freezes, restarts and signals in effect at
+    /// once (a restart or signal for 3 s); more wait while their alert fires.
+    pub max_concurrent: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -119,6 +122,7 @@ impl Default for RemediationConfig {
             stable_after: HumanDuration::from_secs(600),
             give_up_after: 6,
             supervised_cgroup: "gimbal.supervised".into(),
+            max_concurrent: 4,
         }
     }
 }
@@ -751,6 +755,10 @@ fn validate_restarts(config: &Config, errors: &mut ConfigErrors) {
     let r = &config.remediation;
     if r.give_up_after == 0 {
         errors.push_field("remediation.give_up_after", "must be at least 1".into());
+    }
+    if r.max_concurrent == 0 {
+        let msg = "must be at least 1 (dry-run is how to act on nothing)".into();
+        errors.push_field("remediation.max_concurrent", msg);
     }
     if r.backoff.get() > r.backoff_max.get() {
         let msg = "must not be longer than backoff_max".into();

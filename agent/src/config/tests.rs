@@ -234,3 +234,11 @@ fn a_throttle_limits_or_freezes_never_neither_nor_both() {
             .freeze
     );
 }
+
+#[test]
+fn a_cap_of_zero_concurrent_actions_is_refused_at_its_line() {
+    let errs = errors("[remediation]\nmode = \"enforce\"\nmax_concurrent = 0\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!((errs[0].0, errs[0].1), (3, 1), "{errs:?}");
+    assert!(errs[0].2.contains("at least 1"), "{errs:?}");
+}

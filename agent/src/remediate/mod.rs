@@ -5,9 +5,10 @@
 //! supervises (`[[supervise]]`) and of systemd units through D-Bus (`[[restart]]`), with a
 //! backoff and a give-up budget (`backoff.rs`).
 //! `[remediation] mode` is `dry-run` by default: everything is decided, logged and counted,
-//! nothing changes.
+//! nothing changes. The rule-bound actions share one node-wide cap (`cap.rs`).
 mod audit;
 mod backoff;
+mod cap;
 mod guard;
 mod ledger;
 mod limits;
@@ -20,13 +21,53 @@ mod throttle;
 
 pub use ledger::{ActionEvent, Counts, Ledger};
 pub use limits::{Change, Limit, LimitJournal};
-pub use restart::Restarter;
-pub use signal::Signaller;
 pub use supervise::Supervisor;
-pub use throttle::Throttler;
+
+use std::{path::Path, time::SystemTime};
+
+use cap::ActionCap;
+use restart::Restarter;
+use signal::Signaller;
+use throttle::Throttler;
+
+use crate::{alert::AlertLabels, config::Config};
+
+/// The actions bound to alerts (throttle and freeze, restart, signal), stepped together
+/// under one node-wide cap. Supervised processes are not capped: their restarts are what a
+/// service manager owes them, bounded per process by the backoff.
+pub struct RuleActions {
+    throttler: Throttler,
+    restarter: Restarter,
+    signaller: Signaller,
+    cap: ActionCap,
+}
+
+impl RuleActions {
+    /// First gives back whatever a killed predecessor left throttled.
+    pub fn new(config: &Config, cgroup2: &Path, ledger: &mut Ledger) -> Self {
+        Self {
+            throttler: Throttler::new(config, cgroup2, ledger),
+            restarter: Restarter::new(config),
+            signaller: Signaller::new(config, cgroup2),
+            cap: ActionCap::new(config.remediation.max_concurrent),
+        }
+    }
+
+    /// Acts on the alerts firing now, and gives back what no longer fires.
+    pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, ledger: &mut Ledger) {
+        self.throttler.step(firing, now, &mut self.cap, ledger);
+        self.restarter.step(firing, now, &mut self.cap, ledger);
+        self.signaller.step(firing, now, &mut self.cap, ledger);
+    }
+
+    /// Gives every throttle and freeze back (agent stop, config reload).
+    pub fn release_all(&mut self, why: &str, ledger: &mut Ledger) {
+        self.throttler.release_all(why, ledger);
+    }
+}
 
 /// Whether alert `when` fires (for `target`, if given): what every rule-bound action asks.
-fn fires(firing: &[crate::alert::AlertLabels], when: &str, target: Option<&str>) -> bool {
+fn fires(firing: &[AlertLabels], when: &str, target: Option<&str>) -> bool {
     firing.iter().any(|l| {
         l.get("alertname").map(String::as_str) == Some(when)
             && target.is_none_or(|t| l.get("target").map(String::as_str) == Some(t))

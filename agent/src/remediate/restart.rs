@@ -9,6 +9,7 @@ use std::{
 use super::{
     audit::{AuditLog, Entry},
     backoff::{Backoff, Next, Policy},
+    cap::{ActionCap, Slot, SETTLE},
     guard::Guard,
     systemd::Systemd,
     ActionEvent, Ledger,
@@ -17,10 +18,6 @@ use crate::{
     alert::AlertLabels,
     config::{Config, RemediationMode},
 };
-
-/// After a restart the alert needs a moment to see the new process; until then it still
-/// firing is not a new failure.
-const SETTLE: Duration = Duration::from_secs(3);
 
 pub struct Restarter {
     mode: RemediationMode,
@@ -71,11 +68,23 @@ impl Restarter {
         }
     }
 
-    pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, ledger: &mut Ledger) {
+    pub fn step(
+        &mut self,
+        firing: &[AlertLabels],
+        now: SystemTime,
+        cap: &mut ActionCap,
+        ledger: &mut Ledger,
+    ) {
         let targets: Vec<String> = self.rules.keys().cloned().collect();
         for target in targets {
             let (when, unit, state) = self.rules.get_mut(&target).expect("listed");
             let down = super::fires(firing, when, Some(&target));
+            let key = format!("restart:{target}");
+            if !down {
+                cap.forget(&key);
+            }
+            // After a restart the alert needs a moment to see the new process; until then
+            // it still firing is not a new failure.
             let since_restart = state
                 .last_restart
                 .map(|t| now.duration_since(t).unwrap_or_default());
@@ -105,21 +114,41 @@ impl Restarter {
                 }
             }
             if state.due.is_some_and(|due| now >= due) {
-                state.due = None;
-                state.last_restart = Some(now);
-                self.restart(&target, &unit, now, ledger);
+                match cap.take(&key, Some(now + SETTLE), now) {
+                    Slot::Granted => {
+                        state.due = None;
+                        state.last_restart = Some(now);
+                        if !self.restart(&target, &unit, now, ledger) {
+                            cap.release(&key);
+                        }
+                    }
+                    Slot::Deferred => {
+                        tracing::warn!(target = %target, unit = %unit, "restart {}", cap.why());
+                        self.record(
+                            &target,
+                            &unit,
+                            "outcome",
+                            &cap.why(),
+                            "deferred",
+                            now,
+                            ledger,
+                        );
+                    }
+                    Slot::StillDeferred => {}
+                }
             }
         }
     }
 
-    fn restart(&mut self, target: &str, unit: &str, now: SystemTime, ledger: &mut Ledger) {
+    /// False when refused: nothing was (or would be) done.
+    fn restart(&mut self, target: &str, unit: &str, now: SystemTime, ledger: &mut Ledger) -> bool {
         let own =
             (self.own_unit.as_deref() == Some(unit)).then(|| "the agent's own unit".to_string());
         if let Some(why) = own.or_else(|| self.guard.refusal(unit)) {
             let detail = format!("refused: {why}");
             tracing::warn!(unit, "restart {detail}");
             self.record(target, unit, "outcome", &detail, "refused", now, ledger);
-            return;
+            return false;
         }
         self.record_audit(target, unit, "intent", "target down", "pending", now);
         let (result, detail) = match self.mode {
@@ -139,6 +168,7 @@ impl Restarter {
             },
         };
         self.record(target, unit, "outcome", &detail, result, now, ledger);
+        true
     }
 
     fn connected(&mut self) -> anyhow::Result<&Systemd> {
@@ -221,21 +251,22 @@ mod tests {
         .unwrap();
         let mut r = Restarter::new(&config);
         let mut ledger = Ledger::default();
+        let mut cap = ActionCap::new(1);
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let at = |s: u64| t0 + Duration::from_secs(s);
         let dry_runs = |l: &Ledger| l.counts.get(&("restart", "dry_run")).copied().unwrap_or(0);
-        r.step(&firing("web"), at(0), &mut ledger);
+        r.step(&firing("web"), at(0), &mut cap, &mut ledger);
         assert_eq!(dry_runs(&ledger), 1, "the first failure: at once");
-        r.step(&firing("web"), at(2), &mut ledger);
+        r.step(&firing("web"), at(2), &mut cap, &mut ledger);
         assert_eq!(dry_runs(&ledger), 1, "still settling after the restart");
-        r.step(&firing("other"), at(3), &mut ledger);
-        r.step(&firing("web"), at(4), &mut ledger);
+        r.step(&firing("other"), at(3), &mut cap, &mut ledger);
+        r.step(&firing("web"), at(4), &mut cap, &mut ledger);
         assert_eq!(dry_runs(&ledger), 1, "the second failure waits 10 s");
-        r.step(&firing("web"), at(14), &mut ledger);
+        r.step(&firing("web"), at(14), &mut cap, &mut ledger);
         assert_eq!(dry_runs(&ledger), 2);
-        r.step(&firing("web"), at(18), &mut ledger);
+        r.step(&firing("web"), at(18), &mut cap, &mut ledger);
         assert_eq!(ledger.gave_up().len(), 1, "give_up_after = 2");
-        r.step(&firing("web"), at(100), &mut ledger);
+        r.step(&firing("web"), at(100), &mut cap, &mut ledger);
         assert_eq!(dry_runs(&ledger), 2, "nothing after giving up");
         let _ = std::fs::remove_dir_all(dir);
     }

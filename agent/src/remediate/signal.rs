@@ -10,6 +10,7 @@ use std::{
 
 use super::{
     audit::{AuditLog, Entry},
+    cap::{ActionCap, Slot, SETTLE},
     guard::{own_cgroup_v2, Guard},
     pidfd, ActionEvent, Ledger,
 };
@@ -41,15 +42,51 @@ impl Signaller {
         }
     }
 
-    pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, ledger: &mut Ledger) {
+    pub fn step(
+        &mut self,
+        firing: &[AlertLabels],
+        now: SystemTime,
+        cap: &mut ActionCap,
+        ledger: &mut Ledger,
+    ) {
         for rule in self.rules.clone() {
             let triggered = super::fires(firing, &rule.when, rule.target.as_deref());
+            let key = format!("signal:{}", rule.name);
             if !triggered {
                 self.sent.remove(&rule.name);
-            } else if self.sent.insert(rule.name.clone()) {
-                self.signal(&rule, now, ledger);
+                cap.forget(&key);
+            } else if !self.sent.contains(&rule.name) {
+                match cap.take(&key, Some(now + SETTLE), now) {
+                    Slot::Granted => {
+                        self.sent.insert(rule.name.clone());
+                        self.signal(&rule, now, ledger);
+                    }
+                    Slot::Deferred => self.defer(&rule, &cap.why(), now, ledger),
+                    Slot::StillDeferred => {}
+                }
             }
         }
+    }
+
+    fn defer(&self, rule: &SignalConfig, why: &str, now: SystemTime, ledger: &mut Ledger) {
+        tracing::warn!(rule = %rule.name, "signal {why}");
+        let entry = Entry {
+            phase: "outcome",
+            action: "signal",
+            rule: &rule.name,
+            cgroup: "",
+            mode: self.mode.name(),
+            detail: why,
+            result: "deferred",
+        };
+        self.audit.record(&entry, now);
+        ledger.record(ActionEvent {
+            action: "signal",
+            target: rule.name.clone(),
+            result: "deferred",
+            detail: why.to_string(),
+            at: now,
+        });
     }
 
     fn signal(&self, rule: &SignalConfig, now: SystemTime, ledger: &mut Ledger) {

@@ -10,6 +10,7 @@ use std::{
 
 use super::{
     audit::{AuditLog, Entry},
+    cap::{ActionCap, Slot},
     guard::Guard,
     ActionEvent, Ledger, Limit, LimitJournal,
 };
@@ -96,11 +97,19 @@ impl Throttler {
     }
 
     /// Applies and releases throttles for the alerts firing now.
-    pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, ledger: &mut Ledger) {
+    pub fn step(
+        &mut self,
+        firing: &[AlertLabels],
+        now: SystemTime,
+        cap: &mut ActionCap,
+        ledger: &mut Ledger,
+    ) {
         for rule in self.rules.clone() {
             let triggered = super::fires(firing, &rule.when, rule.target.as_deref());
+            let key = format!("{}:{}", actions(&rule).0, rule.name);
             if !triggered {
                 self.expired.remove(&rule.name);
+                cap.forget(&key);
             }
             match self.active.get(&rule.name) {
                 Some((_, since)) => {
@@ -112,13 +121,18 @@ impl Throttler {
                             "alert resolved"
                         };
                         self.release(&rule.name, why, now, ledger);
+                        cap.release(&key);
                         if triggered {
                             self.expired.insert(rule.name.clone());
                         }
                     }
                 }
                 None if triggered && !self.expired.contains(&rule.name) => {
-                    self.throttle(&rule, now, ledger);
+                    match cap.take(&key, None, now) {
+                        Slot::Granted => self.throttle(&rule, now, ledger),
+                        Slot::Deferred => self.defer(&rule, &cap.why(), now, ledger),
+                        Slot::StillDeferred => {}
+                    }
                 }
                 None => {}
             }
@@ -209,6 +223,22 @@ impl Throttler {
         held.sort();
         held.dedup();
         self.active.insert(rule.name.clone(), (held, now));
+    }
+
+    fn defer(&self, rule: &ThrottleConfig, why: &str, now: SystemTime, ledger: &mut Ledger) {
+        let (action, _) = actions(rule);
+        tracing::warn!(rule = %rule.name, "{action} {why}");
+        let entry = Entry {
+            phase: "outcome",
+            action,
+            rule: &rule.name,
+            cgroup: "",
+            mode: self.mode.name(),
+            detail: why,
+            result: "deferred",
+        };
+        self.audit.record(&entry, now);
+        ledger.record(event(action, &rule.name, "deferred", why, now));
     }
 
     fn release(&mut self, name: &str, why: &str, now: SystemTime, ledger: &mut Ledger) {

@@ -3,16 +3,18 @@
 //! end is audited, Alertmanager gets the informational alert; the agent itself is
 //! SIGKILLed and the next one adopts the running process instead of starting a second
 //! copy; removing the entry stops it. A crash-looping process follows the backoff and is
-//! given up with an alert; in dry-run a killed process is only reported.
+//! given up with an alert; in dry-run a killed process is only reported. A pid reused by
+//! an unrelated process while no agent ran is neither adopted nor signalled.
 use std::{
     path::{Path, PathBuf},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use gimbal::cgroups::CgroupNames;
 use gimbal_tests::{
-    agent::Agent, alertmanager::Alertmanager, require_root, sibling_binary, unique, wait_for,
-    TempDir,
+    agent::Agent, alertmanager::Alertmanager, require_root, sibling_binary, spawn_in, unique,
+    wait_for, workload, Proc, TempDir,
 };
 
 /// The cgroup the agent makes its supervised processes' cgroups in; everything in it is
@@ -346,4 +348,84 @@ fn a_program_that_cannot_start_is_audited_with_the_kernels_error() {
         detail.contains("/nonexistent/gimbal-test-program") && detail.contains("No such file"),
         "{detail}"
     );
+}
+
+/// Spawns `gimbal-workload pause` with exactly `pid`, by setting the root namespace's last
+/// allocated pid just below it; retries when another fork on the host took it first.
+fn spawn_with_pid(pid: u32) -> Proc {
+    for _ in 0..100 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+        // Killed when dropped (a failed assertion included), and holding none of the test
+        // harness's pipes, which would keep `cargo test` waiting.
+        let child = spawn_in(
+            workload()
+                .arg("pause")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            &[],
+        );
+        if child.id() == pid {
+            return child;
+        }
+    }
+    panic!("could not get pid {pid} back in 100 tries");
+}
+
+#[test]
+fn a_pid_reused_while_no_agent_ran_is_neither_adopted_nor_signalled() {
+    if !require_root("a_pid_reused_while_no_agent_ran_is_neither_adopted_nor_signalled") {
+        return;
+    }
+    // The supervised process outlives its agent; as this test's orphan it is reaped here,
+    // so its pid is free to hand to another process.
+    // SAFETY: prctl with integer arguments.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) }, 0);
+    let am = Alertmanager::start();
+    let state = TempDir::new("pid-reuse");
+    let root = SupervisedRoot::new();
+    let file = config(&state, &root, &am, "enforce", &supervise("svc", &["pause"]));
+    let mut agent = Agent::start_with(&["--config", &file]);
+    let first = wait_for("the supervised process", secs(10), || {
+        root.procs("svc").first().copied()
+    });
+    wait_for("its record saved", secs(5), || {
+        std::fs::read_to_string(state.0.join("remediation/supervised.json"))
+            .ok()
+            .filter(|s| s.contains(&format!("\"pid\":{first}")))
+    });
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+
+    // While no agent runs, the process ends and its pid goes to an unrelated process.
+    kill(first, libc::SIGKILL);
+    let mut status = 0;
+    // SAFETY: reaping our own (adopted) orphan.
+    assert_eq!(
+        unsafe { libc::waitpid(first as i32, &mut status, 0) },
+        first as i32
+    );
+    let mut impostor = spawn_with_pid(first);
+
+    // The next agent finds the saved pid alive but started at another time: a new process,
+    // not the one it supervised. It starts a fresh one and leaves the impostor alone.
+    let next = Agent::start_with(&["--config", &file]);
+    let fresh = wait_for("a fresh supervised process", secs(10), || {
+        root.procs("svc").first().copied()
+    });
+    assert_ne!(fresh, first);
+    let starts = outcomes(&audit(&state), "start").len();
+    assert_eq!(starts, 2, "the saved pid was adopted");
+
+    // Removing the entry stops what the agent supervises, and nothing else.
+    config(&state, &root, &am, "enforce", "");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(next.child.id() as i32, libc::SIGHUP) };
+    wait_for("the fresh process stopped", secs(15), || {
+        (!is_alive(fresh)).then_some(())
+    });
+    assert!(
+        impostor.try_wait().unwrap().is_none(),
+        "the process that reused pid {first} was signalled"
+    );
+    drop(next);
 }

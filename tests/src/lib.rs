@@ -41,6 +41,14 @@ pub fn sample(exposition: &str, line_prefix: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// (p50, p99, max) of benchmark samples, in ms (nearest rank).
+pub fn quantiles_ms(v: &mut [Duration]) -> (f64, f64, f64) {
+    v.sort();
+    let q = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    (ms(q(0.5)), ms(q(0.99)), ms(v[v.len() - 1]))
+}
+
 /// A loopback TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -75,6 +75,10 @@ pub fn run(syscalls: u64, rounds: u32) -> anyhow::Result<()> {
     report += &alert_latency(&bin, 20)?;
     util::step("time to recover: SIGKILL of a supervised process -> its replacement running");
     report += &restart_latency(&bin, 20)?;
+    util::step(
+        "noisy neighbour: a latency-critical service next to CPU hogs, with and without throttling",
+    );
+    report += &noisy_neighbour(&bin, 5000)?;
     println!("\n{report}");
     let out = util::root().join("target/bench");
     std::fs::create_dir_all(&out)?;
@@ -295,6 +299,23 @@ fn alert_latency(bin: &std::path::Path, kills: usize) -> anyhow::Result<String> 
         "\nAlert latency: SIGKILL of a watched process to TargetDown active in a local Alertmanager \
          (polled every 1 ms), {kills} kills.\n\n{}\nFor comparison: a Prometheus pipeline needs up to \
          scrape 1m + evaluation 1m + `for`; a Kubernetes liveness probe 10 s x 3 = 30 s.\n",
+        String::from_utf8_lossy(&out.stdout)
+    ))
+}
+
+/// Runs the noisy-neighbour benchmark binary and returns its section of the report.
+fn noisy_neighbour(bin: &std::path::Path, reads: usize) -> anyhow::Result<String> {
+    let out = Command::new(bin.join("gimbal-bench-noisy"))
+        .arg(reads.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running gimbal-bench-noisy")?;
+    if !out.status.success() {
+        bail!("gimbal-bench-noisy failed: {}", out.status);
+    }
+    Ok(format!(
+        "\nNoisy neighbour: a latency-critical service's read(2) of 8 MiB from /dev/zero, back to \
+         back, timed by the service; next to 4 batch cgroups of 2 CPU spinners each.\n\n{}",
         String::from_utf8_lossy(&out.stdout)
     ))
 }

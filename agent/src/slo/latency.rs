@@ -39,10 +39,13 @@ pub fn counts(
     c
 }
 
-/// Snapshots for the last hour, at most one per 10 s.
+/// Snapshots for the last hour, at most one per 10 s, and the latest reading: a window
+/// is the latest minus the oldest snapshot inside it, so it has data from the second tick
+/// on (a slow start would delay the latency alert, and a throttle waiting on it, by 10 s).
 #[derive(Debug, Default)]
 pub struct LatencyWindows {
     snapshots: VecDeque<(u64, Counts)>,
+    latest: Option<Counts>,
 }
 
 const KEEP_MS: u64 = 3_600_000 + 60_000;
@@ -50,14 +53,12 @@ const EVERY_MS: u64 = 10_000;
 
 impl LatencyWindows {
     pub fn push(&mut self, now_ms: u64, c: Counts) {
+        self.latest = Some(c);
         if self
             .snapshots
             .back()
-            .is_some_and(|(t, _)| now_ms - t < EVERY_MS)
+            .is_none_or(|(t, _)| now_ms - t >= EVERY_MS)
         {
-            // Keep the newest reading in the latest slot.
-            self.snapshots.back_mut().expect("checked").1 = c;
-        } else {
             self.snapshots.push_back((now_ms, c));
         }
         while self
@@ -72,7 +73,7 @@ impl LatencyWindows {
     /// (SLI = fast / all, P = 1 / mean latency in 1/s) over the window; None without
     /// syscalls in it.
     pub fn over(&self, now_ms: u64, window_s: u64) -> Option<(f64, f64)> {
-        let (_, newest) = self.snapshots.back()?;
+        let newest = self.latest.as_ref()?;
         let since = now_ms.saturating_sub(window_s * 1000);
         let (_, oldest) = self.snapshots.iter().find(|(t, _)| *t >= since)?;
         let total = newest.total.checked_sub(oldest.total)?;
@@ -141,5 +142,16 @@ mod tests {
         assert!((sli - 0.9).abs() < 1e-9, "{sli}");
         assert!((p - 100_000.0).abs() < 1e-6, "100 syscalls in 1 ms: {p}");
         assert_eq!(w.over(t0 + 60_000, 1), None, "no change inside one second");
+        let third = Counts {
+            total: 300,
+            slow: 60,
+            sum_ns: 3_000_000,
+        };
+        w.push(t0 + 61_000, third);
+        let (sli, _) = w.over(t0 + 61_000, 300).unwrap();
+        assert!(
+            (sli - 0.95).abs() < 1e-9,
+            "the latest reading counts at once: {sli}"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::{
 };
 
 use gimbal::cgroups::CgroupNames;
-use gimbal_tests::{agent::Agent, sibling_binary, unique, TempDir};
+use gimbal_tests::{agent::Agent, quantiles_ms, sibling_binary, unique, TempDir};
 
 fn main() {
     let kills: usize = std::env::args()
@@ -81,8 +81,8 @@ fn main() {
     let _ = std::fs::remove_dir(cgroup2.join(&parent).join("bench"));
     let _ = std::fs::remove_dir(cgroup2.join(&parent));
 
-    let (r50, r99, rmax) = quantiles(&mut recover);
-    let (f50, f99, fmax) = quantiles(&mut floor);
+    let (r50, r99, rmax) = quantiles_ms(&mut recover);
+    let (f50, f99, fmax) = quantiles_ms(&mut floor);
     println!("| path | kills | p50 | p99 | max |\n|---|---|---|---|---|");
     println!("| gimbal `[[supervise]]`: SIGKILL -> replacement announced | {kills} | {r50:.2} ms | {r99:.2} ms | {rmax:.2} ms |");
     println!(
@@ -98,12 +98,4 @@ fn announced(socket: &UnixDatagram) -> u32 {
     let mut buf = [0u8; 32];
     let n = socket.recv(&mut buf).expect("no announcement within 30 s");
     std::str::from_utf8(&buf[..n]).unwrap().parse().unwrap()
-}
-
-/// (p50, p99, max) in ms.
-fn quantiles(v: &mut [Duration]) -> (f64, f64, f64) {
-    v.sort();
-    let q = |p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    (ms(q(0.5)), ms(q(0.99)), ms(v[v.len() - 1]))
 }

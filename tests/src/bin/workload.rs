@@ -3,6 +3,7 @@
 //!
 //! gimbal-workload getppid N | sleep COUNT MS | migrate N | spread DIR N | exit CODE | segv | alloc MB | pause
 //!                 | forks N | tcp-server ADDR | tcp-client ADDR BYTES | spin N | announce SOCKET
+//!                 | reads COUNT MB
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
@@ -127,6 +128,19 @@ fn main() {
             loop {
                 // SAFETY: waits for a signal.
                 unsafe { libc::pause() };
+            }
+        }
+        Some("reads") => {
+            // A latency-critical service's work: CPU-bound read(2)s of MB from /dev/zero,
+            // back to back, each timed around the syscall (the ground truth of the
+            // noisy-neighbour benchmark), printed in ns.
+            let mut zero = std::fs::File::open("/dev/zero").expect("/dev/zero");
+            let mut buf = vec![0u8; (arg(&args, 3) as usize) << 20];
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for _ in 0..arg(&args, 2) {
+                let start = std::time::Instant::now();
+                zero.read_exact(&mut buf).expect("read /dev/zero");
+                let _ = writeln!(out, "{}", start.elapsed().as_nanos());
             }
         }
         Some("pause") => loop {

@@ -201,6 +201,10 @@ throttle_goes_through_systemd_and_is_given_back() {
         return 1
     }
     is "$(prop vmtest-hog CPUQuotaPerSecUSec)" 200ms || return 1
+    # A runtime property survives a daemon-reload, as a file written behind systemd's back
+    # would not.
+    systemctl daemon-reload || return 1
+    file_is vmtest-hog.service cpu.max "20000 100000" || return 1
     wait_for 15 file_is vmtest-mem.service memory.high 67108864 || return 1
     is "$(prop vmtest-mem MemoryHigh)" 67108864 || return 1
     # Past memory.high the kernel reclaims and stalls the allocator; it does not kill it.
@@ -210,6 +214,11 @@ throttle_goes_through_systemd_and_is_given_back() {
     systemctl start vmtest-critical || return 1
     wait_for 15 file_is vmtest-hog.service cpu.max "max 100000" || return 1
     is "$(prop vmtest-hog CPUQuotaPerSecUSec)" infinity || return 1
+    # Given back as a runtime drop-in with the original value, gone at reboot.
+    grep -rqs "CPUQuota" /run/systemd/system.control/vmtest-hog.service.d/ || {
+        ls -R /run/systemd/system.control/ 2>&1 | head -n 20
+        return 1
+    }
     wait_for 15 file_is vmtest-mem.service memory.high "$mem" || return 1
     # Given its memory back, the allocator finishes: exit 0, no OOM kill.
     wait_for 60 unit_state_is vmtest-mem inactive || return 1
@@ -217,6 +226,78 @@ throttle_goes_through_systemd_and_is_given_back() {
     systemctl stop vmtest-hog
     is "$(audit_count throttle system.slice/vmtest-hog.service done)" 1 || return 1
     is "$(audit_count unthrottle system.slice/vmtest-hog.service done)" 1
+}
+
+frozen_is() {
+    grep -qx "frozen $2" "/sys/fs/cgroup/system.slice/$1/cgroup.events" && is "$(prop "$1" FreezerState)" "$3"
+}
+
+freeze_goes_through_systemd_and_thaws() {
+    printf '[Service]\nExecStart=/vmtest/bin/gimbal-workload spin 1000000000000\n' >/etc/systemd/system/vmtest-batch.service
+    systemctl daemon-reload && systemctl start vmtest-batch || return 1
+    printf '\n[[throttle]]\nname = "pause-batch"\nwhen = "TargetDown"\ntarget = "vmtest-critical"\ncgroups = ["system.slice/vmtest-batch.service"]\nfreeze = true\n' >>/etc/gimbal/gimbal.toml
+    systemctl reload gimbal || return 1
+    wait_for 15 series_is 1 gimbal_target_up 'target="vmtest-critical"' || return 1
+    systemctl kill -s KILL vmtest-critical || return 1
+    # FreezeUnit: the kernel's cgroup.events and systemd's own view agree.
+    wait_for 15 frozen_is vmtest-batch.service 1 frozen || {
+        grep -F freeze /var/lib/gimbal/remediation/audit.jsonl
+        journalctl -u gimbal --no-pager | grep -iE "freez|fail" | tail -n 10
+        return 1
+    }
+    systemctl start vmtest-critical || return 1
+    wait_for 15 frozen_is vmtest-batch.service 0 running || return 1
+    unit_state_is vmtest-batch active || return 1
+    systemctl stop vmtest-batch
+    is "$(audit_count freeze system.slice/vmtest-batch.service done)" 1 || return 1
+    is "$(audit_count thaw system.slice/vmtest-batch.service done)" 1
+}
+
+# mttr UNIT KILLS GAP: SIGKILL the unit's main process KILLS times, GAP seconds apart, and
+# print each time to recover in ms: from just before the kill to the replacement's start,
+# which the unit itself writes (date +%s%N) before it execs.
+mttr() {
+    local unit=$1 stamp=/run/$1.started i pid t0
+    for i in $(seq 1 "$2"); do
+        sleep "$3"
+        pid=$(prop "$unit" MainPID)
+        t0=$(date +%s%N)
+        kill -KILL "$pid"
+        wait_for 30 sh -c "[ \"\$(cat $stamp)\" -gt $t0 ]" >/dev/null || return 1
+        echo $((($(cat "$stamp") - t0) / 1000))
+    done
+}
+# row NAME: a Markdown row (p50, p99, max in ms) of the microseconds on stdin.
+row() {
+    sort -n | awk -v name="$1" '{ v[NR] = $1 } END {
+        p50 = v[int((NR + 1) / 2)]; p99 = v[int(NR * 0.99 + 0.99)]
+        printf "| %s | %d | %.0f ms | %.0f ms | %.0f ms |\n", name, NR, p50 / 1000, p99 / 1000, v[NR] / 1000 }'
+}
+
+mttr_of_a_unit_gimbal_next_to_systemd_restart() {
+    local kills=${GIMBAL_VM_KILLS:-20} u out
+    for u in gimbal systemd systemd0; do
+        printf '[Service]\nExecStart=/bin/sh -c "date +%%%%s%%%%N >/run/vmtest-mttr-%s.started; exec sleep 600"\n' "$u" \
+            >"/etc/systemd/system/vmtest-mttr-$u.service"
+    done
+    printf 'Restart=always\n' >>/etc/systemd/system/vmtest-mttr-systemd.service
+    printf 'Restart=always\nRestartSec=0\n' >>/etc/systemd/system/vmtest-mttr-systemd0.service
+    systemctl daemon-reload && systemctl start vmtest-mttr-gimbal vmtest-mttr-systemd vmtest-mttr-systemd0 || return 1
+    # Each kill ends a healthy run (stable_after), so no backoff applies: the one-off crash.
+    sed -i -e 's/^mode = "dry-run"/mode = "enforce"/' -e 's/^stable_after = .*/stable_after = "2s"/' /etc/gimbal/gimbal.toml
+    printf '\n[[targets]]\nname = "mttr"\nunit = "vmtest-mttr-gimbal.service"\n\n[[restart]]\ntarget = "mttr"\n' >>/etc/gimbal/gimbal.toml
+    systemctl reload gimbal || return 1
+    wait_for 15 series_is 1 gimbal_target_up 'target="mttr"' || return 1
+    echo "VMTEST: BENCH | path | kills | p50 | p99 | max |" >&3
+    echo "VMTEST: BENCH |---|---|---|---|---|" >&3
+    # 4 s apart: past the restart's 3 s settle time and stable_after.
+    out=$(mttr vmtest-mttr-gimbal "$kills" 4) || return 1
+    echo "VMTEST: BENCH $(echo "$out" | row 'gimbal `[[restart]]` (RestartUnit over D-Bus), no Restart=')" >&3
+    out=$(mttr vmtest-mttr-systemd "$kills" 1) || return 1
+    echo "VMTEST: BENCH $(echo "$out" | row 'systemd `Restart=always` (RestartSec=100ms, the default)')" >&3
+    out=$(mttr vmtest-mttr-systemd0 "$kills" 1) || return 1
+    echo "VMTEST: BENCH $(echo "$out" | row 'systemd `Restart=always`, `RestartSec=0`')" >&3
+    is "$(audit_count restart vmtest-mttr-gimbal.service done)" "$kills"
 }
 
 watchdog_restarts_a_stuck_agent() {
@@ -294,6 +375,14 @@ probe_tests() {
 }
 
 echo "VMTEST: BOOTED kernel $(uname -r), $(systemctl --version | head -n 1), $(stat -fc %T /sys/fs/cgroup) at /sys/fs/cgroup, PID 1 $(cat /proc/1/comm)"
+if [ "$(cat /vmtest/mode 2>/dev/null)" = bench ]; then
+    check install_starts_a_ready_service install_starts_a_ready_service
+    check mttr_of_a_unit_gimbal_next_to_systemd_restart mttr_of_a_unit_gimbal_next_to_systemd_restart
+    echo "VMTEST: DONE passed=$PASSED failed=$FAILED"
+    sync
+    systemctl poweroff --force --force
+    exit 0
+fi
 check install_starts_a_ready_service install_starts_a_ready_service
 check probes_attach_with_only_the_units_capabilities probes_attach_with_only_the_units_capabilities
 check unit_is_hardened_and_valid unit_is_hardened_and_valid
@@ -302,6 +391,7 @@ check reload_adds_a_target_that_follows_its_unit reload_adds_a_target_that_follo
 check restart_brings_a_killed_unit_back_through_dbus restart_brings_a_killed_unit_back_through_dbus
 check crash_looping_unit_backs_off_then_is_given_up crash_looping_unit_backs_off_then_is_given_up
 check throttle_goes_through_systemd_and_is_given_back throttle_goes_through_systemd_and_is_given_back
+check freeze_goes_through_systemd_and_thaws freeze_goes_through_systemd_and_thaws
 check watchdog_restarts_a_stuck_agent watchdog_restarts_a_stuck_agent
 check upgrade_keeps_the_edited_conffile_and_restarts upgrade_keeps_the_edited_conffile_and_restarts
 check remove_stops_and_keeps_config_and_state remove_stops_and_keeps_config_and_state

@@ -54,31 +54,52 @@ struct Run {
     tracer_rss_kib: Option<u64>,
 }
 
-pub fn run(syscalls: u64, rounds: u32) -> anyhow::Result<()> {
+pub fn run(syscalls: u64, rounds: u32, only: &[String]) -> anyhow::Result<()> {
     util::require_root("the benchmark attaches eBPF programs")?;
     util::step("building (release)");
     util::build_release_binaries()?;
     let bin = util::root().join("target/release");
-    let mut runs: Vec<(Tracer, Run)> = Vec::new();
-    for round in 1..=rounds {
-        for tracer in Tracer::ALL {
-            print!("round {round}/{rounds}: {:<36}", tracer.name());
-            let run = measure(tracer, &bin, syscalls)?;
-            println!("{:8.1} ns/syscall", run.ns_per_syscall);
-            runs.push((tracer, run));
+    let section = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let mut report = String::new();
+    if section("syscalls") {
+        let mut runs: Vec<(Tracer, Run)> = Vec::new();
+        for round in 1..=rounds {
+            for tracer in Tracer::ALL {
+                print!("round {round}/{rounds}: {:<36}", tracer.name());
+                let run = measure(tracer, &bin, syscalls)?;
+                println!("{:8.1} ns/syscall", run.ns_per_syscall);
+                runs.push((tracer, run));
+            }
         }
+        report += &self::report(&runs, syscalls, rounds);
     }
-    let mut report = report(&runs, syscalls, rounds);
-    util::step(
-        "alert latency: SIGKILL of a watched process -> TargetDown active in a local Alertmanager",
-    );
-    report += &alert_latency(&bin, 20)?;
-    util::step("time to recover: SIGKILL of a supervised process -> its replacement running");
-    report += &restart_latency(&bin, 20)?;
-    util::step(
-        "noisy neighbour: a latency-critical service next to CPU hogs, with and without throttling",
-    );
-    report += &noisy_neighbour(&bin, 5000)?;
+    if section("alert") {
+        util::step(
+            "alert latency: SIGKILL of a watched process -> TargetDown active in a local Alertmanager",
+        );
+        report += &alert_latency(&bin, 20)?;
+    }
+    if section("restart") {
+        util::step("time to recover: SIGKILL of a supervised process -> its replacement running");
+        report += &restart_latency(&bin, 20)?;
+    }
+    if section("noisy") {
+        util::step(
+            "noisy neighbour: a latency-critical service next to CPU hogs, with and without throttling",
+        );
+        report += &noisy_neighbour(&bin, 5000)?;
+    }
+    if section("vm") {
+        util::step(
+            "time to recover of a systemd unit in the VM: gimbal's RestartUnit next to Restart=",
+        );
+        report += &format!(
+            "\nTime to recover of a systemd unit, in the VM test bed (systemd 252, Debian's 6.1 \
+             kernel, software emulation): SIGKILL of its main process to its replacement's first \
+             command.\n\n{}",
+            crate::vm::bench(std::time::Duration::from_secs(1200))?
+        );
+    }
     println!("\n{report}");
     let out = util::root().join("target/bench");
     std::fs::create_dir_all(&out)?;

@@ -59,6 +59,9 @@ enum Command {
         /// Interleaved rounds per configuration.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
+        /// Run only these sections (comma-separated): syscalls, alert, restart, noisy, vm.
+        #[arg(long, value_delimiter = ',', value_parser = ["syscalls", "alert", "restart", "noisy", "vm"])]
+        only: Vec<String>,
     },
 }
 
@@ -87,9 +90,13 @@ fn main() -> anyhow::Result<()> {
             deb::build_as(deb_version.as_deref(), &util::root().join("target/debian")).map(|_| ())
         }
         Command::Manifests => kube_tools::manifests(),
-        Command::Bench { syscalls, rounds } => {
+        Command::Bench {
+            syscalls,
+            rounds,
+            only,
+        } => {
             setup::run()?;
-            bench::run(syscalls, rounds)
+            bench::run(syscalls, rounds, &only)
         }
     }
 }

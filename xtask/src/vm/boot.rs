@@ -17,6 +17,8 @@ use super::image::Image;
 pub struct Outcome {
     pub passed: Vec<String>,
     pub failed: Vec<String>,
+    /// `VMTEST: BENCH` lines: the benchmark's report.
+    pub report: Vec<String>,
     /// The guest script reached its end (`VMTEST: DONE`).
     pub finished: bool,
     pub timed_out: bool,
@@ -67,6 +69,8 @@ pub fn boot(
                         outcome.passed.push(name.to_string());
                     } else if let Some(what) = event.strip_prefix("FAIL ") {
                         outcome.failed.push(what.to_string());
+                    } else if let Some(row) = event.strip_prefix("BENCH ") {
+                        outcome.report.push(row.to_string());
                     } else if event.starts_with("DONE") {
                         outcome.finished = true;
                     }

@@ -21,6 +21,25 @@ const GUEST_TESTS: &[&str] = &[
 ];
 
 pub fn test(timeout: Duration) -> anyhow::Result<()> {
+    let (outcome, log) = run_guest("test", timeout)?;
+    if outcome.failed.is_empty() && outcome.finished {
+        return Ok(());
+    }
+    Err(failure(&outcome, &log))
+}
+
+/// `cargo xtask bench`'s VM section: a systemd unit's time to recover through gimbal's
+/// RestartUnit next to systemd's own Restart=, as Markdown rows.
+pub fn bench(timeout: Duration) -> anyhow::Result<String> {
+    let (outcome, log) = run_guest("bench", timeout)?;
+    if !outcome.failed.is_empty() || !outcome.finished {
+        return Err(failure(&outcome, &log));
+    }
+    Ok(outcome.report.join("\n") + "\n")
+}
+
+/// Builds and boots the guest; `mode` ("test" or "bench") picks what guest.sh runs.
+fn run_guest(mode: &str, timeout: Duration) -> anyhow::Result<(boot::Outcome, std::path::PathBuf)> {
     util::require_root("the VM image is built with debootstrap")?;
     let version = env!("CARGO_PKG_VERSION");
     // The upgrade test installs the second over the first. Built in this order because
@@ -60,6 +79,7 @@ pub fn test(timeout: Duration) -> anyhow::Result<()> {
         &util::root().join("tests/vm/guest.sh"),
         &guest.join("guest.sh"),
     )?;
+    std::fs::write(guest.join("mode"), mode)?;
     let units = overlay.join("etc/systemd/system");
     std::fs::create_dir_all(units.join("multi-user.target.wants"))?;
     std::fs::copy(
@@ -85,13 +105,18 @@ pub fn test(timeout: Duration) -> anyhow::Result<()> {
         outcome.passed.len(),
         outcome.failed.len()
     );
-    if outcome.failed.is_empty() && outcome.finished {
-        return Ok(());
-    }
+    Ok((outcome, log))
+}
+
+/// What went wrong, with the last console lines shown and the whole console kept.
+fn failure(outcome: &boot::Outcome, log: &Path) -> anyhow::Error {
     // Keep the whole console next to the run for the post-mortem.
-    let kept = vm.join(format!("console-failed-{}.log", unix_time()));
-    std::fs::copy(&log, &kept)?;
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let kept = log.with_file_name(format!("console-failed-{}.log", unix_time()));
+    if let Err(e) = std::fs::copy(log, &kept) {
+        return anyhow::anyhow!("the VM run failed, and its console log could not be kept: {e}");
+    }
+    // Lossy: a console carries the odd control byte.
+    let text = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
     let tail: Vec<&str> = text.lines().rev().take(60).collect();
     println!("vm: last console lines:");
     for line in tail.iter().rev() {
@@ -101,13 +126,13 @@ pub fn test(timeout: Duration) -> anyhow::Result<()> {
         println!("vm: FAILED {f}");
     }
     if !outcome.finished {
-        bail!(
+        return anyhow::anyhow!(
             "the guest did not finish its tests{}; whole console kept at {}",
             if outcome.timed_out { " in time" } else { "" },
             kept.display()
         );
     }
-    bail!(
+    anyhow::anyhow!(
         "{} VM checks failed; whole console kept at {}",
         outcome.failed.len(),
         kept.display()

@@ -300,3 +300,58 @@ fn the_node_wide_cap_defers_a_second_throttle_until_the_first_is_given_back() {
     assert_eq!(quota(1), original[1], "given back when the agent stops");
     drop(service_a);
 }
+
+/// A throttle rule whose cgroup is on `[remediation] protected` is refused when its alert
+/// fires: audited and counted as refused, and the cgroup's quota stays as it was.
+#[test]
+fn a_protected_cgroup_is_refused_counted_and_left_alone() {
+    if !require_root("a_protected_cgroup_is_refused_counted_and_left_alone") {
+        return;
+    }
+    let workload = sibling_binary("gimbal-workload");
+    let state = TempDir::new("throttle-protected");
+    let critical = TestCgroup::new("critical");
+    let noisy = CpuGroup::new();
+    let quota = || std::fs::read_to_string(noisy.quota_file()).unwrap();
+    let original = quota();
+    let relative = noisy.relative();
+    let last = relative.rsplit('/').next().unwrap();
+    let file = state.0.join("gimbal.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\n[remediation]\nmode = \"enforce\"\nprotected = [\"{last}\"]\n\
+             [[targets]]\nname = \"critical\"\ncgroup = \"{}\"\n\
+             [[throttle]]\nname = \"protect-critical\"\nwhen = \"TargetDown\"\ntarget = \"critical\"\n\
+             cgroups = [\"{relative}\"]\ncpu = 0.25\n",
+            state.0.display(),
+            critical.name
+        ),
+    )
+    .unwrap();
+    let service = critical.spawn_into(Command::new(&workload).arg("pause"));
+    let agent = Agent::start_with(&["--config", &file.display().to_string()]);
+    wait_until("the critical target up", WAIT, || {
+        agent.metric("gimbal_target_up{target=\"critical\"} ") == Some(1.0)
+    });
+    drop(service);
+    let refused = "gimbal_remediations_total{action=\"throttle\",result=\"refused\"} ";
+    wait_until("the throttle refused", WAIT, || {
+        agent.metric(refused) == Some(1.0)
+    });
+    assert_eq!(quota(), original, "a protected cgroup was throttled");
+    let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
+    let outcome: serde_json::Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["phase"] == "outcome")
+        .unwrap_or_else(|| panic!("no outcome audited:\n{audit}"));
+    assert_eq!(outcome["result"], "refused", "{audit}");
+    assert_eq!(outcome["cgroup"], relative.as_str());
+    assert!(
+        outcome["detail"].as_str().unwrap().contains("is protected"),
+        "{audit}"
+    );
+    assert_eq!(agent.stop(), 0);
+    assert_eq!(quota(), original);
+}

@@ -169,7 +169,7 @@ fn send_to_group(dir: &Path, relative: &str, sig: i32) -> (usize, String) {
             continue; // ended since cgroup.procs was read
         };
         // Pinned now: if this pid is no longer the group's process, it is not ours to hit.
-        if !in_cgroup(pid, relative) {
+        if !in_cgroup(pid, relative) || is_kernel_thread(pid) {
             continue;
         }
         match pidfd::send_signal(&fd, sig) {
@@ -184,10 +184,38 @@ fn send_to_group(dir: &Path, relative: &str, sig: i32) -> (usize, String) {
     (sent, errors)
 }
 
+/// PF_KTHREAD in the flags of /proc/<pid>/stat. Kernel threads are never signalled; one
+/// can sit in a workload's cgroup (a vhost worker in a VM's, say).
+fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the comm (which may hold spaces and parentheses): state, ppid, pgrp, session,
+    // tty_nr, tpgid, flags.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(6))
+        .and_then(|flags| flags.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 fn in_cgroup(pid: u32, relative: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
         .is_some_and(|path| path.trim_start_matches('/') == relative.trim_start_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kthreadd_is_a_kernel_thread_and_this_process_is_not() {
+        // PID 2 is kthreadd in the initial pid namespace; the kernel's flags say so.
+        let comm = std::fs::read_to_string("/proc/2/comm").unwrap_or_default();
+        assert_eq!(comm.trim(), "kthreadd", "not the initial pid namespace");
+        assert!(is_kernel_thread(2));
+        assert!(!is_kernel_thread(std::process::id()));
+        assert!(!is_kernel_thread(u32::MAX), "no such process");
+    }
 }

@@ -58,8 +58,14 @@ fn a_missing_config_file_is_named() {
 #[test]
 fn the_documented_examples_check_clean() {
     let docs = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/examples");
-    let (code, out, err) = gimbal(&["check-config", &format!("{docs}/gimbal-node.toml")]);
-    assert_eq!(code, 0, "{out}{err}");
+    for example in [
+        "gimbal-node.toml",
+        "remediation-bare-metal.toml",
+        "remediation-gpu-node.toml",
+    ] {
+        let (code, out, err) = gimbal(&["check-config", &format!("{docs}/{example}")]);
+        assert_eq!(code, 0, "{example}: {out}{err}");
+    }
     let am = Command::new("amtool")
         .args(["check-config", &format!("{docs}/alertmanager.yml")])
         .output()

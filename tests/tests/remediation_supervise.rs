@@ -413,8 +413,12 @@ fn a_pid_reused_while_no_agent_ran_is_neither_adopted_nor_signalled() {
         root.procs("svc").first().copied()
     });
     assert_ne!(fresh, first);
-    let starts = outcomes(&audit(&state), "start").len();
-    assert_eq!(starts, 2, "the saved pid was adopted");
+    // Born in its cgroup by clone3, audited once spawn returned.
+    wait_for(
+        "a second start audited (else the saved pid was adopted)",
+        secs(5),
+        || (outcomes(&audit(&state), "start").len() == 2).then_some(()),
+    );
 
     // Removing the entry stops what the agent supervises, and nothing else.
     config(&state, &root, &am, "enforce", "");

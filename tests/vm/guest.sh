@@ -135,6 +135,38 @@ unit_back_with_a_new_pid() {
     is "$(prop vmtest-flaky ActiveState)" active && [ "$(prop vmtest-flaky MainPID)" != "$1" ]
 }
 
+dry_run_changes_no_unit() {
+    local conf=/etc/gimbal/gimbal.toml
+    cp "$conf" /run/gimbal.toml.before
+    printf '[Service]\nExecStart=/bin/sleep 600\n' >/etc/systemd/system/vmtest-dry-critical.service
+    printf '[Service]\nExecStart=/bin/sleep 600\n' >/etc/systemd/system/vmtest-dry-batch.service
+    systemctl daemon-reload && systemctl start vmtest-dry-critical vmtest-dry-batch || return 1
+    printf '\n[[targets]]\nname = "dry-critical"\nunit = "vmtest-dry-critical.service"\n\n[[restart]]\ntarget = "dry-critical"\n' >>"$conf"
+    printf '\n[[throttle]]\nname = "dry-limit"\nwhen = "TargetDown"\ntarget = "dry-critical"\ncgroups = ["system.slice/vmtest-dry-batch.service"]\ncpu = 0.2\nmemory_high = "64M"\n' >>"$conf"
+    printf '\n[[throttle]]\nname = "dry-freeze"\nwhen = "TargetDown"\ntarget = "dry-critical"\ncgroups = ["system.slice/vmtest-dry-batch.service"]\nfreeze = true\n' >>"$conf"
+    systemctl reload gimbal || return 1
+    wait_for 15 series_is 1 gimbal_target_up 'target="dry-critical"' || return 1
+    local mem
+    mem=$(cg vmtest-dry-batch.service memory.high)
+    systemctl kill -s KILL vmtest-dry-critical || return 1
+    # Every action decided and counted as a dry run ...
+    wait_for 15 series_is 1 gimbal_remediations_total 'action="restart"' 'result="dry_run"' || return 1
+    wait_for 15 series_is 1 gimbal_remediations_total 'action="throttle"' 'result="dry_run"' || return 1
+    wait_for 15 series_is 1 gimbal_remediations_total 'action="freeze"' 'result="dry_run"' || return 1
+    sleep 2
+    # ... and nothing changed: not the unit's properties, not its cgroup's files, and the
+    # killed unit stays down.
+    is "$(prop vmtest-dry-batch CPUQuotaPerSecUSec)" infinity || return 1
+    is "$(prop vmtest-dry-batch MemoryHigh)" infinity || return 1
+    is "$(prop vmtest-dry-batch FreezerState)" running || return 1
+    file_is vmtest-dry-batch.service memory.high "$mem" || return 1
+    file_is vmtest-dry-batch.service cgroup.freeze 0 || return 1
+    unit_state_is vmtest-dry-critical failed || return 1
+    cp /run/gimbal.toml.before "$conf"
+    systemctl reload gimbal || return 1
+    systemctl stop vmtest-dry-batch
+}
+
 restart_brings_a_killed_unit_back_through_dbus() {
     local old
     # No Restart= of their own: only gimbal brings them back.
@@ -388,6 +420,7 @@ check probes_attach_with_only_the_units_capabilities probes_attach_with_only_the
 check unit_is_hardened_and_valid unit_is_hardened_and_valid
 check killed_unit_shows_its_exit_reason_under_its_cgroup killed_unit_shows_its_exit_reason_under_its_cgroup
 check reload_adds_a_target_that_follows_its_unit reload_adds_a_target_that_follows_its_unit
+check dry_run_changes_no_unit dry_run_changes_no_unit
 check restart_brings_a_killed_unit_back_through_dbus restart_brings_a_killed_unit_back_through_dbus
 check crash_looping_unit_backs_off_then_is_given_up crash_looping_unit_backs_off_then_is_given_up
 check throttle_goes_through_systemd_and_is_given_back throttle_goes_through_systemd_and_is_given_back

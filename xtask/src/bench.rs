@@ -306,54 +306,42 @@ fn report(runs: &[(Tracer, Run)], syscalls: u64, rounds: u32) -> String {
     s
 }
 
-/// Runs the alert-latency benchmark binary and returns its section of the report.
-fn alert_latency(bin: &std::path::Path, kills: usize) -> anyhow::Result<String> {
-    let out = Command::new(bin.join("gimbal-bench-alert"))
-        .arg(kills.to_string())
+/// Runs one of the benchmark binaries (`gimbal-bench-NAME COUNT`) and returns its
+/// Markdown table, which it prints to stdout.
+fn bench_binary(bin: &std::path::Path, name: &str, count: usize) -> anyhow::Result<String> {
+    let program = format!("gimbal-bench-{name}");
+    let out = Command::new(bin.join(&program))
+        .arg(count.to_string())
         .stderr(Stdio::inherit())
         .output()
-        .context("running gimbal-bench-alert")?;
+        .with_context(|| format!("running {program}"))?;
     if !out.status.success() {
-        bail!("gimbal-bench-alert failed: {}", out.status);
+        bail!("{program} failed: {}", out.status);
     }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn alert_latency(bin: &std::path::Path, kills: usize) -> anyhow::Result<String> {
     Ok(format!(
         "\nAlert latency: SIGKILL of a watched process to TargetDown active in a local Alertmanager \
          (polled every 1 ms), {kills} kills.\n\n{}\nFor comparison: a Prometheus pipeline needs up to \
          scrape 1m + evaluation 1m + `for`; a Kubernetes liveness probe 10 s x 3 = 30 s.\n",
-        String::from_utf8_lossy(&out.stdout)
+        bench_binary(bin, "alert", kills)?
     ))
 }
 
-/// Runs the noisy-neighbour benchmark binary and returns its section of the report.
 fn noisy_neighbour(bin: &std::path::Path, reads: usize) -> anyhow::Result<String> {
-    let out = Command::new(bin.join("gimbal-bench-noisy"))
-        .arg(reads.to_string())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running gimbal-bench-noisy")?;
-    if !out.status.success() {
-        bail!("gimbal-bench-noisy failed: {}", out.status);
-    }
     Ok(format!(
         "\nNoisy neighbour: a latency-critical service's read(2) of 8 MiB from /dev/zero, back to \
          back, timed by the service; next to 4 batch cgroups of 2 CPU spinners each.\n\n{}",
-        String::from_utf8_lossy(&out.stdout)
+        bench_binary(bin, "noisy", reads)?
     ))
 }
 
-/// Runs the time-to-recover benchmark binary and returns its section of the report.
 fn restart_latency(bin: &std::path::Path, kills: usize) -> anyhow::Result<String> {
-    let out = Command::new(bin.join("gimbal-bench-restart"))
-        .arg(kills.to_string())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running gimbal-bench-restart")?;
-    if !out.status.success() {
-        bail!("gimbal-bench-restart failed: {}", out.status);
-    }
     Ok(format!(
         "\nTime to recover: SIGKILL of a `[[supervise]]` process to its replacement announcing \
          itself, {kills} kills, next to a direct spawn of the same command.\n\n{}",
-        String::from_utf8_lossy(&out.stdout)
+        bench_binary(bin, "restart", kills)?
     ))
 }

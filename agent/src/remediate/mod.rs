@@ -66,6 +66,36 @@ impl RuleActions {
     }
 }
 
+/// An action over the node-wide cap: logged, audited and counted, once; it waits.
+fn record_deferred(
+    audit: &audit::AuditLog,
+    mode: crate::config::RemediationMode,
+    action: &'static str,
+    rule: &str,
+    why: &str,
+    now: SystemTime,
+    ledger: &mut Ledger,
+) {
+    tracing::warn!(rule, "{action} {why}");
+    let entry = audit::Entry {
+        phase: "outcome",
+        action,
+        rule,
+        cgroup: "",
+        mode: mode.name(),
+        detail: why,
+        result: "deferred",
+    };
+    audit.record(&entry, now);
+    ledger.record(ActionEvent {
+        action,
+        target: rule.to_string(),
+        result: "deferred",
+        detail: why.to_string(),
+        at: now,
+    });
+}
+
 /// Whether alert `when` fires (for `target`, if given): what every rule-bound action asks.
 fn fires(firing: &[AlertLabels], when: &str, target: Option<&str>) -> bool {
     firing.iter().any(|l| {

@@ -69,24 +69,15 @@ impl Signaller {
     }
 
     fn defer(&self, rule: &SignalConfig, why: &str, now: SystemTime, ledger: &mut Ledger) {
-        tracing::warn!(rule = %rule.name, "signal {why}");
-        let entry = Entry {
-            phase: "outcome",
-            action: "signal",
-            rule: &rule.name,
-            cgroup: "",
-            mode: self.mode.name(),
-            detail: why,
-            result: "deferred",
-        };
-        self.audit.record(&entry, now);
-        ledger.record(ActionEvent {
-            action: "signal",
-            target: rule.name.clone(),
-            result: "deferred",
-            detail: why.to_string(),
-            at: now,
-        });
+        super::record_deferred(
+            &self.audit,
+            self.mode,
+            "signal",
+            &rule.name,
+            why,
+            now,
+            ledger,
+        );
     }
 
     fn signal(&self, rule: &SignalConfig, now: SystemTime, ledger: &mut Ledger) {

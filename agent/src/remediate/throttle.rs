@@ -227,18 +227,7 @@ impl Throttler {
 
     fn defer(&self, rule: &ThrottleConfig, why: &str, now: SystemTime, ledger: &mut Ledger) {
         let (action, _) = actions(rule);
-        tracing::warn!(rule = %rule.name, "{action} {why}");
-        let entry = Entry {
-            phase: "outcome",
-            action,
-            rule: &rule.name,
-            cgroup: "",
-            mode: self.mode.name(),
-            detail: why,
-            result: "deferred",
-        };
-        self.audit.record(&entry, now);
-        ledger.record(event(action, &rule.name, "deferred", why, now));
+        super::record_deferred(&self.audit, self.mode, action, &rule.name, why, now, ledger);
     }
 
     fn release(&mut self, name: &str, why: &str, now: SystemTime, ledger: &mut Ledger) {

@@ -13,6 +13,7 @@ use gimbal::cgroups::CgroupNames;
 pub mod agent;
 pub mod alertmanager;
 pub mod prometheus;
+pub mod supervised;
 
 /// Polls `ok` every 20 ms until it gives a value; fails the test naming `what` after
 /// `timeout`.

@@ -271,7 +271,7 @@ fn the_node_wide_cap_defers_a_second_throttle_until_the_first_is_given_back() {
     assert_eq!(quota(1), original[1], "throttled over the cap");
     assert_eq!(count("done"), 1.0);
 
-    let [service_a, _] = services();
+    let service_a = critical[0].spawn_into(Command::new(&workload).arg("pause"));
     wait_until(
         "the second throttle once the first is given back",
         WAIT,
@@ -302,7 +302,9 @@ fn the_node_wide_cap_defers_a_second_throttle_until_the_first_is_given_back() {
 }
 
 /// A throttle rule whose cgroup is on `[remediation] protected` is refused when its alert
-/// fires: audited and counted as refused, and the cgroup's quota stays as it was.
+/// fires: audited and counted as refused, and the cgroup's quota stays as it was. Holding
+/// nothing, it takes no slot of the node-wide cap: a second rule under `max_concurrent = 1`
+/// still throttles its own cgroup.
 #[test]
 fn a_protected_cgroup_is_refused_counted_and_left_alone() {
     if !require_root("a_protected_cgroup_is_refused_counted_and_left_alone") {
@@ -312,8 +314,11 @@ fn a_protected_cgroup_is_refused_counted_and_left_alone() {
     let state = TempDir::new("throttle-protected");
     let critical = TestCgroup::new("critical");
     let noisy = CpuGroup::new();
+    let other = CpuGroup::new();
     let quota = || std::fs::read_to_string(noisy.quota_file()).unwrap();
     let original = quota();
+    let other_quota = || std::fs::read_to_string(other.quota_file()).unwrap();
+    let other_original = other_quota();
     let relative = noisy.relative();
     let last = relative.rsplit('/').next().unwrap();
     let file = state.0.join("gimbal.toml");
@@ -321,11 +326,15 @@ fn a_protected_cgroup_is_refused_counted_and_left_alone() {
         &file,
         format!(
             "[agent]\nstate_dir = \"{}\"\n[remediation]\nmode = \"enforce\"\nprotected = [\"{last}\"]\n\
+             max_concurrent = 1\n\
              [[targets]]\nname = \"critical\"\ncgroup = \"{}\"\n\
              [[throttle]]\nname = \"protect-critical\"\nwhen = \"TargetDown\"\ntarget = \"critical\"\n\
-             cgroups = [\"{relative}\"]\ncpu = 0.25\n",
+             cgroups = [\"{relative}\"]\ncpu = 0.25\n\
+             [[throttle]]\nname = \"also\"\nwhen = \"TargetDown\"\ntarget = \"critical\"\n\
+             cgroups = [\"{}\"]\ncpu = 0.25\n",
             state.0.display(),
-            critical.name
+            critical.name,
+            other.relative()
         ),
     )
     .unwrap();
@@ -340,11 +349,22 @@ fn a_protected_cgroup_is_refused_counted_and_left_alone() {
         agent.metric(refused) == Some(1.0)
     });
     assert_eq!(quota(), original, "a protected cgroup was throttled");
+    let done = "gimbal_remediations_total{action=\"throttle\",result=\"done\"} ";
+    wait_until("the second rule's throttle", WAIT, || {
+        agent.metric(done) == Some(1.0)
+    });
+    let deferred = "gimbal_remediations_total{action=\"throttle\",result=\"deferred\"} ";
+    assert_eq!(
+        agent.metric(deferred),
+        None,
+        "the refused rule took the only slot"
+    );
+    assert_ne!(other_quota(), other_original);
     let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
     let outcome: serde_json::Value = audit
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|l| l["phase"] == "outcome")
+        .find(|l| l["phase"] == "outcome" && l["rule"] == "protect-critical")
         .unwrap_or_else(|| panic!("no outcome audited:\n{audit}"));
     assert_eq!(outcome["result"], "refused", "{audit}");
     assert_eq!(outcome["cgroup"], relative.as_str());
@@ -354,4 +374,9 @@ fn a_protected_cgroup_is_refused_counted_and_left_alone() {
     );
     assert_eq!(agent.stop(), 0);
     assert_eq!(quota(), original);
+    assert_eq!(
+        other_quota(),
+        other_original,
+        "given back when the agent stops"
+    );
 }

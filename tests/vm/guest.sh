@@ -151,7 +151,8 @@ dry_run_changes_no_unit() {
     systemctl kill -s KILL vmtest-dry-critical || return 1
     # Every action decided and counted as a dry run ...
     wait_for 15 series_is 1 gimbal_remediations_total 'action="restart"' 'result="dry_run"' || return 1
-    wait_for 15 series_is 1 gimbal_remediations_total 'action="throttle"' 'result="dry_run"' || return 1
+    # One per limit: the cpu quota and memory.high.
+    wait_for 15 series_is 2 gimbal_remediations_total 'action="throttle"' 'result="dry_run"' || return 1
     wait_for 15 series_is 1 gimbal_remediations_total 'action="freeze"' 'result="dry_run"' || return 1
     sleep 2
     # ... and nothing changed: not the unit's properties, not its cgroup's files, and the
@@ -293,6 +294,8 @@ mttr() {
     for i in $(seq 1 "$2"); do
         sleep "$3"
         pid=$(prop "$unit" MainPID)
+        # 0 while the unit is not running; kill 0 would hit this script's process group.
+        [ "$pid" -gt 0 ] || { say "$unit has no main process"; return 1; }
         t0=$(date +%s%N)
         kill -KILL "$pid"
         wait_for 30 sh -c "[ \"\$(cat $stamp)\" -gt $t0 ]" >/dev/null || return 1
@@ -309,7 +312,8 @@ row() {
 mttr_of_a_unit_gimbal_next_to_systemd_restart() {
     local kills=${GIMBAL_VM_KILLS:-20} u out
     for u in gimbal systemd systemd0; do
-        printf '[Service]\nExecStart=/bin/sh -c "date +%%%%s%%%%N >/run/vmtest-mttr-%s.started; exec sleep 600"\n' "$u" \
+        # No start limit: systemd refuses a sixth automatic restart within 10 s by default.
+        printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sh -c "date +%%%%s%%%%N >/run/vmtest-mttr-%s.started; exec sleep 600"\n' "$u" \
             >"/etc/systemd/system/vmtest-mttr-$u.service"
     done
     printf 'Restart=always\n' >>/etc/systemd/system/vmtest-mttr-systemd.service

@@ -81,7 +81,9 @@ impl Restarter {
             let down = super::fires(firing, when, Some(&target));
             let key = format!("restart:{target}");
             if !down {
+                // Up again (by itself, or someone restarted it): a pending restart is moot.
                 cap.forget(&key);
+                state.due = None;
             }
             // After a restart the alert needs a moment to see the new process; until then
             // it still firing is not a new failure.

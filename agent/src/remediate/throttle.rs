@@ -129,7 +129,14 @@ impl Throttler {
                 }
                 None if triggered && !self.expired.contains(&rule.name) => {
                     match cap.take(&key, None, now) {
-                        Slot::Granted => self.throttle(&rule, now, ledger),
+                        Slot::Granted => {
+                            // A throttle that holds nothing (all refused, failed or
+                            // unmatched) stays decided, so it is not retried every tick,
+                            // but takes no slot.
+                            if !self.throttle(&rule, now, ledger) {
+                                cap.release(&key);
+                            }
+                        }
                         Slot::Deferred => self.defer(&rule, &cap.why(), now, ledger),
                         Slot::StillDeferred => {}
                     }
@@ -147,7 +154,8 @@ impl Throttler {
         }
     }
 
-    fn throttle(&mut self, rule: &ThrottleConfig, now: SystemTime, ledger: &mut Ledger) {
+    /// Whether any cgroup is held (or would be, in dry-run).
+    fn throttle(&mut self, rule: &ThrottleConfig, now: SystemTime, ledger: &mut Ledger) -> bool {
         let (action, _) = actions(rule);
         let mut limits = Vec::new();
         limits.extend(rule.cpu.map(Limit::Cpu));
@@ -222,7 +230,9 @@ impl Throttler {
         }
         held.sort();
         held.dedup();
+        let holds = !held.is_empty();
         self.active.insert(rule.name.clone(), (held, now));
+        holds
     }
 
     fn defer(&self, rule: &ThrottleConfig, why: &str, now: SystemTime, ledger: &mut Ledger) {

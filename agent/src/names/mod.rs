@@ -81,6 +81,7 @@ pub fn signal_number(name: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn signal_numbers_by_name_with_or_without_the_sig_prefix() {
@@ -89,7 +90,6 @@ mod tests {
         assert_eq!(signal_number("SIGRTMIN+2"), Some(36));
         assert_eq!(signal_number("SIGNOPE"), None);
     }
-    use super::*;
 
     fn assert_sorted_and_unique(table: &[(u32, &str)]) {
         assert!(table.windows(2).all(|w| w[0].0 < w[1].0), "not sorted");

@@ -124,18 +124,15 @@ impl Restarter {
                             cap.release(&key);
                         }
                     }
-                    Slot::Deferred => {
-                        tracing::warn!(target = %target, unit = %unit, "restart {}", cap.why());
-                        self.record(
-                            &target,
-                            &unit,
-                            "outcome",
-                            &cap.why(),
-                            "deferred",
-                            now,
-                            ledger,
-                        );
-                    }
+                    Slot::Deferred => super::record_deferred(
+                        &self.audit,
+                        self.mode,
+                        "restart",
+                        &target,
+                        &cap.why(),
+                        now,
+                        ledger,
+                    ),
                     Slot::StillDeferred => {}
                 }
             }
@@ -270,6 +267,49 @@ mod tests {
         assert_eq!(ledger.gave_up().len(), 1, "give_up_after = 2");
         r.step(&firing("web"), at(100), &mut cap, &mut ledger);
         assert_eq!(dry_runs(&ledger), 2, "nothing after giving up");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_restart_over_the_cap_waits_is_reported_once_then_goes_ahead() {
+        let dir = std::env::temp_dir().join(format!("gimbal-restart-cap-{}", std::process::id()));
+        let config = Config::parse(
+            &format!(
+                "[agent]\nstate_dir = \"{}\"\n\
+                 [[targets]]\nname = \"web\"\nunit = \"web.service\"\n[[restart]]\ntarget = \"web\"\n",
+                dir.display()
+            ),
+            "t",
+        )
+        .unwrap();
+        let mut r = Restarter::new(&config);
+        let mut ledger = Ledger::default();
+        let mut cap = ActionCap::new(1);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(cap.take("throttle:other", None, t0), Slot::Granted);
+        let count = |l: &Ledger, result| l.counts.get(&("restart", result)).copied().unwrap_or(0);
+        r.step(&firing("web"), t0, &mut cap, &mut ledger);
+        r.step(
+            &firing("web"),
+            t0 + Duration::from_secs(1),
+            &mut cap,
+            &mut ledger,
+        );
+        assert_eq!(
+            (count(&ledger, "deferred"), count(&ledger, "dry_run")),
+            (1, 0)
+        );
+        cap.release("throttle:other");
+        r.step(
+            &firing("web"),
+            t0 + Duration::from_secs(2),
+            &mut cap,
+            &mut ledger,
+        );
+        assert_eq!(
+            (count(&ledger, "deferred"), count(&ledger, "dry_run")),
+            (1, 1)
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

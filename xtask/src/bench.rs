@@ -175,8 +175,10 @@ fn start(tracer: Tracer, bin: &std::path::Path) -> anyhow::Result<Option<Child>>
         }
         Tracer::Bpftrace => {
             let mut c = Command::new("bpftrace");
-            c.args(["-e", BPFTRACE_HIST]);
-            (c, |l| l.contains("Attaching"))
+            // "Attaching N probes" comes before the attach; this line after every probe is in.
+            c.args(["-e", BPFTRACE_HIST])
+                .env("__BPFTRACE_NOTIFY_PROBES_ATTACHED", "1");
+            (c, |l| l.contains("__BPFTRACE_NOTIFY_PROBES_ATTACHED"))
         }
     };
     // bpftrace and the floor say so on stdout, gimbal logs to stderr: read both.

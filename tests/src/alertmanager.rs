@@ -156,9 +156,7 @@ print(r.status); sys.stdout.write(r.read().decode())\n";
 
 impl Drop for Alertmanager {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        crate::terminate(&mut self.child);
     }
 }
 

@@ -162,6 +162,13 @@ pub fn spawn_in(cmd: &mut Command, procs_files: &[PathBuf]) -> Proc {
 pub struct Proc(Option<Child>);
 
 impl Proc {
+    /// Spawns `cmd`, guarded.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        Proc(Some(
+            cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")),
+        ))
+    }
+
     /// The std handle, for `wait_with_output` (no longer guarded).
     pub fn into_inner(mut self) -> Child {
         self.0.take().expect("present until dropped")
@@ -281,16 +288,44 @@ impl Drop for TempDir {
 
 /// waitpid status of a child (the raw value, as the kernel reports it).
 pub fn wait_status(child: &mut Child) -> i32 {
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    let r = unsafe { libc::waitpid(child.id() as i32, &mut status, 0) };
-    assert_eq!(
-        r,
-        child.id() as i32,
-        "waitpid failed: {}",
-        std::io::Error::last_os_error()
-    );
-    status
+    // Bounded: a child that never ends must fail its test, not hang the whole run.
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return status;
+        }
+        assert_eq!(r, 0, "waitpid failed: {}", std::io::Error::last_os_error());
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} still runs after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// SIGTERM to our child, SIGKILL if it still runs 30 s later; reaped either way. For the
+/// drops of long-running helpers (Alertmanager, Prometheus): a stuck one must not hang CI.
+pub fn terminate(child: &mut Child) {
+    // Only a child not yet reaped: its pid cannot have been reused.
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    // SAFETY: signalling our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Ok(None) = child.try_wait() {
+        if Instant::now() > deadline {
+            eprintln!("pid {} ignored SIGTERM for 30 s: SIGKILL", child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A cpu cgroup this test owns: v1 (a child of this process's own cpu cgroup) where the
@@ -373,6 +408,25 @@ pub fn cpu_share(pid: u32, window: Duration) -> f64 {
     let (t0, c0) = (Instant::now(), on_cpu());
     std::thread::sleep(window);
     (on_cpu() - c0) as f64 / t0.elapsed().as_nanos() as f64
+}
+
+/// `cpu_share` window after window until one falls in `range` (at most five): another
+/// tenant, the agent or the test itself can take a window's CPU from the process on a shared
+/// machine, so a bound must hold in some window, not necessarily the first. Panics naming
+/// `what` and every share seen.
+pub fn cpu_share_in(pid: u32, window: Duration, range: std::ops::Range<f64>, what: &str) -> f64 {
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let share = cpu_share(pid, window);
+        if range.contains(&share) {
+            return share;
+        }
+        seen.push(format!("{share:.3}"));
+    }
+    panic!(
+        "{what}: CPU share never in {range:?} over five {window:?} windows: {}",
+        seen.join(", ")
+    );
 }
 
 /// This process's cgroup in the v1 hierarchy of `controller`, relative to its mount.

@@ -82,8 +82,6 @@ fn encode(s: &str) -> String {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        crate::terminate(&mut self.child);
     }
 }

@@ -7,23 +7,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gimbal_tests::{agent::Agent, require_root, wait_status, workload, TestCgroup};
+use gimbal_tests::{agent::Agent, require_root, sample, wait_status, workload, TestCgroup};
 
-/// Polls until a sample line with exactly these labels appears; returns its value.
-fn wait_for_sample(agent: &Agent, line_prefix: &str) -> (String, f64) {
+/// Polls until the sample with exactly these labels has the value `want` (a tick can read
+/// the maps while the workload is still running, so the first value seen may be partial);
+/// returns that scrape.
+fn wait_for_value(agent: &Agent, line_prefix: &str, want: f64) -> String {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let body = agent.metrics();
-        if let Some(v) = body
-            .lines()
-            .find_map(|l| l.strip_prefix(line_prefix))
-            .and_then(|v| v.trim().parse().ok())
-        {
-            return (body, v);
+        let seen = sample(&body, line_prefix);
+        if seen == Some(want) {
+            return body;
         }
         assert!(
             Instant::now() < deadline,
-            "no sample `{line_prefix}` after 15 s"
+            "`{line_prefix}` is {seen:?} after 15 s, expected {want}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -40,17 +39,13 @@ fn live_scrape_reports_the_workload_passes_promtool_and_matches_the_docs() {
     assert_eq!(wait_status(&mut child), 0);
 
     let cg = &cgroup.name;
-    let (_, n) = wait_for_sample(
+    // The child made exactly 777 getppid calls and exited once, with 0.
+    wait_for_value(
         &agent,
         &format!("gimbal_syscall_latency_seconds_count{{syscall=\"getppid\",cgroup=\"{cg}\"}} "),
+        777.0,
     );
-    assert_eq!(
-        n, 777.0,
-        "getppid count for a child that made exactly 777 calls"
-    );
-    let (body, exits) =
-        wait_for_sample(&agent, &format!("gimbal_process_exits_total{{cgroup=\"{cg}\",comm=\"gimbal-workload\",reason=\"exited\",code=\"0\"}} "));
-    assert_eq!(exits, 1.0);
+    let body = wait_for_value(&agent, &format!("gimbal_process_exits_total{{cgroup=\"{cg}\",comm=\"gimbal-workload\",reason=\"exited\",code=\"0\"}} "), 1.0);
 
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

@@ -5,7 +5,7 @@
 use std::{process::Command, time::Duration};
 
 use gimbal::remediate::{Limit, LimitJournal};
-use gimbal_tests::{cpu_share, require_root, sibling_binary, spawn_in, CpuGroup, TempDir};
+use gimbal_tests::{cpu_share_in, require_root, sibling_binary, spawn_in, CpuGroup, TempDir};
 
 #[test]
 fn cpu_limit_holds_a_hog_to_its_quota_and_a_restarted_journal_gives_it_back() {
@@ -26,21 +26,18 @@ fn cpu_limit_holds_a_hog_to_its_quota_and_a_restarted_journal_gives_it_back() {
     );
     let pid = hog.id();
 
-    let before = cpu_share(pid, Duration::from_secs(1));
-    assert!(
-        before > 0.6,
-        "the hog should use most of a CPU first: {before:.2}"
-    );
+    let second = Duration::from_secs(1);
+    cpu_share_in(pid, second, 0.6..2.0, "the hog first uses most of a CPU");
 
     let mut journal = LimitJournal::open(&state.0);
     let change = journal.apply(group.dir(), Limit::Cpu(0.2), None).unwrap();
     assert_eq!(change.previous, original.trim());
     std::thread::sleep(Duration::from_millis(300));
-    let held = cpu_share(pid, Duration::from_secs(2));
-    assert!(
-        (0.1..0.3).contains(&held),
-        "held to {held:.2} of a CPU, the quota is 0.2 ({quota_file} = {})",
-        change.applied
+    cpu_share_in(
+        pid,
+        2 * second,
+        0.1..0.3,
+        &format!("held to the 0.2 quota ({quota_file} = {})", change.applied),
     );
 
     // The agent dies with the limit active; the next one restores it from the journal.
@@ -53,8 +50,7 @@ fn cpu_limit_holds_a_hog_to_its_quota_and_a_restarted_journal_gives_it_back() {
         original,
         "{quota_file} restored"
     );
-    let after = cpu_share(pid, Duration::from_secs(1));
-    assert!(after > 0.6, "the hog's CPU came back: {after:.2}");
+    cpu_share_in(pid, second, 0.6..2.0, "the hog's CPU came back");
     assert!(LimitJournal::open(&state.0).pending().is_empty());
     drop(hog);
 }

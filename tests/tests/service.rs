@@ -73,8 +73,10 @@ fn ready_is_notified_once_metrics_serve_then_the_watchdog_is_pinged_until_stop()
         assert_eq!(msg, "WATCHDOG=1", "only pings expected while running");
         pings += 1;
     }
+    // About 6; a busy machine (a qemu guest) can stall the loop for a ping or two, and more
+    // than 8 would mean pings are not paced at all.
     assert!(
-        (4..=8).contains(&pings),
+        (3..=8).contains(&pings),
         "{pings} watchdog pings in 3 s, expected about 6"
     );
 

@@ -13,7 +13,7 @@ use gimbal::{
     model::Model,
     probes::{LoadOptions, MapReader, Probes},
 };
-use gimbal_tests::{require_root, sibling_binary, spawn_in, unique, TestCgroup};
+use gimbal_tests::{require_root, sibling_binary, spawn_in, unique, wait_status, Proc, TestCgroup};
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0])
@@ -108,8 +108,9 @@ impl Drop for Link {
     }
 }
 
-/// bpftrace counting tcp_retransmit_skb for one destination port.
-struct Bpftrace(Child);
+/// bpftrace counting tcp_retransmit_skb for one destination port; killed if the test fails
+/// before `stop`.
+struct Bpftrace(Option<Child>);
 
 impl Bpftrace {
     fn start(port: u16) -> Self {
@@ -140,25 +141,26 @@ impl Bpftrace {
         });
         wait.recv_timeout(Duration::from_secs(60))
             .expect("bpftrace did not attach its probe within 60 s");
-        Self(child)
+        Self(Some(child))
     }
 
     fn stop(mut self) -> u64 {
+        let mut child = self.0.take().expect("running until stopped");
         // bpftrace can miss a SIGINT that lands just before it sleeps in epoll_wait, and
         // then waits for the next event forever (seen under qemu): repeat it until it exits.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.0.try_wait().unwrap().is_none() {
+        while child.try_wait().unwrap().is_none() {
             assert!(
                 Instant::now() < deadline,
                 "bpftrace ignored SIGINT for 20 s"
             );
             // SAFETY: signalling our own child, not yet reaped.
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
             std::thread::sleep(Duration::from_millis(200));
         }
         // Its whole output ("@n: 123") fits in the pipe, so it could exit before we read.
         let mut out = String::new();
-        self.0
+        child
             .stdout
             .take()
             .unwrap()
@@ -168,6 +170,15 @@ impl Bpftrace {
         out.lines()
             .find_map(|l| l.strip_prefix("@n: "))
             .map_or(0, |n| n.trim().parse().expect("bpftrace count"))
+    }
+}
+
+impl Drop for Bpftrace {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -200,11 +211,12 @@ fn retransmits_equal_bpftrace_on_the_same_tracepoint() {
     let workload = sibling_binary("gimbal-workload");
     let workload = workload.to_str().unwrap();
     for server in [format!("{b4}:{port}"), format!("[{b6}]:{port}")] {
-        let mut srv = link
-            .exec(&link.b, &[workload, "tcp-server", &server])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        // Guarded: a failed assertion must not leave it waiting in accept() with our stderr.
+        let mut srv = Proc::spawn(
+            link.exec(&link.b, &[workload, "tcp-server", &server])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
         let mut line = String::new();
         let mut srv_out = BufReader::new(srv.stdout.take().unwrap());
         srv_out.read_line(&mut line).unwrap();
@@ -216,7 +228,7 @@ fn retransmits_equal_bpftrace_on_the_same_tracepoint() {
         );
         let out = client.into_inner().wait_with_output().unwrap();
         assert!(out.status.success(), "client to {server} failed");
-        srv.wait().unwrap();
+        assert_eq!(wait_status(&mut srv), 0, "server on {server}");
     }
     std::thread::sleep(Duration::from_millis(300));
 

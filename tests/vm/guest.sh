@@ -26,7 +26,11 @@ check() {
 }
 say() { echo "$*" >&2; }
 prop() { systemctl show -p "$2" --value "$1"; }
-metrics() { curl -sf "$METRICS/metrics"; }
+# Bounded: an agent that accepts but never answers must fail the check, not hang the run.
+metrics() { curl -sf --max-time 10 "$METRICS/metrics"; }
+# knows_cgroup UNIT: a series carries the unit's cgroup, so the agent has named it and an
+# exit read after systemd removed the cgroup is still attributed to the unit.
+knows_cgroup() { metrics | grep -qF "cgroup=\"system.slice/$1\""; }
 # series METRIC 'label="value"'...: the value of the first series with all those labels.
 series() {
     local m=$1 line
@@ -61,7 +65,7 @@ install_starts_a_ready_service() {
     is "$(systemctl is-active gimbal)" active || { systemctl status gimbal --no-pager; return 1; }
     is "$(systemctl is-enabled gimbal)" enabled || return 1
     prop gimbal StatusText | grep -q "3 probes attached" || { prop gimbal StatusText; return 1; }
-    is "$(curl -s "$METRICS/readyz")" ready
+    is "$(curl -s --max-time 10 "$METRICS/readyz")" ready
 }
 
 probes_attach_with_only_the_units_capabilities() {
@@ -95,13 +99,16 @@ unit_is_hardened_and_valid() {
 
 killed_unit_shows_its_exit_reason_under_its_cgroup() {
     systemd-run --unit=vmtest-victim --property=Type=exec /bin/sleep 600 || return 1
-    # Two samples, so the agent knows the unit's cgroup by name before it goes away.
-    sleep 2.5
+    wait_for 30 knows_cgroup vmtest-victim.service || return 1
     systemctl kill -s KILL vmtest-victim || return 1
     wait_for 15 series_is 1 gimbal_process_exits_total \
         'cgroup="system.slice/vmtest-victim.service"' 'comm="sleep"' \
         'reason="signaled"' 'code="SIGKILL"' || { metrics | grep process_exits; return 1; }
-    systemd-run --unit=vmtest-exit3 --property=Type=exec /bin/sh -c 'sleep 2.5; exit 3' || return 1
+    rm -f /run/vmtest-exit3.go
+    systemd-run --unit=vmtest-exit3 --property=Type=exec /bin/sh -c \
+        'while [ ! -e /run/vmtest-exit3.go ]; do sleep 0.1; done; exit 3' || return 1
+    wait_for 30 knows_cgroup vmtest-exit3.service || return 1
+    touch /run/vmtest-exit3.go
     wait_for 15 series_is 1 gimbal_process_exits_total \
         'cgroup="system.slice/vmtest-exit3.service"' 'reason="exited"' 'code="3"' || {
         metrics | grep process_exits
@@ -131,6 +138,9 @@ audit_count() {
     grep -F '"phase":"outcome"' /var/lib/gimbal/remediation/audit.jsonl 2>/dev/null |
         grep -F "\"action\":\"$1\",\"cgroup\":\"$2\"" | grep -cF "\"result\":\"$3\""
 }
+# audited N ACTION UNIT RESULT: for wait_for; the outcome is written once the D-Bus call
+# returns, which can be after its effect already shows.
+audited() { is "$(audit_count "$2" "$3" "$4")" "$1"; }
 unit_back_with_a_new_pid() {
     is "$(prop vmtest-flaky ActiveState)" active && [ "$(prop vmtest-flaky MainPID)" != "$1" ]
 }
@@ -183,7 +193,7 @@ restart_brings_a_killed_unit_back_through_dbus() {
     old=$(prop vmtest-flaky MainPID)
     systemctl kill -s KILL vmtest-flaky || return 1
     wait_for 15 unit_back_with_a_new_pid "$old" || { journalctl -u gimbal --no-pager | tail -n 20; return 1; }
-    is "$(audit_count restart vmtest-flaky.service done)" 1 || { cat /var/lib/gimbal/remediation/audit.jsonl; return 1; }
+    wait_for 10 audited 1 restart vmtest-flaky.service done || { cat /var/lib/gimbal/remediation/audit.jsonl; return 1; }
     wait_for 10 series_is 1 gimbal_remediations_total 'action="restart"' 'result="done"'
 }
 
@@ -257,8 +267,8 @@ throttle_goes_through_systemd_and_is_given_back() {
     wait_for 60 unit_state_is vmtest-mem inactive || return 1
     is "$(prop vmtest-mem Result)" success || return 1
     systemctl stop vmtest-hog
-    is "$(audit_count throttle system.slice/vmtest-hog.service done)" 1 || return 1
-    is "$(audit_count unthrottle system.slice/vmtest-hog.service done)" 1
+    wait_for 10 audited 1 throttle system.slice/vmtest-hog.service done || return 1
+    wait_for 10 audited 1 unthrottle system.slice/vmtest-hog.service done
 }
 
 frozen_is() {
@@ -282,8 +292,8 @@ freeze_goes_through_systemd_and_thaws() {
     wait_for 15 frozen_is vmtest-batch.service 0 running || return 1
     unit_state_is vmtest-batch active || return 1
     systemctl stop vmtest-batch
-    is "$(audit_count freeze system.slice/vmtest-batch.service done)" 1 || return 1
-    is "$(audit_count thaw system.slice/vmtest-batch.service done)" 1
+    wait_for 10 audited 1 freeze system.slice/vmtest-batch.service done || return 1
+    wait_for 10 audited 1 thaw system.slice/vmtest-batch.service done
 }
 
 # mttr UNIT KILLS GAP: SIGKILL the unit's main process KILLS times, GAP seconds apart, and
@@ -369,7 +379,7 @@ remove_stops_and_keeps_config_and_state() {
     [ ! -e /usr/bin/gimbal ] || { say "binary left"; return 1; }
     [ -f /etc/gimbal/gimbal.toml ] || { say "conffile removed on remove"; return 1; }
     [ -d /var/lib/gimbal/targets ] || { say "state removed on remove"; return 1; }
-    ! curl -sf "$METRICS/healthz"
+    ! curl -sf --max-time 10 "$METRICS/healthz"
 }
 
 purge_removes_config_state_and_unit() {

@@ -56,7 +56,7 @@ pub fn boot(
 
     let mut file = std::fs::File::create(log)?;
     let mut outcome = Outcome::default();
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
     let started = Instant::now();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -73,6 +73,8 @@ pub fn boot(
                         outcome.report.push(row.to_string());
                     } else if event.starts_with("DONE") {
                         outcome.finished = true;
+                        // The results are in: a power-off that stalls must not hold the run.
+                        deadline = deadline.min(Instant::now() + Duration::from_secs(60));
                     }
                 }
             }
@@ -81,8 +83,12 @@ pub fn boot(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if Instant::now() >= deadline {
-            outcome.timed_out = true;
-            println!("vm: no power-off after {timeout:?}: stopping qemu");
+            if outcome.finished {
+                println!("vm: the guest finished but did not power off in 60 s: stopping qemu");
+            } else {
+                outcome.timed_out = true;
+                println!("vm: no power-off after {timeout:?}: stopping qemu");
+            }
             let _ = child.kill();
             break;
         }

@@ -71,9 +71,9 @@ install_starts_a_ready_service() {
 probes_attach_with_only_the_units_capabilities() {
     local pid caps m
     pid=$(prop gimbal MainPID)
-    # CAP_DAC_READ_SEARCH (2), CAP_SYS_RESOURCE (24), CAP_PERFMON (38), CAP_BPF (39).
+    # CAP_DAC_READ_SEARCH (2), CAP_KILL (5), CAP_SYS_RESOURCE (24), CAP_PERFMON (38), CAP_BPF (39).
     caps=$(awk '/^CapEff/ {print $2}' "/proc/$pid/status")
-    is "$caps" 000000c001000004 || return 1
+    is "$caps" 000000c001000024 || return 1
     m=$(metrics) || return 1
     for p in syscall_latency tcp_retransmit process_exit; do
         echo "$m" | grep -qx "gimbal_probe_attached{probe=\"$p\"} 1" || {
@@ -296,6 +296,26 @@ freeze_goes_through_systemd_and_thaws() {
     wait_for 10 audited 1 thaw system.slice/vmtest-batch.service done
 }
 
+signal_reaches_a_unit_of_another_user() {
+    # The GPU-node use: a job running as another user asked to checkpoint. Signals across
+    # uids are what the unit keeps CAP_KILL for.
+    printf '[Service]\nExecStart=/bin/sleep 600\n' >/etc/systemd/system/vmtest-net.service
+    printf '[Service]\nUser=nobody\nExecStart=/bin/sleep 600\n' >/etc/systemd/system/vmtest-job.service
+    systemctl daemon-reload && systemctl start vmtest-net vmtest-job || return 1
+    printf '\n[[targets]]\nname = "vmtest-net"\nunit = "vmtest-net.service"\n' >>/etc/gimbal/gimbal.toml
+    printf '\n[[signal]]\nname = "checkpoint"\nwhen = "TargetDown"\ntarget = "vmtest-net"\ncgroups = ["system.slice/vmtest-job.service"]\nsignal = "SIGUSR1"\n' >>/etc/gimbal/gimbal.toml
+    systemctl reload gimbal || return 1
+    wait_for 15 series_is 1 gimbal_target_up 'target="vmtest-net"' || return 1
+    systemctl kill -s KILL vmtest-net || return 1
+    # sleep has no SIGUSR1 handler, so the signal ends it and systemd records which one.
+    wait_for 15 unit_state_is vmtest-job failed || {
+        grep -F '"signal"' /var/lib/gimbal/remediation/audit.jsonl
+        return 1
+    }
+    is "$(prop vmtest-job ExecMainStatus)" 10 || return 1
+    wait_for 10 audited 1 signal system.slice/vmtest-job.service done
+}
+
 # mttr UNIT KILLS GAP: SIGKILL the unit's main process KILLS times, GAP seconds apart, and
 # print each time to recover in ms: from just before the kill to the replacement's start,
 # which the unit itself writes (date +%s%N) before it execs.
@@ -439,6 +459,7 @@ check restart_brings_a_killed_unit_back_through_dbus restart_brings_a_killed_uni
 check crash_looping_unit_backs_off_then_is_given_up crash_looping_unit_backs_off_then_is_given_up
 check throttle_goes_through_systemd_and_is_given_back throttle_goes_through_systemd_and_is_given_back
 check freeze_goes_through_systemd_and_thaws freeze_goes_through_systemd_and_thaws
+check signal_reaches_a_unit_of_another_user signal_reaches_a_unit_of_another_user
 check watchdog_restarts_a_stuck_agent watchdog_restarts_a_stuck_agent
 check upgrade_keeps_the_edited_conffile_and_restarts upgrade_keeps_the_edited_conffile_and_restarts
 check remove_stops_and_keeps_config_and_state remove_stops_and_keeps_config_and_state

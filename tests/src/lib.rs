@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gimbal::cgroups::CgroupNames;
+use gimbal::{
+    cgroups::CgroupNames,
+    probes::{LoadOptions, Probes},
+};
 
 pub mod agent;
 pub mod alertmanager;
@@ -26,6 +29,18 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut ok: impl FnMut() -> Option
         assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The agent's real programs loaded into the kernel with `options`; fails the test naming
+/// any probe that did not attach.
+pub fn load_attached(options: &LoadOptions) -> Probes {
+    let probes = Probes::load(options).expect("load probes");
+    assert!(
+        probes.status.iter().all(|s| s.error.is_none()),
+        "{:?}",
+        probes.status
+    );
+    probes
 }
 
 /// `wait_for` a condition.

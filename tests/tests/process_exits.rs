@@ -9,7 +9,7 @@ use gimbal::{
 };
 use gimbal_common::Drop;
 use gimbal_tests::{
-    require_root, spawn_in, wait_status, workload, MemoryLimit, TempDir, TestCgroup,
+    load_attached, require_root, spawn_in, wait_status, workload, MemoryLimit, TempDir, TestCgroup,
 };
 
 struct Harness {
@@ -30,12 +30,7 @@ impl Harness {
             filter_cgroup_id: cgroup.id,
             ..LoadOptions::default()
         };
-        let mut probes = Probes::load(&options).expect("load probes");
-        assert!(
-            probes.status.iter().all(|s| s.error.is_none()),
-            "{:?}",
-            probes.status
-        );
+        let mut probes = load_attached(&options);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -9,7 +9,7 @@ use gimbal::{
     probes::{LoadOptions, MapReader, Probes},
 };
 use gimbal_common::hist::{bucket, upper_bound_ns};
-use gimbal_tests::{require_root, wait_status, workload, TestCgroup};
+use gimbal_tests::{load_attached, require_root, wait_status, workload, TestCgroup};
 
 fn options() -> LoadOptions {
     LoadOptions {
@@ -28,12 +28,7 @@ fn measure(args: &[&str], syscall: &str) -> HistTotals {
 
 /// `measure`, with what the workload printed.
 fn measure_with_output(args: &[&str], syscall: &str) -> (HistTotals, String) {
-    let mut probes = Probes::load(&options()).expect("load probes");
-    assert!(
-        probes.status.iter().all(|s| s.error.is_none()),
-        "{:?}",
-        probes.status
-    );
+    let mut probes = load_attached(&options());
     let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap()).unwrap();
     let cgroup = TestCgroup::new("syscalls");
     let mut child = cgroup.spawn_into(workload().args(args).stdout(Stdio::piped()));

@@ -11,9 +11,11 @@ use std::{
 use gimbal::{
     cgroups::CgroupNames,
     model::Model,
-    probes::{LoadOptions, MapReader, Probes},
+    probes::{LoadOptions, MapReader},
 };
-use gimbal_tests::{require_root, sibling_binary, spawn_in, unique, wait_status, Proc, TestCgroup};
+use gimbal_tests::{
+    load_attached, require_root, sibling_binary, spawn_in, unique, wait_status, Proc, TestCgroup,
+};
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0])
@@ -199,12 +201,7 @@ fn retransmits_equal_bpftrace_on_the_same_tracepoint() {
         process_exit: false,
         ..LoadOptions::default()
     };
-    let mut probes = Probes::load(&options).expect("load probes");
-    assert!(
-        probes.status.iter().all(|s| s.error.is_none()),
-        "{:?}",
-        probes.status
-    );
+    let mut probes = load_attached(&options);
     let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap()).unwrap();
     let bpftrace = Bpftrace::start(port);
 

@@ -75,15 +75,17 @@ fn apt() -> anyhow::Result<()> {
                 .join(" ")
         );
     }
-    let mut update = Command::new("apt-get");
-    update.args(["update", "-q"]);
-    util::run(update)?;
-    let mut install = Command::new("apt-get");
-    install
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(missing.iter().map(|(p, _)| *p));
-    util::run(install)
+    util::with_retries("setup: apt-get", || {
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-q"]);
+        util::run(update)?;
+        let mut install = Command::new("apt-get");
+        install
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(missing.iter().map(|(p, _)| *p));
+        util::run(install)
+    })
 }
 
 fn rust_src() -> anyhow::Result<()> {

@@ -54,6 +54,33 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
     run(cmd)
 }
 
+/// Runs `attempt` up to three times, 15 s and then 45 s apart: for steps that fetch from the
+/// package archive, where a dropped connection should cost a retry, not the whole run.
+pub fn with_retries<T>(
+    what: &str,
+    attempt: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    retry_after(what, [15, 45].map(std::time::Duration::from_secs), attempt)
+}
+
+fn retry_after<T>(
+    what: &str,
+    waits: [std::time::Duration; 2],
+    mut attempt: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    for (n, wait) in waits.into_iter().enumerate() {
+        match attempt() {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                println!("{what} failed (try {} of 3): {e:#}", n + 1);
+                println!("{what}: trying again in {} s", wait.as_secs());
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    attempt().with_context(|| format!("{what} failed 3 times"))
+}
+
 /// Replaces this process with `cmd` (the agent keeps the terminal and its signals).
 pub fn exec(mut cmd: Command) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt as _;
@@ -92,4 +119,34 @@ pub fn build_release_binaries() -> anyhow::Result<()> {
         "gimbal-tests",
         "--bins",
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_that_fails_twice_succeeds_on_the_third_try_and_a_third_failure_is_final() {
+        let no_wait = [std::time::Duration::ZERO; 2];
+        let mut tries = 0;
+        let got = retry_after("flaky", no_wait, || {
+            tries += 1;
+            if tries < 3 {
+                bail!("dropped connection {tries}")
+            }
+            Ok(tries)
+        });
+        assert_eq!(got.unwrap(), 3);
+
+        let mut tries = 0;
+        let err = retry_after("down", no_wait, || -> anyhow::Result<()> {
+            tries += 1;
+            bail!("archive unreachable")
+        })
+        .unwrap_err();
+        assert_eq!(tries, 3);
+        let shown = format!("{err:#}");
+        assert!(shown.contains("down failed 3 times"), "{shown}");
+        assert!(shown.contains("archive unreachable"), "{shown}");
+    }
 }

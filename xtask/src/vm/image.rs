@@ -67,9 +67,17 @@ pub fn ensure() -> anyhow::Result<Image> {
     }
     std::fs::create_dir_all(&work)?;
     let kernel_tree = work.join("kernel");
-    fetch_kernel(&package, &work, &kernel_tree)?;
+    util::with_retries("vm: downloading the kernel", || {
+        fetch_kernel(&package, &work, &kernel_tree)
+    })?;
     let rootfs = work.join("rootfs");
-    debootstrap(&rootfs)?;
+    util::with_retries("vm: debootstrap", || {
+        // A failed try leaves a half-made tree that debootstrap would trip over.
+        if rootfs.exists() {
+            std::fs::remove_dir_all(&rootfs)?;
+        }
+        debootstrap(&rootfs)
+    })?;
     add_modules(&kernel_tree, &rootfs, &image.release)?;
     slim(&rootfs)?;
     std::fs::copy(
@@ -104,9 +112,11 @@ fn newest_kernel_package() -> anyhow::Result<String> {
     };
     let mut found = search();
     if found.trim().is_empty() {
-        let mut update = Command::new("apt-get");
-        update.args(["update", "-q"]);
-        util::run(update)?;
+        util::with_retries("vm: apt-get update", || {
+            let mut update = Command::new("apt-get");
+            update.args(["update", "-q"]);
+            util::run(update)
+        })?;
         found = search();
     }
     let mut names: Vec<(u32, String)> = found

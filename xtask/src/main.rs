@@ -6,6 +6,7 @@ mod kube_tools;
 mod setup;
 mod util;
 mod vm;
+mod watchdog;
 
 use clap::{Parser, Subcommand};
 
@@ -137,7 +138,11 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
     if let Some(f) = filter.as_deref() {
         args.push(f);
     }
-    util::cargo(&args)?;
+    // About 5 minutes here; the limit only turns a hang into a failure with a reason.
+    watchdog::run_within(
+        util::cargo_command(&args),
+        std::time::Duration::from_secs(40 * 60),
+    )?;
     if filter.is_some() {
         return Ok(());
     }

@@ -49,9 +49,14 @@ pub fn run(mut cmd: Command) -> anyhow::Result<()> {
 }
 
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    run(cargo_command(args))
+}
+
+/// The cargo that runs xtask, with `args` and bpf-linker on PATH.
+pub fn cargo_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args(args).env("PATH", path_with_cargo_bin());
-    run(cmd)
+    cmd
 }
 
 /// Runs `attempt` up to three times, 15 s and then 45 s apart: for steps that fetch from the

@@ -3,7 +3,7 @@
 //! Two network namespaces joined by a veth pair; the receiver drops a share of incoming
 //! segments at its input hook (this kernel has no netem), so the sender retransmits.
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -111,8 +111,12 @@ impl Drop for Link {
 }
 
 /// bpftrace counting tcp_retransmit_skb for one destination port; killed if the test fails
-/// before `stop`.
-struct Bpftrace(Option<Child>);
+/// before it has exited.
+struct Bpftrace {
+    child: Child,
+    /// Its stdout lines but the attach notice, once it has exited.
+    stdout: Option<std::thread::JoinHandle<Vec<String>>>,
+}
 
 impl Bpftrace {
     fn start(port: u16) -> Self {
@@ -120,7 +124,8 @@ impl Bpftrace {
             "tracepoint:tcp:tcp_retransmit_skb /args->dport == {port}/ {{ @n = count(); }}"
         );
         // bpftrace prints "Attaching N probes" before it attaches; with this variable set it
-        // says so on stderr once every probe is in (a qemu guest lost a whole run to the gap).
+        // says so once every probe is in (a qemu guest lost a whole run to the gap). 0.17
+        // says it on stderr, 0.23 and later on stdout: both are watched.
         const ATTACHED: &str = "__BPFTRACE_NOTIFY_PROBES_ATTACHED";
         let mut child = Command::new("bpftrace")
             .args(["-e", &prog])
@@ -129,9 +134,22 @@ impl Bpftrace {
             .stderr(Stdio::piped())
             .spawn()
             .expect("bpftrace (cargo xtask setup installs it)");
-        // Its stderr is passed on, as before, so a warning is seen and never blocks it.
-        let stderr = BufReader::new(child.stderr.take().unwrap());
         let (attached, wait) = std::sync::mpsc::channel();
+        let on_stdout = attached.clone();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let stdout = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            for line in stdout.lines().map_while(Result::ok) {
+                if line.contains(ATTACHED) {
+                    let _ = on_stdout.send(());
+                } else {
+                    kept.push(line);
+                }
+            }
+            kept
+        });
+        // Its stderr is passed on, so a warning is seen and never blocks it.
+        let stderr = BufReader::new(child.stderr.take().unwrap());
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
                 if line.contains(ATTACHED) {
@@ -141,35 +159,31 @@ impl Bpftrace {
                 }
             }
         });
+        let this = Self {
+            child,
+            stdout: Some(stdout),
+        };
         wait.recv_timeout(Duration::from_secs(60))
             .expect("bpftrace did not attach its probe within 60 s");
-        Self(Some(child))
+        this
     }
 
     fn stop(mut self) -> u64 {
-        let mut child = self.0.take().expect("running until stopped");
         // bpftrace can miss a SIGINT that lands just before it sleeps in epoll_wait, and
         // then waits for the next event forever (seen under qemu): repeat it until it exits.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while child.try_wait().unwrap().is_none() {
+        while self.child.try_wait().unwrap().is_none() {
             assert!(
                 Instant::now() < deadline,
                 "bpftrace ignored SIGINT for 20 s"
             );
             // SAFETY: signalling our own child, not yet reaped.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
             std::thread::sleep(Duration::from_millis(200));
         }
-        // Its whole output ("@n: 123") fits in the pipe, so it could exit before we read.
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        let out = self.stdout.take().unwrap().join().unwrap();
         // "@n: 123"; no line at all when nothing was counted.
-        out.lines()
+        out.iter()
             .find_map(|l| l.strip_prefix("@n: "))
             .map_or(0, |n| n.trim().parse().expect("bpftrace count"))
     }
@@ -177,9 +191,10 @@ impl Bpftrace {
 
 impl Drop for Bpftrace {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        // Only a child not yet reaped: its pid cannot have been reused.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

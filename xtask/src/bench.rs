@@ -181,7 +181,8 @@ fn start(tracer: Tracer, bin: &std::path::Path) -> anyhow::Result<Option<Child>>
             (c, |l| l.contains("__BPFTRACE_NOTIFY_PROBES_ATTACHED"))
         }
     };
-    // bpftrace and the floor say so on stdout, gimbal logs to stderr: read both.
+    // The floor says so on stdout, gimbal logs to stderr, bpftrace uses either (0.17
+    // stderr, 0.23 and later stdout): read both.
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -32,11 +32,7 @@ pub fn require_root(why: &str) -> anyhow::Result<()> {
 
 /// Runs a command in the workspace root, streaming its output; fails with its exit status.
 pub fn run(mut cmd: Command) -> anyhow::Result<()> {
-    let shown = std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let shown = shown(&cmd);
     let status = cmd
         .current_dir(root())
         .stdin(Stdio::null())
@@ -57,6 +53,15 @@ pub fn cargo_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args(args).env("PATH", path_with_cargo_bin());
     cmd
+}
+
+/// A command as one would type it: the program and its arguments.
+pub fn shown(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs `attempt` up to three times, 15 s and then 45 s apart: for steps that fetch from the

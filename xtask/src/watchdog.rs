@@ -3,6 +3,7 @@
 //! killed, so a stuck test fails the run with a reason instead of outlasting CI.
 use std::{
     collections::BTreeMap,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -10,7 +11,7 @@ use std::{
 use anyhow::{bail, Context as _};
 
 pub fn run_within(mut cmd: Command, limit: Duration) -> anyhow::Result<()> {
-    let shown = format!("{cmd:?}");
+    let shown = crate::util::shown(&cmd);
     let mut child = cmd
         .current_dir(crate::util::root())
         .stdin(Stdio::null())
@@ -30,6 +31,8 @@ pub fn run_within(mut cmd: Command, limit: Duration) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_secs(1));
     }
     let tree = descendants(child.id(), &parents());
+    // Pinned now: a pid that ends while the table prints cannot be reused under us.
+    let pinned: Vec<OwnedFd> = tree.iter().filter_map(|pid| pidfd_open(*pid)).collect();
     println!("\nxtask: still running after {limit:?}; what it started, and where each waits:");
     let pids: Vec<String> = std::iter::once(child.id())
         .chain(tree.iter().copied())
@@ -43,14 +46,29 @@ pub fn run_within(mut cmd: Command, limit: Duration) -> anyhow::Result<()> {
             &pids.join(","),
         ])
         .status();
-    // Parents first, so none starts another child in the meantime; all are ours.
+    // Parents first, so fewer start another child in the meantime.
     let _ = child.kill();
-    for pid in &tree {
-        // SAFETY: kill(2) with a pid from the tree this command started.
-        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    for fd in &pinned {
+        // SAFETY: a pidfd we opened; the kernel checks it still names that process.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
     }
     let _ = child.wait();
     bail!("{shown} did not finish within {limit:?} (killed; the process table is above)")
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a fresh fd that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Every process's parent, from /proc/<pid>/stat.

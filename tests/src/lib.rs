@@ -43,6 +43,15 @@ pub fn load_attached(options: &LoadOptions) -> Probes {
     probes
 }
 
+/// The agent's remediation audit log under `state`, a JSON value per line (none yet: empty).
+pub fn audit(state: &TempDir) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(state.0.join("remediation/audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
+        .collect()
+}
+
 /// `wait_for` a condition.
 pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     wait_for(what, timeout, || ok().then_some(()))

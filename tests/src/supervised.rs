@@ -87,14 +87,6 @@ pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-pub fn audit(state: &TempDir) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(state.0.join("remediation/audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
-        .collect()
-}
-
 pub fn outcomes<'a>(lines: &'a [serde_json::Value], action: &str) -> Vec<&'a serde_json::Value> {
     lines
         .iter()

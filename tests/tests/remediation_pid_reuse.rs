@@ -7,8 +7,8 @@ use std::process::Stdio;
 use gimbal_tests::{
     agent::Agent,
     alertmanager::Alertmanager,
-    require_root, spawn_in,
-    supervised::{audit, config, is_alive, kill, outcomes, secs, supervise, SupervisedRoot},
+    audit, require_root, spawn_in,
+    supervised::{config, is_alive, kill, outcomes, secs, supervise, SupervisedRoot},
     wait_for, workload, Proc, TempDir,
 };
 

@@ -2,9 +2,9 @@
 //! when TargetDown fires for a unit target, and reports why it cannot carry it out instead
 //! of failing silently. (The restart itself, through D-Bus, is tested in the VM test bed,
 //! where systemd is PID 1: tests/vm/guest.sh.)
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use gimbal_tests::{agent::Agent, require_root, unique, TempDir};
+use gimbal_tests::{agent::Agent, audit, require_root, unique, wait_until, TempDir};
 
 #[test]
 fn a_restart_that_cannot_be_carried_out_is_audited_and_counted_as_failed_with_why() {
@@ -27,17 +27,14 @@ fn a_restart_that_cannot_be_carried_out_is_audited_and_counted_as_failed_with_wh
     .unwrap();
     let agent = Agent::start_with(&["--config", file.to_str().unwrap()]);
     let failed = "gimbal_remediations_total{action=\"restart\",result=\"failed\"} ";
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !agent.metrics().lines().any(|l| l.starts_with(failed)) {
-        assert!(Instant::now() < deadline, "no failed restart counted");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
-    let outcome: serde_json::Value = audit
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    wait_until("a failed restart counted", Duration::from_secs(15), || {
+        agent.metric(failed).is_some()
+    });
+    let lines = audit(&state);
+    let outcome = lines
+        .iter()
         .find(|l| l["phase"] == "outcome" && l["action"] == "restart")
-        .unwrap_or_else(|| panic!("no restart outcome in\n{audit}"));
+        .unwrap_or_else(|| panic!("no restart outcome in\n{lines:#?}"));
     assert_eq!(outcome["result"], "failed");
     assert_eq!(outcome["cgroup"], unit.as_str());
     let why = outcome["detail"].as_str().unwrap();

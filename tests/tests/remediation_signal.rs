@@ -7,7 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gimbal_tests::{agent::Agent, require_root, sibling_binary, wait_status, TempDir, TestCgroup};
+use gimbal_tests::{
+    agent::Agent, audit, require_root, sibling_binary, wait_status, TempDir, TestCgroup,
+};
 
 #[test]
 fn a_firing_alert_sends_its_signal_once_to_the_matched_cgroups_processes() {
@@ -59,13 +61,10 @@ fn a_firing_alert_sends_its_signal_once_to_the_matched_cgroups_processes() {
         newcomer.try_wait().unwrap().is_none(),
         "signalled twice in one firing"
     );
-    let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
-    let outcomes: Vec<serde_json::Value> = audit
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l["phase"] == "outcome")
-        .collect();
-    assert_eq!(outcomes.len(), 1, "{audit}");
+    let lines = audit(&state);
+    let outcomes: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["phase"] == "outcome").collect();
+    assert_eq!(outcomes.len(), 1, "{lines:#?}");
     assert_eq!(outcomes[0]["result"], "done");
     assert_eq!(outcomes[0]["detail"], "SIGUSR1 to 1 processes");
     drop(agent);

@@ -9,8 +9,8 @@ use std::time::Duration;
 use gimbal_tests::{
     agent::Agent,
     alertmanager::Alertmanager,
-    require_root,
-    supervised::{audit, config, is_alive, kill, outcomes, secs, supervise, SupervisedRoot},
+    audit, require_root,
+    supervised::{config, is_alive, kill, outcomes, secs, supervise, SupervisedRoot},
     wait_for, TempDir,
 };
 

@@ -9,8 +9,8 @@
 use std::{process::Command, time::Duration};
 
 use gimbal_tests::{
-    agent::Agent, cpu_share_in, require_root, sibling_binary, spawn_in, wait_until, CpuGroup,
-    TempDir, TestCgroup,
+    agent::Agent, audit, cpu_share_in, require_root, sibling_binary, spawn_in, wait_until,
+    CpuGroup, TempDir, TestCgroup,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -78,11 +78,7 @@ fn a_firing_alert_throttles_the_noisy_cgroup_and_a_killed_agent_is_undone_on_res
         agent.metric(given_back) == Some(1.0)
     });
     assert_eq!(std::fs::read_to_string(&quota).unwrap(), original);
-    let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = audit
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = audit(&state);
     let summary: Vec<(String, String, String)> = lines
         .iter()
         .map(|l| {
@@ -102,7 +98,7 @@ fn a_firing_alert_throttles_the_noisy_cgroup_and_a_killed_agent_is_undone_on_res
             s("intent", "unthrottle", "pending"),
             s("outcome", "unthrottle", "done"),
         ],
-        "{audit}"
+        "{lines:#?}"
     );
     assert!(lines
         .iter()
@@ -126,13 +122,12 @@ fn a_firing_alert_throttles_the_noisy_cgroup_and_a_killed_agent_is_undone_on_res
         original,
         "restored by the next agent"
     );
-    let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
-    let restore = audit
-        .lines()
+    let lines = audit(&state);
+    let restore = lines
+        .iter()
         .rev()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .find(|l| l["rule"] == "(left by the previous agent)" && l["phase"] == "outcome")
-        .unwrap_or_else(|| panic!("no audited outcome of the restore at start:\n{audit}"));
+        .unwrap_or_else(|| panic!("no audited outcome of the restore at start:\n{lines:#?}"));
     assert_eq!(restore["result"], "done");
     let dry = "gimbal_remediations_total{action=\"throttle\",result=\"dry_run\"} ";
     wait_until("the dry-run decision", WAIT, || {
@@ -194,10 +189,9 @@ fn a_firing_alert_freezes_the_matched_cgroup_and_thaws_it_when_resolved() {
         0.3..2.0,
         "the thawed hog runs again",
     );
-    let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
-    let summary: Vec<(String, String)> = audit
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let lines = audit(&state);
+    let summary: Vec<(String, String)> = lines
+        .iter()
         .map(|l| {
             (
                 l["action"].as_str().unwrap().into(),
@@ -214,7 +208,7 @@ fn a_firing_alert_freezes_the_matched_cgroup_and_thaws_it_when_resolved() {
             s("thaw", "pending"),
             s("thaw", "done")
         ],
-        "{audit}"
+        "{lines:#?}"
     );
     drop(agent);
     drop(hog);
@@ -285,20 +279,17 @@ fn the_node_wide_cap_defers_a_second_throttle_until_the_first_is_given_back() {
     assert_ne!(quota(1), original[1]);
     assert_eq!(count("deferred"), 1.0, "a deferral is reported once");
 
-    let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
-    let deferred: Vec<serde_json::Value> = audit
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l["result"] == "deferred")
-        .collect();
-    assert_eq!(deferred.len(), 1, "{audit}");
+    let lines = audit(&state);
+    let deferred: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["result"] == "deferred").collect();
+    assert_eq!(deferred.len(), 1, "{lines:#?}");
     assert_eq!(deferred[0]["rule"], "protect-b");
     assert!(
         deferred[0]["detail"]
             .as_str()
             .unwrap()
             .contains("max_concurrent"),
-        "{audit}"
+        "{lines:#?}"
     );
     assert_eq!(agent.stop(), 0);
     assert_eq!(quota(1), original[1], "given back when the agent stops");
@@ -364,17 +355,16 @@ fn a_protected_cgroup_is_refused_counted_and_left_alone() {
         "the refused rule took the only slot"
     );
     assert_ne!(other_quota(), other_original);
-    let audit = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
-    let outcome: serde_json::Value = audit
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let lines = audit(&state);
+    let outcome = lines
+        .iter()
         .find(|l| l["phase"] == "outcome" && l["rule"] == "protect-critical")
-        .unwrap_or_else(|| panic!("no outcome audited:\n{audit}"));
-    assert_eq!(outcome["result"], "refused", "{audit}");
+        .unwrap_or_else(|| panic!("no outcome audited:\n{lines:#?}"));
+    assert_eq!(outcome["result"], "refused", "{lines:#?}");
     assert_eq!(outcome["cgroup"], relative.as_str());
     assert!(
         outcome["detail"].as_str().unwrap().contains("is protected"),
-        "{audit}"
+        "{lines:#?}"
     );
     assert_eq!(agent.stop(), 0);
     assert_eq!(quota(), original);

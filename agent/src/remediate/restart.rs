@@ -236,19 +236,25 @@ mod tests {
             .collect()]
     }
 
-    #[test]
-    fn a_unit_that_stays_down_is_restarted_at_once_then_after_the_backoff_then_given_up() {
-        let dir = std::env::temp_dir().join(format!("gimbal-restart-unit-{}", std::process::id()));
+    /// A dry-run restarter for unit target "web", its state in a temp dir named after `test`
+    /// (removed by the caller); `remediation` adds to its `[remediation]` section.
+    fn restarter(test: &str, remediation: &str) -> (Restarter, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("gimbal-{test}-{}", std::process::id()));
         let config = Config::parse(
             &format!(
-                "[agent]\nstate_dir = \"{}\"\n[remediation]\nbackoff = \"10s\"\ngive_up_after = 2\n\
+                "[agent]\nstate_dir = \"{}\"\n[remediation]\n{remediation}\n\
                  [[targets]]\nname = \"web\"\nunit = \"web.service\"\n[[restart]]\ntarget = \"web\"\n",
                 dir.display()
             ),
             "t",
         )
         .unwrap();
-        let mut r = Restarter::new(&config);
+        (Restarter::new(&config), dir)
+    }
+
+    #[test]
+    fn a_unit_that_stays_down_is_restarted_at_once_then_after_the_backoff_then_given_up() {
+        let (mut r, dir) = restarter("restart-unit", "backoff = \"10s\"\ngive_up_after = 2");
         let mut ledger = Ledger::default();
         let mut cap = ActionCap::new(1);
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
@@ -272,17 +278,7 @@ mod tests {
 
     #[test]
     fn a_restart_over_the_cap_waits_is_reported_once_then_goes_ahead() {
-        let dir = std::env::temp_dir().join(format!("gimbal-restart-cap-{}", std::process::id()));
-        let config = Config::parse(
-            &format!(
-                "[agent]\nstate_dir = \"{}\"\n\
-                 [[targets]]\nname = \"web\"\nunit = \"web.service\"\n[[restart]]\ntarget = \"web\"\n",
-                dir.display()
-            ),
-            "t",
-        )
-        .unwrap();
-        let mut r = Restarter::new(&config);
+        let (mut r, dir) = restarter("restart-cap", "");
         let mut ledger = Ledger::default();
         let mut cap = ActionCap::new(1);
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);

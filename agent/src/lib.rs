@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod probes;
+pub mod procstat;
 pub mod remediate;
 pub mod rules;
 pub mod run;

@@ -220,10 +220,8 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 /// A process that has exited but not been reaped still shows in cgroup.procs.
 fn is_zombie(proc_root: &Path, pid: u32) -> bool {
     match std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) {
-        // State follows the ")" that closes comm.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, r)| matches!(r.trim_start().as_bytes().first(), Some(b'Z' | b'X'))),
+        Ok(stat) => crate::procstat::field(&stat, 3)
+            .is_some_and(|state| matches!(state.as_bytes().first(), Some(b'Z' | b'X'))),
         Err(_) => true,
     }
 }

@@ -180,10 +180,7 @@ fn send_to_group(dir: &Path, relative: &str, sig: i32) -> (usize, String) {
 fn is_kernel_thread(pid: u32) -> bool {
     const PF_KTHREAD: u64 = 0x0020_0000;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the comm (which may hold spaces and parentheses): state, ppid, pgrp, session,
-    // tty_nr, tpgid, flags.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(6))
+    crate::procstat::field(&stat, 9) // flags
         .and_then(|flags| flags.parse::<u64>().ok())
         .is_some_and(|flags| flags & PF_KTHREAD != 0)
 }

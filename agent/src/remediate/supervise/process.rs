@@ -313,8 +313,7 @@ pub fn start_time(pid: u32) -> Option<u64> {
 }
 
 fn parse_start_time(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    crate::procstat::field(stat, 22)?.parse().ok()
 }
 
 fn ticks_per_sec() -> f64 {

@@ -54,6 +54,8 @@ fn main() -> ExitCode {
                 },
                 None => Config::embedded(),
             };
+            let fds = gimbal::service::fd_limit::raise();
+            tracing::debug!(open_files = fds, "open-file limit");
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -54,6 +54,24 @@ pub struct Members {
     /// Each matched cgroup (path relative to the root, the target's components) and
     /// whether it has a live process.
     pub components: BTreeMap<String, bool>,
+    /// Set when a read failed for a reason other than the process or cgroup being gone
+    /// (out of file descriptors, say): the membership is then unknown, not empty.
+    pub unreadable: Option<String>,
+}
+
+impl Members {
+    fn failed(&mut self, path: &Path, e: &std::io::Error) {
+        if self.unreadable.is_none() {
+            self.unreadable = Some(format!("{}: {e}", path.display()));
+        }
+    }
+}
+
+/// Whether a failed read means the thing is gone (a process or cgroup that ended between
+/// listing and reading it) rather than that it could not be read.
+fn is_gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+        || matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENODEV))
 }
 
 /// Reads the members of the cgroups matching `pattern` under `cgroup_root`, leaving out
@@ -72,14 +90,27 @@ pub fn members(
     dirs.sort();
     dirs.dedup();
     for dir in dirs {
-        let Ok(meta) = std::fs::metadata(&dir) else {
-            continue;
+        let meta = match std::fs::metadata(&dir) {
+            Ok(meta) => meta,
+            Err(e) if is_gone(&e) => continue,
+            Err(e) => {
+                m.failed(&dir, &e);
+                continue;
+            }
         };
         m.cgroups.insert(meta.ino());
-        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        let procs_file = dir.join("cgroup.procs");
+        let procs = match std::fs::read_to_string(&procs_file) {
+            Ok(procs) => procs,
+            Err(e) if is_gone(&e) => continue,
+            Err(e) => {
+                m.failed(&procs_file, &e);
+                continue;
+            }
+        };
         let mut live = false;
         for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
-            if Some(pid) != exiting && !is_zombie(proc_root, pid) {
+            if Some(pid) != exiting && !is_zombie(proc_root, pid, &mut m) {
                 m.pids.insert(pid);
                 live = true;
             }
@@ -146,8 +177,12 @@ pub fn process_members(
     exiting: Option<u32>,
 ) -> Members {
     let mut m = Members::default();
-    let Ok(entries) = std::fs::read_dir(proc_root) else {
-        return m;
+    let entries = match std::fs::read_dir(proc_root) {
+        Ok(entries) => entries,
+        Err(e) => {
+            m.failed(proc_root, &e);
+            return m;
+        }
     };
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
@@ -158,27 +193,39 @@ pub fn process_members(
         }
         let dir = e.path();
         if let Some(comm) = wanted.comm {
-            if std::fs::read_to_string(dir.join("comm"))
-                .map(|c| c.trim_end() != comm)
-                .unwrap_or(true)
-            {
-                continue;
+            match std::fs::read_to_string(dir.join("comm")) {
+                Ok(c) if c.trim_end() == comm => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    if !is_gone(&e) {
+                        m.failed(&dir.join("comm"), &e);
+                    }
+                    continue;
+                }
             }
         }
         if let Some(exe) = wanted.exe {
-            if std::fs::read_link(dir.join("exe"))
-                .map(|p| p != Path::new(exe))
-                .unwrap_or(true)
-            {
-                continue;
+            match std::fs::read_link(dir.join("exe")) {
+                Ok(p) if p == Path::new(exe) => {}
+                // Kernel threads have no exe (ENOENT), other users' processes may be
+                // unreadable without privilege: neither is the process wanted.
+                _ => continue,
             }
         }
-        if is_zombie(proc_root, pid) {
+        if is_zombie(proc_root, pid, &mut m) {
             continue;
         }
         m.pids.insert(pid);
         // The cgroup2 line ("0::/path") names its cgroup.
-        let cgroups = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+        let cgroups = match std::fs::read_to_string(dir.join("cgroup")) {
+            Ok(c) => c,
+            Err(e) => {
+                if !is_gone(&e) {
+                    m.failed(&dir.join("cgroup"), &e);
+                }
+                String::new()
+            }
+        };
         if let Some(path) = cgroups.lines().find_map(|l| l.strip_prefix("0::")) {
             let rel = path.trim_start_matches('/');
             if let Ok(meta) = std::fs::metadata(cgroup_root.join(rel)) {
@@ -217,12 +264,19 @@ fn walk(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A process that has exited but not been reaped still shows in cgroup.procs.
-fn is_zombie(proc_root: &Path, pid: u32) -> bool {
-    match std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) {
+/// A process that has exited but not been reaped still shows in cgroup.procs. One whose
+/// stat cannot be read for another reason than being gone is taken as live and the
+/// membership marked unreadable.
+fn is_zombie(proc_root: &Path, pid: u32, m: &mut Members) -> bool {
+    let stat = proc_root.join(pid.to_string()).join("stat");
+    match std::fs::read_to_string(&stat) {
         Ok(stat) => crate::procstat::field(&stat, 3)
             .is_some_and(|state| matches!(state.as_bytes().first(), Some(b'Z' | b'X'))),
-        Err(_) => true,
+        Err(e) if is_gone(&e) => true,
+        Err(e) => {
+            m.failed(&stat, &e);
+            false
+        }
     }
 }
 
@@ -264,6 +318,39 @@ mod tests {
             "**/ssh.service",
             "system.slice/ssh.service/child"
         ));
+    }
+
+    #[test]
+    fn a_read_that_fails_for_another_reason_than_gone_marks_the_membership_unreadable() {
+        let root = std::env::temp_dir().join(format!("gimbal-unreadable-{}", std::process::id()));
+        let (cg, proc_root) = (root.join("cg"), root.join("proc"));
+        // A directory where a file should be: reading it fails with EISDIR, as a read fails
+        // with EMFILE when descriptors run out.
+        std::fs::create_dir_all(cg.join("a.service/cgroup.procs")).unwrap();
+        std::fs::create_dir_all(cg.join("b.service")).unwrap();
+        std::fs::write(cg.join("b.service/cgroup.procs"), "20\n21\n").unwrap();
+        std::fs::create_dir_all(proc_root.join("20/stat")).unwrap();
+        let m = members(&cg, &proc_root, &["a.service".into()], None);
+        assert!(m.pids.is_empty());
+        assert!(
+            m.unreadable
+                .as_deref()
+                .is_some_and(|e| e.contains("cgroup.procs")),
+            "{m:?}"
+        );
+        // Pid 20's stat is unreadable: live, but the answer is uncertain. Pid 21 is gone.
+        let m = members(&cg, &proc_root, &["b.service".into()], None);
+        assert_eq!(m.pids, BTreeSet::from([20]));
+        assert!(
+            m.unreadable
+                .as_deref()
+                .is_some_and(|e| e.contains("20/stat")),
+            "{m:?}"
+        );
+        // Gone is not unreadable.
+        let m = members(&cg, &proc_root, &["c.service".into()], None);
+        assert_eq!(m.unreadable, None);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -46,6 +46,11 @@ struct Watched {
     last_exit: Option<String>,
     /// Exits by a signal (other than a polite stop) or an OOM kill: (unix ms, reason, code).
     kills: VecDeque<(u64, String, String)>,
+    /// Membership reads that failed for another reason than a process or cgroup being
+    /// gone; each left the target's state as it was (unknown is not down).
+    read_failures: u64,
+    /// The last read failed.
+    unreadable: bool,
 }
 
 impl Watched {
@@ -68,6 +73,26 @@ impl Watched {
             return self.members.components.keys().cloned().collect();
         }
         self.patterns.clone()
+    }
+
+    /// Takes freshly read members: a read that failed leaves the last known members and
+    /// records no observation, so the time until the next good read counts as unobserved
+    /// (never as down). True if the target went up or down.
+    fn refresh(&mut self, fresh: Members, ms: u64) -> bool {
+        if let Some(why) = &fresh.unreadable {
+            // Logged once per run of failures, counted every time.
+            if !self.unreadable {
+                tracing::warn!(target = ?self.config.name, error = ?why, "cannot read the target's processes; its state stays unknown until a read succeeds");
+            }
+            self.unreadable = true;
+            self.read_failures += 1;
+            return false;
+        }
+        if std::mem::take(&mut self.unreadable) {
+            tracing::info!(target = ?self.config.name, "the target's processes are readable again");
+        }
+        self.members = fresh;
+        self.observe(ms)
     }
 
     /// Records the current members; true if the target went up or down.
@@ -97,6 +122,8 @@ pub struct TargetStatus {
     pub last_exit: Option<String>,
     /// The most recent kill within KILL_MEMORY_MS: (reason, code).
     pub recent_kill: Option<(String, String)>,
+    /// Membership reads that failed (the target's state was left unknown).
+    pub read_failures_total: u64,
 }
 
 /// What the exposition shows of targets and alerts.
@@ -126,6 +153,8 @@ impl Watcher {
                     latency: LatencyWindows::default(),
                     last_exit: None,
                     kills: VecDeque::new(),
+                    read_failures: 0,
+                    unreadable: false,
                 })
                 .collect(),
             cgroup_root,
@@ -140,8 +169,8 @@ impl Watcher {
         let ms = unix_ms(now);
         let mut transitions = false;
         for t in &mut self.targets {
-            t.members = t.read_members(&self.cgroup_root, &self.proc_root, None);
-            if t.observe(ms) {
+            let fresh = t.read_members(&self.cgroup_root, &self.proc_root, None);
+            if t.refresh(fresh, ms) {
                 transitions = true;
             }
             let threshold = t.config.latency_threshold.get().as_nanos() as u64;
@@ -181,8 +210,8 @@ impl Watcher {
                     t.kills.pop_front();
                 }
             }
-            t.members = t.read_members(&self.cgroup_root, &self.proc_root, Some(pid));
-            if t.observe(ms) {
+            let fresh = t.read_members(&self.cgroup_root, &self.proc_root, Some(pid));
+            if t.refresh(fresh, ms) {
                 transitions = true;
             }
             touched = true;
@@ -240,6 +269,7 @@ impl Watcher {
                         .back()
                         .filter(|(at, _, _)| ms.saturating_sub(*at) < KILL_MEMORY_MS)
                         .map(|(_, r, c)| (r.clone(), c.clone())),
+                    read_failures_total: t.read_failures,
                 }
             })
             .collect()

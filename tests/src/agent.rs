@@ -2,6 +2,7 @@
 use std::{
     io::{Read, Write},
     net::TcpStream,
+    os::unix::process::CommandExt as _,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -34,13 +35,33 @@ impl Agent {
 
     /// With extra `gimbal run` arguments, e.g. `--config FILE`.
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_limited(args, None)
+    }
+
+    /// `start_with`, the agent's open-file limit (soft and hard) set to `nofile` if given.
+    pub fn start_limited(args: &[&str], nofile: Option<u64>) -> Self {
         let port = free_port();
-        let child = Command::new(sibling_binary("gimbal"))
+        let mut command = Command::new(sibling_binary("gimbal"));
+        command
             .args(["run", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start gimbal");
+            .stderr(Stdio::inherit());
+        if let Some(n) = nofile {
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command.spawn().expect("start gimbal");
         let mut agent = Agent {
             child,
             port,

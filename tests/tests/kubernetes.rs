@@ -52,7 +52,13 @@ fn renders_validate_strictly_against_kubernetes_schemas() {
         let (docs, errors) = load_and_validate(&helm_template(extra), VERSIONS, CRDS);
         assert!(errors.is_empty(), "{what}:\n{}", errors.join("\n"));
         let kinds: BTreeSet<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-        let mut want = vec!["ConfigMap", "DaemonSet", "Service", "ServiceAccount"];
+        let mut want = vec![
+            "ConfigMap",
+            "DaemonSet",
+            "NetworkPolicy",
+            "Service",
+            "ServiceAccount",
+        ];
         if !extra.is_empty() {
             want.extend(["PrometheusRule", "ServiceMonitor"]);
         }
@@ -470,4 +476,34 @@ fn dockerfile_installs_the_deb_and_runs_the_agent_as_the_chart_does() {
             && text.contains(r#"CMD ["run", "--config", "/etc/gimbal/gimbal.toml"]"#),
         "{text}"
     );
+}
+
+#[test]
+fn network_policy_admits_only_the_scrapers_to_the_metrics_port() {
+    let docs = load_yaml(&helm_template(&[]));
+    let policy = find(&docs, "NetworkPolicy");
+    let pod_labels = &daemonset(&docs)["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &pod_labels[k], v,
+            "the policy selects the agent's pods by {k}"
+        );
+    }
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1, "{ingress:?}");
+    assert_eq!(
+        ingress[0]["ports"],
+        json!([{"port": "metrics", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        ingress[0]["from"],
+        json!([{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]),
+        "by default only pods labelled as Prometheus"
+    );
+    let off = load_yaml(&helm_template(&["--set", "networkPolicy.enabled=false"]));
+    assert!(off.iter().all(|d| d["kind"] != "NetworkPolicy"));
 }

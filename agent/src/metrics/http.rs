@@ -2,9 +2,24 @@
 //! (liveness: the main loop turns) and /readyz (readiness: probes attached, first sample in).
 //! One request per connection, bounded request size and time, so a slow or hostile client
 //! cannot hold the agent's memory or its only thread.
-use std::{sync::Arc, time::Duration};
+//!
+//! Open connections are capped (`MAX_CONNECTIONS`), so no client can take the file
+//! descriptors the agent needs to read cgroups and /proc and to save its state. At the cap,
+//! a new connection evicts the oldest one that has waited more than `GRACE` without
+//! sending its request, or is closed at once if none has. Real clients (Prometheus, the
+//! kubelet's probes) send their request as soon as they connect, so idle connections held
+//! open on purpose are the ones that go, and `/healthz` still answers.
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
 
 use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
 
 use super::text_format;
 use crate::service::Health;
@@ -16,10 +31,61 @@ use tokio::{
 const MAX_REQUEST: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// At most this many connections open at once: well under any fd limit the agent runs
+/// with (it raises its soft limit at start, see service::fd_limit), leaving the rest for
+/// its own reads and writes.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a new connection has to send its request before a newer one may evict it:
+/// ample for a client on the same network, and it keeps a burst of connections from
+/// evicting one that has not yet been read.
+const GRACE: Duration = Duration::from_millis(250);
+
+/// The connections still waiting for their request, oldest first; dropping a sender
+/// closes that connection.
+#[derive(Default)]
+struct Idle {
+    waiting: Mutex<VecDeque<Waiting>>,
+    open: AtomicUsize,
+}
+
+struct Waiting {
+    id: u64,
+    since: Instant,
+    _evict: oneshot::Sender<()>,
+}
+
+impl Idle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the oldest connection that has waited past GRACE for its request; false if
+    /// there is none.
+    fn evict_oldest(&self) -> bool {
+        let mut waiting = self.lock();
+        let stale = waiting.front().is_some_and(|w| w.since.elapsed() > GRACE);
+        stale && waiting.pop_front().is_some()
+    }
+
+    fn forget(&self, id: u64) {
+        self.lock().retain(|w| w.id != id);
+    }
+}
+
+/// One open connection, counted until dropped.
+struct Slot(Arc<Idle>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Serves forever. Accept errors (out of file descriptors, say) are logged and retried,
 /// so a passing shortage cannot silence the endpoint for good.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>, health: Arc<Health>) {
+    let idle = Arc::new(Idle::default());
+    let mut next_id = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -29,45 +95,59 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, health: Arc<H
                 continue;
             }
         };
+        if idle.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS && !idle.evict_oldest() {
+            // Every slot is busy or just opened: closing this one costs nobody a request.
+            tracing::debug!(%peer, "metrics connection closed: {MAX_CONNECTIONS} connections open");
+            continue;
+        }
+        idle.open.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot(idle.clone());
+        next_id += 1;
+        let id = next_id;
+        let (evict, evicted) = oneshot::channel();
+        idle.lock().push_back(Waiting {
+            id,
+            since: Instant::now(),
+            _evict: evict,
+        });
         let (registry, health) = (registry.clone(), health.clone());
         tokio::spawn(async move {
-            if let Err(e) =
-                tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &registry, &health))
-                    .await
-                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+            let served = handle(stream, &registry, &health, evicted, || slot.0.forget(id));
+            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, served)
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
             {
                 tracing::debug!(%peer, error = %e, "HTTP request failed");
             }
+            slot.0.forget(id);
+            drop(slot);
         });
     }
 }
 
+/// Reads one request head; `evicted` ends the wait when the connection is closed to make
+/// room, and `got_request` runs once the whole head is in.
 async fn handle(
     mut stream: TcpStream,
     registry: &Registry,
     health: &Health,
+    evicted: oneshot::Receiver<()>,
+    got_request: impl FnOnce(),
 ) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        let mut chunk = [0u8; 1024];
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            break;
-        }
-        if buf.len() > MAX_REQUEST {
-            return respond(
-                &mut stream,
-                "431 Request Header Fields Too Large",
-                "text/plain",
-                "request too large\n",
-            )
-            .await;
-        }
-    }
+    let buf = tokio::select! {
+        head = read_head(&mut stream) => head?,
+        _ = evicted => return Err(std::io::Error::other("closed for a newer connection")),
+    };
+    got_request();
+    let Some(buf) = buf else {
+        return respond(
+            &mut stream,
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            "request too large\n",
+        )
+        .await;
+    };
     let request_line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = std::str::from_utf8(request_line).unwrap_or("").split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -117,6 +197,25 @@ async fn handle(
                 "only GET\n",
             )
             .await
+        }
+    }
+}
+
+/// The request head (up to the blank line), or None past MAX_REQUEST.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Ok(Some(buf));
+        }
+        if buf.len() > MAX_REQUEST {
+            return Ok(None);
         }
     }
 }

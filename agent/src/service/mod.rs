@@ -1,5 +1,6 @@
 //! How the agent reports its own state to whoever runs it: systemd (sd_notify readiness
 //! and watchdog) and Kubernetes or any HTTP prober (/healthz, /readyz).
+pub mod fd_limit;
 mod health;
 mod notify;
 

@@ -283,11 +283,8 @@ fn alerting(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
             errors.push_path(spans, "alerting.basic_auth_username", msg);
         }
     }
-    let file_checks: [(
-        &str,
-        &Option<std::path::PathBuf>,
-        fn(&std::path::Path) -> Result<(), String>,
-    ); 3] = [
+    type Check = fn(&std::path::Path) -> Result<(), String>;
+    let file_checks: [(&str, &Option<std::path::PathBuf>, Check); 3] = [
         (
             "alerting.bearer_token_file",
             &a.bearer_token_file,

@@ -459,7 +459,8 @@ impl Default for TcpRetransmitConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessExitConfig {
     pub enabled: bool,
-    /// Ring buffer between kernel and agent, in KiB (a power of two, at least 4).
+    /// Ring buffer between kernel and agent, in KiB: a power of two, at least the page
+    /// size (and 4), at most 65536.
     pub ring_buffer_kb: u32,
 }
 

@@ -77,3 +77,54 @@ fn the_documented_examples_check_clean() {
         String::from_utf8_lossy(&am.stderr)
     );
 }
+
+/// What `run` would refuse (or what would fail at every reload), refused first by
+/// check-config, each at the field's own line and column.
+#[test]
+fn check_config_refuses_what_run_would_at_the_fields_position() {
+    let dir = TempDir::new("config");
+    let file = dir.0.join("gimbal.toml");
+    let text = "\
+[agent]
+interval = \"50ms\"
+[probes.process_exit]
+ring_buffer_kb = 2147483648
+[[targets]]
+name = \"web-api\"
+cgroup = \"system.slice/web.service\"
+[[targets]]
+name = \"api\"
+cgroup = \"x/../system.slice\"
+[alerting]
+alertmanagers = [\"http://127.0.0.1:9093\", \"http://127.0.0.1:9093\\r\\nX-Evil: 1\"]
+resend_interval = \"2h\"
+bearer_token_file = \"/nonexistent/gimbal-token\"
+[[signal]]
+name = \"s\"
+when = \"TargetDown\"
+signal = \"SIGKILL\"
+cgroups = [\"x/..\"]
+[remediation]
+backoff_max = \"4294967295h\"
+";
+    std::fs::write(&file, text).unwrap();
+    let f = file.display().to_string();
+    let (code, _, err) = gimbal(&["check-config", &f]);
+    assert_eq!(code, 2, "{err}");
+    for expected in [
+        "2:1: `agent.interval` must be at least 100ms",
+        "4:1: `probes.process_exit.ring_buffer_kb` must be at most 65536",
+        "10:1: `targets.cgroup` of `api`: `x/../system.slice` has a `.` or `..` segment",
+        "12:43: `alerting.alertmanagers` `http://127.0.0.1:9093\\r\\nX-Evil: 1` holds '\\r'",
+        "13:1: `alerting.resend_interval` must be at most 1h",
+        "14:1: `alerting.bearer_token_file` cannot read /nonexistent/gimbal-token",
+        "19:12: `signal.cgroups` [[signal]] `s`: `x/..` has a `.` or `..` segment",
+        "21:15: `4294967295h` is too long",
+    ] {
+        assert!(
+            err.contains(&format!("{f}:{expected}")),
+            "{expected}\n{err}"
+        );
+    }
+    assert_eq!(err.lines().count(), 8, "{err}");
+}

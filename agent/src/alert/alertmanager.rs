@@ -48,17 +48,31 @@ impl std::fmt::Debug for Endpoint {
 
 impl Endpoint {
     /// `http://host:port` or `https://host:port`, with an optional path prefix
-    /// (Alertmanager's --web.route-prefix).
+    /// (Alertmanager's --web.route-prefix). Everything that would end up in the request
+    /// line or the Host header is checked here: a CR or LF in a URL would inject headers.
     pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(c) = url.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(format!(
+                "`{}` holds {:?}: a URL has no spaces, control or non-ASCII characters",
+                url.escape_debug(),
+                c
+            ));
+        }
         let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
             (Some(rest), _) => (false, rest),
             (_, Some(rest)) => (true, rest),
             _ => return Err(format!("`{url}` is not an http:// or https:// URL")),
         };
-        let (host_port, prefix) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
-        if host_port.is_empty() || !host_port.contains(':') {
+        if let Some(c) = rest.chars().find(|c| "?#@\\".contains(*c)) {
             return Err(format!(
-                "`{url}` needs a host and a port, like http://127.0.0.1:9093"
+                "`{url}` holds `{c}`: no query, fragment or user info (use [alerting] basic_auth_username)"
+            ));
+        }
+        let (host_port, prefix) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+        check_host_port(host_port).map_err(|e| format!("`{url}`: {e}"))?;
+        if prefix.split('/').any(|s| s == "." || s == "..") {
+            return Err(format!(
+                "`{url}`: the path prefix has a `.` or `..` segment"
             ));
         }
         let prefix = prefix.trim_end_matches('/');
@@ -97,11 +111,17 @@ impl Endpoint {
         let tcp = TcpStream::connect(&self.host_port)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let auth = self
-            .authorization
-            .as_ref()
-            .map(|a| format!("Authorization: {a}\r\n"))
-            .unwrap_or_default();
+        let auth = match &self.authorization {
+            // Read from a secret file at each (re)load: a line break would inject headers.
+            Some(a) if a.chars().any(|c| c.is_ascii_control()) => {
+                return Err(
+                    "the Authorization value (bearer token or user) holds a control character; not sent"
+                        .into(),
+                )
+            }
+            Some(a) => format!("Authorization: {a}\r\n"),
+            None => String::new(),
+        };
         let head = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.path,
@@ -128,20 +148,45 @@ impl Endpoint {
         } else {
             exchange(tcp, head.as_bytes(), body).await?
         };
-        let status = String::from_utf8_lossy(&response);
-        let code = status.split(' ').nth(1).unwrap_or("");
-        if code == "200" {
-            Ok(())
-        } else {
-            Err(format!(
-                "HTTP {}",
-                status.lines().next().unwrap_or("(no response)")
-            ))
+        match status(&response)? {
+            200 => Ok(()),
+            code => Err(format!("HTTP {code}: {}", status_line(&response))),
         }
     }
 }
 
-/// Writes one request and reads the whole response (the server closes the connection).
+/// Checks `host:port` (or `[v6]:port`): a name or address, and a port of 1 to 65535.
+fn check_host_port(host_port: &str) -> Result<(), String> {
+    let hint = "needs a host and a port, like http://127.0.0.1:9093";
+    let (host, port) = host_port.rsplit_once(':').ok_or(hint)?;
+    if host.is_empty() {
+        return Err(hint.into());
+    }
+    if !port.parse::<u16>().is_ok_and(|p| p > 0) || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("port `{port}` is not a number from 1 to 65535"));
+    }
+    let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("host `{host}` is not a host name or an address"))
+    }
+}
+/// The most of a reply that is read. Alertmanager's is a status line, a few headers and an
+/// empty body (a short JSON error at worst): a peer sending more is not Alertmanager, and
+/// must not grow the agent's memory.
+pub const REPLY_CAP: usize = 64 * 1024;
+
+/// Writes one request and reads the response until the server closes the connection, at
+/// most `REPLY_CAP` bytes (the caller bounds the time). A longer reply is an error even
+/// after a 200 status line: delivery is at-least-once, so a reply that cannot be read
+/// whole is not taken as an acceptance (a resend costs a duplicate Alertmanager drops;
+/// a wrong "sent" would lose the alert).
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     head: &[u8],
@@ -150,14 +195,61 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     s.write_all(head).await.map_err(|e| format!("send: {e}"))?;
     s.write_all(body).await.map_err(|e| format!("send: {e}"))?;
     s.flush().await.map_err(|e| format!("send: {e}"))?;
-    let mut response = Vec::new();
-    // A TLS peer that closes without close_notify still sent a complete response.
-    match s.read_to_end(&mut response).await {
+    let mut response = Vec::with_capacity(1024);
+    // One byte past the cap tells a reply of exactly REPLY_CAP from a longer one.
+    let mut bounded = (&mut s).take(REPLY_CAP as u64 + 1);
+    let read = bounded.read_to_end(&mut response).await;
+    match read {
+        Ok(_) if response.len() > REPLY_CAP => Err(format!(
+            "reply longer than {} KiB ({}): not an Alertmanager reply; not read further",
+            REPLY_CAP / 1024,
+            status_line(&response)
+        )),
         Ok(_) => Ok(response),
+        // A TLS peer that closes without close_notify still sent a complete response.
         Err(e) if !response.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof => {
             Ok(response)
         }
         Err(e) => Err(format!("receive: {e}")),
+    }
+}
+
+/// The status code of an HTTP/1.x reply, read strictly: `HTTP/1.1 200 OK` + CRLF, then
+/// headers ending in an empty line.
+fn status(reply: &[u8]) -> Result<u16, String> {
+    let bad = || format!("not an HTTP reply: {}", status_line(reply));
+    let end = reply
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .ok_or_else(bad)?;
+    let line = &reply[..end];
+    let rest = line
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| line.strip_prefix(b"HTTP/1.0 "))
+        .ok_or_else(bad)?;
+    let (code, reason) = rest.split_at(rest.len().min(3));
+    let reason_ok = reason.is_empty()
+        || (reason[0] == b' ' && reason.iter().all(|&b| b == b'\t' || !b.is_ascii_control()));
+    if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) || code[0] == b'0' || !reason_ok {
+        return Err(bad());
+    }
+    if !reply[end..].windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(format!(
+            "reply ends inside its headers: {}",
+            status_line(reply)
+        ));
+    }
+    // Three ASCII digits.
+    Ok(code.iter().fold(0, |n, d| n * 10 + u16::from(d - b'0')))
+}
+
+/// The first line of a reply, escaped and shortened, for messages.
+fn status_line(reply: &[u8]) -> String {
+    let first = reply.split(|&b| b == b'\n').next().unwrap_or_default();
+    let first = &first[..first.len().min(80)];
+    match String::from_utf8_lossy(first).trim_end_matches('\r') {
+        "" => "(no response)".into(),
+        line => format!("`{}`", line.escape_debug()),
     }
 }
 
@@ -378,5 +470,92 @@ mod tests {
         assert!(Endpoint::parse("http://am")
             .unwrap_err()
             .contains("needs a host and a port"));
+        let e = Endpoint::parse("http://[::1]:9093/am").unwrap();
+        assert_eq!(
+            (e.host_port.as_str(), e.path.as_str()),
+            ("[::1]:9093", "/am/api/v2/alerts")
+        );
+    }
+
+    #[test]
+    fn urls_that_would_inject_or_mislead_are_refused() {
+        for (url, why) in [
+            ("http://am:9093\r\nX-Evil: 1", "control"),
+            ("http://am:9093/\nx", "control"),
+            ("http://am:9093/a b", "no spaces"),
+            ("http://am:9093/\u{e9}", "non-ASCII"),
+            ("http://user:pw@am:9093", "user info"),
+            ("http://am:9093/?x=1", "no query"),
+            ("http://am:0", "port `0`"),
+            ("http://am:99999", "port `99999`"),
+            ("http://am:+80", "port `+80`"),
+            ("http://:9093", "needs a host"),
+            ("http://a_m:9093", "host `a_m`"),
+            ("http://[::g]:9093", "host `[::g]`"),
+            ("http://am:9093/../x", "`..` segment"),
+        ] {
+            let err = Endpoint::parse(url).unwrap_err();
+            assert!(err.contains(why), "{url:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn status_lines_are_read_strictly() {
+        assert_eq!(
+            status(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            Ok(200)
+        );
+        assert_eq!(status(b"HTTP/1.0 400 Bad Request\r\n\r\n{}"), Ok(400));
+        assert_eq!(status(b"HTTP/1.1 200\r\n\r\n"), Ok(200));
+        for bad in [
+            &b""[..],
+            b"HTTP/1.1 200 OK",
+            b"HTTP/1.1 200 OK\r\n",
+            b"HTTP/1.1 200 OK\r\nX: y\r\n",
+            b"HTTP/2 200\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.1 099 OK\r\n\r\n",
+            b"HTTP/1.1 200OK\r\n\r\n",
+            b"HTTP/1.1 200 O\x00K\r\n\r\n",
+            b"xHTTP/1.1 200 OK\r\n\r\n",
+            b"HTTP/1.1 +20 OK\r\n\r\n",
+        ] {
+            assert!(status(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    /// A peer on a real socket: replies up to the cap are read, a longer one (an endless
+    /// body after 200) is cut at the cap and is a failure.
+    #[tokio::test]
+    async fn replies_are_read_up_to_the_cap_and_no_further() {
+        async fn reply_of(body_len: usize) -> Result<Vec<u8>, String> {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                // The whole request first: unread data would turn the close into a reset.
+                let mut request = Vec::new();
+                while !request.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0];
+                    s.read_exact(&mut byte).await.unwrap();
+                    request.push(byte[0]);
+                }
+                let head = b"HTTP/1.1 200 OK\r\n\r\n";
+                let _ = s.write_all(head).await;
+                let _ = s.write_all(&vec![b'x'; body_len - head.len()]).await;
+            });
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let r = exchange(tcp, b"POST / HTTP/1.1\r\n\r\n", b"").await;
+            server.abort();
+            r
+        }
+        assert_eq!(reply_of(REPLY_CAP).await.unwrap().len(), REPLY_CAP);
+        let err = reply_of(REPLY_CAP + 1).await.unwrap_err();
+        assert!(
+            err.contains("reply longer than 64 KiB (`HTTP/1.1 200 OK`)"),
+            "{err}"
+        );
+        assert!(reply_of(50 << 20).await.is_err());
     }
 }

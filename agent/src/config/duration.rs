@@ -18,21 +18,25 @@ impl HumanDuration {
     }
 }
 
+/// The longest duration the parser takes at all; each setting has its own, smaller bound
+/// (config/validate.rs). Anything longer is a typo or an overflow attempt.
+pub const CEILING: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (digits, unit) = s.split_at(split);
-        let n: u64 = digits.parse().map_err(|_| {
-            format!(
+        if digits.is_empty() {
+            return Err(format!(
                 "`{s}` is not a duration: expected a number and a unit, like \"500ms\" or \"1s\""
-            )
-        })?;
-        let scale = match unit {
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
+            ));
+        }
+        let unit_ms: u64 = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
             "" => return Err(format!("`{s}` has no unit: write \"{s}s\" or \"{s}ms\"")),
             other => {
                 return Err(format!(
@@ -40,11 +44,15 @@ impl FromStr for HumanDuration {
                 ))
             }
         };
-        scale
-            .checked_mul(n as u32)
-            .filter(|_| n <= u32::MAX as u64)
+        // Digits too many for u64 overflow too: checked all the way.
+        digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit_ms))
+            .map(Duration::from_millis)
+            .filter(|d| *d <= CEILING)
             .map(Self)
-            .ok_or_else(|| format!("`{s}` is too long"))
+            .ok_or_else(|| format!("`{s}` is too long: no setting takes more than 8760h (a year)"))
     }
 }
 
@@ -99,9 +107,29 @@ mod tests {
             .parse::<HumanDuration>()
             .unwrap_err()
             .contains("not a duration"));
-        assert!("99999999999s"
+        for overflow in [
+            "99999999999s",
+            "4294967295h",
+            "18446744073709551615ms",
+            "18446744073709551616ms",
+            "8761h",
+        ] {
+            assert!(
+                overflow
+                    .parse::<HumanDuration>()
+                    .unwrap_err()
+                    .contains("too long"),
+                "{overflow}"
+            );
+        }
+        assert_eq!(
+            "8760h".parse::<HumanDuration>().unwrap().get(),
+            CEILING,
+            "the ceiling itself is taken"
+        );
+        assert!("ms"
             .parse::<HumanDuration>()
             .unwrap_err()
-            .contains("too long"));
+            .contains("not a duration"));
     }
 }

@@ -1,6 +1,8 @@
 //! Config errors that say where: file, line, column, and what is wrong.
 use std::{fmt, ops::Range, path::Path};
 
+use super::spans::Spans;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// 1-based; 0 when the error concerns the whole file.
@@ -66,21 +68,33 @@ impl ConfigErrors {
         }
     }
 
-    /// An error about a field's value; points at the field where the text has it.
-    pub(super) fn push_field(&mut self, dotted: &str, message: String) {
-        self.push_field_value(dotted, "", message);
-    }
-
-    /// Like `push_field`, for a field that may appear more than once (in `[[tables]]` or a
-    /// list): points at the line setting it that contains `value`.
-    pub(super) fn push_field_value(&mut self, dotted: &str, value: &str, message: String) {
-        let (line, column) = find_key(&self.text, dotted, value);
+    /// An error about the value at `path` (`targets[1].name`, see `Spans`), reported
+    /// where the text writes it, or at its section when it comes from the defaults.
+    pub(super) fn push_path(&mut self, spans: &Spans, path: &str, message: String) {
+        let (line, column) = spans
+            .find(path)
+            .map_or((0, 0), |span| line_column(&self.text, span.start));
         self.errors.push(ConfigError {
             line,
             column,
-            message: format!("`{dotted}` {message}"),
+            message: format!("`{}` {message}", dotted(path)),
         });
     }
+}
+
+/// `targets[1].latency_syscalls[0]` -> `targets.latency_syscalls`: the name people look up.
+fn dotted(path: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0;
+    for c in path.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -89,25 +103,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (line, before[line_start..].chars().count() + 1)
-}
-
-/// Where `section.key` is written: the line that sets `key` inside `[section]`.
-fn find_key(text: &str, dotted: &str, value: &str) -> (usize, usize) {
-    let (section, key) = dotted.rsplit_once('.').unwrap_or(("", dotted));
-    let mut current = String::new();
-    for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('[') {
-            // `[section]` and `[[section]]` alike.
-            current = trimmed.trim_matches(['[', ']']).trim().to_string();
-        } else if current == section {
-            let (name, rest) = trimmed.split_once('=').unwrap_or((trimmed, ""));
-            if name.trim() == key && rest.contains(value) {
-                return (i + 1, line.len() - line.trim_start().len() + 1);
-            }
-        }
-    }
-    (0, 0)
 }
 
 impl fmt::Display for ConfigErrors {

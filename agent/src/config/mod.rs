@@ -5,6 +5,9 @@
 mod bytes;
 mod duration;
 mod errors;
+mod files;
+mod spans;
+mod validate;
 
 use std::{net::SocketAddr, path::Path};
 
@@ -456,7 +459,8 @@ impl Default for TcpRetransmitConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessExitConfig {
     pub enabled: bool,
-    /// Ring buffer between kernel and agent, in KiB (a power of two, at least 4).
+    /// Ring buffer between kernel and agent, in KiB: a power of two, at least the page
+    /// size (and 4), at most 65536.
     pub ring_buffer_kb: u32,
 }
 
@@ -503,27 +507,58 @@ impl Config {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let mut spans = spans::Spans::index(root.get_ref());
         let mut config = Config::default();
         for (key, value) in root.into_inner() {
             match key.get_ref().as_ref() {
                 "agent" => section(value, &mut errors, &mut config.agent),
                 "labels" => section(value, &mut errors, &mut config.labels),
                 "probes" => probes(value, &mut errors, &mut config.probes),
-                "targets" => section_list(value, &mut errors, &mut config.targets),
+                "targets" => section_list(
+                    "targets",
+                    value,
+                    &mut errors,
+                    &mut spans,
+                    &mut config.targets,
+                ),
                 "alerting" => section(value, &mut errors, &mut config.alerting),
-                "rules" => section_list(value, &mut errors, &mut config.rules),
+                "rules" => section_list("rules", value, &mut errors, &mut spans, &mut config.rules),
                 "remediation" => section(value, &mut errors, &mut config.remediation),
-                "throttle" => section_list(value, &mut errors, &mut config.throttles),
-                "restart" => section_list(value, &mut errors, &mut config.restarts),
-                "supervise" => section_list(value, &mut errors, &mut config.supervise),
-                "signal" => section_list(value, &mut errors, &mut config.signals),
+                "throttle" => section_list(
+                    "throttle",
+                    value,
+                    &mut errors,
+                    &mut spans,
+                    &mut config.throttles,
+                ),
+                "restart" => section_list(
+                    "restart",
+                    value,
+                    &mut errors,
+                    &mut spans,
+                    &mut config.restarts,
+                ),
+                "supervise" => section_list(
+                    "supervise",
+                    value,
+                    &mut errors,
+                    &mut spans,
+                    &mut config.supervise,
+                ),
+                "signal" => section_list(
+                    "signal",
+                    value,
+                    &mut errors,
+                    &mut spans,
+                    &mut config.signals,
+                ),
                 other => errors.push_at(
                     key.span(),
                     format!("unknown section `{other}`, expected one of {SECTIONS}"),
                 ),
             }
         }
-        validate(&config, &mut errors);
+        validate::validate(&config, &spans, &mut errors);
         errors.sort();
         if errors.is_empty() {
             Ok(config)
@@ -569,255 +604,24 @@ fn section<T: DeserializeOwned>(
 /// Deserializes each table of an array of tables (`[[targets]]`) on its own, so that one
 /// bad entry does not hide the errors of the others.
 fn section_list<T: DeserializeOwned>(
+    name: &str,
     value: Spanned<DeValue<'_>>,
     errors: &mut ConfigErrors,
+    spans: &mut spans::Spans,
     slot: &mut Vec<T>,
 ) {
     let span = value.span();
     let DeValue::Array(items) = value.into_inner() else {
         return errors.push_at(span, "expected an array of tables, like [[targets]]".into());
     };
-    for item in items {
+    for (index, item) in items.into_iter().enumerate() {
         let mut parsed = None;
         section(item, errors, &mut parsed);
+        if parsed.is_some() {
+            // Later checks name this entry by where it is in the file.
+            spans.keep(name, index);
+        }
         slot.extend(parsed);
-    }
-}
-
-/// Checks that span more than one field's type; errors point at the section.
-fn validate(config: &Config, errors: &mut ConfigErrors) {
-    if config.agent.interval.get().as_millis() < 100 {
-        errors.push_field(
-            "agent.interval",
-            "must be at least 100ms (reading maps more often costs CPU for nothing)".into(),
-        );
-    }
-    if config.probes.syscall_latency.map_memory_mb == 0 {
-        errors.push_field(
-            "probes.syscall_latency.map_memory_mb",
-            "must be at least 1".into(),
-        );
-    }
-    let kb = config.probes.process_exit.ring_buffer_kb;
-    if kb < 4 || !kb.is_power_of_two() {
-        errors.push_field(
-            "probes.process_exit.ring_buffer_kb",
-            format!("must be a power of two of at least 4, not {kb}"),
-        );
-    }
-    let mut names = std::collections::BTreeSet::new();
-    for t in &config.targets {
-        if t.name.is_empty() || !names.insert(t.name.as_str()) {
-            let msg = format!("`{}` must be non-empty and unique", t.name);
-            errors.push_field_value("targets.name", &t.name, msg);
-        }
-        for (key, v) in [
-            ("availability_objective", t.availability_objective),
-            ("latency_objective", t.latency_objective),
-        ] {
-            if !(v > 0.0 && v < 1.0) {
-                let msg = format!(
-                    "of `{}` must be between 0 and 1 (exclusive), not {v}",
-                    t.name
-                );
-                errors.push_field_value(&format!("targets.{key}"), &v.to_string(), msg);
-            }
-        }
-        for name in &t.latency_syscalls {
-            if crate::names::syscall_number(name).is_none() {
-                let msg = format!(
-                    "of `{}`: `{name}` is not a syscall on this architecture",
-                    t.name
-                );
-                errors.push_field_value("targets.latency_syscalls", name, msg);
-            }
-        }
-        // comm and exe, alone or together, are one (process) selector.
-        let process = t.comm.clone().or_else(|| t.exe.clone());
-        let process_key = if t.comm.is_some() { "comm" } else { "exe" };
-        let selectors = [
-            ("cgroup", &t.cgroup),
-            ("unit", &t.unit),
-            ("pod_uid", &t.pod_uid),
-            ("container_id", &t.container_id),
-            (process_key, &process),
-        ];
-        let set: Vec<(&str, &String)> = selectors
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v)))
-            .collect();
-        match set.as_slice() {
-            [(key, value)] if value.trim_matches(['/', '*']).is_empty() => {
-                let msg = format!(
-                    "of `{}` must select something below the root cgroup",
-                    t.name
-                );
-                errors.push_field_value(&format!("targets.{key}"), value, msg);
-            }
-            [_] => {}
-            _ => {
-                let msg = format!(
-                    "`{}` needs exactly one selector: cgroup, unit, pod_uid, container_id, or comm/exe",
-                    t.name
-                );
-                errors.push_field_value("targets.name", &t.name, msg);
-            }
-        }
-    }
-    let mut alerts = std::collections::BTreeSet::new();
-    for r in &config.rules {
-        if r.alert.is_empty()
-            || !r
-                .alert
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            || !alerts.insert(&r.alert)
-        {
-            let msg = format!(
-                "`{}` must be a unique name of letters, digits and _",
-                r.alert
-            );
-            errors.push_field_value("rules.alert", &r.alert, msg);
-        }
-        if let Err(e) = crate::rules::expr::parse(&r.expr, &crate::rules::series::is_known) {
-            errors.push_field_value("rules.expr", &r.expr, format!("of `{}`: {e}", r.alert));
-        }
-    }
-    let a = &config.alerting;
-    if a.bearer_token_file.is_some() && a.basic_auth_username.is_some() {
-        let msg = "and basic_auth_username are exclusive: choose one".into();
-        errors.push_field("alerting.bearer_token_file", msg);
-    }
-    if a.basic_auth_username.is_some() != a.basic_auth_password_file.is_some() {
-        let msg = "needs basic_auth_password_file too (and the other way round)".into();
-        errors.push_field("alerting.basic_auth_username", msg);
-    }
-    for url in &config.alerting.alertmanagers {
-        match crate::alert::Endpoint::parse(url) {
-            Err(e) => errors.push_field_value("alerting.alertmanagers", url, e),
-            Ok(e) if e.is_https() && a.tls_ca_file.is_none() => {
-                let msg = format!(
-                    "`{url}` is https: set [alerting] tls_ca_file to the CA that signed it"
-                );
-                errors.push_field_value("alerting.alertmanagers", url, msg);
-            }
-            Ok(_) => {}
-        }
-    }
-    if config.alerting.resend_interval.get().as_secs() < 1 {
-        errors.push_field("alerting.resend_interval", "must be at least 1s".into());
-    }
-    if config.labels.max_series_per_metric == 0 {
-        errors.push_field("labels.max_series_per_metric", "must be at least 1".into());
-    }
-    for t in &config.throttles {
-        if t.cpu.is_some_and(|cpu| !(cpu >= 0.01 && cpu.is_finite())) {
-            let msg = format!(
-                "[[throttle]] `{}`: cpu must be at least 0.01 (CPUs)",
-                t.name
-            );
-            errors.push_field("throttle.cpu", msg);
-        }
-        if t.memory_high.is_some_and(|b| b.0 < 1 << 20) {
-            let msg = format!("[[throttle]] `{}`: memory_high must be at least 1M", t.name);
-            errors.push_field("throttle.memory_high", msg);
-        }
-        let limits = t.cpu.is_some() || t.memory_high.is_some();
-        if limits == t.freeze {
-            let msg = format!(
-                "[[throttle]] `{}`: set cpu and/or memory_high, or freeze = true (not both)",
-                t.name
-            );
-            errors.push_field_value("throttle.name", &t.name, msg);
-        }
-        if t.cgroups.is_empty() {
-            let msg = format!("[[throttle]] `{}`: cgroups lists no glob", t.name);
-            errors.push_field("throttle.cgroups", msg);
-        }
-    }
-    validate_restarts(config, errors);
-    for s in &config.signals {
-        if crate::names::signal_number(&s.signal).is_none() {
-            let msg = format!(
-                "of `{}`: `{}` is not a signal name, like \"SIGUSR1\"",
-                s.name, s.signal
-            );
-            errors.push_field_value("signal.signal", &s.signal, msg);
-        }
-        if s.cgroups.is_empty() {
-            let msg = format!("[[signal]] `{}`: cgroups lists no glob", s.name);
-            errors.push_field("signal.cgroups", msg);
-        }
-    }
-}
-
-fn validate_restarts(config: &Config, errors: &mut ConfigErrors) {
-    let r = &config.remediation;
-    if r.give_up_after == 0 {
-        errors.push_field("remediation.give_up_after", "must be at least 1".into());
-    }
-    if r.max_concurrent == 0 {
-        let msg = "must be at least 1 (dry-run is how to act on nothing)".into();
-        errors.push_field("remediation.max_concurrent", msg);
-    }
-    if r.backoff.get() > r.backoff_max.get() {
-        let msg = "must not be longer than backoff_max".into();
-        errors.push_field("remediation.backoff", msg);
-    }
-    for restart in &config.restarts {
-        let target = config.targets.iter().find(|t| t.name == restart.target);
-        let problem = match target {
-            None => Some("is not a [[targets]] name".to_string()),
-            Some(t) if t.unit.is_none() => {
-                Some(if t.pod_uid.is_some() || t.container_id.is_some() {
-                    "selects a pod or container: the kubelet restarts those, the agent only alerts"
-                        .into()
-                } else {
-                    "does not select a systemd `unit`; only units can be restarted".into()
-                })
-            }
-            Some(_) => None,
-        };
-        if let Some(problem) = problem {
-            let msg = format!("`{}` {problem}", restart.target);
-            errors.push_field_value("restart.target", &restart.target, msg);
-        }
-    }
-    let dir = &r.supervised_cgroup;
-    if dir.is_empty() || dir.starts_with('/') || dir.split('/').any(|s| s.is_empty() || s == "..") {
-        let msg = format!(
-            "`{dir}` must be a relative cgroup path below the root, like \"gimbal.supervised\""
-        );
-        errors.push_field_value("remediation.supervised_cgroup", dir, msg);
-    }
-    let mut names = std::collections::BTreeSet::new();
-    for s in &config.supervise {
-        let valid = !s.name.is_empty()
-            && s.name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            && !s.name.starts_with('.');
-        if !valid || !names.insert(s.name.as_str()) {
-            let msg = format!(
-                "`{}` must be a unique name of letters, digits, '-', '_' and '.'",
-                s.name
-            );
-            errors.push_field_value("supervise.name", &s.name, msg);
-        }
-        match s.command.first() {
-            Some(program) if program.starts_with('/') => {}
-            _ => {
-                let msg = format!(
-                    "of `{}` must start with the program's absolute path",
-                    s.name
-                );
-                errors.push_field("supervise.command", msg);
-            }
-        }
-        if !s.cwd.is_absolute() {
-            let msg = format!("of `{}` must be an absolute path", s.name);
-            errors.push_field("supervise.cwd", msg);
-        }
     }
 }
 

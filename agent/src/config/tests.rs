@@ -99,10 +99,7 @@ fn target_and_alertmanager_errors_point_at_their_lines() {
     let text = "[[targets]]\nname = \"a\"\ncgroup = \"x\"\n[[targets]]\nname = \"a\"\ncgroup = \"/\"\n[alerting]\nalertmanagers = [\"https://am:9093\"]\n";
     let errs = errors(text);
     assert_eq!(errs.len(), 3, "{errs:?}");
-    assert_eq!(
-        errs[0].0, 2,
-        "duplicate name: first line with that name {errs:?}"
-    );
+    assert_eq!(errs[0].0, 5, "the duplicate is the second `a` {errs:?}");
     assert!(errs[0].2.contains("unique"), "{errs:?}");
     assert_eq!(errs[1].0, 6, "{errs:?}");
     assert_eq!(errs[2].0, 8, "{errs:?}");
@@ -241,4 +238,177 @@ fn a_cap_of_zero_concurrent_actions_is_refused_at_its_line() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!((errs[0].0, errs[0].1), (3, 1), "{errs:?}");
     assert!(errs[0].2.contains("at least 1"), "{errs:?}");
+}
+
+/// A file under the temp dir, unique to this test process, removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &[u8]) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("gimbal-config-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// (line, column) of the one error whose message contains `needle`.
+fn at(errs: &[(usize, usize, String)], needle: &str) -> (usize, usize) {
+    let found: Vec<_> = errs.iter().filter(|e| e.2.contains(needle)).collect();
+    assert_eq!(found.len(), 1, "one error with {needle:?}: {errs:#?}");
+    (found[0].0, found[0].1)
+}
+
+#[test]
+fn semantic_errors_point_at_the_field_not_the_file() {
+    let errs = errors(
+        "[agent]
+listen = \"127.0.0.1:1\"
+  interval = \"50ms\"
+",
+    );
+    assert_eq!(at(&errs, "`agent.interval` must be at least 100ms"), (3, 3));
+    let errs = errors(
+        "[remediation]
+backoff_max = \"1s\"
+",
+    );
+    assert_eq!(
+        at(&errs, "`remediation.backoff` must not be longer"),
+        (1, 2),
+        "a default in the way: reported at its section"
+    );
+}
+
+#[test]
+fn a_value_contained_in_an_earlier_one_is_reported_at_its_own_line() {
+    // The old lookup searched the text for `api` and found `web-api` on line 2.
+    let text = "[[targets]]\nname = \"web-api\"\ncgroup = \"a\"\n[[targets]]\nname = \"api\"\n";
+    assert_eq!(
+        at(&errors(text), "`api` needs exactly one selector"),
+        (5, 1)
+    );
+    let text = "[[targets]]\nname = \"a\"\ncgroup = \"x\"\nlatency_syscalls = [\"readv\", \"read\", \"rea\"]\n";
+    assert_eq!(at(&errors(text), "`rea` is not a syscall"), (4, 38));
+}
+
+#[test]
+fn entries_after_one_that_failed_keep_their_own_positions() {
+    let text = "[[targets]]\nname = 1\n[[targets]]\nname = \"b\"\ncgroup = \"x/..\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert_eq!(errs[0].0, 2, "{errs:#?}");
+    assert_eq!(at(&errs, "`..` segment"), (5, 1));
+}
+
+#[test]
+fn the_ring_buffer_is_what_the_kernel_takes_and_bounded() {
+    let errs = errors("[probes.process_exit]\nring_buffer_kb = 2147483648\n");
+    assert_eq!(at(&errs, "must be at most 65536"), (2, 1));
+    assert!(validate::ring_buffer_kb(4, 4096).is_ok());
+    assert!(validate::ring_buffer_kb(65536, 4096).is_ok());
+    assert!(validate::ring_buffer_kb(131072, 4096).is_err());
+    assert!(
+        validate::ring_buffer_kb(12, 4096).is_err(),
+        "not a power of two"
+    );
+    let err = validate::ring_buffer_kb(8, 16384).unwrap_err();
+    assert!(err.contains("at least 16 (the page size)"), "{err}");
+    assert!(validate::ring_buffer_kb(16, 16384).is_ok());
+}
+
+#[test]
+fn durations_are_bounded_per_setting_where_they_are_written() {
+    let errs = errors("[alerting]\nresend_interval = \"4294967295h\"\n");
+    let (line, col) = at(&errs, "too long");
+    assert_eq!((line, col), (2, 19), "{errs:#?}");
+    let errs = errors("[alerting]\nresend_interval = \"2h\"\nlatency_for = \"25h\"\n[[throttle]]\nname = \"t\"\nwhen = \"X\"\ncgroups = [\"b\"]\nfreeze = true\nttl = \"48h\"\n[[rules]]\nalert = \"A\"\nexpr = \"gimbal_target_up < 1\"\nfor = \"0ms\"\n[agent]\ninterval = \"1m\"\n");
+    assert_eq!(
+        at(&errs, "`alerting.resend_interval` must be at most 1h"),
+        (2, 1)
+    );
+    assert_eq!(
+        at(&errs, "`alerting.latency_for` must be at most 24h"),
+        (3, 1)
+    );
+    assert_eq!(at(&errs, "`throttle.ttl` must be at most 24h"), (9, 1));
+    assert_eq!(at(&errs, "`agent.interval` must be at most 10s"), (15, 1));
+    assert_eq!(errs.len(), 4, "`for = 0ms` is fine: {errs:#?}");
+}
+
+#[test]
+fn alertmanager_urls_that_would_inject_headers_are_refused_at_their_position() {
+    let text = "[alerting]\nalertmanagers = [\n  \"http://127.0.0.1:9093\",\n  \"http://127.0.0.1:9093\\r\\nX-Evil: 1\",\n  \"ftp://am:21\",\n  \"http://am:70000\",\n]\nbasic_auth_username = \"a:b\"\nbasic_auth_password_file = \"/nonexistent/gimbal-password\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 5, "{errs:#?}");
+    assert_eq!(at(&errs, "no spaces, control"), (4, 3));
+    assert_eq!(at(&errs, "not an http://"), (5, 3));
+    assert_eq!(at(&errs, "port `70000`"), (6, 3));
+    assert_eq!(at(&errs, "without `:`"), (8, 1));
+    assert_eq!(
+        at(&errs, "cannot read /nonexistent/gimbal-password"),
+        (9, 1)
+    );
+}
+
+#[test]
+fn secret_and_ca_files_are_checked_as_run_reads_them() {
+    let token = TempFile::new("token", b"abc\r\nX-Evil: 1\n");
+    let ca = TempFile::new("ca.pem", b"not a certificate\n");
+    let text = format!(
+        "[alerting]\nbearer_token_file = \"{}\"\ntls_ca_file = \"{}\"\n",
+        token.0.display(),
+        ca.0.display()
+    );
+    let errs = errors(&text);
+    assert_eq!(at(&errs, "line break or control character"), (2, 1));
+    assert_eq!(at(&errs, "holds no certificate"), (3, 1));
+    let dir = std::env::temp_dir();
+    let errs = errors(&format!(
+        "[alerting]\nbearer_token_file = \"{}\"\n",
+        dir.display()
+    ));
+    assert_eq!(at(&errs, "is not a regular file"), (2, 1));
+    std::fs::write(&token.0, "abc\n").unwrap();
+    let ok = format!(
+        "[alerting]\nbearer_token_file = \"{}\"\n",
+        token.0.display()
+    );
+    assert!(
+        Config::parse(&ok, "t").is_ok(),
+        "a token with its final newline is fine"
+    );
+}
+
+#[test]
+fn traversal_in_any_cgroup_glob_or_name_is_refused_at_its_position() {
+    let text = "[[targets]]\nname = \"a\"\ncgroup = \"x/../y\"\n\
+                [[targets]]\nname = \"b\"\nunit = \"..\"\n\
+                [[targets]]\nname = \"c\"\ncontainer_id = \"ab/../cd\"\n\
+                [[throttle]]\nname = \"t\"\nwhen = \"X\"\nfreeze = true\ncgroups = [\"batch.slice\", \"x/..\"]\n\
+                [[signal]]\nname = \"s\"\nwhen = \"X\"\nsignal = \"SIGUSR1\"\ncgroups = [\"./x\"]\n\
+                [remediation]\nprotected = [\"sshd.service\", \"..\"]\nsupervised_cgroup = \"a/./b\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 7, "{errs:#?}");
+    assert_eq!(at(&errs, "`targets.cgroup` of `a`"), (3, 1));
+    assert_eq!(at(&errs, "`targets.unit` of `b`"), (6, 1));
+    assert_eq!(at(&errs, "`targets.container_id` of `c`"), (9, 1));
+    assert_eq!(at(&errs, "[[throttle]] `t`: `x/..`"), (14, 27));
+    assert_eq!(at(&errs, "[[signal]] `s`: `./x`"), (19, 12));
+    assert_eq!(at(&errs, "`remediation.protected` `..`"), (21, 30));
+    assert_eq!(at(&errs, "`remediation.supervised_cgroup`"), (22, 1));
+    for ok in [
+        "system.slice/*.service",
+        "**/trainer.service",
+        "/kubepods/**",
+        "a.b/..c/c..",
+    ] {
+        assert!(validate::cgroup_glob(ok).is_ok(), "{ok}");
+    }
 }

@@ -8,6 +8,7 @@ mod budget;
 mod counters;
 pub mod exits;
 mod histogram;
+pub mod text;
 
 use std::{collections::BTreeMap, sync::Arc};
 

@@ -1,6 +1,7 @@
 //! A real Prometheus server (Debian's prometheus) on a loopback port, scraping one target
 //! every second, with its storage in a temporary directory; stopped on drop.
 use std::{
+    collections::BTreeMap,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -66,6 +67,46 @@ impl Prometheus {
             _ => None,
         }
     }
+}
+
+impl Prometheus {
+    /// Every sample of an instant PromQL query: (labels, value), or `None` before
+    /// Prometheus answers.
+    pub fn query(&self, promql: &str) -> Option<Vec<(BTreeMap<String, String>, f64)>> {
+        let (status, body) = http_get(
+            self.port,
+            &format!("/api/v1/query?query={}", encode(promql)),
+        )?;
+        assert_eq!(status, 200, "query {promql}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let result = v["data"]["result"].as_array()?;
+        result
+            .iter()
+            .map(|r| {
+                let labels = r["metric"]
+                    .as_object()?
+                    .iter()
+                    .map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect::<Option<_>>()?;
+                Some((labels, r["value"][1].as_str()?.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+/// `value` as a PromQL string literal, quotes included.
+pub fn promql_string(value: &str) -> String {
+    let mut out = String::from('"');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Percent-encodes a query string value.

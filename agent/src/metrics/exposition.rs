@@ -1,4 +1,6 @@
-//! Encodes the model as OpenMetrics text with prometheus-client, on each scrape.
+//! Encodes the model as OpenMetrics text with prometheus-client, on each scrape. Every
+//! family and series is written through [`Families`], which escapes HELP texts and label
+//! values.
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -7,11 +9,12 @@ use std::{
 use gimbal_common::{hist, DROP_PROBES};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, NoLabelSet},
+    encoding::DescriptorEncoder,
     metrics::MetricType,
     registry::{Registry, Unit},
 };
 
+use super::families::{Families, LabelSet};
 use crate::{
     alert::DeliveryStats,
     model::{Labels, Model},
@@ -58,9 +61,11 @@ impl Exposition {
 
 impl Collector for Exposition {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Shadowed so that nothing below can reach the unescaping encoder.
+        let mut e = Families::new(&mut e);
         let model = self.model.lock().unwrap_or_else(|p| p.into_inner());
 
-        let mut m = e.encode_descriptor(
+        let mut m = e.family(
             "gimbal_syscall_latency",
             "Syscall latency from raw_syscalls:sys_enter to sys_exit, per syscall and cgroup",
             Some(&Unit::Seconds),
@@ -70,13 +75,12 @@ impl Collector for Exposition {
         for ([syscall, cgroup], totals) in &model.syscall_latency.series {
             buckets.clear();
             buckets.extend(self.bounds_seconds.iter().copied().zip(totals.buckets));
-            m.encode_family(&[("syscall", &**syscall), ("cgroup", &**cgroup)])?
-                .encode_histogram::<NoLabelSet>(
-                    totals.sum_ns as f64 / 1e9,
-                    totals.count(),
-                    &buckets,
-                    None,
-                )?;
+            m.histogram(
+                [("syscall", syscall), ("cgroup", cgroup)],
+                totals.sum_ns as f64 / 1e9,
+                totals.count(),
+                &buckets,
+            )?;
         }
 
         counters(
@@ -101,18 +105,17 @@ impl Collector for Exposition {
             &model.process_exits.series,
         )?;
 
-        let mut m = e.encode_descriptor(
+        let mut m = e.family(
             "gimbal_probe_attached",
             "1 if the probe is attached to the kernel, 0 if disabled or failed",
             None,
             MetricType::Gauge,
         )?;
         for s in &self.info.probes {
-            m.encode_family(&[("probe", s.probe.name())])?
-                .encode_gauge(&(s.attached() as i64))?;
+            m.gauge([("probe", s.probe.name())], s.attached() as i64)?;
         }
 
-        let mut m = e.encode_descriptor(
+        let mut m = e.family(
             "gimbal_events_dropped",
             "Events the kernel side could not record (full map or ring buffer)",
             None,
@@ -123,11 +126,10 @@ impl Collector for Exposition {
             *per_probe.entry(DROP_PROBES[i]).or_insert(0u64) += n;
         }
         for (probe, n) in per_probe {
-            m.encode_family(&[("probe", probe)])?
-                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            m.counter([("probe", probe)], n)?;
         }
 
-        let mut m = e.encode_descriptor(
+        let mut m = e.family(
             "gimbal_series_folded",
             "Distinct label sets folded into `other` by the per-metric series limit",
             None,
@@ -145,24 +147,25 @@ impl Collector for Exposition {
             ),
             ("gimbal_process_exits_total", model.process_exits.folded()),
         ] {
-            m.encode_family(&[("metric", metric)])?
-                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            m.counter([("metric", metric)], n)?;
         }
 
-        let mut m = e.encode_descriptor(
+        let mut m = e.family(
             "gimbal_build_info",
             "Agent version and kernel release (always 1)",
             None,
             MetricType::Gauge,
         )?;
-        m.encode_family(&[
-            ("version", self.info.version),
-            ("kernel", self.info.kernel.as_str()),
-        ])?
-        .encode_gauge(&1i64)?;
+        m.gauge(
+            [
+                ("version", self.info.version),
+                ("kernel", self.info.kernel.as_str()),
+            ],
+            1i64,
+        )?;
 
         encode_targets(&mut e, &model.watch)?;
-        let mut m = e.encode_descriptor(
+        let mut m = e.family(
             "gimbal_config_reloads",
             "SIGHUP reloads of the config file: accepted, or rejected (the running config stays)",
             None,
@@ -172,18 +175,16 @@ impl Collector for Exposition {
             ("accepted", model.config_reloads[0]),
             ("rejected", model.config_reloads[1]),
         ] {
-            m.encode_family(&[("result", result)])?
-                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            m.counter([("result", result)], n)?;
         }
-        let mut m = e.encode_descriptor(
+        let mut m = e.family(
             "gimbal_remediations",
             "Remediation actions by action and result (dry_run: decided, not carried out)",
             None,
             MetricType::Counter,
         )?;
         for ((action, result), n) in &model.remediations.counts {
-            m.encode_family(&[("action", *action), ("result", *result)])?
-                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+            m.counter([("action", action), ("result", result)], *n)?;
         }
         drop(model);
         self.encode_delivery(&mut e)
@@ -191,14 +192,14 @@ impl Collector for Exposition {
 }
 
 impl Exposition {
-    fn encode_delivery(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode_delivery(&self, e: &mut Families) -> Result<(), std::fmt::Error> {
         let endpoints = self
             .delivery
             .endpoints
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut m = e.encode_descriptor(
+        let mut m = e.family(
             "gimbal_alertmanager_notifications",
             "Alert notifications per Alertmanager: sent, failed (attempts), dropped (spool full)",
             None,
@@ -210,31 +211,28 @@ impl Exposition {
                 ("failed", s.failed),
                 ("dropped", s.dropped),
             ] {
-                m.encode_family(&[("endpoint", endpoint.as_str()), ("result", result)])?
-                    .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                m.counter([("endpoint", endpoint), ("result", result)], n)?;
             }
         }
-        let mut m = e.encode_descriptor(
+        let mut m = e.family(
             "gimbal_alertmanager_queue_length",
             "Notification batches waiting in each Alertmanager's on-disk spool",
             None,
             MetricType::Gauge,
         )?;
         for (endpoint, s) in &endpoints {
-            m.encode_family(&[("endpoint", endpoint.as_str())])?
-                .encode_gauge(&(s.queued as i64))?;
+            m.gauge([("endpoint", endpoint)], s.queued as i64)?;
         }
-        let mut m = e.encode_descriptor(
+        let mut m = e.family(
             "gimbal_alertmanager_latency",
             "Duration of the last successful delivery to each Alertmanager",
             Some(&Unit::Seconds),
             MetricType::Gauge,
         )?;
         for (endpoint, s) in &endpoints {
-            m.encode_family(&[("endpoint", endpoint.as_str())])?
-                .encode_gauge(&s.last_latency.as_secs_f64())?;
+            m.gauge([("endpoint", endpoint)], s.last_latency.as_secs_f64())?;
         }
-        let mut m = e.encode_descriptor(
+        let mut m = e.family(
             "gimbal_alert_batches_dropped",
             "Alert batches dropped because the delivery queue was full",
             None,
@@ -244,38 +242,36 @@ impl Exposition {
             .delivery
             .dropped
             .load(std::sync::atomic::Ordering::Relaxed);
-        m.encode_counter::<NoLabelSet, _, u64>(&n, None)
+        m.counter([], n)
     }
 }
 
 /// One counter family whose series are the model's label sets.
 fn counters<const N: usize>(
-    e: &mut DescriptorEncoder,
+    e: &mut Families,
     name: &str,
     help: &str,
-    label_names: [&str; N],
+    label_names: [&'static str; N],
     series: &BTreeMap<Labels<N>, u64>,
 ) -> Result<(), std::fmt::Error> {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    let mut m = e.family(name, help, None, MetricType::Counter)?;
     for (values, n) in series {
-        let labels: [(&str, &str); N] = std::array::from_fn(|i| (label_names[i], &*values[i]));
-        m.encode_family(&labels)?
-            .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        m.counter::<N>(std::array::from_fn(|i| (label_names[i], &*values[i])), *n)?;
     }
     Ok(())
 }
 
-type Row<'a> = (Vec<(&'static str, &'a str)>, f64);
+type Row<'a, const N: usize> = (LabelSet<'a, N>, f64);
 
-fn gauge<'a>(
-    e: &mut DescriptorEncoder,
+fn gauge<'a, const N: usize>(
+    e: &mut Families,
     name: &str,
     help: &str,
-    rows: impl Iterator<Item = Row<'a>>,
+    rows: impl Iterator<Item = Row<'a, N>>,
 ) -> Result<(), std::fmt::Error> {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    let mut m = e.family(name, help, None, MetricType::Gauge)?;
     for (labels, v) in rows {
-        m.encode_family(&labels)?.encode_gauge(&v)?;
+        m.gauge(labels, v)?;
     }
     Ok(())
 }
@@ -284,11 +280,11 @@ fn gauge<'a>(
 fn by_window<'a>(
     t: &'a [TargetStatus],
     pick: impl Fn(&'a TargetStatus) -> Vec<(&'static str, Option<f64>)> + 'a,
-) -> impl Iterator<Item = Row<'a>> {
+) -> impl Iterator<Item = Row<'a, 2>> {
     t.iter().flat_map(move |t| {
         pick(t)
             .into_iter()
-            .filter_map(move |(w, v)| v.map(|v| (vec![("target", name(t)), ("window", w)], v)))
+            .filter_map(move |(w, v)| v.map(|v| ([("target", name(t)), ("window", w)], v)))
     })
 }
 
@@ -297,14 +293,14 @@ fn name(t: &TargetStatus) -> &str {
 }
 
 /// The watched targets' figures and the alert states.
-fn encode_targets(e: &mut DescriptorEncoder, watch: &WatchStatus) -> Result<(), std::fmt::Error> {
+fn encode_targets(e: &mut Families, watch: &WatchStatus) -> Result<(), std::fmt::Error> {
     let t = &watch.targets;
     gauge(
         e,
         "gimbal_target_up",
         "1 if the watched target has at least one live process",
         t.iter()
-            .map(|t| (vec![("target", name(t))], f64::from(u8::from(t.up)))),
+            .map(|t| ([("target", name(t))], f64::from(u8::from(t.up)))),
     )?;
     gauge(
         e,
@@ -345,17 +341,16 @@ fn encode_targets(e: &mut DescriptorEncoder, watch: &WatchStatus) -> Result<(), 
         "gimbal_target_mttr_seconds",
         "Mean time from down to up over the failures of the last 30 days",
         t.iter()
-            .filter_map(|t| t.mttr.map(|d| (vec![("target", name(t))], d.as_secs_f64()))),
+            .filter_map(|t| t.mttr.map(|d| ([("target", name(t))], d.as_secs_f64()))),
     )?;
-    let mut m = e.encode_descriptor(
+    let mut m = e.family(
         "gimbal_target_failures",
         "Times the target went down (no live process left)",
         None,
         MetricType::Counter,
     )?;
     for t in t {
-        m.encode_family(&[("target", name(t))])?
-            .encode_counter::<NoLabelSet, _, u64>(&t.failures_total, None)?;
+        m.counter([("target", name(t))], t.failures_total)?;
     }
     gauge(
         e,
@@ -363,7 +358,7 @@ fn encode_targets(e: &mut DescriptorEncoder, watch: &WatchStatus) -> Result<(), 
         "Active alerts by name and state (pending, firing)",
         watch.alerts.iter().map(|((n, state), count)| {
             (
-                vec![("alertname", n.as_str()), ("state", *state)],
+                [("alertname", n.as_str()), ("state", *state)],
                 *count as f64,
             )
         }),

@@ -1,8 +1,15 @@
 //! The Prometheus side: the exposition of the model (metric contract in docs/metrics.md)
 //! and the HTTP endpoint that serves it.
+mod escape;
 mod exposition;
+mod families;
 mod http;
 mod text_format;
+
+#[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
+mod strict;
 
 pub use exposition::{AgentInfo, Exposition};
 pub use http::serve;

@@ -42,14 +42,14 @@ pub fn decode(event: &ExitEvent) -> ExitReason {
     }
 }
 
-/// The comm as text: NUL-terminated bytes, non-UTF-8 replaced.
+/// The comm as text: NUL-terminated bytes, made valid UTF-8 by [`super::text`].
 pub fn comm(event: &ExitEvent) -> String {
     let end = event
         .comm
         .iter()
         .position(|&b| b == 0)
         .unwrap_or(event.comm.len());
-    String::from_utf8_lossy(&event.comm[..end]).into_owned()
+    super::text::from_bytes(&event.comm[..end]).into_owned()
 }
 
 #[cfg(test)]

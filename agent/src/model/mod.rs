@@ -8,6 +8,7 @@ mod budget;
 mod counters;
 pub mod exits;
 mod histogram;
+pub mod text;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -60,29 +61,65 @@ pub struct Pruned {
     pub tcp_retransmits: Vec<FlowKey>,
 }
 
+/// What folding keeps of a label set past the budget. Labels whose values are few by
+/// construction (an exit's reason and code, a flow's family) stay exact, so that a flood
+/// of new comms or cgroups cannot hide an OOM kill under `other`; the rest become `other`.
+#[derive(Debug, Clone, Copy)]
+pub struct Fold<const N: usize> {
+    /// Labels kept exact in folded series.
+    pub keep: [bool; N],
+    /// Whether the kept labels can take values from outside without bound (a syscall
+    /// number is any u32 a process passes); their combinations then get a budget of their
+    /// own, past which everything folds.
+    pub unbounded: bool,
+}
+
 /// A series map with its cardinality budget.
 #[derive(Debug)]
 pub struct Family<const N: usize, V> {
     pub series: BTreeMap<Labels<N>, V>,
     budget: SeriesBudget<Labels<N>>,
+    keep: [bool; N],
+    /// Folded label sets with their kept labels; `None` where those are bounded anyway.
+    kept_budget: Option<SeriesBudget<Labels<N>>>,
+    other: Arc<str>,
 }
 
 impl<const N: usize, V: Default> Family<N, V> {
-    fn new(max_series: usize) -> Self {
+    fn new(max_series: usize, fold: Fold<N>) -> Self {
         Self {
             series: BTreeMap::new(),
             budget: SeriesBudget::new(max_series),
+            keep: fold.keep,
+            kept_budget: fold.unbounded.then(|| SeriesBudget::new(max_series)),
+            other: Arc::from(OTHER),
         }
     }
 
-    /// The series `labels` belongs to: its own, or `other` once the budget is spent.
+    /// The series `labels` belongs to: its own, or a folded one once the budget is spent.
     fn entry(&mut self, labels: Labels<N>) -> &mut V {
         let key = if self.budget.admit(&labels) {
             labels
         } else {
-            std::array::from_fn(|_| Arc::from(OTHER))
+            self.fold(&labels)
         };
         self.series.entry(key).or_default()
+    }
+
+    fn fold(&mut self, labels: &Labels<N>) -> Labels<N> {
+        let kept = std::array::from_fn(|i| {
+            if self.keep[i] {
+                Arc::clone(&labels[i])
+            } else {
+                Arc::clone(&self.other)
+            }
+        });
+        let admitted = self.kept_budget.as_mut().is_none_or(|b| b.admit(&kept));
+        if admitted {
+            kept
+        } else {
+            std::array::from_fn(|_| Arc::clone(&self.other))
+        }
     }
 
     pub fn folded(&self) -> u64 {
@@ -115,10 +152,40 @@ pub struct Model {
 impl Model {
     pub fn new(max_series_per_metric: usize) -> Self {
         Self {
-            syscall_latency: Family::new(max_series_per_metric),
-            syscall_errors: Family::new(max_series_per_metric),
-            tcp_retransmits: Family::new(max_series_per_metric),
-            process_exits: Family::new(max_series_per_metric),
+            // The latency SLO and user rules select by syscall, and errors by errno: kept,
+            // with a budget of their own, because a process can pass any syscall number
+            // and (through seccomp) return any errno.
+            syscall_latency: Family::new(
+                max_series_per_metric,
+                Fold {
+                    keep: [true, false],
+                    unbounded: true,
+                },
+            ),
+            syscall_errors: Family::new(
+                max_series_per_metric,
+                Fold {
+                    keep: [true, false, true],
+                    unbounded: true,
+                },
+            ),
+            // `family` is ipv4 or ipv6.
+            tcp_retransmits: Family::new(
+                max_series_per_metric,
+                Fold {
+                    keep: [false, false, true],
+                    unbounded: false,
+                },
+            ),
+            // `reason` is one of three and `code` an exit code (0-255) or a signal name
+            // (at most 127): the OOM and kill rules must see them exact whatever floods comm.
+            process_exits: Family::new(
+                max_series_per_metric,
+                Fold {
+                    keep: [false, false, true, true],
+                    unbounded: false,
+                },
+            ),
             drops: [0; DROP_KINDS as usize],
             watch: Default::default(),
             config_reloads: [0; 2],

@@ -67,7 +67,8 @@ fn series_past_the_budget_fold_into_other_and_are_counted() {
         m.tcp_retransmits.series[&labels(["a", "10.0.0.1:80", "ipv4"])],
         2
     );
-    assert_eq!(m.tcp_retransmits.series[&labels([OTHER, OTHER, OTHER])], 6);
+    // `family` is bounded (ipv4, ipv6), so it stays exact in the folded series.
+    assert_eq!(m.tcp_retransmits.series[&labels([OTHER, OTHER, "ipv4"])], 6);
     assert_eq!(m.tcp_retransmits.folded(), 2);
     // Nothing is lost: the exported total equals the kernel's.
     assert_eq!(m.tcp_retransmits.series.values().sum::<u64>(), 8);
@@ -100,4 +101,45 @@ fn exits_are_counted_per_label_set() {
         m.process_exits.series[&labels(["a", "sleep", "signaled", "SIGKILL"])],
         2
     );
+}
+
+#[test]
+fn folded_exits_keep_their_reason_and_code() {
+    let mut m = Model::new(2);
+    for comm in ["a", "b", "c", "d"] {
+        m.apply_exit(labels(["cg", comm, "exited", "0"]));
+    }
+    m.apply_exit(labels(["cg", "hog", "oom_killed", "SIGKILL"]));
+    m.apply_exit(labels(["other-cg", "x", "signaled", "SIGKILL"]));
+    let folded = |reason, code| m.process_exits.series[&labels([OTHER, OTHER, reason, code])];
+    assert_eq!(folded("exited", "0"), 2);
+    assert_eq!(folded("oom_killed", "SIGKILL"), 1);
+    assert_eq!(folded("signaled", "SIGKILL"), 1);
+    assert_eq!(m.process_exits.folded(), 4);
+    assert_eq!(m.process_exits.series.values().sum::<u64>(), 6);
+}
+
+#[test]
+fn folded_syscalls_keep_their_name_within_a_budget_of_their_own() {
+    // A process can pass any syscall number, so the kept names are bounded too.
+    let mut m = Model::new(1);
+    let reading = |nr: u32, syscall: &str, cgroup: &str| HistReading {
+        raw: key(nr as u64 + 100, nr),
+        labels: labels([syscall, cgroup]),
+        hist: hist(2_000, 1),
+    };
+    m.apply(Sample {
+        syscalls: vec![
+            reading(0, "read", "a"),
+            reading(1, "write", "b"),
+            reading(2, "write", "c"),
+            reading(3, "syscall_99999", "d"),
+        ],
+        ..Default::default()
+    });
+    let count = |l: [&str; 2]| m.syscall_latency.series[&labels(l)].count();
+    assert_eq!(count(["read", "a"]), 1);
+    assert_eq!(count(["write", OTHER]), 2);
+    assert_eq!(count([OTHER, OTHER]), 1);
+    assert_eq!(m.syscall_latency.series.len(), 3);
 }

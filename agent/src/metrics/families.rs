@@ -1,0 +1,82 @@
+//! The one way the exposition writes metric families and their series. Every HELP text
+//! and every label value goes through [`escape`](super::escape) here, so a metric added
+//! later cannot forget: the exposition never touches prometheus-client's encoders itself.
+use std::fmt;
+
+use prometheus_client::{
+    encoding::{DescriptorEncoder, EncodeGaugeValue, MetricEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::Unit,
+};
+
+use super::escape::{self, Escaped};
+
+/// Label names are code (`&'static str`); label values are any text, escaped on the way.
+pub type LabelSet<'a, const N: usize> = [(&'static str, &'a str); N];
+
+pub struct Families<'a, 'e>(&'a mut DescriptorEncoder<'e>);
+
+impl<'a, 'e> Families<'a, 'e> {
+    pub fn new(e: &'a mut DescriptorEncoder<'e>) -> Self {
+        Self(e)
+    }
+
+    /// Starts a family: HELP (escaped), TYPE and, with a unit, UNIT.
+    pub fn family<'s>(
+        &'s mut self,
+        name: &'s str,
+        help: &str,
+        unit: Option<&'s Unit>,
+        metric_type: MetricType,
+    ) -> Result<Family<'s>, fmt::Error> {
+        let help = escape::help(help);
+        Ok(Family(self.0.encode_descriptor(
+            name,
+            &help,
+            unit,
+            metric_type,
+        )?))
+    }
+}
+
+/// One family's series.
+pub struct Family<'s>(MetricEncoder<'s>);
+
+impl Family<'_> {
+    pub fn counter<const N: usize>(&mut self, labels: LabelSet<N>, n: u64) -> fmt::Result {
+        self.with(labels, |m| m.encode_counter::<NoLabelSet, _, u64>(&n, None))
+    }
+
+    pub fn gauge<const N: usize, G: EncodeGaugeValue>(
+        &mut self,
+        labels: LabelSet<N>,
+        v: G,
+    ) -> fmt::Result {
+        self.with(labels, |m| m.encode_gauge(&v))
+    }
+
+    /// `buckets` are (upper bound, count in that bucket alone); +Inf is f64::MAX.
+    pub fn histogram<const N: usize>(
+        &mut self,
+        labels: LabelSet<N>,
+        sum: f64,
+        count: u64,
+        buckets: &[(f64, u64)],
+    ) -> fmt::Result {
+        self.with(labels, |m| {
+            m.encode_histogram::<NoLabelSet>(sum, count, buckets, None)
+        })
+    }
+
+    fn with<const N: usize>(
+        &mut self,
+        labels: LabelSet<N>,
+        encode: impl FnOnce(&mut MetricEncoder) -> fmt::Result,
+    ) -> fmt::Result {
+        if N == 0 {
+            return encode(&mut self.0);
+        }
+        let escaped = labels.map(|(name, value)| (name, Escaped(value)));
+        encode(&mut self.0.encode_family(&escaped)?)
+    }
+}

@@ -229,7 +229,7 @@ impl Watcher {
     pub fn save(&mut self) {
         for t in &self.targets {
             if let Err(e) = slo::save(&self.store, &t.config.name, &t.state) {
-                tracing::error!(target = %t.config.name, dir = %self.store.display(), error = %e, "cannot save the target's history");
+                tracing::error!(target = ?t.config.name, dir = ?self.store, error = %e, "cannot save the target's history");
             }
         }
         self.last_save = Instant::now();
@@ -273,5 +273,51 @@ impl Watcher {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(w: &Watcher, now: SystemTime) -> TargetStatus {
+        w.status(now).remove(0)
+    }
+
+    #[test]
+    fn an_unreadable_membership_is_unknown_not_down() {
+        let root = std::env::temp_dir().join(format!("gimbal-watch-{}", std::process::id()));
+        let cg = root.join("cg/svc.service");
+        std::fs::create_dir_all(&cg).unwrap();
+        // This test's own process: live in the real /proc.
+        std::fs::write(cg.join("cgroup.procs"), format!("{}\n", std::process::id())).unwrap();
+        let config = crate::config::Config::parse(
+            "[[targets]]\nname = \"svc\"\ncgroup = \"svc.service\"\n",
+            "test",
+        )
+        .unwrap();
+        let mut w = Watcher::new(&config.targets, root.join("cg"), root.join("state"));
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let none = BTreeMap::new();
+        w.tick(t0, &none);
+        assert!(status(&w, t0).up);
+
+        // A read that fails (EISDIR here, EMFILE under a descriptor shortage).
+        std::fs::remove_file(cg.join("cgroup.procs")).unwrap();
+        std::fs::create_dir(cg.join("cgroup.procs")).unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        w.tick(t1, &none);
+        let s = status(&w, t1);
+        assert!(s.up, "an unreadable target keeps its last known state");
+        assert_eq!((s.failures_total, s.read_failures_total), (0, 1));
+
+        // Gone is down.
+        std::fs::remove_dir_all(&cg).unwrap();
+        let t2 = t1 + Duration::from_secs(1);
+        w.tick(t2, &none);
+        let s = status(&w, t2);
+        assert!(!s.up);
+        assert_eq!((s.failures_total, s.read_failures_total), (1, 1));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

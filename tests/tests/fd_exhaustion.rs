@@ -132,6 +132,14 @@ fn idle_connections_cannot_exhaust_the_agents_descriptors_or_fake_a_target_down(
         sample(&metrics, "gimbal_target_up{target=\"svc\"} "),
         Some(1.0)
     );
+    assert_eq!(
+        sample(
+            &metrics,
+            "gimbal_target_read_failures_total{target=\"svc\"} "
+        ),
+        Some(0.0),
+        "the agent kept the descriptors for its own reads"
+    );
     let down: Vec<_> = am
         .active_alerts()
         .into_iter()

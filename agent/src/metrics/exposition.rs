@@ -352,6 +352,15 @@ fn encode_targets(e: &mut Families, watch: &WatchStatus) -> Result<(), std::fmt:
     for t in t {
         m.counter([("target", name(t))], t.failures_total)?;
     }
+    let mut m = e.family(
+        "gimbal_target_read_failures",
+        "Reads of the target's processes that failed (not for a process or cgroup being gone); each left its state unknown, not down",
+        None,
+        MetricType::Counter,
+    )?;
+    for t in t {
+        m.counter([("target", name(t))], t.read_failures_total)?;
+    }
     gauge(
         e,
         "gimbal_alerts",

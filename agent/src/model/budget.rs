@@ -27,6 +27,11 @@ impl<K: Hash + Eq + Clone> SeriesBudget<K> {
         }
     }
 
+    /// Whether `key` already has its own series (no side effect).
+    pub fn is_admitted(&self, key: &K) -> bool {
+        self.admitted.contains(key)
+    }
+
     /// Whether `key` keeps its own series.
     pub fn admit(&mut self, key: &K) -> bool {
         if self.admitted.contains(key) {

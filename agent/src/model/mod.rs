@@ -98,11 +98,24 @@ impl<const N: usize, V: Default> Family<N, V> {
 
     /// The series `labels` belongs to: its own, or a folded one once the budget is spent.
     fn entry(&mut self, labels: Labels<N>) -> &mut V {
-        let key = if self.budget.admit(&labels) {
-            labels
-        } else {
-            self.fold(&labels)
-        };
+        self.entry_unless_protected(labels, |_| false)
+    }
+
+    /// `entry`, except that label sets `protected` accepts always keep their own series
+    /// and take no share of the budget.
+    fn entry_unless_protected(
+        &mut self,
+        labels: Labels<N>,
+        protected: impl Fn(&Labels<N>) -> bool,
+    ) -> &mut V {
+        // Admitted keys first: the predicate (glob matching) runs only for the others.
+        let key =
+            if self.budget.is_admitted(&labels) || protected(&labels) || self.budget.admit(&labels)
+            {
+                labels
+            } else {
+                self.fold(&labels)
+            };
         self.series.entry(key).or_default()
     }
 
@@ -147,6 +160,19 @@ pub struct Model {
     hist_last: std::collections::HashMap<SyscallKey, WrappedHist>,
     errors_last: Deltas<ErrnoKey>,
     tcp_last: Deltas<FlowKey>,
+    /// Cgroups whose latency series never fold: the watched targets', whose latency SLIs
+    /// read them. Anyone who can make cgroups could otherwise fill the budget first and
+    /// blind those SLIs.
+    watched_cgroup: WatchedCgroups,
+}
+
+/// A predicate over cgroup labels (the targets' globs, in run.rs).
+struct WatchedCgroups(Box<dyn Fn(&str) -> bool + Send>);
+
+impl std::fmt::Debug for WatchedCgroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WatchedCgroups(..)")
+    }
 }
 
 impl Model {
@@ -193,7 +219,14 @@ impl Model {
             hist_last: Default::default(),
             errors_last: Deltas::default(),
             tcp_last: Deltas::default(),
+            watched_cgroup: WatchedCgroups(Box::new(|_| false)),
         }
+    }
+
+    /// Which cgroups (paths as labelled) belong to watched targets; set at start and on
+    /// every reload.
+    pub fn watch_cgroups(&mut self, watched: impl Fn(&str) -> bool + Send + 'static) {
+        self.watched_cgroup = WatchedCgroups(Box::new(watched));
     }
 
     /// Folds one tick's readings into the totals.
@@ -202,7 +235,10 @@ impl Model {
             let last = self.hist_last.entry(r.raw).or_default();
             let delta = r.hist.since(last);
             *last = r.hist;
-            self.syscall_latency.entry(r.labels).add(&delta);
+            let watched = &self.watched_cgroup.0;
+            self.syscall_latency
+                .entry_unless_protected(r.labels, |[_, cgroup]| watched(cgroup))
+                .add(&delta);
         }
         for r in sample.syscall_errors {
             let d = self.errors_last.delta(r.raw, r.value);

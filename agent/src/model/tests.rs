@@ -143,3 +143,35 @@ fn folded_syscalls_keep_their_name_within_a_budget_of_their_own() {
     assert_eq!(count([OTHER, OTHER]), 1);
     assert_eq!(m.syscall_latency.series.len(), 3);
 }
+
+#[test]
+fn a_watched_cgroups_latency_never_folds_whatever_filled_the_budget() {
+    let mut m = Model::new(2);
+    m.watch_cgroups(|cgroup| cgroup == "app.slice/svc.service");
+    let reading = |id: u64, cgroup: &str| HistReading {
+        raw: key(id, 0),
+        labels: labels(["read", cgroup]),
+        hist: hist(2_000, 1),
+    };
+    // A flood of other cgroups takes the whole budget first.
+    let mut syscalls: Vec<_> = (0..10).map(|i| reading(i, &format!("flood-{i}"))).collect();
+    syscalls.push(reading(99, "app.slice/svc.service"));
+    m.apply(Sample {
+        syscalls,
+        ..Default::default()
+    });
+    assert_eq!(
+        m.syscall_latency.series[&labels(["read", "app.slice/svc.service"])].count(),
+        1,
+        "the watched cgroup keeps its own series"
+    );
+    assert_eq!(
+        m.syscall_latency.series[&labels(["read", OTHER])].count(),
+        8
+    );
+    assert_eq!(
+        m.syscall_latency.folded(),
+        8 + 1 - 1,
+        "the watched one took no share"
+    );
+}

@@ -1,0 +1,162 @@
+//! Issue 10, finding 5: the state directory's contents are not trusted. A link planted at
+//! a temporary's name is not written through; a crafted limit journal naming a file
+//! outside the cgroup mount is not restored, even in dry-run; a FIFO or a link to
+//! /dev/zero as a state file neither hangs start-up nor exhausts memory; state files are
+//! 0600 and their directories 0700 whatever the umask.
+use std::{
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use gimbal_tests::{
+    agent::Agent, audit, require_root, sibling_binary, wait_until, TempDir, TestCgroup,
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn config(state: &TempDir, target: &TestCgroup, extra: &str) -> String {
+    let file = state.0.join("gimbal.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\n\n[[targets]]\nname = \"critical\"\ncgroup = \"{}\"\n{extra}",
+            state.0.display(),
+            target.name
+        ),
+    )
+    .unwrap();
+    file.display().to_string()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o777
+}
+
+#[test]
+fn a_link_at_a_temporary_name_is_not_written_through_and_state_is_private() {
+    if !require_root("a_link_at_a_temporary_name_is_not_written_through_and_state_is_private") {
+        return;
+    }
+    let state = TempDir::new("state-link");
+    let critical = TestCgroup::new("critical");
+    let _service =
+        critical.spawn_into(Command::new(sibling_binary("gimbal-workload")).arg("pause"));
+    let elsewhere = TempDir::new("state-victim");
+    let victim = elsewhere.0.join("precious");
+    std::fs::write(&victim, "not the agent's").unwrap();
+    let targets = state.0.join("targets");
+    std::fs::create_dir(&targets).unwrap();
+    std::fs::set_permissions(&targets, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink(&victim, targets.join("critical.json.tmp")).unwrap();
+    // A umask that would leave files world-readable.
+    // SAFETY: umask only sets this process's mask (inherited by the agent).
+    let old_umask = unsafe { libc::umask(0o022) };
+
+    let agent = Agent::start_with(&["--config", &config(&state, &critical, "")]);
+    wait_until("the critical target up", WAIT, || {
+        agent.metric("gimbal_target_up{target=\"critical\"} ") == Some(1.0)
+    });
+    assert_eq!(agent.stop(), 0, "the agent stops cleanly (and saves)");
+    unsafe { libc::umask(old_umask) };
+
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "not the agent's",
+        "written through the link at targets/critical.json.tmp"
+    );
+    let saved = targets.join("critical.json");
+    assert!(
+        std::fs::symlink_metadata(&saved).unwrap().is_file(),
+        "the history was saved, as a regular file"
+    );
+    assert_eq!(mode(&saved), 0o600, "{}", saved.display());
+}
+
+#[test]
+fn a_crafted_limit_journal_naming_a_file_outside_the_cgroup_mount_is_not_restored() {
+    if !require_root(
+        "a_crafted_limit_journal_naming_a_file_outside_the_cgroup_mount_is_not_restored",
+    ) {
+        return;
+    }
+    let state = TempDir::new("state-journal");
+    let critical = TestCgroup::new("critical");
+    let elsewhere = TempDir::new("state-outside");
+    let target = elsewhere.0.join("cpu.max");
+    std::fs::write(&target, "original").unwrap();
+    let mount = critical.path.parent().unwrap();
+    // Straight outside, and "inside" through .. segments.
+    let through = format!(
+        "{}/{}",
+        critical.path.display(),
+        "../".repeat(mount.components().count())
+            + elsewhere.0.strip_prefix("/").unwrap().to_str().unwrap()
+    );
+    let journal = serde_json::json!([
+        {"cgroup": elsewhere.0, "file": "cpu.max", "previous": "chosen text", "applied": "1"},
+        {"cgroup": through, "file": "cpu.max", "previous": "chosen text", "applied": "1"},
+        {"cgroup": critical.path, "file": "../../../../../../../../..".to_string() + target.to_str().unwrap(),
+         "previous": "chosen text", "applied": "1"},
+    ]);
+    std::fs::create_dir(state.0.join("remediation")).unwrap();
+    std::fs::write(
+        state.0.join("remediation/limits.json"),
+        serde_json::to_vec(&journal).unwrap(),
+    )
+    .unwrap();
+
+    let extra = "\n[remediation]\nmode = \"dry-run\"\n";
+    let agent = Agent::start_with(&["--config", &config(&state, &critical, extra)]);
+    // The journal is restored before /healthz answers.
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "original",
+        "a journaled limit outside the cgroup mount was written"
+    );
+    let refused: Vec<_> = audit(&state)
+        .into_iter()
+        .filter(|l| l["result"] == "refused")
+        .collect();
+    assert_eq!(refused.len(), 3, "each crafted entry audited as refused");
+    drop(agent);
+}
+
+#[test]
+fn a_fifo_and_a_link_to_dev_zero_as_state_files_neither_hang_nor_exhaust_the_agent() {
+    if !require_root(
+        "a_fifo_and_a_link_to_dev_zero_as_state_files_neither_hang_nor_exhaust_the_agent",
+    ) {
+        return;
+    }
+    let state = TempDir::new("state-fifo");
+    let critical = TestCgroup::new("critical");
+    let targets = state.0.join("targets");
+    std::fs::create_dir(&targets).unwrap();
+    let fifo = std::ffi::CString::new(
+        targets
+            .join("critical.json")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    // SAFETY: a plain C string; the FIFO is in this test's own directory.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    std::os::unix::fs::symlink("/dev/zero", state.0.join("alerts.json")).unwrap();
+    std::fs::create_dir(state.0.join("remediation")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", state.0.join("remediation/limits.json")).unwrap();
+
+    let started = Instant::now();
+    let agent = Agent::start_with(&["--config", &config(&state, &critical, "")]);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "/healthz after {took:?}");
+    assert!(
+        agent.rss_kib() < 256 * 1024,
+        "{} KiB resident",
+        agent.rss_kib()
+    );
+    // Set aside, not lost: the next save writes a real file under the name.
+    assert!(targets.join("critical.json.corrupt").exists());
+    drop(agent);
+}

@@ -2,16 +2,24 @@
 //! a temporary's name is not written through; a crafted limit journal naming a file
 //! outside the cgroup mount is not restored, even in dry-run; a FIFO or a link to
 //! /dev/zero as a state file neither hangs start-up nor exhausts memory; state files are
-//! 0600 and their directories 0700 whatever the umask.
+//! 0600 and their directories 0700 whatever the umask. Finding 6: a read-only state_dir
+//! with no alert-spool/ does not keep the agent from starting and alerting, and it says
+//! state cannot be saved.
 use std::{
-    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
-    path::Path,
-    process::Command,
+    os::unix::{
+        fs::{MetadataExt as _, PermissionsExt as _},
+        net::UnixDatagram,
+    },
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use gimbal_tests::{
-    agent::Agent, audit, require_root, sibling_binary, wait_until, TempDir, TestCgroup,
+    agent::{http_get, Agent},
+    alertmanager::Alertmanager,
+    audit, free_port, require_root, sibling_binary, terminate, wait_until, Proc, TempDir,
+    TestCgroup,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -159,4 +167,106 @@ fn a_fifo_and_a_link_to_dev_zero_as_state_files_neither_hang_nor_exhaust_the_age
     // Set aside, not lost: the next save writes a real file under the name.
     assert!(targets.join("critical.json.corrupt").exists());
     drop(agent);
+}
+
+/// A directory made read-only (for root too) by a read-only bind mount over itself;
+/// unmounted on drop.
+struct ReadOnly(PathBuf);
+
+impl ReadOnly {
+    fn new(dir: &Path) -> Self {
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: plain C strings; a mount this test removes on drop.
+        unsafe {
+            let none = std::ptr::null();
+            assert_eq!(
+                libc::mount(
+                    c.as_ptr(),
+                    c.as_ptr(),
+                    none,
+                    libc::MS_BIND,
+                    std::ptr::null()
+                ),
+                0,
+                "bind mount: {}",
+                std::io::Error::last_os_error()
+            );
+            let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+            let r = libc::mount(none, c.as_ptr(), none, ro, std::ptr::null());
+            let err = std::io::Error::last_os_error();
+            let guard = Self(dir.to_path_buf());
+            assert_eq!(r, 0, "read-only remount: {err}");
+            guard
+        }
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: unmounting the mount this test made.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn a_read_only_state_dir_without_an_alert_spool_starts_alerts_and_says_state_cannot_be_saved() {
+    if !require_root(
+        "a_read_only_state_dir_without_an_alert_spool_starts_alerts_and_says_state_cannot_be_saved",
+    ) {
+        return;
+    }
+    let am = Alertmanager::start();
+    let critical = TestCgroup::new("critical");
+    let service = critical.spawn_into(Command::new(sibling_binary("gimbal-workload")).arg("pause"));
+    let outside = TempDir::new("state-ro-config");
+    let state = TempDir::new("state-ro");
+    let file = outside.0.join("gimbal.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[agent]\nstate_dir = \"{}\"\n\n[[targets]]\nname = \"critical\"\ncgroup = \"{}\"\n\n\
+             [alerting]\nalertmanagers = [\"http://127.0.0.1:{}\"]\nresend_interval = \"1s\"\n",
+            state.0.display(),
+            critical.name,
+            am.port
+        ),
+    )
+    .unwrap();
+    let _ro = ReadOnly::new(&state.0);
+    assert!(
+        std::fs::create_dir(state.0.join("alert-spool")).is_err(),
+        "the state dir is writable"
+    );
+    let socket_path = outside.0.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+
+    let port = free_port();
+    let mut agent = Proc::spawn(
+        Command::new(sibling_binary("gimbal"))
+            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--config", file.to_str().unwrap()])
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stderr(Stdio::inherit()),
+    );
+    let mut buf = [0u8; 1024];
+    let n = socket.recv(&mut buf).expect("READY from the agent");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.starts_with("READY=1"), "{ready:?}");
+    assert!(
+        ready.contains("STATE CANNOT BE SAVED"),
+        "the readiness text does not say so: {ready:?}"
+    );
+    wait_until("the critical target up", WAIT, || {
+        http_get(port, "/metrics")
+            .is_some_and(|(_, body)| body.contains("gimbal_target_up{target=\"critical\"} 1"))
+    });
+    drop(service);
+    wait_until("TargetDown in Alertmanager", WAIT, || {
+        am.has_active(&[("alertname", "TargetDown")])
+    });
+    terminate(&mut agent);
 }

@@ -118,10 +118,11 @@ pub fn segments(relative: &str) -> Result<Vec<&str>, PathError> {
 /// Normalises `relative` and confines it to the cgroup mount `root`: no `.`/`..`
 /// segments, no symlink on the way, every step a directory on the mount's filesystem,
 /// and the result a cgroup (it has `cgroup.procs`). The one check every cgroup path the
-/// agent acts on or reads membership from goes through.
+/// agent acts on or reads membership from goes through. `root` itself is the agent's own
+/// (a mount it found) and may be a link (`cpu` -> `cpu,cpuacct` on v1 hosts).
 pub fn confine(root: &Path, relative: &str) -> Result<PathBuf, PathError> {
     let segs = segments(relative)?;
-    let dev = std::fs::symlink_metadata(root)
+    let dev = std::fs::metadata(root)
         .map_err(|_| PathError::NotCgroup {
             path: root.to_path_buf(),
             why: "the cgroup mount is not readable",
@@ -188,7 +189,7 @@ pub fn expand(root: &Path, pattern: &str) -> Vec<PathBuf> {
 /// [`expand`], with a traversal in the glob an error.
 pub fn expand_checked(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, PathError> {
     let segs = segments(pattern)?;
-    let Ok(dev) = std::fs::symlink_metadata(root).map(|m| m.dev()) else {
+    let Ok(dev) = std::fs::metadata(root).map(|m| m.dev()) else {
         return Ok(Vec::new());
     };
     if segs.contains(&"**") {
@@ -349,7 +350,7 @@ pub fn process_members(
 /// Every directory below `root` on its filesystem, without following symlinks;
 /// directories that vanish meanwhile are skipped.
 fn walk(root: &Path) -> Vec<PathBuf> {
-    let Ok(dev) = std::fs::symlink_metadata(root).map(|m| m.dev()) else {
+    let Ok(dev) = std::fs::metadata(root).map(|m| m.dev()) else {
         return Vec::new();
     };
     let mut out = Vec::new();

@@ -54,11 +54,24 @@ pub struct LimitJournal {
 }
 
 impl LimitJournal {
+    /// Opens the journal, confined to this host's cgroup mounts (see [`Self::open_under`]).
+    pub fn open(state_dir: &Path) -> Self {
+        let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|m| crate::cgroups::find_cgroup2_mount(&m));
+        let v1_cpu = Path::new("/sys/fs/cgroup/cpu");
+        let mut roots: Vec<&Path> = cgroup2.iter().map(PathBuf::as_path).collect();
+        if v1_cpu.join("cpu.cfs_quota_us").is_file() {
+            roots.push(v1_cpu);
+        }
+        Self::open_under(state_dir, &roots)
+    }
+
     /// Opens the journal; changes left by an agent that did not revert them are pending.
     /// `roots` are the cgroup mounts limits are written under: a journaled change that
     /// names anything else is refused and logged, since the journal is a file on disk
     /// and restoring it writes as root.
-    pub fn open(state_dir: &Path, roots: &[&Path]) -> Self {
+    pub fn open_under(state_dir: &Path, roots: &[&Path]) -> Self {
         let path = state_dir.join("remediation/limits.json");
         let stored: Vec<Change> = durable::read_json(&path).unwrap_or_default();
         let (mut changes, mut refused) = (Vec::new(), Vec::new());
@@ -358,7 +371,7 @@ mod tests {
     fn a_second_limit_keeps_the_first_ones_original_value() {
         let dir = std::env::temp_dir().join(format!("gimbal-limits-{}", std::process::id()));
         let g = fake_group(&dir);
-        let mut j = LimitJournal::open(&dir, &[&dir]);
+        let mut j = LimitJournal::open_under(&dir, &[&dir]);
         j.apply(&g, Limit::Cpu(0.5), None).unwrap();
         j.apply(&g, Limit::Cpu(0.2), None).unwrap();
         assert_eq!(
@@ -367,14 +380,14 @@ mod tests {
         );
         assert_eq!(j.pending().len(), 1);
         // What a restarted agent sees, and restores.
-        let mut again = LimitJournal::open(&dir, &[&dir]);
+        let mut again = LimitJournal::open_under(&dir, &[&dir]);
         assert_eq!(again.pending()[0].previous, "max 100000");
         assert!(again.revert_all().is_empty());
         assert_eq!(
             std::fs::read_to_string(g.join("cpu.max")).unwrap(),
             "max 100000"
         );
-        assert!(LimitJournal::open(&dir, &[&dir]).pending().is_empty());
+        assert!(LimitJournal::open_under(&dir, &[&dir]).pending().is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -404,7 +417,7 @@ mod tests {
             &serde_json::to_vec(&journal).unwrap(),
         )
         .unwrap();
-        let mut j = LimitJournal::open(&dir, &[&mount]);
+        let mut j = LimitJournal::open_under(&dir, &[&mount]);
         assert_eq!(j.refused().len(), 4, "{:?}", j.refused());
         assert_eq!(j.pending(), &journal[4..]);
         assert!(j.revert_all().is_empty());

@@ -43,7 +43,7 @@ impl Throttler {
     /// Restores whatever a previous agent left throttled (it was killed, say) first.
     pub fn new(config: &Config, cgroup2: &Path, ledger: &mut Ledger) -> Self {
         let (root, own) = cpu_hierarchy(cgroup2);
-        let journal = LimitJournal::open(&config.agent.state_dir, &[cgroup2, &root]);
+        let journal = LimitJournal::open_under(&config.agent.state_dir, &[cgroup2, &root]);
         let audit = AuditLog::new(&config.agent.state_dir);
         let pending = journal.pending().to_vec();
         let now = SystemTime::now();

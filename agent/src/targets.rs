@@ -180,8 +180,13 @@ fn is_cgroup(path: &Path, dev: u64) -> bool {
 /// `.`/`..` accepted, only cgroup directories of the mount yielded). A refused glob is
 /// logged and matches nothing; [`expand_checked`] says why to callers that report it.
 pub fn expand(root: &Path, pattern: &str) -> Vec<PathBuf> {
+    // Said once per glob: membership is read every tick.
+    static SAID: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
     expand_checked(root, pattern).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cgroup glob refused");
+        let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+        if said.insert(pattern.to_string()) {
+            tracing::warn!(error = %e, "cgroup glob refused; it matches nothing");
+        }
         Vec::new()
     })
 }

@@ -69,6 +69,10 @@ pub async fn run(
         syscall_hist_entries = probes.syscall_hist_entries,
         "metrics at http://{addr}/metrics"
     );
+    let unsaveable = state_unsaveable(&config.agent.state_dir);
+    if let Some(why) = &unsaveable {
+        tracing::error!("{why}; histories, alert states and spools will be lost at restart");
+    }
     let health = Arc::new(Health::new(config.agent.interval.get()));
     let mut notifier = Notifier::from_env();
     let http = tokio::spawn(metrics::serve(listener, registry, health.clone()));
@@ -98,7 +102,10 @@ pub async fn run(
                 if !health.ready() {
                     health.set_ready();
                     let attached = probe_status.iter().filter(|p| p.attached()).count();
-                    let status = format!("{attached} probes attached, metrics at http://{addr}/metrics");
+                    let mut status = format!("{attached} probes attached, metrics at http://{addr}/metrics");
+                    if let Some(why) = &unsaveable {
+                        status.push_str(&format!("; {why}"));
+                    }
                     tracing::info!("ready: {status}");
                     notifier.ready(&status);
                 }
@@ -208,7 +215,7 @@ fn alerting(
     let outbox = if endpoints.is_empty() {
         None
     } else {
-        let spool = config.agent.state_dir.join("alert-spool");
+        let spool = spool_dir(&config.agent.state_dir);
         let tx = Deliverer::spawn(endpoints, &spool, delivery.clone()).with_context(|| {
             format!(
                 "cannot create the alert spool {} (set [agent] state_dir)",
@@ -222,6 +229,8 @@ fn alerting(
         .external_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}/metrics"));
+    // Before the watcher loads histories: whether an old-style file is one target's.
+    crate::slo::configure_targets(config.targets.iter().map(|t| t.name.as_str()));
     let watcher = Watcher::new(
         &config.targets,
         cgroup2.to_path_buf(),
@@ -236,6 +245,38 @@ fn alerting(
         config.agent.state_dir.join("alerts.json"),
     );
     Ok((watcher, engine))
+}
+
+/// Where alert spools live: `<state_dir>/alert-spool`, or, when that cannot be created
+/// (a read-only state_dir), the state_dir itself if it exists, so the agent still starts
+/// and alerts; every spool write then fails and is logged, and the readiness text says
+/// state cannot be saved.
+fn spool_dir(state_dir: &std::path::Path) -> std::path::PathBuf {
+    let spool = state_dir.join("alert-spool");
+    match crate::durable::create_dir(&spool) {
+        Ok(()) => spool,
+        Err(e) if state_dir.is_dir() => {
+            tracing::error!(spool = %spool.display(), error = %e, "cannot create the alert spool; alerts are sent but not spooled");
+            state_dir.to_path_buf()
+        }
+        Err(_) => spool, // Deliverer::spawn names the failure
+    }
+}
+
+/// Why state cannot be saved in `state_dir` (probed by writing and removing a file), if
+/// it cannot: said at start and in the readiness text, since every later save fails.
+fn state_unsaveable(state_dir: &std::path::Path) -> Option<String> {
+    let probe = state_dir.join(".gimbal-write-check");
+    match crate::durable::write_atomic(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some(format!(
+            "STATE CANNOT BE SAVED: {} is not writable ({e})",
+            state_dir.display()
+        )),
+    }
 }
 
 /// The `Authorization` header for Alertmanager, from the secret files (read now, so a

@@ -122,24 +122,129 @@ pub fn members(
     m
 }
 
-/// Directories under `root` matching the glob, segment by segment (no symlinks followed).
+/// Why a cgroup path or glob was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    #[error("cgroup path {path:?}: a {segment:?} segment is not allowed (paths are relative to the cgroup mount and never resolved upward)")]
+    Traversal { path: String, segment: String },
+    #[error("cgroup path {path:?} is not under the cgroup mount {root}")]
+    Outside { path: String, root: PathBuf },
+    #[error("{}: {why}", path.display())]
+    NotCgroup { path: PathBuf, why: &'static str },
+}
+
+/// The segments of a path relative to a cgroup mount, with `.` and `..` refused: a
+/// guard must see the cgroup an action lands on, so nothing is resolved.
+pub fn segments(relative: &str) -> Result<Vec<&str>, PathError> {
+    let segs: Vec<&str> = relative.split('/').filter(|s| !s.is_empty()).collect();
+    match segs.iter().find(|s| **s == "." || **s == "..") {
+        Some(seg) => Err(PathError::Traversal {
+            path: relative.to_string(),
+            segment: seg.to_string(),
+        }),
+        None => Ok(segs),
+    }
+}
+
+/// Normalises `relative` and confines it to the cgroup mount `root`: no `.`/`..`
+/// segments, no symlink on the way, every step a directory on the mount's filesystem,
+/// and the result a cgroup (it has `cgroup.procs`). The one check every cgroup path the
+/// agent acts on or reads membership from goes through. `root` itself is the agent's own
+/// (a mount it found) and may be a link (`cpu` -> `cpu,cpuacct` on v1 hosts).
+pub fn confine(root: &Path, relative: &str) -> Result<PathBuf, PathError> {
+    let segs = segments(relative)?;
+    let dev = std::fs::metadata(root)
+        .map_err(|_| PathError::NotCgroup {
+            path: root.to_path_buf(),
+            why: "the cgroup mount is not readable",
+        })?
+        .dev();
+    let mut path = root.to_path_buf();
+    for seg in segs {
+        path.push(seg);
+        if !is_dir_on(&path, dev) {
+            return Err(PathError::NotCgroup {
+                path,
+                why: "not a directory of the cgroup mount (missing, a link, or another filesystem)",
+            });
+        }
+    }
+    if !is_cgroup(&path, dev) {
+        return Err(PathError::NotCgroup {
+            path,
+            why: "not a cgroup (no cgroup.procs)",
+        });
+    }
+    Ok(path)
+}
+
+/// `path` relative to the mount `root`, for an absolute path that must lie under it
+/// (the limit journal's, say), confined as [`confine`] does.
+pub fn confine_absolute(root: &Path, path: &Path) -> Result<PathBuf, PathError> {
+    let outside = || PathError::Outside {
+        path: path.display().to_string(),
+        root: root.to_path_buf(),
+    };
+    let rel = path.strip_prefix(root).map_err(|_| outside())?;
+    let rel = rel.to_str().ok_or_else(outside)?;
+    let confined = confine(root, rel)?;
+    // A literal "x/../y" would have been refused; this only catches a root that is not
+    // itself normal ("/sys/fs/cgroup/../x").
+    match confined == path {
+        true => Ok(confined),
+        false => Err(outside()),
+    }
+}
+
+/// A directory, not a link, on the device `dev`.
+fn is_dir_on(path: &Path, dev: u64) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.dev() == dev)
+}
+
+/// A cgroup directory: on the mount's filesystem, with a regular `cgroup.procs`.
+fn is_cgroup(path: &Path, dev: u64) -> bool {
+    is_dir_on(path, dev)
+        && std::fs::symlink_metadata(path.join("cgroup.procs")).is_ok_and(|m| m.is_file())
+}
+
+/// Cgroups under `root` matching the glob, segment by segment (no symlinks followed, no
+/// `.`/`..` accepted, only cgroup directories of the mount yielded). A refused glob is
+/// logged and matches nothing; [`expand_checked`] says why to callers that report it.
 pub fn expand(root: &Path, pattern: &str) -> Vec<PathBuf> {
-    if pattern.split('/').any(|s| s == "**") {
-        return walk(root)
+    // Said once per glob: membership is read every tick.
+    static SAID: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    expand_checked(root, pattern).unwrap_or_else(|e| {
+        let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+        if said.insert(pattern.to_string()) {
+            tracing::warn!(error = %e, "cgroup glob refused; it matches nothing");
+        }
+        Vec::new()
+    })
+}
+
+/// [`expand`], with a traversal in the glob an error.
+pub fn expand_checked(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, PathError> {
+    let segs = segments(pattern)?;
+    let Ok(dev) = std::fs::metadata(root).map(|m| m.dev()) else {
+        return Ok(Vec::new());
+    };
+    if segs.contains(&"**") {
+        return Ok(walk(root)
             .into_iter()
             .filter(|d| {
                 d.strip_prefix(root)
                     .is_ok_and(|rel| glob_match(pattern, &rel.to_string_lossy()))
+                    && is_cgroup(d, dev)
             })
-            .collect();
+            .collect());
     }
     let mut level = vec![root.to_path_buf()];
-    for seg in pattern.split('/').filter(|s| !s.is_empty()) {
+    for seg in segs {
         let mut next = Vec::new();
         for dir in &level {
             if !seg.contains(['*', '?']) {
                 let p = dir.join(seg);
-                if p.is_dir() {
+                if is_dir_on(&p, dev) {
                     next.push(p);
                 }
                 continue;
@@ -156,8 +261,58 @@ pub fn expand(root: &Path, pattern: &str) -> Vec<PathBuf> {
         }
         level = next;
     }
+    level.retain(|d| is_cgroup(d, dev));
     level.sort();
-    level
+    Ok(level)
+}
+
+#[cfg(test)]
+mod confine_tests {
+    use super::*;
+
+    #[test]
+    fn traversal_links_plain_dirs_and_paths_outside_are_refused() {
+        let root = std::env::temp_dir().join(format!("gimbal-confine-{}", std::process::id()));
+        for d in ["", "a", "a/b"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+            std::fs::write(root.join(d).join("cgroup.procs"), "").unwrap();
+        }
+        std::fs::create_dir_all(root.join("plain")).unwrap();
+        std::os::unix::fs::symlink(root.join("a"), root.join("link")).unwrap();
+
+        assert_eq!(confine(&root, "a").unwrap(), root.join("a"));
+        assert_eq!(confine(&root, "/a//b/").unwrap(), root.join("a/b"));
+        assert_eq!(confine(&root, "/").unwrap(), root);
+        for bad in ["x/..", "a/../a", "..", "a/./b", "../../etc"] {
+            assert!(
+                matches!(confine(&root, bad), Err(PathError::Traversal { .. })),
+                "{bad}"
+            );
+            assert!(expand_checked(&root, bad).is_err(), "{bad}");
+            assert!(expand(&root, bad).is_empty(), "{bad}");
+        }
+        for bad in ["link", "link/b", "plain", "missing"] {
+            assert!(
+                matches!(confine(&root, bad), Err(PathError::NotCgroup { .. })),
+                "{bad}"
+            );
+        }
+        // Only cgroups are yielded: not the plain directory, not the link.
+        assert_eq!(expand(&root, "*"), vec![root.join("a")]);
+        assert_eq!(expand(&root, "**/b"), vec![root.join("a/b")]);
+        assert!(expand(&root, "plain").is_empty());
+
+        assert_eq!(
+            confine_absolute(&root, &root.join("a/b")).unwrap(),
+            root.join("a/b")
+        );
+        assert!(matches!(
+            confine_absolute(&root, Path::new("/etc")),
+            Err(PathError::Outside { .. })
+        ));
+        assert!(confine_absolute(&root, &root.join("a/../a")).is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
 
 /// A process selector: its comm (`/proc/<pid>/comm`, at most 15 bytes) and/or executable
@@ -244,9 +399,12 @@ pub fn process_members(
     m
 }
 
-/// Every directory below `root`, without following symlinks or entering other mounts'
-/// contents twice; directories that vanish meanwhile are skipped.
+/// Every directory below `root` on its filesystem, without following symlinks;
+/// directories that vanish meanwhile are skipped.
 fn walk(root: &Path) -> Vec<PathBuf> {
+    let Ok(dev) = std::fs::metadata(root).map(|m| m.dev()) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -254,7 +412,9 @@ fn walk(root: &Path) -> Vec<PathBuf> {
             continue;
         };
         for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
+            // file_type() does not follow links; other filesystems are not entered.
+            let same_fs = e.metadata().is_ok_and(|m| m.dev() == dev);
+            if e.file_type().is_ok_and(|t| t.is_dir()) && same_fs {
                 stack.push(e.path());
                 out.push(e.path());
             }

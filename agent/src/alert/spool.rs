@@ -17,20 +17,27 @@ pub struct Spool {
 impl Spool {
     /// Opens (or starts) the spool at `path`; unreadable lines are skipped with a warning.
     pub fn open(path: PathBuf, max: usize) -> Self {
-        let batches = match std::fs::read_to_string(&path) {
-            Ok(text) => text
-                .lines()
-                .filter(|l| {
-                    let ok = serde_json::from_str::<serde_json::Value>(l).is_ok();
-                    if !ok {
-                        tracing::warn!(path = %path.display(), "skipping a corrupt spooled alert batch");
-                    }
-                    ok
-                })
-                .map(str::to_string)
-                .collect(),
-            Err(_) => VecDeque::new(),
+        let text = match crate::durable::read(&path, crate::durable::MAX_STATE_BYTES) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned(),
+            Err(e) => {
+                let mut aside = path.as_os_str().to_os_string();
+                aside.push(".corrupt");
+                tracing::error!(path = %path.display(), error = %e, aside = ?aside, "cannot read the alert spool; set aside, starting it empty");
+                let _ = std::fs::rename(&path, aside);
+                String::new()
+            }
         };
+        let batches: VecDeque<String> = text
+            .lines()
+            .filter(|l| {
+                let ok = serde_json::from_str::<serde_json::Value>(l).is_ok();
+                if !ok {
+                    tracing::warn!(path = %path.display(), "skipping a corrupt spooled alert batch");
+                }
+                ok
+            })
+            .map(str::to_string)
+            .collect();
         if !batches.is_empty() {
             tracing::info!(path = %path.display(), batches = batches.len(), "undelivered alerts found in the spool");
         }

@@ -6,7 +6,6 @@
 //! limit, does not survive a power loss either. That keeps a disk flush (5-20 ms here)
 //! out of the time to recover.
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -53,20 +52,10 @@ impl AuditLog {
     }
 
     fn append(&self, line: &str, sync: bool) -> std::io::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() > MAX_BYTES) {
+        // symlink_metadata: a planted link is not followed to decide the rotation.
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.len() > MAX_BYTES) {
             std::fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        file.write_all(line.as_bytes())?;
-        if sync {
-            file.sync_data()?;
-        }
-        Ok(())
+        crate::durable::append(&self.path, line.as_bytes(), sync)
     }
 }

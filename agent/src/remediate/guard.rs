@@ -19,6 +19,10 @@ impl Guard {
     /// Why an action on the cgroup at `path` (relative to its hierarchy) is refused.
     pub fn refusal(&self, path: &str) -> Option<String> {
         let segs: Vec<&str> = segments(path).collect();
+        // Paths reach here confined (targets::confine); one that is not is never guessed at.
+        if segs.iter().any(|s| *s == "." || *s == "..") {
+            return Some(format!("{path:?} is not a normalised cgroup path"));
+        }
         if segs.is_empty() {
             return Some("the root cgroup".into());
         }
@@ -61,6 +65,11 @@ mod tests {
         assert!(g.refusal("system.slice/sshd.service").is_some());
         assert!(g.refusal("system.slice/batch.service").is_none());
         assert!(g.refusal("system.slice/gimbal.service.d").is_none());
+        assert!(
+            g.refusal("x/..").is_some(),
+            "never resolved, always refused"
+        );
+        assert!(g.refusal("batch/../system.slice/gimbal.service").is_some());
         // An agent in the root cgroup (containers, plain hosts) still refuses the root.
         let root = Guard::new(&[], "/");
         assert!(root.refusal("").is_some());

@@ -46,20 +46,55 @@ pub struct Change {
 pub struct LimitJournal {
     path: PathBuf,
     changes: Vec<Change>,
+    /// Journaled changes refused at open (a cgroup outside the mounts, a file that is
+    /// not a limit), with why: never written.
+    refused: Vec<(Change, String)>,
     /// Connected when first needed; None inside when systemd is not PID 1.
     systemd: Option<Option<Systemd>>,
 }
 
 impl LimitJournal {
-    /// Opens the journal; changes left by an agent that did not revert them are pending.
+    /// Opens the journal, confined to this host's cgroup mounts (see [`Self::open_under`]).
     pub fn open(state_dir: &Path) -> Self {
+        let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|m| crate::cgroups::find_cgroup2_mount(&m));
+        let v1_cpu = Path::new("/sys/fs/cgroup/cpu");
+        let mut roots: Vec<&Path> = cgroup2.iter().map(PathBuf::as_path).collect();
+        if v1_cpu.join("cpu.cfs_quota_us").is_file() {
+            roots.push(v1_cpu);
+        }
+        Self::open_under(state_dir, &roots)
+    }
+
+    /// Opens the journal; changes left by an agent that did not revert them are pending.
+    /// `roots` are the cgroup mounts limits are written under: a journaled change that
+    /// names anything else is refused and logged, since the journal is a file on disk
+    /// and restoring it writes as root.
+    pub fn open_under(state_dir: &Path, roots: &[&Path]) -> Self {
         let path = state_dir.join("remediation/limits.json");
-        let changes = durable::read_json(&path).unwrap_or_default();
+        let stored: Vec<Change> = durable::read_json(&path).unwrap_or_default();
+        let (mut changes, mut refused) = (Vec::new(), Vec::new());
+        for change in stored {
+            match validate(&change, roots) {
+                Ok(()) => changes.push(change),
+                Err(why) => {
+                    tracing::error!(journal = %path.display(), cgroup = %change.cgroup.display(), file = %change.file, why, "refusing a journaled limit");
+                    refused.push((change, why));
+                }
+            }
+        }
         Self {
             path,
             changes,
+            refused,
             systemd: None,
         }
+    }
+
+    /// Journaled changes refused at open, with why.
+    pub fn refused(&self) -> &[(Change, String)] {
+        &self.refused
     }
 
     /// The systemd unit that owns this cgroup (path relative to its hierarchy's root),
@@ -194,7 +229,7 @@ impl LimitJournal {
     /// Sets a journaled value: the unit property, or the cgroup file.
     fn write(&mut self, change: &Change, value: &str) -> io::Result<()> {
         let Some(unit) = change.unit.clone() else {
-            return std::fs::write(change.cgroup.join(&change.file), value);
+            return write_file(&change.cgroup.join(&change.file), value);
         };
         let systemd = self
             .systemd()
@@ -263,6 +298,58 @@ fn target(cgroup: &Path, limit: Limit) -> io::Result<(String, String)> {
     }
 }
 
+/// The files and unit properties a limit may be.
+const LIMIT_FILES: [&str; 4] = [
+    "cpu.max",
+    "cpu.cfs_quota_us",
+    "cgroup.freeze",
+    "memory.high",
+];
+const UNIT_PROPERTIES: [&str; 3] = ["CPUQuotaPerSecUSec", "MemoryHigh", "Freeze"];
+
+/// Why a journaled change may not be restored: its file must be a limit file (or unit
+/// property) and its cgroup a cgroup under one of `roots`, reached without `..` or links.
+/// A cgroup that is gone is accepted (restoring it is a no-op, or goes through systemd).
+fn validate(change: &Change, roots: &[&Path]) -> Result<(), String> {
+    let names: &[&str] = match change.unit {
+        Some(_) => &UNIT_PROPERTIES,
+        None => &LIMIT_FILES,
+    };
+    if !names.contains(&change.file.as_str()) {
+        return Err(format!("{:?} is not a limit this agent sets", change.file));
+    }
+    let Some(root) = roots.iter().find(|r| change.cgroup.starts_with(r)) else {
+        return Err(format!(
+            "{} is not under a cgroup mount ({roots:?})",
+            change.cgroup.display()
+        ));
+    };
+    match crate::targets::confine_absolute(root, &change.cgroup) {
+        Ok(_) => Ok(()),
+        Err(crate::targets::PathError::NotCgroup { .. })
+            if std::fs::symlink_metadata(&change.cgroup).is_err() =>
+        {
+            // Gone: but still only a plain path below the mount.
+            let rel = change.cgroup.strip_prefix(root).unwrap_or(&change.cgroup);
+            crate::targets::segments(&rel.to_string_lossy())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Writes a cgroup file that must exist, never through a link.
+fn write_file(path: &Path, value: &str) -> io::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    f.write_all(value.as_bytes())
+}
+
 fn read_value(path: &Path) -> io::Result<String> {
     Ok(std::fs::read_to_string(path)?.trim().to_string())
 }
@@ -276,6 +363,7 @@ mod tests {
         let g = dir.join("group");
         std::fs::create_dir_all(&g).unwrap();
         std::fs::write(g.join("cpu.max"), "max 100000\n").unwrap();
+        std::fs::write(g.join("cgroup.procs"), "").unwrap();
         g
     }
 
@@ -283,7 +371,7 @@ mod tests {
     fn a_second_limit_keeps_the_first_ones_original_value() {
         let dir = std::env::temp_dir().join(format!("gimbal-limits-{}", std::process::id()));
         let g = fake_group(&dir);
-        let mut j = LimitJournal::open(&dir);
+        let mut j = LimitJournal::open_under(&dir, &[&dir]);
         j.apply(&g, Limit::Cpu(0.5), None).unwrap();
         j.apply(&g, Limit::Cpu(0.2), None).unwrap();
         assert_eq!(
@@ -292,14 +380,53 @@ mod tests {
         );
         assert_eq!(j.pending().len(), 1);
         // What a restarted agent sees, and restores.
-        let mut again = LimitJournal::open(&dir);
+        let mut again = LimitJournal::open_under(&dir, &[&dir]);
         assert_eq!(again.pending()[0].previous, "max 100000");
         assert!(again.revert_all().is_empty());
         assert_eq!(
             std::fs::read_to_string(g.join("cpu.max")).unwrap(),
             "max 100000"
         );
-        assert!(LimitJournal::open(&dir).pending().is_empty());
+        assert!(LimitJournal::open_under(&dir, &[&dir]).pending().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_journaled_limit_outside_the_cgroup_mount_is_refused_and_never_written() {
+        let dir = std::env::temp_dir().join(format!("gimbal-limits-bad-{}", std::process::id()));
+        let mount = dir.join("mount");
+        let g = fake_group(&mount);
+        let outside = fake_group(&dir.join("elsewhere"));
+        std::os::unix::fs::symlink(&outside, mount.join("link")).unwrap();
+        let change = |cgroup: PathBuf, file: &str| Change {
+            cgroup,
+            file: file.into(),
+            previous: "owned".into(),
+            applied: "1".into(),
+            unit: None,
+        };
+        let journal = vec![
+            change(outside.clone(), "cpu.max"),
+            change(mount.join("group/../../elsewhere/group"), "cpu.max"),
+            change(mount.join("link"), "cpu.max"),
+            change(g.clone(), "../../elsewhere/group/cpu.max"),
+            change(g.clone(), "cpu.max"),
+        ];
+        durable::write_atomic(
+            &dir.join("remediation/limits.json"),
+            &serde_json::to_vec(&journal).unwrap(),
+        )
+        .unwrap();
+        let mut j = LimitJournal::open_under(&dir, &[&mount]);
+        assert_eq!(j.refused().len(), 4, "{:?}", j.refused());
+        assert_eq!(j.pending(), &journal[4..]);
+        assert!(j.revert_all().is_empty());
+        assert_eq!(
+            std::fs::read_to_string(outside.join("cpu.max")).unwrap(),
+            "max 100000\n",
+            "never written"
+        );
+        assert_eq!(std::fs::read_to_string(g.join("cpu.max")).unwrap(), "owned");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -96,6 +96,54 @@ fn record_deferred(
     });
 }
 
+/// The cgroups a rule's globs match under `root`, each confined to the mount
+/// (targets::confine's rules); a glob refused for traversal is audited and recorded as
+/// refused, so an operator sees why the rule did nothing.
+#[allow(clippy::too_many_arguments)]
+fn confined_groups(
+    root: &Path,
+    globs: &[String],
+    audit: &audit::AuditLog,
+    mode: crate::config::RemediationMode,
+    action: &'static str,
+    rule: &str,
+    now: SystemTime,
+    ledger: &mut Ledger,
+) -> Vec<std::path::PathBuf> {
+    let mut groups = Vec::new();
+    for glob in globs {
+        match crate::targets::expand_checked(root, glob) {
+            Ok(found) => groups.extend(found),
+            Err(e) => {
+                let why = format!("refused: {e}");
+                tracing::warn!(rule, "{action} {why}");
+                audit.record(
+                    &audit::Entry {
+                        phase: "outcome",
+                        action,
+                        rule,
+                        cgroup: glob,
+                        mode: mode.name(),
+                        detail: &why,
+                        result: "refused",
+                    },
+                    now,
+                );
+                ledger.record(ActionEvent {
+                    action,
+                    target: rule.to_string(),
+                    result: "refused",
+                    detail: why,
+                    at: now,
+                });
+            }
+        }
+    }
+    groups.sort();
+    groups.dedup();
+    groups
+}
+
 /// Whether alert `when` fires (for `target`, if given): what every rule-bound action asks.
 fn fires(firing: &[AlertLabels], when: &str, target: Option<&str>) -> bool {
     firing.iter().any(|l| {

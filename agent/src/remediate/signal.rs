@@ -84,13 +84,16 @@ impl Signaller {
         let Some(sig) = signal_number(&rule.signal) else {
             return; // rejected at config load
         };
-        let mut groups: Vec<PathBuf> = rule
-            .cgroups
-            .iter()
-            .flat_map(|p| crate::targets::expand(&self.cgroup2, p))
-            .collect();
-        groups.sort();
-        groups.dedup();
+        let groups = super::confined_groups(
+            &self.cgroup2,
+            &rule.cgroups,
+            &self.audit,
+            self.mode,
+            "signal",
+            &rule.name,
+            now,
+            ledger,
+        );
         if groups.is_empty() {
             tracing::warn!(rule = %rule.name, globs = ?rule.cgroups, "signal: no cgroup matches");
         }

@@ -43,7 +43,7 @@ impl Throttler {
     /// Restores whatever a previous agent left throttled (it was killed, say) first.
     pub fn new(config: &Config, cgroup2: &Path, ledger: &mut Ledger) -> Self {
         let (root, own) = cpu_hierarchy(cgroup2);
-        let mut journal = LimitJournal::open(&config.agent.state_dir);
+        let journal = LimitJournal::open_under(&config.agent.state_dir, &[cgroup2, &root]);
         let audit = AuditLog::new(&config.agent.state_dir);
         let pending = journal.pending().to_vec();
         let now = SystemTime::now();
@@ -61,6 +61,21 @@ impl Throttler {
                 now,
             )
         };
+        for (change, why) in journal.refused() {
+            audit.record(
+                &Entry {
+                    phase: "outcome",
+                    action: "unthrottle",
+                    rule: PREVIOUS,
+                    cgroup: &change.cgroup.display().to_string(),
+                    mode: config.remediation.mode.name(),
+                    detail: &format!("refused: {why}"),
+                    result: "refused",
+                },
+                now,
+            );
+        }
+        let mut journal = journal;
         for change in &pending {
             tracing::warn!(cgroup = %change.cgroup.display(), "restoring a limit left by the previous agent");
             record(change, "intent", "pending");
@@ -167,13 +182,16 @@ impl Throttler {
         for limit in limits {
             let v2 = !matches!(limit, Limit::Cpu(_));
             let root = if v2 { &self.cgroup2 } else { &self.root }.clone();
-            let mut groups: Vec<PathBuf> = rule
-                .cgroups
-                .iter()
-                .flat_map(|p| crate::targets::expand(&root, p))
-                .collect();
-            groups.sort();
-            groups.dedup();
+            let groups = super::confined_groups(
+                &root,
+                &rule.cgroups,
+                &self.audit,
+                self.mode,
+                action,
+                &rule.name,
+                now,
+                ledger,
+            );
             if groups.is_empty() {
                 // Nothing to act on is worth saying: a typo, or the group is not there yet.
                 tracing::warn!(rule = %rule.name, globs = ?rule.cgroups, "{action}: no cgroup matches");

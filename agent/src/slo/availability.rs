@@ -54,7 +54,9 @@ impl History {
                 self.fail(now_ms);
             } else if !was_up && up {
                 if let Some(f) = self.failures.back_mut().filter(|f| f.up_ms.is_none()) {
-                    f.up_ms = Some(now_ms);
+                    // A wall clock stepped back while down must not make recovery precede
+                    // the failure: the outage then counts as zero long, never negative.
+                    f.up_ms = Some(now_ms.max(f.down_ms));
                 }
             }
         } else if !up {
@@ -126,10 +128,11 @@ impl History {
             .failures
             .iter()
             .filter(|f| f.down_ms >= since)
-            .filter_map(|f| f.up_ms.map(|u| u - f.down_ms))
+            // Saturating: a stored history may hold a recovery stamped before its failure.
+            .filter_map(|f| f.up_ms.map(|u| u.saturating_sub(f.down_ms)))
             .collect();
-        (!repaired.is_empty())
-            .then(|| Duration::from_millis(repaired.iter().sum::<u64>() / repaired.len() as u64))
+        let total = repaired.iter().fold(0u64, |sum, d| sum.saturating_add(*d));
+        (!repaired.is_empty()).then(|| Duration::from_millis(total / repaired.len() as u64))
     }
 
     /// The state last observed (None before the first observation).
@@ -205,5 +208,30 @@ mod tests {
             h.observe(T0 + m * 60_000, true, Duration::from_secs(120));
         }
         assert!(h.minutes.len() <= MAX_MINUTES);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_while_down_never_underflows_the_mttr() {
+        let mut h = History::default();
+        run(&mut h, 0, 60, true);
+        run(&mut h, 61, 120, false); // down at T0+61 s
+                                     // The wall clock steps back an hour; the target recovers "before" it failed.
+        h.observe(T0 - 3_600_000, true, GAP);
+        let now = T0 + 120_000;
+        assert_eq!(h.mttr(now, 3600), Some(Duration::ZERO));
+        // A stored history (from an older agent) with up before down is clamped too.
+        h.failures.push_back(Failure {
+            down_ms: T0 + 100_000,
+            up_ms: Some(T0),
+        });
+        assert_eq!(h.mttr(now, 3600), Some(Duration::ZERO));
+        h.failures.push_back(Failure {
+            down_ms: T0,
+            up_ms: Some(u64::MAX),
+        });
+        assert!(
+            h.mttr(now, 3600).is_some(),
+            "a huge span saturates, never panics"
+        );
     }
 }

@@ -1,28 +1,94 @@
 //! Target histories on disk, so a 30-day availability survives agent restarts and upgrades:
 //! one JSON file per target, replaced crash-safely.
-use std::path::{Path, PathBuf};
+//!
+//! File names percent-encode every byte but `[A-Za-z0-9_-]` (and so `%` itself), which is
+//! injective: `col/x` is `col%2Fx.json`, `col_x` is `col_x.json`. Older agents mapped
+//! every other character to `_` (so both were `col_x.json`); such a file is still taken
+//! over (renamed to the new name) by the one target it can belong to, when no other
+//! configured target could claim it.
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
 
 use super::TargetState;
 use crate::durable;
 
+/// The configured target names, for telling whether an old-style file is unambiguous.
+/// Set by run.rs at each (re)load, before targets are loaded.
+static KNOWN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Records the configured target names (see [`load`]).
+pub fn configure_targets<'a>(names: impl IntoIterator<Item = &'a str>) {
+    *KNOWN.lock().unwrap_or_else(|e| e.into_inner()) =
+        names.into_iter().map(String::from).collect();
+}
+
 fn file(dir: &Path, target: &str) -> PathBuf {
+    let mut name = String::with_capacity(target.len() + 5);
+    for b in target.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            name.push(b as char);
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    dir.join(format!("{name}.json"))
+}
+
+/// The name agents before the injective mapping used.
+fn legacy_file(dir: &Path, target: &str) -> PathBuf {
     let name: String = target
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                true => c,
+                false => '_',
+            },
+        )
         .collect();
     dir.join(format!("{name}.json"))
+}
+
+/// The old-style file `target` may take over: only one that no other known target could
+/// own under either mapping.
+fn unambiguous_legacy(dir: &Path, target: &str) -> Option<PathBuf> {
+    let old = legacy_file(dir, target);
+    if old == file(dir, target) {
+        return None; // the same file: nothing to migrate
+    }
+    let known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    let claimed = known
+        .iter()
+        .filter(|t| t.as_str() != target)
+        .any(|t| legacy_file(dir, t) == old || file(dir, t) == old);
+    if claimed {
+        tracing::warn!(target, old = %old.display(), "an old state file may belong to another target too; not taken over");
+        return None;
+    }
+    Some(old)
 }
 
 /// The stored history of `target`, or an empty one if there is none (or it was corrupt,
 /// in which case it is set aside and logged).
 pub fn load(dir: &Path, target: &str) -> TargetState {
-    durable::read_json(&file(dir, target)).unwrap_or_default()
+    let path = file(dir, target);
+    if std::fs::symlink_metadata(&path).is_err() {
+        if let Some(old) = unambiguous_legacy(dir, target) {
+            if std::fs::symlink_metadata(&old).is_ok() {
+                // A rename: the history is never in two files, nor in none.
+                match std::fs::rename(&old, &path) {
+                    Ok(()) => {
+                        tracing::info!(target, from = %old.display(), to = %path.display(), "state file renamed to its new name")
+                    }
+                    Err(e) => {
+                        tracing::error!(target, from = %old.display(), error = %e, "cannot rename the old state file")
+                    }
+                }
+            }
+        }
+    }
+    durable::read_json(&path).unwrap_or_default()
 }
 
 pub fn save(dir: &Path, target: &str, state: &TargetState) -> std::io::Result<()> {
@@ -52,6 +118,40 @@ mod tests {
         save(&dir, "trainer/a", &s).unwrap();
         assert_eq!(load(&dir, "trainer/a"), s);
         assert_eq!(load(&dir, "absent"), TargetState::default());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_are_injective_and_old_files_are_taken_over_only_when_unambiguous() {
+        let d = Path::new("/s");
+        assert_eq!(file(d, "col/x"), d.join("col%2Fx.json"));
+        assert_eq!(file(d, "col_x"), d.join("col_x.json"));
+        assert_eq!(file(d, "a%2Fb"), d.join("a%252Fb.json"), "% is escaped too");
+        assert_eq!(file(d, "é"), d.join("%C3%A9.json"));
+        assert_ne!(file(d, "col/x"), file(d, "col.x"));
+
+        let dir = std::env::temp_dir().join(format!("gimbal-store-old-{}", std::process::id()));
+        let mut s = TargetState::default();
+        s.observe(
+            1_000,
+            &BTreeMap::from([("a".to_string(), false)]),
+            Duration::from_secs(10),
+        );
+        // Written by an older agent for "col/x": alone, it is col/x's.
+        durable::write_atomic(&dir.join("col_x.json"), &serde_json::to_vec(&s).unwrap()).unwrap();
+        configure_targets(["col/x", "other"]);
+        assert_eq!(load(&dir, "col/x"), s);
+        assert!(dir.join("col%2Fx.json").exists() && !dir.join("col_x.json").exists());
+        // With col_x configured too, it could be either's: col_x keeps it, col/x starts empty.
+        std::fs::remove_file(dir.join("col%2Fx.json")).unwrap();
+        durable::write_atomic(&dir.join("col_x.json"), &serde_json::to_vec(&s).unwrap()).unwrap();
+        configure_targets(["col/x", "col_x"]);
+        assert_eq!(load(&dir, "col/x"), TargetState::default());
+        assert_eq!(load(&dir, "col_x"), s);
+        // And each saves to its own file.
+        save(&dir, "col/x", &TargetState::default()).unwrap();
+        assert_eq!(load(&dir, "col_x"), s);
+        configure_targets([]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,7 +2,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use gimbal::config::Config;
+use gimbal::{config::Config, service::log_line::EscapedStderr};
 
 /// eBPF host agent: syscall latency, TCP retransmits and process exits as Prometheus metrics.
 #[derive(Parser)]
@@ -30,14 +30,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GIMBAL_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        // No colour codes in the journal or a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // One record per line whatever outside text the fields hold; no colour codes in
+        // the journal or a log file.
+        .with_writer(EscapedStderr {
+            keep_escapes: terminal,
+        })
+        .with_ansi(terminal)
         .init();
     match Cli::parse().command {
         Command::Run {

@@ -60,6 +60,7 @@ pub async fn run(
     let registry = Arc::new(Exposition::registry(model.clone(), info, delivery.clone()));
     let addr: SocketAddr = listener.local_addr()?;
     let (mut watcher, mut engine) = alerting(&config, &cgroup2, addr, &delivery)?;
+    watch_cgroups(&mut lock(&model), &config);
     let mut rule_actions = RuleActions::new(&config, &cgroup2, &mut lock(&model).remediations);
     // Supervised processes report what they did here; the loop records it in the model.
     let (actions_tx, mut actions) = tokio::sync::mpsc::unbounded_channel();
@@ -154,6 +155,7 @@ pub async fn run(
                             tracing::warn!("SIGHUP: {what} changed; that takes effect on restart");
                         }
                         (watcher, engine) = parts;
+                        watch_cgroups(&mut m, &new);
                         // Rules may have changed: give everything back; the next tick
                         // throttles again what the new rules still call for.
                         rule_actions.release_all("config reloaded", &mut m.remediations);
@@ -182,6 +184,14 @@ pub async fn run(
     http.abort();
     drop(probes);
     Ok(())
+}
+
+/// Tells the model which cgroups the targets' latency SLIs read, so their series never
+/// fold. Targets selected by process (comm, exe) move between cgroups and are not known
+/// here.
+fn watch_cgroups(model: &mut Model, config: &Config) {
+    let globs: Vec<String> = config.targets.iter().flat_map(|t| t.patterns()).collect();
+    model.watch_cgroups(move |cgroup| globs.iter().any(|g| crate::targets::glob_match(g, cgroup)));
 }
 
 /// The parts that follow `[[targets]]`, `[alerting]` and `[[rules]]`: rebuilt on SIGHUP.

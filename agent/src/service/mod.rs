@@ -2,6 +2,7 @@
 //! and watchdog) and Kubernetes or any HTTP prober (/healthz, /readyz).
 pub mod fd_limit;
 mod health;
+pub mod log_line;
 mod notify;
 
 pub use health::Health;

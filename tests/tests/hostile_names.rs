@@ -13,8 +13,10 @@ use std::{
 use gimbal::cgroups::CgroupNames;
 use gimbal_tests::{
     agent::Agent,
+    alertmanager::Alertmanager,
+    audit,
     prometheus::{promql_string, Prometheus},
-    require_root, sample, unique, wait_for, wait_until,
+    require_root, sample, unique, wait_for, wait_until, TempDir,
 };
 
 /// Debian's `nobody` and `nogroup`.
@@ -260,4 +262,101 @@ fn hostile_names_are_escaped_and_a_flood_of_comms_hides_no_kill() {
     );
     let (ok, said) = promtool(&agent.metrics());
     assert!(ok, "promtool check metrics after the flood: {said}");
+}
+
+/// `s` as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[test]
+fn hostile_names_reach_alertmanager_intact_and_the_audit_log_one_record_per_line() {
+    if !require_root(
+        "hostile_names_reach_alertmanager_intact_and_the_audit_log_one_record_per_line",
+    ) {
+        return;
+    }
+    let am = Alertmanager::start();
+    let quoted = Cgroup::new(unique("x q\"b\\s y").as_bytes());
+    let state = TempDir::new("hostile-alerts");
+    let config = state.0.join("gimbal.toml");
+    // Dry-run (the default): the signal is decided and audited, not sent.
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nstate_dir = {}\n[[targets]]\nname = \"svc\"\ncgroup = {cgroup}\n\
+             [alerting]\nalertmanagers = [\"http://127.0.0.1:{}\"]\nresend_interval = \"5s\"\n\
+             [[signal]]\nname = \"checkpoint\"\nwhen = \"TargetProcessKilled\"\ntarget = \"svc\"\n\
+             cgroups = [{cgroup}]\nsignal = \"SIGUSR1\"\n",
+            toml_string(&state.0.display().to_string()),
+            am.port,
+            cgroup = toml_string(&quoted.label),
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start_with(&["--config", config.to_str().unwrap()]);
+    let procs = quoted.procs();
+    let survivor = Killed(spawn_as_nobody(&procs, b"survivor", None));
+    wait_until(
+        "the hostile cgroup's target up",
+        Duration::from_secs(10),
+        || agent.metric("gimbal_target_up{target=\"svc\"} ") == Some(1.0),
+    );
+    let victim = spawn_as_nobody(&procs, FORGER, None);
+    // It names itself after joining the cgroup and dropping to nobody: kill it only then.
+    wait_until("the victim named", Duration::from_secs(5), || {
+        std::fs::read(format!("/proc/{victim}/comm")).is_ok_and(|c| c.starts_with(FORGER))
+    });
+    // SAFETY: signalling our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+    wait_pid(victim);
+
+    let forger = String::from_utf8_lossy(FORGER).into_owned();
+    let alert = wait_for(
+        "TargetProcessKilled in Alertmanager",
+        Duration::from_secs(15),
+        || {
+            am.active_alerts().into_iter().find(|a| {
+                a["labels"]["alertname"] == "TargetProcessKilled" && a["labels"]["target"] == "svc"
+            })
+        },
+    );
+    let summary = alert["annotations"]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains(&format!(
+            "The last exit: {forger} (pid {victim}) signaled SIGKILL."
+        )),
+        "the comm reaches Alertmanager byte for byte: {summary:?}"
+    );
+
+    let records = wait_for(
+        "the dry-run signal audited",
+        Duration::from_secs(15),
+        || {
+            // audit() fails the test on any line that is not one whole JSON record.
+            let records = audit(&state);
+            records
+                .iter()
+                .any(|r| r["phase"] == "outcome" && r["action"] == "signal")
+                .then_some(records)
+        },
+    );
+    let raw = std::fs::read_to_string(state.0.join("remediation/audit.jsonl")).unwrap();
+    assert_eq!(raw.lines().count(), records.len(), "one record per line");
+    assert!(
+        records.iter().any(|r| r["cgroup"] == quoted.label.as_str()),
+        "the hostile cgroup name is recorded exactly: {records:?}"
+    );
+    drop((survivor, agent));
+}
+
+/// A child killed and reaped on drop, so a failing test leaves its cgroup removable.
+struct Killed(libc::pid_t);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        // SAFETY: our own child, not yet reaped.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+        wait_pid(self.0);
+    }
 }

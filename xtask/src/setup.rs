@@ -40,6 +40,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("debootstrap", "builds the VM test bed's root file system"),
     ("cpio", "packs the VM's root file system as its initramfs"),
+    (
+        "kmod",
+        "depmod indexes the VM kernel's modules (not on every minimal host)",
+    ),
 ];
 const CARGO_DEB_VERSION: &str = "3.8.0";
 const BPF_LINKER_VERSION: &str = "0.13.0";

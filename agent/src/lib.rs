@@ -1,13 +1,16 @@
 //! Gimbal, the userspace agent. Data flows one way, each stage a module:
 //!
 //! ```text
-//! probes (aya: load, attach, read maps) -> model (pure) -> metrics (exposition, HTTP)
-//!                                        -> watch (targets) -> alert (Alertmanager)
+//! probes (aya: load, attach, read maps) -> model (pure) ─┐
+//! watch (targets, SLOs) ─────────────────────────────────┼─> snapshot -> metrics (HTTP)
+//! remediate (acts on firing alerts; its ledger) ─────────┘           -> rules -> alert
 //! ```
-//! `run` wires the stages together; `main.rs` only parses the command line.
+//! `run` wires the stages together; `main.rs` only parses the command line. The layers
+//! (which module may import which) are in ARCHITECTURE.md and tested by `layering`.
 pub mod alert;
 pub mod btf;
 pub mod cgroups;
+pub mod check;
 pub mod config;
 pub mod durable;
 pub mod metrics;
@@ -20,9 +23,14 @@ pub mod rules;
 pub mod run;
 pub mod service;
 pub mod slo;
+pub mod snapshot;
 pub mod targets;
 pub mod tracefs;
+pub mod units;
 pub mod watch;
+
+#[cfg(test)]
+mod layering;
 
 /// The kernel programs, built from agent-ebpf by build.rs.
 pub const EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gimbal"));

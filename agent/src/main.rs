@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             listen,
         } => {
             let config = match &config_path {
-                Some(path) => match Config::from_file(path) {
+                Some(path) => match gimbal::check::config_file(path) {
                     Ok(c) => c,
                     Err(e) => {
                         eprintln!("{e}");
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::CheckConfig { file } => match Config::from_file(&file) {
+        Command::CheckConfig { file } => match gimbal::check::config_file(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS

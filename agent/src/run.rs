@@ -18,7 +18,8 @@ use crate::{
     remediate::{RuleActions, Supervisor},
     rules::{Engine, NodeInputs},
     service::{Health, Notifier},
-    watch::{WatchStatus, Watcher},
+    snapshot::Snapshot,
+    watch::Watcher,
 };
 
 /// How often the cgroup tree may be walked again to resolve an unknown cgroup id: short,
@@ -50,19 +51,25 @@ pub async fn run(
     let mut maps = MapReader::new(&mut probes, names.clone())?;
     let mut exits = ExitReader::new(&mut probes, names)?;
 
-    let model = Arc::new(Mutex::new(Model::new(config.labels.max_series_per_metric)));
+    let snapshot = Arc::new(Mutex::new(Snapshot::new(
+        config.labels.max_series_per_metric,
+    )));
     let info = AgentInfo {
         version: env!("CARGO_PKG_VERSION"),
         kernel: kernel_release(),
         probes: probes.status.clone(),
     };
     let delivery = Arc::new(DeliveryStats::default());
-    let registry = Arc::new(Exposition::registry(model.clone(), info, delivery.clone()));
+    let registry = Arc::new(Exposition::registry(
+        snapshot.clone(),
+        info,
+        delivery.clone(),
+    ));
     let addr: SocketAddr = listener.local_addr()?;
     let (mut watcher, mut engine) = alerting(&config, &cgroup2, addr, &delivery)?;
-    watch_cgroups(&mut lock(&model), &config);
-    let mut rule_actions = RuleActions::new(&config, &cgroup2, &mut lock(&model).remediations);
-    // Supervised processes report what they did here; the loop records it in the model.
+    watch_cgroups(&mut lock(&snapshot).kernel, &config);
+    let mut rule_actions = RuleActions::new(&config, &cgroup2, &mut lock(&snapshot).remediations);
+    // Supervised processes report what they did here; the loop records it in the snapshot.
     let (actions_tx, mut actions) = tokio::sync::mpsc::unbounded_channel();
     let mut supervisor = Supervisor::start(&config, &cgroup2, actions_tx);
     let probe_status = probes.status.clone();
@@ -93,12 +100,12 @@ pub async fn run(
             _ = tick.tick() => {
                 let sample = maps.read()?;
                 let now = SystemTime::now();
-                let mut m = lock(&model);
-                m.apply(sample);
-                watcher.tick(now, &m.syscall_latency.series);
-                evaluate(&mut engine, &watcher, &mut m, &probe_status, now);
-                rule_actions.step(&engine.firing(), now, &mut m.remediations);
-                drop(m);
+                let mut s = lock(&snapshot);
+                s.kernel.apply(sample);
+                watcher.tick(now, &s.kernel.syscall_latency.series);
+                evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
+                rule_actions.step(&engine.firing(), now, &mut s.remediations);
+                drop(s);
                 health.turned();
                 if !health.ready() {
                     health.set_ready();
@@ -126,49 +133,49 @@ pub async fn run(
                     tracing::debug!(pid = record.event.pid, labels = ?record.labels, "process exit");
                     touched |= watcher.on_exit(record, now);
                 }
-                let mut m = lock(&model);
+                let mut s = lock(&snapshot);
                 for record in batch {
-                    m.apply_exit(record.labels);
+                    s.kernel.apply_exit(record.labels);
                 }
                 if touched {
-                    evaluate(&mut engine, &watcher, &mut m, &probe_status, now);
-                    rule_actions.step(&engine.firing(), now, &mut m.remediations);
+                    evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
+                    rule_actions.step(&engine.firing(), now, &mut s.remediations);
                 }
             }
             Some(action) = actions.recv() => {
-                lock(&model).remediations.record(action);
+                lock(&snapshot).remediations.record(action);
             }
             _ = sighup.recv() => {
                 let Some(path) = &config_path else {
                     tracing::warn!("SIGHUP: nothing to reload, the agent runs on the embedded defaults");
                     continue;
                 };
-                let reloaded = Config::from_file(path).map(|c| with_listen(c, listen)).map_err(anyhow::Error::from).and_then(|new| {
+                let reloaded = crate::check::config_file(path).map(|c| with_listen(c, listen)).map_err(anyhow::Error::from).and_then(|new| {
                     watcher.save();
                     let parts = alerting(&new, &cgroup2, addr, &delivery)?;
                     Ok((new, parts))
                 });
-                let mut m = lock(&model);
+                let mut s = lock(&snapshot);
                 match reloaded {
                     Ok((new, parts)) => {
                         for what in restart_needed(&config, &new) {
                             tracing::warn!("SIGHUP: {what} changed; that takes effect on restart");
                         }
                         (watcher, engine) = parts;
-                        watch_cgroups(&mut m, &new);
+                        watch_cgroups(&mut s.kernel, &new);
                         // Rules may have changed: give everything back; the next tick
                         // throttles again what the new rules still call for.
-                        rule_actions.release_all("config reloaded", &mut m.remediations);
-                        rule_actions = RuleActions::new(&new, &cgroup2, &mut m.remediations);
-                        m.remediations.forget_gave_up();
+                        rule_actions.release_all("config reloaded", &mut s.remediations);
+                        rule_actions = RuleActions::new(&new, &cgroup2, &mut s.remediations);
+                        s.remediations.forget_gave_up();
                         supervisor.reload(&new);
                         config = new;
-                        m.config_reloads[0] += 1;
+                        s.reloads.accepted += 1;
                         tracing::info!(path = %path.display(), "SIGHUP: config reloaded (targets, alerting, rules)");
                         notifier.status("config reloaded");
                     }
                     Err(e) => {
-                        m.config_reloads[1] += 1;
+                        s.reloads.rejected += 1;
                         tracing::error!(path = %path.display(), "SIGHUP: the new config is rejected, the running one stays:\n{e:#}");
                     }
                 }
@@ -178,7 +185,7 @@ pub async fn run(
         }
     }
     notifier.stopping();
-    rule_actions.release_all("agent stopping", &mut lock(&model).remediations);
+    rule_actions.release_all("agent stopping", &mut lock(&snapshot).remediations);
     tracing::info!("stopping: saving target histories, detaching probes");
     watcher.save();
     http.abort();
@@ -330,40 +337,31 @@ fn with_listen(mut config: Config, listen: Option<SocketAddr>) -> Config {
     config
 }
 
-/// Runs the rules on the current state and publishes the watch status.
+/// Runs the rules on the targets' status, then publishes it with the alert states.
 fn evaluate(
     engine: &mut Engine,
     watcher: &Watcher,
-    m: &mut Model,
+    s: &mut Snapshot,
     probes: &[ProbeStatus],
     now: SystemTime,
 ) {
     let targets = watcher.status(now);
-    let mut drops = std::collections::BTreeMap::new();
-    for (i, n) in m.drops.iter().enumerate() {
-        *drops.entry(gimbal_common::DROP_PROBES[i]).or_insert(0) += n;
-    }
-    let retransmits_total = m.tcp_retransmits.series.values().sum();
-    engine.evaluate(
-        &targets,
-        NodeInputs {
-            probes,
-            drops,
-            retransmits_total,
-        },
-        m,
-        now,
-    );
-    m.watch = WatchStatus {
-        targets,
-        alerts: engine.alert_states(),
+    let node = NodeInputs {
+        probes,
+        drops: s.kernel.drops_per_probe(),
+        retransmits_total: s.kernel.tcp_retransmits.series.values().sum(),
     };
+    // User rules read the targets published by the evaluation before (as they always
+    // have); the built-in target rules get the fresh ones.
+    engine.evaluate(&targets, node, s, now);
+    s.targets = targets;
+    s.alerts = engine.alert_states();
 }
 
-fn lock(model: &Mutex<Model>) -> std::sync::MutexGuard<'_, Model> {
-    // A panic elsewhere while holding the lock leaves a consistent model (updates are
-    // plain additions), so keep serving it.
-    model.lock().unwrap_or_else(|p| p.into_inner())
+fn lock(snapshot: &Mutex<Snapshot>) -> std::sync::MutexGuard<'_, Snapshot> {
+    // A panic elsewhere while holding the lock leaves a consistent snapshot (updates are
+    // plain additions and whole replacements), so keep serving it.
+    snapshot.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn kernel_release() -> String {

@@ -25,6 +25,9 @@ pub const KILL_MEMORY_MS: u64 = 300_000;
 pub const RELIABILITY_WINDOWS: [(&str, u64); 3] = [("5m", 300), ("1h", 3_600), ("1d", 86_400)];
 /// Latency windows (snapshots are kept for an hour).
 pub const LATENCY_WINDOWS: [(&str, u64); 2] = [("5m", 300), ("1h", 3_600)];
+/// Error-budget burn windows, (long, short) in seconds, one pair per multiwindow alert
+/// (rules/ pairs its thresholds with these by position, so none can go uncomputed).
+pub const BURN_WINDOWS: [(u64, u64); 2] = [(3_600, 300), (21_600, 1_800)];
 
 pub struct Watcher {
     targets: Vec<Watched>,
@@ -117,20 +120,14 @@ pub struct TargetStatus {
     pub mttr: Option<Duration>,
     /// (SLI, performance) per latency window.
     pub latency: Vec<(&'static str, Option<(f64, f64)>)>,
-    /// Error-budget burn rate over 5m, 30m, 1h, 6h: (1 − A) / (1 − objective).
-    pub burn: [(u64, Option<f64>); 4],
+    /// Error-budget burn rate, (1 − A) / (1 − objective), over each `BURN_WINDOWS` pair:
+    /// (long, short).
+    pub burn: [(Option<f64>, Option<f64>); 2],
     pub last_exit: Option<String>,
     /// The most recent kill within KILL_MEMORY_MS: (reason, code).
     pub recent_kill: Option<(String, String)>,
     /// Membership reads that failed (the target's state was left unknown).
     pub read_failures_total: u64,
-}
-
-/// What the exposition shows of targets and alerts.
-#[derive(Debug, Clone, Default)]
-pub struct WatchStatus {
-    pub targets: Vec<TargetStatus>,
-    pub alerts: BTreeMap<(String, &'static str), u64>,
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {
@@ -242,8 +239,8 @@ impl Watcher {
             .map(|t| {
                 let h = &t.state.history;
                 let budget = 1.0 - t.config.availability_objective;
-                let burn = [300, 1_800, 3_600, 21_600]
-                    .map(|w| (w, h.availability(ms, w).map(|a| (1.0 - a) / budget)));
+                let rate = |w| h.availability(ms, w).map(|a| (1.0 - a) / budget);
+                let burn = BURN_WINDOWS.map(|(long, short)| (rate(long), rate(short)));
                 TargetStatus {
                     config: t.config.clone(),
                     up: !t.members.pids.is_empty(),

@@ -2,8 +2,6 @@
 //!
 //! Each section is deserialized on its own so that `gimbal check-config` reports every
 //! error in a file at once, each with its line and column, instead of stopping at the first.
-mod bytes;
-mod duration;
 mod errors;
 mod files;
 mod spans;
@@ -14,8 +12,8 @@ use std::{net::SocketAddr, path::Path};
 use serde::{de::DeserializeOwned, Deserialize};
 use toml::{de::DeValue, Spanned};
 
-pub use bytes::ByteSize;
-pub use duration::HumanDuration;
+// Re-exported: the config's types name them, and so do their readers.
+pub use crate::units::{ByteSize, HumanDuration};
 pub use errors::{ConfigError, ConfigErrors};
 
 const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`";
@@ -490,15 +488,53 @@ impl Default for LabelsConfig {
     }
 }
 
+/// The checks that need a module above config (rule expressions and the series they name,
+/// Alertmanager URLs, TLS roots): config asks, `crate::check` answers, so config stays a
+/// leaf and each error is still reported where the text writes it, with all the others.
+pub trait CrossChecks {
+    /// A `[[rules]]` expr that the rules would refuse, and why.
+    fn rule_expr(&self, expr: &str) -> Result<(), String>;
+    /// Whether an Alertmanager URL is https, or why it is no Alertmanager URL.
+    fn alertmanager_is_https(&self, url: &str) -> Result<bool, String>;
+    /// Why a readable CA file holds nothing a TLS client can trust.
+    fn tls_ca(&self, path: &Path) -> Result<(), String>;
+}
+
+/// Accepts what only other modules can judge: for tests and the embedded defaults
+/// (`crate::check` is what `run` and `check-config` use).
+struct SectionsOnly;
+
+impl CrossChecks for SectionsOnly {
+    fn rule_expr(&self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn alertmanager_is_https(&self, _: &str) -> Result<bool, String> {
+        Ok(false)
+    }
+    fn tls_ca(&self, _: &Path) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 impl Config {
-    /// Reads and validates a config file.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigErrors> {
+    /// Reads and validates a config file, with `checks` for what config cannot judge.
+    pub fn from_file_with(path: &Path, checks: &dyn CrossChecks) -> Result<Self, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::io(path, &e))?;
-        Self::parse(&text, &path.display().to_string())
+        Self::parse_with(&text, &path.display().to_string(), checks)
+    }
+
+    /// Parses and validates config text without the cross-module checks (`crate::check`
+    /// makes those); `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigErrors> {
+        Self::parse_with(text, origin, &SectionsOnly)
     }
 
     /// Parses and validates config text; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigErrors> {
+    pub fn parse_with(
+        text: &str,
+        origin: &str,
+        checks: &dyn CrossChecks,
+    ) -> Result<Self, ConfigErrors> {
         let mut errors = ConfigErrors::new(origin, text);
         let (root, syntax) = toml::de::DeTable::parse_recoverable(text);
         for e in syntax {
@@ -558,7 +594,7 @@ impl Config {
                 ),
             }
         }
-        validate::validate(&config, &spans, &mut errors);
+        validate::validate(&config, &spans, &mut errors, checks);
         errors.sort();
         if errors.is_empty() {
             Ok(config)

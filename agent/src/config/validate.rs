@@ -3,7 +3,7 @@
 //! everything `run` would, where it is written.
 use std::{collections::BTreeSet, time::Duration};
 
-use super::{errors::ConfigErrors, files, spans::Spans, Config, HumanDuration};
+use super::{errors::ConfigErrors, files, spans::Spans, Config, CrossChecks, HumanDuration};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -14,11 +14,16 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// two reads.
 pub(super) const MAX_RING_BUFFER_KB: u32 = 64 * 1024;
 
-pub(super) fn validate(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
+pub(super) fn validate(
+    config: &Config,
+    spans: &Spans,
+    errors: &mut ConfigErrors,
+    checks: &dyn CrossChecks,
+) {
     agent_and_probes(config, spans, errors);
     targets(config, spans, errors);
-    rules(config, spans, errors);
-    alerting(config, spans, errors);
+    rules(config, spans, errors, checks);
+    alerting(config, spans, errors, checks);
     throttles(config, spans, errors);
     remediation(config, spans, errors);
     restarts(config, spans, errors);
@@ -228,7 +233,7 @@ fn selectors(t: &super::TargetConfig, at: &str, spans: &Spans, errors: &mut Conf
     }
 }
 
-fn rules(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
+fn rules(config: &Config, spans: &Spans, errors: &mut ConfigErrors, checks: &dyn CrossChecks) {
     let mut alerts = BTreeSet::new();
     for (n, r) in config.rules.iter().enumerate() {
         let at = spans.item("rules", n);
@@ -245,7 +250,7 @@ fn rules(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
             );
             errors.push_path(spans, &format!("{at}.alert"), msg);
         }
-        if let Err(e) = crate::rules::expr::parse(&r.expr, &crate::rules::series::is_known) {
+        if let Err(e) = checks.rule_expr(&r.expr) {
             errors.push_path(
                 spans,
                 &format!("{at}.expr"),
@@ -264,7 +269,7 @@ fn rules(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
     }
 }
 
-fn alerting(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
+fn alerting(config: &Config, spans: &Spans, errors: &mut ConfigErrors, checks: &dyn CrossChecks) {
     let a = &config.alerting;
     if a.bearer_token_file.is_some() && a.basic_auth_username.is_some() {
         let msg = "and basic_auth_username are exclusive: choose one".into();
@@ -283,19 +288,20 @@ fn alerting(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
             errors.push_path(spans, "alerting.basic_auth_username", msg);
         }
     }
-    type Check = fn(&std::path::Path) -> Result<(), String>;
+    type Check<'c> = &'c dyn Fn(&std::path::Path) -> Result<(), String>;
+    let check_ca = |p: &std::path::Path| files::check_ca(p, checks);
     let file_checks: [(&str, &Option<std::path::PathBuf>, Check); 3] = [
         (
             "alerting.bearer_token_file",
             &a.bearer_token_file,
-            files::check_token,
+            &files::check_token,
         ),
         (
             "alerting.basic_auth_password_file",
             &a.basic_auth_password_file,
-            files::check_password,
+            &files::check_password,
         ),
-        ("alerting.tls_ca_file", &a.tls_ca_file, files::check_ca),
+        ("alerting.tls_ca_file", &a.tls_ca_file, &check_ca),
     ];
     for (path, file, check) in file_checks {
         if let Some(Err(e)) = file.as_deref().map(check) {
@@ -304,9 +310,9 @@ fn alerting(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
     }
     for (i, url) in a.alertmanagers.iter().enumerate() {
         let path = format!("alerting.alertmanagers[{i}]");
-        match crate::alert::Endpoint::parse(url) {
+        match checks.alertmanager_is_https(url) {
             Err(e) => errors.push_path(spans, &path, e),
-            Ok(e) if e.is_https() && a.tls_ca_file.is_none() => {
+            Ok(true) if a.tls_ca_file.is_none() => {
                 let msg = format!(
                     "`{url}` is https: set [alerting] tls_ca_file to the CA that signed it"
                 );

@@ -1,4 +1,4 @@
-//! Encodes the model as OpenMetrics text with prometheus-client, on each scrape. Every
+//! Encodes the snapshot as OpenMetrics text with prometheus-client, on each scrape. Every
 //! family and series is written through [`Families`], which escapes HELP texts and label
 //! values.
 use std::{
@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use gimbal_common::{hist, DROP_PROBES};
+use gimbal_common::hist;
 use prometheus_client::{
     collector::Collector,
     encoding::DescriptorEncoder,
@@ -16,10 +16,8 @@ use prometheus_client::{
 
 use super::families::{Families, LabelSet};
 use crate::{
-    alert::DeliveryStats,
-    model::{Labels, Model},
-    probes::ProbeStatus,
-    watch::{TargetStatus, WatchStatus},
+    alert::DeliveryStats, model::Labels, probes::ProbeStatus, snapshot::Snapshot,
+    watch::TargetStatus,
 };
 
 /// What the agent knows about itself, fixed after start-up.
@@ -32,7 +30,7 @@ pub struct AgentInfo {
 
 #[derive(Debug)]
 pub struct Exposition {
-    model: Arc<Mutex<Model>>,
+    snapshot: Arc<Mutex<Snapshot>>,
     info: AgentInfo,
     delivery: Arc<DeliveryStats>,
     bounds_seconds: Vec<f64>,
@@ -40,7 +38,7 @@ pub struct Exposition {
 
 impl Exposition {
     pub fn registry(
-        model: Arc<Mutex<Model>>,
+        snapshot: Arc<Mutex<Snapshot>>,
         info: AgentInfo,
         delivery: Arc<DeliveryStats>,
     ) -> Registry {
@@ -50,7 +48,7 @@ impl Exposition {
             .collect();
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Exposition {
-            model,
+            snapshot,
             info,
             delivery,
             bounds_seconds,
@@ -63,7 +61,8 @@ impl Collector for Exposition {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // Shadowed so that nothing below can reach the unescaping encoder.
         let mut e = Families::new(&mut e);
-        let model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        let model = &snapshot.kernel;
 
         let mut m = e.family(
             "gimbal_syscall_latency",
@@ -121,11 +120,7 @@ impl Collector for Exposition {
             None,
             MetricType::Counter,
         )?;
-        let mut per_probe = BTreeMap::new();
-        for (i, n) in model.drops.iter().enumerate() {
-            *per_probe.entry(DROP_PROBES[i]).or_insert(0u64) += n;
-        }
-        for (probe, n) in per_probe {
+        for (probe, n) in model.drops_per_probe() {
             m.counter([("probe", probe)], n)?;
         }
 
@@ -164,7 +159,7 @@ impl Collector for Exposition {
             1i64,
         )?;
 
-        encode_targets(&mut e, &model.watch)?;
+        encode_targets(&mut e, &snapshot.targets, &snapshot.alerts)?;
         let mut m = e.family(
             "gimbal_config_reloads",
             "SIGHUP reloads of the config file: accepted, or rejected (the running config stays)",
@@ -172,8 +167,8 @@ impl Collector for Exposition {
             MetricType::Counter,
         )?;
         for (result, n) in [
-            ("accepted", model.config_reloads[0]),
-            ("rejected", model.config_reloads[1]),
+            ("accepted", snapshot.reloads.accepted),
+            ("rejected", snapshot.reloads.rejected),
         ] {
             m.counter([("result", result)], n)?;
         }
@@ -183,10 +178,10 @@ impl Collector for Exposition {
             None,
             MetricType::Counter,
         )?;
-        for ((action, result), n) in &model.remediations.counts {
+        for ((action, result), n) in &snapshot.remediations.counts {
             m.counter([("action", action), ("result", result)], *n)?;
         }
-        drop(model);
+        drop(snapshot);
         self.encode_delivery(&mut e)
     }
 }
@@ -293,8 +288,11 @@ fn name(t: &TargetStatus) -> &str {
 }
 
 /// The watched targets' figures and the alert states.
-fn encode_targets(e: &mut Families, watch: &WatchStatus) -> Result<(), std::fmt::Error> {
-    let t = &watch.targets;
+fn encode_targets(
+    e: &mut Families,
+    t: &[TargetStatus],
+    alerts: &BTreeMap<(String, &'static str), u64>,
+) -> Result<(), std::fmt::Error> {
     gauge(
         e,
         "gimbal_target_up",
@@ -365,7 +363,7 @@ fn encode_targets(e: &mut Families, watch: &WatchStatus) -> Result<(), std::fmt:
         e,
         "gimbal_alerts",
         "Active alerts by name and state (pending, firing)",
-        watch.alerts.iter().map(|((n, state), count)| {
+        alerts.iter().map(|((n, state), count)| {
             (
                 [("alertname", n.as_str()), ("state", *state)],
                 *count as f64,

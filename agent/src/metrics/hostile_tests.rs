@@ -17,7 +17,7 @@ use super::{
     text_format::from_openmetrics,
     AgentInfo, Exposition,
 };
-use crate::model::{text, Model};
+use crate::{model::text, snapshot::Snapshot};
 
 /// Stands where the hostile value goes; no other label value or HELP text contains it.
 const MARK: &str = "MARK";
@@ -78,10 +78,14 @@ fn every(v: &str) -> Registry {
 
 /// The agent's own exposition with `v` in every label that takes outside text.
 fn agent(v: &str) -> Registry {
-    let mut model = Model::new(10);
-    model.apply_exit([v, v, "signaled", "SIGKILL"].map(Arc::from));
-    model.apply_exit(["c", v, "exited", "0"].map(Arc::from));
-    model.watch.alerts.insert((v.to_string(), "firing"), 1);
+    let mut snapshot = Snapshot::new(10);
+    snapshot
+        .kernel
+        .apply_exit([v, v, "signaled", "SIGKILL"].map(Arc::from));
+    snapshot
+        .kernel
+        .apply_exit(["c", v, "exited", "0"].map(Arc::from));
+    snapshot.alerts.insert((v.to_string(), "firing"), 1);
     let delivery = crate::alert::DeliveryStats::default();
     delivery
         .endpoints
@@ -93,7 +97,7 @@ fn agent(v: &str) -> Registry {
         kernel: v.to_string(),
         probes: vec![],
     };
-    Exposition::registry(Arc::new(Mutex::new(model)), info, Arc::new(delivery))
+    Exposition::registry(Arc::new(Mutex::new(snapshot)), info, Arc::new(delivery))
 }
 
 /// Series in a fixed order: the model keeps them sorted by label values, so a different

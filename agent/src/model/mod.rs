@@ -12,7 +12,7 @@ pub mod text;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use gimbal_common::{ErrnoKey, FlowKey, SyscallKey, DROP_KINDS};
+use gimbal_common::{ErrnoKey, FlowKey, SyscallKey, DROP_KINDS, DROP_PROBES};
 
 pub use budget::{SeriesBudget, OTHER};
 use counters::Deltas;
@@ -151,12 +151,6 @@ pub struct Model {
     /// [cgroup, comm, reason, code]
     pub process_exits: Family<4, u64>,
     pub drops: [u64; DROP_KINDS as usize],
-    /// SIGHUP reloads: [accepted, rejected].
-    pub config_reloads: [u64; 2],
-    /// Remediation actions by (action, result).
-    pub remediations: crate::remediate::Ledger,
-    /// Targets and alerts, as the watcher last saw them.
-    pub watch: crate::watch::WatchStatus,
     hist_last: std::collections::HashMap<SyscallKey, WrappedHist>,
     errors_last: Deltas<ErrnoKey>,
     tcp_last: Deltas<FlowKey>,
@@ -213,9 +207,6 @@ impl Model {
                 },
             ),
             drops: [0; DROP_KINDS as usize],
-            watch: Default::default(),
-            config_reloads: [0; 2],
-            remediations: Default::default(),
             hist_last: Default::default(),
             errors_last: Deltas::default(),
             tcp_last: Deltas::default(),
@@ -262,6 +253,16 @@ impl Model {
         for k in &sample.pruned.tcp_retransmits {
             self.tcp_last.forget(k);
         }
+    }
+
+    /// Cumulative kernel drops per probe (`gimbal_events_dropped_total{probe}`): the
+    /// kinds of one probe summed.
+    pub fn drops_per_probe(&self) -> BTreeMap<&'static str, u64> {
+        let mut per_probe = BTreeMap::new();
+        for (i, n) in self.drops.iter().enumerate() {
+            *per_probe.entry(DROP_PROBES[i]).or_insert(0) += n;
+        }
+        per_probe
     }
 
     /// Counts one process exit; labels are [cgroup, comm, reason, code].

@@ -9,7 +9,7 @@
 //! labelled with the series' labels.
 use std::time::Duration;
 
-use crate::config::HumanDuration;
+use crate::units::HumanDuration;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Func {

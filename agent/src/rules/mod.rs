@@ -18,16 +18,17 @@ use crate::{
     alert::{Alerts, DeliveryStats, Notification, State},
     config::{AlertingConfig, RuleConfig},
     durable,
-    model::Model,
     probes::ProbeStatus,
-    watch::{unix_ms, TargetStatus},
+    remediate::Ledger,
+    snapshot::Snapshot,
+    watch::{unix_ms, TargetStatus, BURN_WINDOWS},
 };
 
-/// Multiwindow, multi-burn-rate alerting (Google SRE workbook, table 5-8): (long window,
-/// short window, burn rate, alert, severity). Windows in seconds.
-const BURN_RULES: [(u64, u64, f64, &str, &str); 2] = [
-    (3_600, 300, 14.4, "TargetErrorBudgetBurnFast", "critical"),
-    (21_600, 1_800, 6.0, "TargetErrorBudgetBurnSlow", "warning"),
+/// Multiwindow, multi-burn-rate alerting (Google SRE workbook, table 5-8): (burn rate,
+/// alert, severity) over the window pair of `BURN_WINDOWS` at the same position.
+const BURN_RULES: [(f64, &str, &str); BURN_WINDOWS.len()] = [
+    (14.4, "TargetErrorBudgetBurnFast", "critical"),
+    (6.0, "TargetErrorBudgetBurnSlow", "warning"),
 ];
 /// Window of the node-wide rate and increase rules.
 const NODE_WINDOW_MS: u64 = 300_000;
@@ -111,15 +112,15 @@ impl Engine {
         &mut self,
         targets: &[TargetStatus],
         node: NodeInputs<'_>,
-        model: &Model,
+        snapshot: &Snapshot,
         now: SystemTime,
     ) {
         for t in targets {
             self.target_rules(t, now);
         }
         self.node_rules(node, now);
-        self.remediation_rules(&model.remediations, now);
-        self.user_rules(model, now);
+        self.remediation_rules(&snapshot.remediations, now);
+        self.user_rules(snapshot, now);
         self.alerts.sweep(now);
         if self.alerts.take_dirty() {
             let saved = serde_json::to_vec(&self.alerts.snapshot())
@@ -191,9 +192,8 @@ impl Engine {
         self.alerts
             .set(l, a, t.recent_kill.is_some(), Duration::ZERO, now);
 
-        for (long, short, rate, alertname, severity) in BURN_RULES {
-            let burn = |w: u64| t.burn.iter().find(|(x, _)| *x == w).and_then(|(_, b)| *b);
-            let (bl, bs) = (burn(long), burn(short));
+        let burns = BURN_WINDOWS.into_iter().zip(t.burn).zip(BURN_RULES);
+        for (((long, short), (bl, bs)), (rate, alertname, severity)) in burns {
             let firing = bl.is_some_and(|b| b > rate) && bs.is_some_and(|b| b > rate);
             let l = self.labels(alertname, severity, &[("target", name)]);
             let a = summary(format!(
@@ -283,7 +283,7 @@ impl Engine {
 
     /// An informational alert per recent action (so Alertmanager hears of every change
     /// the agent makes), and a critical one per target the agent gave up on.
-    fn remediation_rules(&mut self, ledger: &crate::remediate::Ledger, now: SystemTime) {
+    fn remediation_rules(&mut self, ledger: &Ledger, now: SystemTime) {
         let recent: Vec<_> = ledger
             .recent(now)
             .map(|((action, target, result), detail)| {
@@ -318,10 +318,10 @@ impl Engine {
         }
     }
 
-    fn user_rules(&mut self, model: &Model, now: SystemTime) {
+    fn user_rules(&mut self, snapshot: &Snapshot, now: SystemTime) {
         let ms = unix_ms(now);
         for i in 0..self.user.len() {
-            let results = self.user[i].evaluate(model, ms);
+            let results = self.user[i].evaluate(snapshot, ms);
             let c = &self.user[i].config;
             for (series_labels, holds) in results {
                 let mut labels = series_labels;

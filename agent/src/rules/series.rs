@@ -1,10 +1,8 @@
-//! The exported series that user rules can refer to, read straight from the model (not by
+//! The exported series that user rules can refer to, read straight from the snapshot (not by
 //! encoding and parsing the exposition, which would cost far more on every tick).
 use std::collections::BTreeMap;
 
-use gimbal_common::DROP_PROBES;
-
-use crate::model::{Labels, Model};
+use crate::{model::Labels, snapshot::Snapshot, watch::TargetStatus};
 
 pub type Series = Vec<(BTreeMap<String, String>, f64)>;
 
@@ -50,11 +48,11 @@ fn labelled<const N: usize, V: Copy>(
 }
 
 fn per_target(
-    model: &Model,
-    pick: impl Fn(&crate::watch::TargetStatus) -> Vec<(Option<&'static str>, Option<f64>)>,
+    snapshot: &Snapshot,
+    pick: impl Fn(&TargetStatus) -> Vec<(Option<&'static str>, Option<f64>)>,
 ) -> Series {
     let mut out = Series::new();
-    for t in &model.watch.targets {
+    for t in &snapshot.targets {
         for (window, v) in pick(t) {
             if let Some(v) = v {
                 let mut l = BTreeMap::from([("target".to_string(), t.config.name.clone())]);
@@ -69,7 +67,8 @@ fn per_target(
 }
 
 /// Current values of the series of `name`.
-pub fn series(model: &Model, name: &str) -> Series {
+pub fn series(snapshot: &Snapshot, name: &str) -> Series {
+    let model = &snapshot.kernel;
     let windows = |v: &Vec<(&'static str, Option<f64>)>| {
         v.iter().map(|(w, x)| (Some(*w), *x)).collect::<Vec<_>>()
     };
@@ -99,36 +98,34 @@ pub fn series(model: &Model, name: &str) -> Series {
             &model.process_exits.series,
             |n| n as f64,
         ),
-        "gimbal_events_dropped_total" => {
-            let mut per = BTreeMap::<&str, u64>::new();
-            for (i, n) in model.drops.iter().enumerate() {
-                *per.entry(DROP_PROBES[i]).or_default() += n;
-            }
-            per.into_iter()
-                .map(|(p, n)| {
-                    (
-                        BTreeMap::from([("probe".to_string(), p.to_string())]),
-                        n as f64,
-                    )
-                })
-                .collect()
+        "gimbal_events_dropped_total" => model
+            .drops_per_probe()
+            .into_iter()
+            .map(|(p, n)| {
+                (
+                    BTreeMap::from([("probe".to_string(), p.to_string())]),
+                    n as f64,
+                )
+            })
+            .collect(),
+        "gimbal_target_up" => {
+            per_target(snapshot, |t| vec![(None, Some(f64::from(u8::from(t.up))))])
         }
-        "gimbal_target_up" => per_target(model, |t| vec![(None, Some(f64::from(u8::from(t.up))))]),
-        "gimbal_target_availability_ratio" => per_target(model, |t| windows(&t.availability)),
-        "gimbal_target_reliability_ratio" => per_target(model, |t| windows(&t.reliability)),
+        "gimbal_target_availability_ratio" => per_target(snapshot, |t| windows(&t.availability)),
+        "gimbal_target_reliability_ratio" => per_target(snapshot, |t| windows(&t.reliability)),
         "gimbal_target_failures_total" => {
-            per_target(model, |t| vec![(None, Some(t.failures_total as f64))])
+            per_target(snapshot, |t| vec![(None, Some(t.failures_total as f64))])
         }
         "gimbal_target_mttr_seconds" => {
-            per_target(model, |t| vec![(None, t.mttr.map(|d| d.as_secs_f64()))])
+            per_target(snapshot, |t| vec![(None, t.mttr.map(|d| d.as_secs_f64()))])
         }
-        "gimbal_target_latency_sli_ratio" => per_target(model, |t| {
+        "gimbal_target_latency_sli_ratio" => per_target(snapshot, |t| {
             t.latency
                 .iter()
                 .map(|(w, v)| (Some(*w), v.map(|(s, _)| s)))
                 .collect()
         }),
-        "gimbal_target_performance" => per_target(model, |t| {
+        "gimbal_target_performance" => per_target(snapshot, |t| {
             t.latency
                 .iter()
                 .map(|(w, v)| (Some(*w), v.map(|(_, p)| p)))

@@ -6,7 +6,7 @@ use super::{
     expr::{self, Expr, Func},
     series::{is_known, series},
 };
-use crate::{config::RuleConfig, model::Model};
+use crate::{config::RuleConfig, snapshot::Snapshot};
 
 type Map = BTreeMap<String, String>;
 
@@ -35,10 +35,10 @@ impl UserRule {
     }
 
     /// (series labels, condition) for every series seen now or holding last time.
-    pub fn evaluate(&mut self, model: &Model, now_ms: u64) -> Vec<(Map, bool)> {
+    pub fn evaluate(&mut self, snapshot: &Snapshot, now_ms: u64) -> Vec<(Map, bool)> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
-        for (labels, value) in series(model, &self.expr.metric) {
+        for (labels, value) in series(snapshot, &self.expr.metric) {
             let selected =
                 self.expr.matchers.iter().all(|(k, v, eq)| {
                     (labels.get(k).map(String::as_str).unwrap_or("") == v) == *eq
@@ -102,9 +102,10 @@ mod tests {
     #[test]
     fn a_counter_that_appears_after_start_counts_from_zero() {
         let mut r = rule(r#"increase(gimbal_process_exits_total{cgroup="a",code="42"}[5m]) > 0"#);
-        let mut m = Model::new(100);
+        let mut m = Snapshot::new(100);
         assert!(r.evaluate(&m, 1_000).is_empty());
-        m.apply_exit(["a", "w", "exited", "42"].map(Arc::from));
+        m.kernel
+            .apply_exit(["a", "w", "exited", "42"].map(Arc::from));
         let out = r.evaluate(&m, 2_000);
         assert_eq!(out.len(), 1);
         assert!(out[0].1, "{out:?}");
@@ -117,15 +118,17 @@ mod tests {
     #[test]
     fn values_compare_per_series_and_vanished_series_resolve() {
         let mut r = rule(r#"gimbal_process_exits_total{reason!="exited"} >= 2"#);
-        let mut m = Model::new(100);
+        let mut m = Snapshot::new(100);
         for _ in 0..2 {
-            m.apply_exit(["a", "w", "signaled", "SIGKILL"].map(Arc::from));
+            m.kernel
+                .apply_exit(["a", "w", "signaled", "SIGKILL"].map(Arc::from));
         }
-        m.apply_exit(["a", "w", "exited", "0"].map(Arc::from));
+        m.kernel
+            .apply_exit(["a", "w", "exited", "0"].map(Arc::from));
         let out = r.evaluate(&m, 1_000);
         assert_eq!(out.len(), 1, "the exited series is not selected: {out:?}");
         assert!(out[0].1);
-        let empty = Model::new(100);
+        let empty = Snapshot::new(100);
         let out = r.evaluate(&empty, 2_000);
         assert_eq!(out.len(), 1);
         assert!(!out[0].1, "a vanished series resolves its alert");

@@ -1,0 +1,35 @@
+//! The config checks that need modules above config: rule expressions against the series
+//! rules may read, Alertmanager URLs and TLS roots as alert/ reads them. `run` (and every
+//! reload) and `check-config` read the config through here, so both refuse the same.
+use std::path::Path;
+
+use crate::config::{Config, ConfigErrors, CrossChecks};
+
+struct Checks;
+
+impl CrossChecks for Checks {
+    fn rule_expr(&self, expr: &str) -> Result<(), String> {
+        crate::rules::expr::parse(expr, &crate::rules::series::is_known).map(drop)
+    }
+
+    fn alertmanager_is_https(&self, url: &str) -> Result<bool, String> {
+        crate::alert::Endpoint::parse(url).map(|e| e.is_https())
+    }
+
+    fn tls_ca(&self, path: &Path) -> Result<(), String> {
+        crate::alert::tls_connector(path).map(drop)
+    }
+}
+
+/// Reads and validates a config file, every check included.
+pub fn config_file(path: &Path) -> Result<Config, ConfigErrors> {
+    Config::from_file_with(path, &Checks)
+}
+
+/// Parses and validates config text, every check included; `origin` names it in errors.
+pub fn config_text(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
+    Config::parse_with(text, origin, &Checks)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,7 @@
 //! Gimbal's kernel programs. One file per probe family under `probes/`; maps and globals
 //! that more than one family uses live in `shared.rs`; every read of kernel memory goes
-//! through `kernel_read.rs`.
+//! through `kernel_read.rs`. The benchmark floors (`probes/floor.rs`) are compiled only
+//! with the `bench` feature, so the shipped object holds only what the agent attaches.
 //!
 //! Values the loader writes at load time (offsets, filters) are `aya_ebpf::Global`s, read
 //! with `load()` (volatile: the compiler never folds the value compiled in). Zero initial

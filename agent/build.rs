@@ -4,9 +4,16 @@ use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent-ebpf");
+    // The benchmark floors go into the object only when asked for (`cargo xtask bench`).
+    let features: &[&str] = if std::env::var_os("CARGO_FEATURE_BENCH_PROGRAMS").is_some() {
+        &["bench"]
+    } else {
+        &[]
+    };
     let package = aya_build::Package {
         name: "gimbal-ebpf",
         root_dir: root,
+        features,
         ..Default::default()
     };
     aya_build::build_ebpf([package], aya_build::Toolchain::default()).context(

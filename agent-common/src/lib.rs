@@ -31,7 +31,8 @@ pub mod programs {
     pub const TCP_RETRANSMIT: &str = "tcp_retransmit_skb";
     pub const PROCESS_EXIT: &str = "sched_process_exit";
     pub const OOM_MARK_VICTIM: &str = "oom_mark_victim";
-    /// Benchmark floor only (see agent-ebpf probes/floor.rs).
+    /// Benchmark floors only: in the object when agent-ebpf is built with its `bench`
+    /// feature (see agent-ebpf probes/floor.rs), never in the shipped one.
     pub const FLOOR_SYS_ENTER: &str = "floor_sys_enter";
     pub const FLOOR_SYS_EXIT: &str = "floor_sys_exit";
     pub const CLOCK_SYS_ENTER: &str = "clock_sys_enter";
@@ -59,14 +60,28 @@ pub enum Drop {
     TcpFlowsFull = 2,
     /// EXIT_EVENTS ring buffer had no room for an exit event.
     ExitRingFull = 3,
+    /// A read of the exiting task (parent, leader, exit code, comm...) failed: the exit
+    /// event was not sent.
+    ExitReadFailed = 4,
+    /// `mark_victim` could not read the victim's pid: its exit will not say `oom_killed`.
+    OomVictimReadFailed = 5,
+    /// A read of the retransmitting socket's flow failed: the retransmit was not counted.
+    TcpFlowReadFailed = 6,
+    /// A read of the socket's owner cgroup failed: the retransmit was counted under the
+    /// `unknown` cgroup.
+    TcpCgroupReadFailed = 7,
 }
-pub const DROP_KINDS: u32 = 4;
+pub const DROP_KINDS: u32 = 8;
 /// The probe whose loss each `Drop` counts, by index (the `probe` label).
 pub const DROP_PROBES: [&str; DROP_KINDS as usize] = [
     "syscall_latency",
     "syscall_latency",
     "tcp_retransmit",
     "process_exit",
+    "process_exit",
+    "process_exit",
+    "tcp_retransmit",
+    "tcp_retransmit",
 ];
 
 /// Key of SYSCALL_HIST: one latency histogram per (cgroup, syscall).
@@ -206,18 +221,43 @@ pub struct ExitTpArgs {
     pub victim_is_task: u32,
 }
 
+// SAFETY (each impl below): the type is repr(C) and Copy, with explicit padding fields and
+// only integer fields, so every bit pattern the kernel writes is a valid value.
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
-    // SAFETY: all of these are repr(C), Copy, with explicit padding and no invalid bit patterns.
+    // SAFETY: see above.
     unsafe impl aya::Pod for SyscallKey {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for SyscallStart {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for LatencyHist {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for ErrnoKey {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for ExitEvent {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for TaskOffsets {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for SockOffsets {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for FlowOffsets {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for ExitTpArgs {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_drop_kind_has_a_probe_and_the_numbers_are_dense() {
+        // DROPS is indexed by the enum's number: a gap or a kind past DROP_KINDS would be
+        // counted nowhere (the kernel's lookup fails) or read nowhere (userspace stops early).
+        let last = Drop::TcpCgroupReadFailed as u32;
+        assert_eq!(last + 1, DROP_KINDS);
+        assert_eq!(DROP_PROBES.len(), DROP_KINDS as usize);
+    }
 }

@@ -2,6 +2,7 @@
 use aya_ebpf::{
     macros::map,
     maps::{PerCpuArray, PerCpuHashMap},
+    Global,
 };
 use gimbal_common::{Drop, DROP_KINDS};
 
@@ -13,7 +14,7 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_KINDS, 0);
 /// When non-zero, exits and retransmits of other cgroups are ignored. Set only by the
 /// integration tests, so that they count their own events exactly on a busy host.
 #[no_mangle]
-static FILTER_CGROUP_ID: u64 = 0;
+static FILTER_CGROUP_ID: Global<u64> = Global::new(0);
 
 /// Map update flag: insert only if the key is absent (another CPU may have just added it).
 const BPF_NOEXIST: u64 = 1;
@@ -43,7 +44,8 @@ pub fn per_cpu_slot<K, V>(
 #[inline(always)]
 pub fn count_drop(reason: Drop) {
     if let Some(slot) = DROPS.get_ptr_mut(reason as u32) {
-        // Per-CPU slot: no other CPU writes it, so a plain add is race-free.
+        // SAFETY: a valid map value of this CPU; no other CPU writes it, so a plain add is
+        // race-free.
         unsafe { *slot += 1 };
     }
 }
@@ -51,7 +53,6 @@ pub fn count_drop(reason: Drop) {
 /// Whether an event of `cgroup_id` should be recorded.
 #[inline(always)]
 pub fn cgroup_wanted(cgroup_id: u64) -> bool {
-    // Volatile: the loader rewrites the global after compilation; never constant-fold it.
-    let filter = unsafe { core::ptr::read_volatile(&FILTER_CGROUP_ID) };
+    let filter = FILTER_CGROUP_ID.load();
     filter == 0 || filter == cgroup_id
 }

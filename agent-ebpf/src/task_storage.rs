@@ -55,6 +55,7 @@ impl<T> TaskStorage<T> {
 
     #[inline(always)]
     fn current(&self, flags: u64) -> Option<*mut T> {
+        // SAFETY: a helper without arguments; it returns a task pointer the verifier trusts.
         self.get(unsafe { bpf_get_current_task_btf() }, flags)
     }
 

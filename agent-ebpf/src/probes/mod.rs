@@ -1,4 +1,5 @@
 mod exit;
+#[cfg(feature = "bench")]
 mod floor;
 mod syscall;
 mod tcp;

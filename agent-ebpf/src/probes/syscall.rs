@@ -67,10 +67,12 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let nr: i64 = ctx.arg(1);
     if let Some(slot) = SYSCALL_CPU_SLOT.get_ptr_mut(0) {
         let start = SyscallStart {
+            // SAFETY: a helper without arguments.
             ts_ns: unsafe { bpf_ktime_get_ns() },
             nr: nr as u32,
             _pad: 0,
         };
+        // SAFETY: a valid map value of this CPU, written only by the thread running here.
         unsafe { *slot = CpuSlot { owner: regs, start } };
     }
     0
@@ -85,7 +87,9 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         // No matching enter: attached mid-syscall, or a new thread's first return (clone).
         return 0;
     };
+    // SAFETY: helpers without arguments.
     let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts_ns);
+    // SAFETY: as above.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     record_latency(
         SyscallKey {
@@ -110,6 +114,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn take_start(regs: u64) -> Option<SyscallStart> {
     let slot = SYSCALL_CPU_SLOT.get_ptr_mut(0)?;
+    // SAFETY: `slot` is this CPU's map value and `spilled` the current thread's storage;
+    // only the running thread touches either (see CpuSlot).
     unsafe {
         if (*slot).owner == regs {
             (*slot).owner = 0;
@@ -134,6 +140,8 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     let Some(slot) = SYSCALL_CPU_SLOT.get_ptr_mut(0) else {
         return 0;
     };
+    // SAFETY: `slot` is this CPU's map value; `p` is prev's task storage, which only prev
+    // (not running now) and this switch touch.
     unsafe {
         if (*slot).owner == 0 {
             return 0;
@@ -159,8 +167,8 @@ fn record_latency(key: SyscallKey, latency_ns: u64) {
         return;
     };
     let i = hist::bucket(latency_ns);
-    // Per-CPU value: only this CPU writes it, so plain adds are race-free. u32 buckets wrap;
-    // userspace takes wrapping deltas.
+    // SAFETY: a valid per-CPU map value: only this CPU writes it, so plain adds are
+    // race-free. u32 buckets wrap; userspace takes wrapping deltas.
     unsafe {
         (*h).sum_ns = (*h).sum_ns.wrapping_add(latency_ns);
         if let Some(b) = (*h).buckets.get_mut(i) {
@@ -171,9 +179,10 @@ fn record_latency(key: SyscallKey, latency_ns: u64) {
 
 #[inline(always)]
 fn record_error(key: ErrnoKey) {
-    // A stack zero, not `&0` (see tcp.rs: promoted constants can alias loader globals).
+    // A stack zero, not `&0` (see main.rs: promoted constants can alias loader globals).
     let zero = 0u64;
     if let Some(n) = per_cpu_slot(&SYSCALL_ERRORS, &key, &zero, Drop::SyscallErrorsFull) {
+        // SAFETY: a valid per-CPU map value, written by this CPU only.
         unsafe { *n += 1 };
     }
 }

@@ -8,23 +8,26 @@
 //! owner is read from the socket (`sk->sk_cgrp_data.cgroup->kn->id`), never from the
 //! current task.
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel,
     macros::{map, raw_tracepoint},
     maps::PerCpuHashMap,
     programs::RawTracePointContext,
+    Global,
 };
 use gimbal_common::{
     Drop, FlowKey, FlowOffsets, SockOffsets, AF_INET, OFFSET_UNKNOWN, TCP_RETRANS_ENTRIES,
 };
 
-use crate::shared::{cgroup_wanted, per_cpu_slot};
+use crate::{
+    kernel_read::{read_at, ReadFailed},
+    shared::{cgroup_wanted, count_drop, per_cpu_slot},
+};
 
 #[map(name = "TCP_RETRANS")]
 static TCP_RETRANS: PerCpuHashMap<FlowKey, u64> =
     PerCpuHashMap::with_max_entries(TCP_RETRANS_ENTRIES, 0);
 
 #[no_mangle]
-static FLOW_OFFSETS: FlowOffsets = FlowOffsets {
+static FLOW_OFFSETS: Global<FlowOffsets> = Global::new(FlowOffsets {
     family: OFFSET_UNKNOWN,
     num: OFFSET_UNKNOWN,
     dport: OFFSET_UNKNOWN,
@@ -33,81 +36,81 @@ static FLOW_OFFSETS: FlowOffsets = FlowOffsets {
     v6_rcv_saddr: OFFSET_UNKNOWN,
     v6_daddr: OFFSET_UNKNOWN,
     _pad: 0,
-};
+});
 
 #[no_mangle]
-static SOCK_OFFSETS: SockOffsets = SockOffsets {
+static SOCK_OFFSETS: Global<SockOffsets> = Global::new(SockOffsets {
     sk_cgroup: OFFSET_UNKNOWN,
     cgroup_kn: OFFSET_UNKNOWN,
     kn_id: OFFSET_UNKNOWN,
     _pad: 0,
-};
+});
 
 /// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, ...)`.
 #[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
-    match try_retransmit(&ctx) {
-        Ok(()) | Err(_) => 0,
+    if let Err(ReadFailed) = try_retransmit(&ctx) {
+        count_drop(Drop::TcpFlowReadFailed);
     }
+    0
 }
 
-#[inline(always)]
-unsafe fn read_at<T>(base: u64, offset: u32) -> Result<T, i64> {
-    bpf_probe_read_kernel((base + offset as u64) as *const T).map_err(i64::from)
-}
-
-fn try_retransmit(ctx: &RawTracePointContext) -> Result<(), i64> {
+fn try_retransmit(ctx: &RawTracePointContext) -> Result<(), ReadFailed> {
     let sk: u64 = ctx.arg(0);
-    let cgroup_id = sock_cgroup_id(sk);
+    // The retransmit still counts without its owner: under the `unknown` cgroup (id 0).
+    let cgroup_id = sock_cgroup_id(sk).unwrap_or_else(|ReadFailed| {
+        count_drop(Drop::TcpCgroupReadFailed);
+        0
+    });
     if !cgroup_wanted(cgroup_id) {
         return Ok(());
     }
-    // Volatile: the loader rewrites these globals after compilation.
-    let f = unsafe { core::ptr::read_volatile(&FLOW_OFFSETS) };
-    let family: u16 = unsafe { read_at(sk, f.family)? };
-    let dport: u16 = unsafe { read_at(sk, f.dport)? };
+    let f = FLOW_OFFSETS.load();
+    let family: u16 = read_at(sk, f.family)?;
+    let dport: u16 = read_at(sk, f.dport)?;
     let mut key = FlowKey {
         cgroup_id,
         family,
-        sport: unsafe { read_at(sk, f.num)? },
+        sport: read_at(sk, f.num)?,
         dport: u16::from_be(dport),
         _pad: 0,
         saddr: [0; 16],
         daddr: [0; 16],
     };
     if family == AF_INET {
-        let s: [u8; 4] = unsafe { read_at(sk, f.rcv_saddr)? };
-        let d: [u8; 4] = unsafe { read_at(sk, f.daddr)? };
+        let s: [u8; 4] = read_at(sk, f.rcv_saddr)?;
+        let d: [u8; 4] = read_at(sk, f.daddr)?;
         key.saddr[..4].copy_from_slice(&s);
         key.daddr[..4].copy_from_slice(&d);
     } else {
-        key.saddr = unsafe { read_at(sk, f.v6_rcv_saddr)? };
-        key.daddr = unsafe { read_at(sk, f.v6_daddr)? };
+        key.saddr = read_at(sk, f.v6_rcv_saddr)?;
+        key.daddr = read_at(sk, f.v6_daddr)?;
     }
     // A stack zero, not `&0`: a promoted constant may share .rodata bytes with a global
     // the loader rewrites (it did: EXIT_TP_ARGS, making new flows start at 2^32 + 1).
     let zero = 0u64;
     if let Some(n) = per_cpu_slot(&TCP_RETRANS, &key, &zero, Drop::TcpFlowsFull) {
-        // Per-CPU value (BPF has no 64-bit fetch-add from Rust): only this CPU writes it.
+        // SAFETY: a valid per-CPU map value (BPF has no 64-bit fetch-add from Rust): only
+        // this CPU writes it.
         unsafe { *n += 1 };
     }
     Ok(())
 }
 
-/// cgroup2 id of the socket's owner, or 0 where this kernel's BTF lacked a field.
-fn sock_cgroup_id(sk: u64) -> u64 {
-    let o = unsafe { core::ptr::read_volatile(&SOCK_OFFSETS) };
+/// cgroup2 id of the socket's owner: 0 where there is no socket, this kernel's BTF lacked
+/// a field, or the socket has no cgroup; an error only when a read failed.
+fn sock_cgroup_id(sk: u64) -> Result<u64, ReadFailed> {
+    let o = SOCK_OFFSETS.load();
     if sk == 0 || o.sk_cgroup == OFFSET_UNKNOWN || o.cgroup_kn == OFFSET_UNKNOWN {
-        return 0;
+        return Ok(0);
     }
-    let read = |addr: u64| unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0);
-    let cgroup = read(sk + o.sk_cgroup as u64);
+    let cgroup: u64 = read_at(sk, o.sk_cgroup)?;
     if cgroup == 0 {
-        return 0;
+        return Ok(0);
     }
-    let kn = read(cgroup + o.cgroup_kn as u64);
+    let kn: u64 = read_at(cgroup, o.cgroup_kn)?;
     if kn == 0 {
-        return 0;
+        return Ok(0);
     }
-    read(kn + o.kn_id as u64)
+    read_at(kn, o.kn_id)
 }

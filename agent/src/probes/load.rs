@@ -269,3 +269,18 @@ fn raise_memlock_limit() {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_drop_kind_is_counted_under_a_probe_the_agent_reports() {
+        // gimbal_events_dropped_total{probe} folds the kernel's drop kinds by these names;
+        // one that names no probe would be a series nobody's dashboards or rules expect.
+        let probes: Vec<_> = Probe::ALL.iter().map(|p| p.name()).collect();
+        for name in gimbal_common::DROP_PROBES {
+            assert!(probes.contains(&name), "{name} is not a probe");
+        }
+    }
+}

@@ -197,6 +197,7 @@ mod tests {
         assert!(read(&zero, MAX_STATE_BYTES).is_err());
         let fifo = dir.join("fifo.json");
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path that outlives the call.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         assert!(
             read(&fifo, MAX_STATE_BYTES).is_err(),

@@ -83,6 +83,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `require_root(name)` with the calling test's own name: `if !require_root!() { return; }`.
+#[macro_export]
+macro_rules! require_root {
+    () => {{
+        fn here() {}
+        // "<crate>::<test fn>::here": the test's name is the segment before `here`.
+        let path = ::std::any::type_name_of_val(&here);
+        let test = path.strip_suffix("::here").unwrap_or(path);
+        $crate::require_root(test.rsplit("::").next().unwrap_or(test))
+    }};
+}
+
 /// True when running as root; otherwise prints why the calling test skips.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -60,7 +60,7 @@ fn config(
 
 #[test]
 fn killed_target_fires_target_down_in_alertmanager_and_a_restart_resolves_it() {
-    if !require_root("killed_target_fires_target_down_in_alertmanager_and_a_restart_resolves_it") {
+    if !require_root!() {
         return;
     }
     // An HA pair; the second goes down before the failure.
@@ -151,9 +151,7 @@ fn killed_target_fires_target_down_in_alertmanager_and_a_restart_resolves_it() {
 
 #[test]
 fn alerts_wait_in_the_spool_while_alertmanager_is_down_also_across_an_agent_crash() {
-    if !require_root(
-        "alerts_wait_in_the_spool_while_alertmanager_is_down_also_across_an_agent_crash",
-    ) {
+    if !require_root!() {
         return;
     }
     let port = free_port();
@@ -171,6 +169,7 @@ fn alerts_wait_in_the_spool_while_alertmanager_is_down_also_across_an_agent_cras
     wait_until("target up", Duration::from_secs(10), || {
         sample(&agent.metrics(), "gimbal_target_up{target=\"spooled\"} ") == Some(1.0)
     });
+    // SAFETY: signalling our own child by pid.
     unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
     wait_status(&mut service);
     wait_until("firing spooled", Duration::from_secs(10), || {
@@ -194,6 +193,7 @@ fn alerts_wait_in_the_spool_while_alertmanager_is_down_also_across_an_agent_cras
     // 2. The agent is killed (no clean shutdown) with a firing alert in the spool, and the
     //    service comes back while no agent runs. The next agent first delivers the spooled
     //    firing, then the resolution it finds from its persisted alert state.
+    // SAFETY: signalling our own child by pid.
     unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
     wait_status(&mut service);
     wait_until("firing spooled again", Duration::from_secs(10), || {
@@ -248,7 +248,7 @@ fn alerts_wait_in_the_spool_while_alertmanager_is_down_also_across_an_agent_cras
 
 #[test]
 fn crash_loops_user_rules_and_sighup_reloads() {
-    if !require_root("crash_loops_user_rules_and_sighup_reloads") {
+    if !require_root!() {
         return;
     }
     let am = Alertmanager::start();
@@ -287,6 +287,7 @@ fn crash_loops_user_rules_and_sighup_reloads() {
         wait_until("up", Duration::from_secs(10), || {
             sample(&body(&agent), "gimbal_target_up{target=\"one\"} ") == Some(1.0)
         });
+        // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
         wait_status(&mut service);
         wait_until("down", Duration::from_secs(10), || {
@@ -304,6 +305,7 @@ fn crash_loops_user_rules_and_sighup_reloads() {
 
     // A broken config is rejected and the running one stays.
     std::fs::write(&path, "[[targets]]\nname = \"two\"\ncgroup = \n").unwrap();
+    // SAFETY: signalling our own child by pid.
     unsafe { libc::kill(agent.child.id() as i32, libc::SIGHUP) };
     wait_until("rejected reload", Duration::from_secs(10), || {
         sample(
@@ -319,6 +321,7 @@ fn crash_loops_user_rules_and_sighup_reloads() {
     // A good one replaces targets and rules.
     config(&dir, "two", &two.name, std::slice::from_ref(&url));
     let _service = two.spawn_into(workload().arg("pause"));
+    // SAFETY: signalling our own child by pid.
     unsafe { libc::kill(agent.child.id() as i32, libc::SIGHUP) };
     wait_until("two watched", Duration::from_secs(10), || {
         sample(&body(&agent), "gimbal_target_up{target=\"two\"} ") == Some(1.0)
@@ -337,7 +340,7 @@ fn crash_loops_user_rules_and_sighup_reloads() {
 
 #[test]
 fn basic_auth_towards_alertmanager() {
-    if !require_root("basic_auth_towards_alertmanager") {
+    if !require_root!() {
         return;
     }
     // bcrypt of "gimbal-test-password" (a fixture made with Python's crypt module).
@@ -373,7 +376,7 @@ fn basic_auth_towards_alertmanager() {
 
 #[test]
 fn an_agent_crash_while_an_alert_fires_neither_resolves_it_nor_loses_history() {
-    if !require_root("an_agent_crash_while_an_alert_fires_neither_resolves_it_nor_loses_history") {
+    if !require_root!() {
         return;
     }
     let am = Alertmanager::start();
@@ -447,7 +450,7 @@ fn an_agent_crash_while_an_alert_fires_neither_resolves_it_nor_loses_history() {
 
 #[test]
 fn a_target_selected_by_executable_goes_down_with_its_last_process() {
-    if !require_root("a_target_selected_by_executable_goes_down_with_its_last_process") {
+    if !require_root!() {
         return;
     }
     let am = Alertmanager::start();
@@ -462,6 +465,7 @@ fn a_target_selected_by_executable_goes_down_with_its_last_process() {
     wait_until("up", Duration::from_secs(10), || {
         sample(&agent.metrics(), "gimbal_target_up{target=\"byexe\"} ") == Some(1.0)
     });
+    // SAFETY: signalling our own child by pid.
     unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
     wait_status(&mut service);
     wait_until("TargetDown", Duration::from_secs(10), || {
@@ -472,7 +476,7 @@ fn a_target_selected_by_executable_goes_down_with_its_last_process() {
 
 #[test]
 fn https_towards_alertmanager_verified_against_the_configured_ca() {
-    if !require_root("https_towards_alertmanager_verified_against_the_configured_ca") {
+    if !require_root!() {
         return;
     }
     let (am, ca) = Alertmanager::start_with_tls();

@@ -46,7 +46,7 @@ fn accounted(body: &str, parent: &str) -> (f64, f64, f64) {
 
 #[test]
 fn ten_thousand_cgroups_stay_within_the_series_budget_and_bounded_memory() {
-    if !require_root("ten_thousand_cgroups_stay_within_the_series_budget_and_bounded_memory") {
+    if !require_root!() {
         return;
     }
     let agent = Agent::start();

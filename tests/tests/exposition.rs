@@ -30,7 +30,7 @@ fn wait_for_value(agent: &Agent, line_prefix: &str, want: f64) -> String {
 
 #[test]
 fn live_scrape_reports_the_workload_passes_promtool_and_matches_the_docs() {
-    if !require_root("live_scrape_reports_the_workload_passes_promtool_and_matches_the_docs") {
+    if !require_root!() {
         return;
     }
     let agent = Agent::start();

@@ -63,8 +63,7 @@ fn open_files(pid: u32) -> usize {
 
 #[test]
 fn idle_connections_cannot_exhaust_the_agents_descriptors_or_fake_a_target_down() {
-    if !require_root("idle_connections_cannot_exhaust_the_agents_descriptors_or_fake_a_target_down")
-    {
+    if !require_root!() {
         return;
     }
     raise_own_nofile();

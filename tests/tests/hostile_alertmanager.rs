@@ -111,9 +111,7 @@ fn memory_events(dir: &Path) -> (u64, u64) {
 
 #[test]
 fn an_endless_reply_neither_kills_the_agent_nor_holds_up_the_healthy_alertmanager() {
-    if !require_root(
-        "an_endless_reply_neither_kills_the_agent_nor_holds_up_the_healthy_alertmanager",
-    ) {
+    if !require_root!() {
         return;
     }
     let healthy = Alertmanager::start();

@@ -142,7 +142,7 @@ fn promtool(body: &str) -> (bool, String) {
 
 #[test]
 fn hostile_names_are_escaped_and_a_flood_of_comms_hides_no_kill() {
-    if !require_root("hostile_names_are_escaped_and_a_flood_of_comms_hides_no_kill") {
+    if !require_root!() {
         return;
     }
     let agent = Agent::start();
@@ -271,9 +271,7 @@ fn toml_string(s: &str) -> String {
 
 #[test]
 fn hostile_names_reach_alertmanager_intact_and_the_audit_log_one_record_per_line() {
-    if !require_root(
-        "hostile_names_reach_alertmanager_intact_and_the_audit_log_one_record_per_line",
-    ) {
+    if !require_root!() {
         return;
     }
     let am = Alertmanager::start();

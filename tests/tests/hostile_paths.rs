@@ -61,7 +61,7 @@ fn outcomes(state: &TempDir, action: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_signal_glob_with_dotdot_is_refused_not_resolved_to_the_root_cgroup() {
-    if !require_root("a_signal_glob_with_dotdot_is_refused_not_resolved_to_the_root_cgroup") {
+    if !require_root!() {
         return;
     }
     let workload = sibling_binary("gimbal-workload");
@@ -104,7 +104,7 @@ fn a_signal_glob_with_dotdot_is_refused_not_resolved_to_the_root_cgroup() {
 
 #[test]
 fn a_throttle_glob_through_dotdot_never_touches_the_agents_own_cgroup() {
-    if !require_root("a_throttle_glob_through_dotdot_never_touches_the_agents_own_cgroup") {
+    if !require_root!() {
         return;
     }
     let workload = sibling_binary("gimbal-workload");
@@ -190,8 +190,7 @@ impl Drop for Mounted {
 
 #[test]
 fn a_target_path_that_leaves_the_cgroup_filesystem_is_not_up_from_a_plain_file() {
-    if !require_root("a_target_path_that_leaves_the_cgroup_filesystem_is_not_up_from_a_plain_file")
-    {
+    if !require_root!() {
         return;
     }
     let state = TempDir::new("paths-outside");

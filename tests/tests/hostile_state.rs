@@ -44,7 +44,7 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn a_link_at_a_temporary_name_is_not_written_through_and_state_is_private() {
-    if !require_root("a_link_at_a_temporary_name_is_not_written_through_and_state_is_private") {
+    if !require_root!() {
         return;
     }
     let state = TempDir::new("state-link");
@@ -67,6 +67,7 @@ fn a_link_at_a_temporary_name_is_not_written_through_and_state_is_private() {
         agent.metric("gimbal_target_up{target=\"critical\"} ") == Some(1.0)
     });
     assert_eq!(agent.stop(), 0, "the agent stops cleanly (and saves)");
+    // SAFETY: umask only sets this process's file mode mask.
     unsafe { libc::umask(old_umask) };
 
     assert_eq!(
@@ -84,9 +85,7 @@ fn a_link_at_a_temporary_name_is_not_written_through_and_state_is_private() {
 
 #[test]
 fn a_crafted_limit_journal_naming_a_file_outside_the_cgroup_mount_is_not_restored() {
-    if !require_root(
-        "a_crafted_limit_journal_naming_a_file_outside_the_cgroup_mount_is_not_restored",
-    ) {
+    if !require_root!() {
         return;
     }
     let state = TempDir::new("state-journal");
@@ -133,9 +132,7 @@ fn a_crafted_limit_journal_naming_a_file_outside_the_cgroup_mount_is_not_restore
 
 #[test]
 fn a_fifo_and_a_link_to_dev_zero_as_state_files_neither_hang_nor_exhaust_the_agent() {
-    if !require_root(
-        "a_fifo_and_a_link_to_dev_zero_as_state_files_neither_hang_nor_exhaust_the_agent",
-    ) {
+    if !require_root!() {
         return;
     }
     let state = TempDir::new("state-fifo");
@@ -211,9 +208,7 @@ impl Drop for ReadOnly {
 
 #[test]
 fn a_read_only_state_dir_without_an_alert_spool_starts_alerts_and_says_state_cannot_be_saved() {
-    if !require_root(
-        "a_read_only_state_dir_without_an_alert_spool_starts_alerts_and_says_state_cannot_be_saved",
-    ) {
+    if !require_root!() {
         return;
     }
     let am = Alertmanager::start();

@@ -96,7 +96,7 @@ fn check_common(record: &ExitRecord, status: i32, cgroup: &TestCgroup) {
 
 #[test]
 fn exit_code_signal_core_dump_and_oom_kill_match_waitpid() {
-    if !require_root("exit_code_signal_core_dump_and_oom_kill_match_waitpid") {
+    if !require_root!() {
         return;
     }
     let mut h = Harness::new(64 * 1024);
@@ -140,7 +140,7 @@ fn exit_code_signal_core_dump_and_oom_kill_match_waitpid() {
 
 #[test]
 fn ring_buffer_overflow_loses_nothing_uncounted() {
-    if !require_root("ring_buffer_overflow_loses_nothing_uncounted") {
+    if !require_root!() {
         return;
     }
     // One page holds 64 events; 300 exits with nobody reading must overflow it.
@@ -177,7 +177,7 @@ fn ring_buffer_overflow_loses_nothing_uncounted() {
 
 #[test]
 fn a_probe_whose_tracepoint_is_missing_is_reported_and_the_others_run() {
-    if !require_root("a_probe_whose_tracepoint_is_missing_is_reported_and_the_others_run") {
+    if !require_root!() {
         return;
     }
     // A kernel without tcp:tcp_retransmit_skb: the real format files of the exit

@@ -8,7 +8,7 @@ use gimbal_tests::{
 
 #[test]
 fn prometheus_scrapes_the_agent_and_promql_sees_the_workload() {
-    if !require_root("prometheus_scrapes_the_agent_and_promql_sees_the_workload") {
+    if !require_root!() {
         return;
     }
     let agent = Agent::start();

@@ -9,7 +9,7 @@ use gimbal_tests::{cpu_share_in, require_root, sibling_binary, spawn_in, CpuGrou
 
 #[test]
 fn cpu_limit_holds_a_hog_to_its_quota_and_a_restarted_journal_gives_it_back() {
-    if !require_root("cpu_limit_holds_a_hog_to_its_quota_and_a_restarted_journal_gives_it_back") {
+    if !require_root!() {
         return;
     }
     let group = CpuGroup::new();

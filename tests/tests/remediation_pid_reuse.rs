@@ -35,7 +35,7 @@ fn spawn_with_pid(pid: u32) -> Proc {
 
 #[test]
 fn a_pid_reused_while_no_agent_ran_is_neither_adopted_nor_signalled() {
-    if !require_root("a_pid_reused_while_no_agent_ran_is_neither_adopted_nor_signalled") {
+    if !require_root!() {
         return;
     }
     // The supervised process outlives its agent; as this test's orphan it is reaped here,
@@ -61,8 +61,8 @@ fn a_pid_reused_while_no_agent_ran_is_neither_adopted_nor_signalled() {
     // While no agent runs, the process ends and its pid goes to an unrelated process.
     kill(first, libc::SIGKILL);
     let mut status = 0;
-    // SAFETY: reaping our own (adopted) orphan.
     assert_eq!(
+        // SAFETY: reaping our own (adopted) orphan into a status we own.
         unsafe { libc::waitpid(first as i32, &mut status, 0) },
         first as i32
     );

@@ -8,9 +8,7 @@ use gimbal_tests::{agent::Agent, audit, require_root, unique, wait_until, TempDi
 
 #[test]
 fn a_restart_that_cannot_be_carried_out_is_audited_and_counted_as_failed_with_why() {
-    if !require_root(
-        "a_restart_that_cannot_be_carried_out_is_audited_and_counted_as_failed_with_why",
-    ) {
+    if !require_root!() {
         return;
     }
     let state = TempDir::new("restart");

@@ -13,7 +13,7 @@ use gimbal_tests::{
 
 #[test]
 fn a_firing_alert_sends_its_signal_once_to_the_matched_cgroups_processes() {
-    if !require_root("a_firing_alert_sends_its_signal_once_to_the_matched_cgroups_processes") {
+    if !require_root!() {
         return;
     }
     let workload = sibling_binary("gimbal-workload");

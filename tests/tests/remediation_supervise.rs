@@ -16,7 +16,7 @@ use gimbal_tests::{
 
 #[test]
 fn a_killed_supervised_process_is_restarted_adopted_by_the_next_agent_and_stopped_when_removed() {
-    if !require_root("a_killed_supervised_process_is_restarted_adopted_by_the_next_agent_and_stopped_when_removed") {
+    if !require_root!() {
         return;
     }
     let am = Alertmanager::start();
@@ -132,7 +132,7 @@ fn a_killed_supervised_process_is_restarted_adopted_by_the_next_agent_and_stoppe
 
 #[test]
 fn a_crash_loop_backs_off_then_is_given_up_with_an_alert() {
-    if !require_root("a_crash_loop_backs_off_then_is_given_up_with_an_alert") {
+    if !require_root!() {
         return;
     }
     let am = Alertmanager::start();
@@ -182,7 +182,7 @@ fn a_crash_loop_backs_off_then_is_given_up_with_an_alert() {
 
 #[test]
 fn dry_run_reports_the_restart_it_would_do_and_starts_nothing() {
-    if !require_root("dry_run_reports_the_restart_it_would_do_and_starts_nothing") {
+    if !require_root!() {
         return;
     }
     let am = Alertmanager::start();
@@ -224,7 +224,7 @@ fn time_ms(t: &str) -> u64 {
 
 #[test]
 fn a_program_that_cannot_start_is_audited_with_the_kernels_error() {
-    if !require_root("a_program_that_cannot_start_is_audited_with_the_kernels_error") {
+    if !require_root!() {
         return;
     }
     let am = Alertmanager::start();

@@ -34,9 +34,7 @@ fn config(state: &TempDir, critical: &TestCgroup, noisy: &CpuGroup, mode: &str) 
 
 #[test]
 fn a_firing_alert_throttles_the_noisy_cgroup_and_a_killed_agent_is_undone_on_restart() {
-    if !require_root(
-        "a_firing_alert_throttles_the_noisy_cgroup_and_a_killed_agent_is_undone_on_restart",
-    ) {
+    if !require_root!() {
         return;
     }
     let workload = sibling_binary("gimbal-workload");
@@ -144,7 +142,7 @@ fn a_firing_alert_throttles_the_noisy_cgroup_and_a_killed_agent_is_undone_on_res
 
 #[test]
 fn a_firing_alert_freezes_the_matched_cgroup_and_thaws_it_when_resolved() {
-    if !require_root("a_firing_alert_freezes_the_matched_cgroup_and_thaws_it_when_resolved") {
+    if !require_root!() {
         return;
     }
     let workload = sibling_binary("gimbal-workload");
@@ -219,7 +217,7 @@ fn a_firing_alert_freezes_the_matched_cgroup_and_thaws_it_when_resolved() {
 /// untouched) until the first is given back, then goes ahead because its alert still fires.
 #[test]
 fn the_node_wide_cap_defers_a_second_throttle_until_the_first_is_given_back() {
-    if !require_root("the_node_wide_cap_defers_a_second_throttle_until_the_first_is_given_back") {
+    if !require_root!() {
         return;
     }
     let workload = sibling_binary("gimbal-workload");
@@ -302,7 +300,7 @@ fn the_node_wide_cap_defers_a_second_throttle_until_the_first_is_given_back() {
 /// still throttles its own cgroup.
 #[test]
 fn a_protected_cgroup_is_refused_counted_and_left_alone() {
-    if !require_root("a_protected_cgroup_is_refused_counted_and_left_alone") {
+    if !require_root!() {
         return;
     }
     let workload = sibling_binary("gimbal-workload");

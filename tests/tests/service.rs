@@ -21,8 +21,7 @@ fn recv(socket: &UnixDatagram) -> String {
 
 #[test]
 fn ready_is_notified_once_metrics_serve_then_the_watchdog_is_pinged_until_stop() {
-    if !require_root("ready_is_notified_once_metrics_serve_then_the_watchdog_is_pinged_until_stop")
-    {
+    if !require_root!() {
         return;
     }
     let dir = TempDir::new("notify");

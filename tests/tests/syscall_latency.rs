@@ -66,7 +66,7 @@ fn measure_with_output(args: &[&str], syscall: &str) -> (HistTotals, String) {
 
 #[test]
 fn counts_exactly_n_calls_of_one_syscall() {
-    if !require_root("counts_exactly_n_calls_of_one_syscall") {
+    if !require_root!() {
         return;
     }
     assert_eq!(syscall_name(libc::SYS_getppid as u32), "getppid");
@@ -82,7 +82,7 @@ fn counts_exactly_n_calls_of_one_syscall() {
 
 #[test]
 fn every_sleep_lands_in_its_bucket() {
-    if !require_root("every_sleep_lands_in_its_bucket") {
+    if !require_root!() {
         return;
     }
     // 68 ms sits just above the 67.1 ms bound. Ground truth: the workload times each
@@ -137,7 +137,7 @@ fn nonzero(h: &HistTotals) -> Vec<(u64, u64)> {
 
 #[test]
 fn syscalls_that_return_on_another_cpu_are_counted() {
-    if !require_root("syscalls_that_return_on_another_cpu_are_counted") {
+    if !require_root!() {
         return;
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -158,7 +158,7 @@ fn syscalls_that_return_on_another_cpu_are_counted() {
 
 #[test]
 fn idle_keys_are_deleted_from_the_kernel_map_without_losing_counts() {
-    if !require_root("idle_keys_are_deleted_from_the_kernel_map_without_losing_counts") {
+    if !require_root!() {
         return;
     }
     let mut probes = Probes::load(&options()).expect("load probes");

@@ -201,7 +201,7 @@ impl Drop for Bpftrace {
 
 #[test]
 fn retransmits_equal_bpftrace_on_the_same_tracepoint() {
-    if !require_root("retransmits_equal_bpftrace_on_the_same_tracepoint") {
+    if !require_root!() {
         return;
     }
     let x = std::process::id() % 200 + 20;

@@ -99,7 +99,10 @@ fn record_deferred(
 /// The cgroups a rule's globs match under `root`, each confined to the mount
 /// (targets::confine's rules); a glob refused for traversal is audited and recorded as
 /// refused, so an operator sees why the rule did nothing.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "what to expand and everything a refusal is audited and recorded with"
+)]
 fn confined_groups(
     root: &Path,
     globs: &[String],

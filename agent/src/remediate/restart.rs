@@ -180,7 +180,10 @@ impl Restarter {
         Ok(self.systemd.as_ref().expect("just set"))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one audit record's fields, each named at the call site"
+    )]
     fn record(
         &self,
         target: &str,

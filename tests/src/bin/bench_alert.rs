@@ -43,6 +43,7 @@ fn main() {
         eprintln!("kill {}/{kills}: {:?}", i + 1, latencies[i]);
         service = cgroup.spawn_into(workload().arg("pause"));
     }
+    // SAFETY: killing our own child by pid.
     unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
     wait_status(&mut service);
     agent.stop();

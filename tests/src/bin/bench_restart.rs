@@ -74,8 +74,8 @@ fn main() {
             floor[i]
         );
     }
-    // SAFETY: as above; the agent is stopped first so nothing restarts it.
     agent.stop();
+    // SAFETY: as above; the agent is stopped first so nothing restarts it.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(100));
     let _ = std::fs::remove_dir(cgroup2.join(&parent).join("bench"));

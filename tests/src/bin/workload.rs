@@ -31,6 +31,7 @@ fn main() {
             let n = arg(&args, 2);
             let start = std::time::Instant::now();
             for _ in 0..n {
+                // SAFETY: getppid takes no arguments and cannot fail.
                 unsafe { libc::syscall(libc::SYS_getppid) };
             }
             println!("{}", start.elapsed().as_nanos());
@@ -80,12 +81,14 @@ fn main() {
                 let procs = std::ffi::CString::new(format!("{dir}/c{i}/cgroup.procs")).unwrap();
                 // SAFETY: the child makes raw syscalls only, then _exit.
                 match unsafe { libc::fork() } {
+                    // SAFETY: as above; `procs` was made before the fork.
                     0 => unsafe {
                         let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
                         let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
                         libc::syscall(libc::SYS_getppid);
                         libc::_exit(if ok { 0 } else { 1 })
                     },
+                    // SAFETY: waits on our own child with a status we own.
                     pid if pid > 0 => unsafe {
                         let mut status = 0;
                         libc::waitpid(pid, &mut status, 0);
@@ -153,9 +156,11 @@ fn main() {
             for _ in 0..n {
                 // SAFETY: the child only calls _exit.
                 match unsafe { libc::fork() } {
+                    // SAFETY: _exit is async-signal-safe.
                     0 => unsafe { libc::_exit(0) },
                     pid if pid > 0 => {
                         forked += 1;
+                        // SAFETY: reaps our own child; no status is wanted.
                         unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
                     }
                     _ => break,

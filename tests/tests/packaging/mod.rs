@@ -1,8 +1,7 @@
 //! Shared by the packaging tests (kubernetes.rs, dashboards.rs): the tools `cargo xtask
 //! setup` puts in target/tools/, YAML read through that venv's PyYAML, the metric contract
 //! of docs/metrics.md, and the metric names a PromQL expression uses.
-// Each test file uses its own subset.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test file uses its own subset")]
 
 use std::{
     collections::BTreeMap,

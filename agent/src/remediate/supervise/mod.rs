@@ -406,7 +406,10 @@ impl Shared {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one audit record's fields, each named at the call site"
+    )]
     fn audit_line(
         &self,
         name: &str,

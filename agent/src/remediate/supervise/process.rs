@@ -82,6 +82,7 @@ impl Proc {
         let _ = self.pidfd.readable().await;
         // SAFETY: siginfo is plain data, filled by waitid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is ours to fill; the pidfd is open for the call.
         let rc = unsafe {
             libc::waitid(
                 libc::P_PIDFD,
@@ -228,35 +229,42 @@ impl Exec {
         envp: &[*const libc::c_char],
     ) -> ! {
         let fail = || {
-            let errno = *libc::__errno_location();
-            libc::write(report, errno.to_ne_bytes().as_ptr().cast(), 4);
-            libc::_exit(127)
+            // SAFETY: errno is this thread's; write and _exit are async-signal-safe.
+            unsafe {
+                let errno = *libc::__errno_location();
+                libc::write(report, errno.to_ne_bytes().as_ptr().cast(), 4);
+                libc::_exit(127)
+            }
         };
-        // Exec keeps ignored signals ignored (Rust ignores SIGPIPE) and the mask.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        // Its own session: the agent's terminal and process group are not its.
-        if libc::setsid() < 0 {
-            fail();
-        }
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
-        if null < 0 || libc::dup2(null, 0) < 0 {
-            fail();
-        }
-        if let Some((uid, gid)) = self.user {
-            if libc::setgroups(0, std::ptr::null()) < 0
-                || libc::setgid(gid) < 0
-                || libc::setuid(uid) < 0
-            {
+        // SAFETY: between clone and exec, only async-signal-safe libc calls with pointers
+        // to memory prepared before the clone (argv, envp, the program and cwd strings).
+        unsafe {
+            // Exec keeps ignored signals ignored (Rust ignores SIGPIPE) and the mask.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            // Its own session: the agent's terminal and process group are not its.
+            if libc::setsid() < 0 {
                 fail();
             }
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            if null < 0 || libc::dup2(null, 0) < 0 {
+                fail();
+            }
+            if let Some((uid, gid)) = self.user {
+                if libc::setgroups(0, std::ptr::null()) < 0
+                    || libc::setgid(gid) < 0
+                    || libc::setuid(uid) < 0
+                {
+                    fail();
+                }
+            }
+            if libc::chdir(self.cwd.as_ptr()) < 0 {
+                fail();
+            }
+            libc::execve(self.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
         }
-        if libc::chdir(self.cwd.as_ptr()) < 0 {
-            fail();
-        }
-        libc::execve(self.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
         fail()
     }
 }
@@ -329,6 +337,7 @@ fn uptime_ticks() -> Option<u64> {
 
 /// (uid, gid, home) of a user name or numeric uid.
 fn lookup_user(user: &str) -> io::Result<(u32, u32, String)> {
+    // SAFETY: passwd is plain data (integers and pointers), valid all-zero.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0u8; 16 * 1024];
     let mut out: *mut libc::passwd = std::ptr::null_mut();
@@ -339,6 +348,7 @@ fn lookup_user(user: &str) -> io::Result<(u32, u32, String)> {
         },
         Err(_) => {
             let name = CString::new(user).map_err(io::Error::other)?;
+            // SAFETY: as above; `name` is NUL-terminated and outlives the call.
             unsafe {
                 libc::getpwnam_r(
                     name.as_ptr(),

@@ -17,6 +17,21 @@ use std::{
 /// alert spool a few MiB).
 pub const MAX_STATE_BYTES: u64 = 64 << 20;
 
+/// `name` (a target's name, an Alertmanager URL) as one file name: every byte but
+/// `[A-Za-z0-9_-]` percent-encoded, `%` too, so two names never share a file (`col/x` is
+/// `col%2Fx`, `col_x` stays `col_x`) and no name can climb out of its directory.
+pub fn file_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 8);
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 const FILE_MODE: u32 = 0o600;
 const DIR_MODE: u32 = 0o700;
 

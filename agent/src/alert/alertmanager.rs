@@ -321,6 +321,10 @@ impl Deliverer {
         stats: Arc<DeliveryStats>,
     ) -> std::io::Result<mpsc::Sender<Vec<Notification>>> {
         std::fs::create_dir_all(spool_dir)?;
+        let urls: Vec<&str> = endpoints.iter().map(|e| e.url.as_str()).collect();
+        for url in &urls {
+            spool::adopt_legacy(spool_dir, url, &urls);
+        }
         let mut lanes = Vec::new();
         for e in endpoints {
             let (tx, rx) = mpsc::channel::<Arc<str>>(256);

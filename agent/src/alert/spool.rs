@@ -97,12 +97,36 @@ impl Spool {
 }
 
 /// The spool file of an endpoint: its URL made into a file name.
+/// The spool file of the Alertmanager at `url`: a name no other URL shares.
 pub fn path_for(dir: &Path, url: &str) -> PathBuf {
+    dir.join(format!("{}.jsonl", crate::durable::file_name(url)))
+}
+
+/// The name agents before the injective one used: every other character as `_`, so
+/// `http://am-1:9093` and `http://am_1:9093` shared one spool.
+fn legacy_path(dir: &Path, url: &str) -> PathBuf {
     let name: String = url
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
     dir.join(format!("{name}.jsonl"))
+}
+
+/// Moves a spool an older agent left under its lossy name to `url`'s own name, so its
+/// undelivered batches go out; only when no other configured URL (`urls`) could own it.
+pub fn adopt_legacy(dir: &Path, url: &str, urls: &[&str]) {
+    let (old, new) = (legacy_path(dir, url), path_for(dir, url));
+    if std::fs::symlink_metadata(&new).is_ok() || std::fs::symlink_metadata(&old).is_err() {
+        return;
+    }
+    if urls.iter().any(|u| *u != url && legacy_path(dir, u) == old) {
+        tracing::warn!(spool = ?old, "an old alert spool may belong to several Alertmanagers; left as it is");
+        return;
+    }
+    match std::fs::rename(&old, &new) {
+        Ok(()) => tracing::info!(from = ?old, to = ?new, "alert spool renamed to its new name"),
+        Err(e) => tracing::error!(from = ?old, error = %e, "cannot rename an old alert spool"),
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +161,25 @@ mod tests {
         reopened.pop_front().unwrap();
         reopened.pop_front().unwrap();
         assert!(reopened.is_empty() && !path.exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn every_url_has_a_spool_of_its_own_and_old_spools_are_taken_over_when_unambiguous() {
+        let d = dir().join("adopt");
+        std::fs::create_dir_all(&d).unwrap();
+        let (a, b) = ("http://am-1:9093", "http://am_1:9093");
+        assert_ne!(path_for(&d, a), path_for(&d, b), "the old names were equal");
+        assert_eq!(legacy_path(&d, a), legacy_path(&d, b));
+
+        // Both configured: the old spool could be either's, so it stays.
+        std::fs::write(legacy_path(&d, a), "[1]\n").unwrap();
+        adopt_legacy(&d, a, &[a, b]);
+        assert!(legacy_path(&d, a).exists() && !path_for(&d, a).exists());
+        // Only one configured: it is that one's, batches and all.
+        adopt_legacy(&d, a, &[a]);
+        assert!(!legacy_path(&d, a).exists());
+        assert_eq!(Spool::open(path_for(&d, a), 10).front(), Some("[1]"));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -105,3 +105,11 @@ fn secret_and_ca_files_are_checked_as_run_reads_them() {
         "a token with its final newline is fine"
     );
 }
+
+#[test]
+fn an_alertmanager_listed_twice_is_refused_at_the_second() {
+    let text = "[alerting]\nalertmanagers = [\n  \"http://127.0.0.1:9093\",\n  \"http://127.0.0.1:9094\",\n  \"http://127.0.0.1:9093\",\n]\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(at(&errs, "listed twice"), (5, 3));
+}

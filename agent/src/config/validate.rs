@@ -310,6 +310,11 @@ fn alerting(config: &Config, spans: &Spans, errors: &mut ConfigErrors, checks: &
     }
     for (i, url) in a.alertmanagers.iter().enumerate() {
         let path = format!("alerting.alertmanagers[{i}]");
+        // Each Alertmanager has one delivery lane and one spool file: a URL listed twice
+        // would have two lanes writing one spool.
+        if a.alertmanagers[..i].contains(url) {
+            errors.push_path(spans, &path, format!("`{url}` is listed twice"));
+        }
         match checks.alertmanager_is_https(url) {
             Err(e) => errors.push_path(spans, &path, e),
             Ok(true) if a.tls_ca_file.is_none() => {

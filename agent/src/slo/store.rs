@@ -25,15 +25,7 @@ pub fn configure_targets<'a>(names: impl IntoIterator<Item = &'a str>) {
 }
 
 fn file(dir: &Path, target: &str) -> PathBuf {
-    let mut name = String::with_capacity(target.len() + 5);
-    for b in target.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            name.push(b as char);
-        } else {
-            name.push_str(&format!("%{b:02X}"));
-        }
-    }
-    dir.join(format!("{name}.json"))
+    dir.join(format!("{}.json", durable::file_name(target)))
 }
 
 /// The name agents before the injective mapping used.

@@ -134,3 +134,29 @@ pub fn series(snapshot: &Snapshot, name: &str) -> Series {
         _ => Series::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name rules may use, with its series read from a filled snapshot, pinned: the
+    /// table that drives them must not change what a rule sees.
+    #[test]
+    fn the_series_of_a_filled_snapshot_are_unchanged() {
+        let snapshot = crate::snapshot::filled();
+        let mut out = String::new();
+        for name in KNOWN {
+            out.push_str(&format!("{name}\n"));
+            for (labels, v) in series(&snapshot, name) {
+                out.push_str(&format!("  {labels:?} {v:?}\n"));
+            }
+        }
+        if std::env::var_os("GIMBAL_BLESS").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/rules/testdata/series.txt");
+            std::fs::write(path, &out).expect("writing the golden file");
+        }
+        assert_eq!(out, include_str!("testdata/series.txt"));
+        assert!(!is_known("gimbal_syscall_latency_seconds"));
+        assert!(!is_known("gimbal_build_info"));
+    }
+}

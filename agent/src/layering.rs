@@ -16,6 +16,8 @@ const LAYERS: &[&[&str]] = &[
     &["watch"],
     // What readers see: the model with targets, alert states and the remediation ledger.
     &["snapshot"],
+    // The metric table over it: names, types, HELP, labels, and how rows are read.
+    &["catalog"],
     // Its readers.
     &["rules", "metrics"],
     // The config checks that need rules/ and alert/.

@@ -9,6 +9,7 @@
 //! (which module may import which) are in ARCHITECTURE.md and tested by `layering`.
 pub mod alert;
 pub mod btf;
+pub mod catalog;
 pub mod cgroups;
 pub mod check;
 pub mod config;

@@ -41,3 +41,93 @@ impl Snapshot {
         }
     }
 }
+
+/// A snapshot with rows in every family it feeds, for tests that pin what its readers
+/// make of it (the exposition text, the rules' series).
+#[cfg(test)]
+pub fn filled() -> Snapshot {
+    use std::{sync::Arc, time::Duration};
+
+    use gimbal_common::{hist::bucket, ErrnoKey, FlowKey, SyscallKey};
+
+    use crate::{
+        model::{CounterReading, HistReading, Sample, WrappedHist},
+        remediate::ActionEvent,
+    };
+
+    let mut s = Snapshot::new(10);
+    let mut hist = WrappedHist::default();
+    hist.buckets[bucket(2_000)] = 3;
+    hist.buckets[bucket(5_000_000)] = 1;
+    hist.sum_ns = 5_006_000;
+    s.kernel.apply(Sample {
+        syscalls: vec![HistReading {
+            raw: SyscallKey {
+                cgroup_id: 7,
+                nr: 0,
+                _pad: 0,
+            },
+            labels: ["read", "svc"].map(Arc::from),
+            hist,
+        }],
+        syscall_errors: vec![CounterReading {
+            raw: ErrnoKey {
+                cgroup_id: 7,
+                nr: 2,
+                errno: 2,
+            },
+            labels: ["openat", "svc", "ENOENT"].map(Arc::from),
+            value: 4,
+        }],
+        tcp_retransmits: vec![CounterReading {
+            raw: FlowKey {
+                cgroup_id: 7,
+                family: 2,
+                sport: 1,
+                dport: 80,
+                _pad: 0,
+                saddr: [0; 16],
+                daddr: [0; 16],
+            },
+            labels: ["svc", "10.0.0.1:80", "ipv4"].map(Arc::from),
+            value: 2,
+        }],
+        ..Default::default()
+    });
+    s.kernel.drops[0] = 5;
+    s.kernel
+        .apply_exit(["svc", "a \"q\"\n", "signaled", "SIGKILL"].map(Arc::from));
+    let config = crate::config::Config::parse(
+        "[[targets]]\nname = \"svc\"\ncgroup = \"svc.service\"\n",
+        "test",
+    )
+    .expect("a valid config");
+    s.targets.push(TargetStatus {
+        config: config.targets[0].clone(),
+        up: true,
+        availability: vec![("5m", Some(0.5)), ("1h", None), ("30d", Some(1.0))],
+        reliability: vec![("5m", Some(0.25))],
+        failures_total: 3,
+        failures_recent: 1,
+        mttr: Some(Duration::from_millis(1500)),
+        latency: vec![("5m", Some((0.75, 1234.5))), ("1h", None)],
+        burn: [(None, None), (None, None)],
+        last_exit: None,
+        recent_kill: None,
+        read_failures_total: 2,
+    });
+    s.alerts.insert(("TargetDown".into(), "firing"), 1);
+    s.alerts.insert(("Slow".into(), "pending"), 2);
+    s.remediations.record(ActionEvent {
+        action: "restart",
+        target: "svc".into(),
+        result: "dry_run",
+        detail: String::new(),
+        at: std::time::UNIX_EPOCH,
+    });
+    s.reloads = Reloads {
+        accepted: 2,
+        rejected: 1,
+    };
+    s
+}

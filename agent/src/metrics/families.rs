@@ -55,17 +55,51 @@ impl Family<'_> {
         self.with(labels, |m| m.encode_gauge(&v))
     }
 
+    /// One series of the metric table: `names` and `values` pair up, as in [`LabelSet`].
+    pub fn counter_row(&mut self, names: &[&'static str], values: &[&str], n: u64) -> fmt::Result {
+        self.with_row(names, values, |m| {
+            m.encode_counter::<NoLabelSet, _, u64>(&n, None)
+        })
+    }
+
+    pub fn gauge_row(&mut self, names: &[&'static str], values: &[&str], v: f64) -> fmt::Result {
+        self.with_row(names, values, |m| m.encode_gauge(&v))
+    }
+
     /// `buckets` are (upper bound, count in that bucket alone); +Inf is f64::MAX.
-    pub fn histogram<const N: usize>(
+    pub fn histogram_row(
         &mut self,
-        labels: LabelSet<N>,
+        names: &[&'static str],
+        values: &[&str],
         sum: f64,
         count: u64,
         buckets: &[(f64, u64)],
     ) -> fmt::Result {
-        self.with(labels, |m| {
+        self.with_row(names, values, |m| {
             m.encode_histogram::<NoLabelSet>(sum, count, buckets, None)
         })
+    }
+
+    fn with_row(
+        &mut self,
+        names: &[&'static str],
+        values: &[&str],
+        encode: impl FnOnce(&mut MetricEncoder) -> fmt::Result,
+    ) -> fmt::Result {
+        debug_assert_eq!(
+            names.len(),
+            values.len(),
+            "a row's labels against its names"
+        );
+        if names.is_empty() {
+            return encode(&mut self.0);
+        }
+        let escaped: Vec<_> = names
+            .iter()
+            .zip(values)
+            .map(|(name, value)| (*name, Escaped(value)))
+            .collect();
+        encode(&mut self.0.encode_family(&escaped)?)
     }
 
     fn with<const N: usize>(

@@ -36,7 +36,7 @@ impl Collector for Every {
         g.gauge([("a", v)], 1.5)?;
         g.gauge([("a", "fixed"), ("b", v), ("c", v)], 2i64)?;
         e.family("t_lat", &help, Some(&Unit::Seconds), MetricType::Histogram)?
-            .histogram([("a", v)], 0.5, 2, &[(0.1, 1), (f64::MAX, 1)])?;
+            .histogram_row(&["a"], &[v], 0.5, 2, &[(0.1, 1), (f64::MAX, 1)])?;
         e.family("t_plain", &help, None, MetricType::Counter)?
             .counter([], 7)
     }

@@ -7,6 +7,8 @@ mod http;
 mod text_format;
 
 #[cfg(test)]
+mod golden_tests;
+#[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
 mod strict;

@@ -1,0 +1,359 @@
+//! The metric contract in one table: every family the agent exports, in exposition order,
+//! with its type, HELP text, unit, label names and how its rows are read. `/metrics`
+//! encodes from it and user rules resolve names against it, so the two cannot drift.
+use std::collections::BTreeMap;
+
+use crate::{
+    model::{HistTotals, Labels},
+    snapshot::Snapshot,
+    watch::TargetStatus,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One row's number.
+#[derive(Debug, Clone, Copy)]
+pub enum Value<'a> {
+    Counter(u64),
+    Gauge(f64),
+    Histogram(&'a HistTotals),
+}
+
+/// Receives each row: label values in the order of [`Metric::labels`], and the number.
+pub type Sink<'s> = dyn FnMut(&[&str], Value<'_>) + 's;
+
+#[derive(Clone, Copy)]
+pub enum Rows {
+    Snapshot(fn(&Snapshot, &mut Sink)),
+    /// Filled by the exposition from what it holds beside the snapshot (the agent's own
+    /// info, Alertmanager delivery); rules cannot see these.
+    Agent,
+}
+
+pub struct Metric {
+    /// The family name, without the unit and `_total` suffixes the encoder adds.
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    /// Whether the unit is seconds (`_seconds` and a UNIT line); the only unit used.
+    pub seconds: bool,
+    pub labels: &'static [&'static str],
+    /// Whether user rules may refer to it (docs/metrics.md lists those).
+    pub rules: bool,
+    pub rows: Rows,
+}
+
+impl Metric {
+    /// The name with its unit suffix, as scraped (before `_total`, `_count`, `_sum`).
+    pub fn exposed_name(&self) -> String {
+        if self.seconds {
+            format!("{}_seconds", self.name)
+        } else {
+            self.name.to_string()
+        }
+    }
+}
+
+const fn metric(
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    labels: &'static [&'static str],
+    rules: bool,
+    rows: Rows,
+) -> Metric {
+    Metric {
+        name,
+        kind,
+        help,
+        seconds: false,
+        labels,
+        rules,
+        rows,
+    }
+}
+
+const TARGET: &[&str] = &["target"];
+const TARGET_WINDOW: &[&str] = &["target", "window"];
+
+pub const METRICS: &[Metric] = &[
+    Metric {
+        name: "gimbal_syscall_latency",
+        kind: Kind::Histogram,
+        help: "Syscall latency from raw_syscalls:sys_enter to sys_exit, per syscall and cgroup",
+        seconds: true,
+        labels: &["syscall", "cgroup"],
+        rules: true,
+        rows: Rows::Snapshot(|s, sink| {
+            each(&s.kernel.syscall_latency.series, sink, Value::Histogram)
+        }),
+    },
+    metric(
+        "gimbal_syscall_errors",
+        Kind::Counter,
+        "Syscalls that returned an error, per errno",
+        &["syscall", "cgroup", "errno"],
+        true,
+        Rows::Snapshot(|s, sink| counters(&s.kernel.syscall_errors.series, sink)),
+    ),
+    metric(
+        "gimbal_tcp_retransmits",
+        Kind::Counter,
+        "TCP segments retransmitted (tcp:tcp_retransmit_skb), per owning cgroup and remote end",
+        &["cgroup", "remote", "family"],
+        true,
+        Rows::Snapshot(|s, sink| counters(&s.kernel.tcp_retransmits.series, sink)),
+    ),
+    metric(
+        "gimbal_process_exits",
+        Kind::Counter,
+        "Whole-process exits by reason and exit code or signal",
+        &["cgroup", "comm", "reason", "code"],
+        true,
+        Rows::Snapshot(|s, sink| counters(&s.kernel.process_exits.series, sink)),
+    ),
+    metric(
+        "gimbal_probe_attached",
+        Kind::Gauge,
+        "1 if the probe is attached to the kernel, 0 if disabled or failed",
+        &["probe"],
+        false,
+        Rows::Agent,
+    ),
+    metric(
+        "gimbal_events_dropped",
+        Kind::Counter,
+        "Events the kernel side could not record (full map or ring buffer)",
+        &["probe"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for (probe, n) in s.kernel.drops_per_probe() {
+                sink(&[probe], Value::Counter(n));
+            }
+        }),
+    ),
+    metric(
+        "gimbal_series_folded",
+        Kind::Counter,
+        "Distinct label sets folded into `other` by the per-metric series limit",
+        &["metric"],
+        false,
+        Rows::Snapshot(|s, sink| {
+            let k = &s.kernel;
+            for (metric, n) in [
+                ("gimbal_syscall_latency_seconds", k.syscall_latency.folded()),
+                ("gimbal_syscall_errors_total", k.syscall_errors.folded()),
+                ("gimbal_tcp_retransmits_total", k.tcp_retransmits.folded()),
+                ("gimbal_process_exits_total", k.process_exits.folded()),
+            ] {
+                sink(&[metric], Value::Counter(n));
+            }
+        }),
+    ),
+    metric(
+        "gimbal_build_info",
+        Kind::Gauge,
+        "Agent version and kernel release (always 1)",
+        &["version", "kernel"],
+        false,
+        Rows::Agent,
+    ),
+    metric(
+        "gimbal_target_up",
+        Kind::Gauge,
+        "1 if the watched target has at least one live process",
+        TARGET,
+        true,
+        Rows::Snapshot(|s, sink| per_target(s, sink, |t| Some(f64::from(u8::from(t.up))))),
+    ),
+    metric(
+        "gimbal_target_availability_ratio",
+        Kind::Gauge,
+        "A = T_up / T_total over the window (time the agent was not running is not counted)",
+        TARGET_WINDOW,
+        true,
+        Rows::Snapshot(|s, sink| by_window(s, sink, |t| t.availability.clone())),
+    ),
+    metric(
+        "gimbal_target_reliability_ratio",
+        Kind::Gauge,
+        "R = product of (1 - p_i) over the target's components (matched cgroups), p_i = 1 - A_i",
+        TARGET_WINDOW,
+        true,
+        Rows::Snapshot(|s, sink| by_window(s, sink, |t| t.reliability.clone())),
+    ),
+    metric(
+        "gimbal_target_latency_sli_ratio",
+        Kind::Gauge,
+        "Fraction of the target's latency syscalls at or under its threshold, over the window",
+        TARGET_WINDOW,
+        true,
+        Rows::Snapshot(|s, sink| {
+            by_window(s, sink, |t| {
+                t.latency
+                    .iter()
+                    .map(|(w, v)| (*w, v.map(|(sli, _)| sli)))
+                    .collect()
+            })
+        }),
+    ),
+    metric(
+        "gimbal_target_performance",
+        Kind::Gauge,
+        "P = 1 / mean latency of the target's latency syscalls over the window, in 1/s",
+        TARGET_WINDOW,
+        true,
+        Rows::Snapshot(|s, sink| {
+            by_window(s, sink, |t| {
+                t.latency
+                    .iter()
+                    .map(|(w, v)| (*w, v.map(|(_, p)| p)))
+                    .collect()
+            })
+        }),
+    ),
+    metric(
+        "gimbal_target_mttr_seconds",
+        Kind::Gauge,
+        "Mean time from down to up over the failures of the last 30 days",
+        TARGET,
+        true,
+        Rows::Snapshot(|s, sink| per_target(s, sink, |t| t.mttr.map(|d| d.as_secs_f64()))),
+    ),
+    metric(
+        "gimbal_target_failures",
+        Kind::Counter,
+        "Times the target went down (no live process left)",
+        TARGET,
+        true,
+        Rows::Snapshot(|s, sink| {
+            for t in &s.targets {
+                sink(&[&t.config.name], Value::Counter(t.failures_total));
+            }
+        }),
+    ),
+    metric(
+        "gimbal_target_read_failures",
+        Kind::Counter,
+        "Reads of the target's processes that failed (not for a process or cgroup being gone); each left its state unknown, not down",
+        TARGET,
+        false,
+        Rows::Snapshot(|s, sink| {
+            for t in &s.targets {
+                sink(&[&t.config.name], Value::Counter(t.read_failures_total));
+            }
+        }),
+    ),
+    metric(
+        "gimbal_alerts",
+        Kind::Gauge,
+        "Active alerts by name and state (pending, firing)",
+        &["alertname", "state"],
+        false,
+        Rows::Snapshot(|s, sink| {
+            for ((name, state), n) in &s.alerts {
+                sink(&[name, state], Value::Gauge(*n as f64));
+            }
+        }),
+    ),
+    metric(
+        "gimbal_config_reloads",
+        Kind::Counter,
+        "SIGHUP reloads of the config file: accepted, or rejected (the running config stays)",
+        &["result"],
+        false,
+        Rows::Snapshot(|s, sink| {
+            sink(&["accepted"], Value::Counter(s.reloads.accepted));
+            sink(&["rejected"], Value::Counter(s.reloads.rejected));
+        }),
+    ),
+    metric(
+        "gimbal_remediations",
+        Kind::Counter,
+        "Remediation actions by action and result (dry_run: decided, not carried out)",
+        &["action", "result"],
+        false,
+        Rows::Snapshot(|s, sink| {
+            for ((action, result), n) in &s.remediations.counts {
+                sink(&[action, result], Value::Counter(*n));
+            }
+        }),
+    ),
+    metric(
+        "gimbal_alertmanager_notifications",
+        Kind::Counter,
+        "Alert notifications per Alertmanager: sent, failed (attempts), dropped (spool full)",
+        &["endpoint", "result"],
+        false,
+        Rows::Agent,
+    ),
+    metric(
+        "gimbal_alertmanager_queue_length",
+        Kind::Gauge,
+        "Notification batches waiting in each Alertmanager's on-disk spool",
+        &["endpoint"],
+        false,
+        Rows::Agent,
+    ),
+    Metric {
+        name: "gimbal_alertmanager_latency",
+        kind: Kind::Gauge,
+        help: "Duration of the last successful delivery to each Alertmanager",
+        seconds: true,
+        labels: &["endpoint"],
+        rules: false,
+        rows: Rows::Agent,
+    },
+    metric(
+        "gimbal_alert_batches_dropped",
+        Kind::Counter,
+        "Alert batches dropped because the delivery queue was full",
+        &[],
+        false,
+        Rows::Agent,
+    ),
+];
+
+/// Each series of a model family, in the model's (sorted) order.
+fn each<'a, const N: usize, V>(
+    series: &'a BTreeMap<Labels<N>, V>,
+    sink: &mut Sink,
+    value: impl Fn(&'a V) -> Value<'a>,
+) {
+    for (labels, v) in series {
+        sink(&labels.each_ref().map(|l| &**l), value(v));
+    }
+}
+
+fn counters<const N: usize>(series: &BTreeMap<Labels<N>, u64>, sink: &mut Sink) {
+    each(series, sink, |n| Value::Counter(*n));
+}
+
+/// One gauge per target, skipping targets without a value.
+fn per_target(s: &Snapshot, sink: &mut Sink, pick: impl Fn(&TargetStatus) -> Option<f64>) {
+    for t in &s.targets {
+        if let Some(v) = pick(t) {
+            sink(&[&t.config.name], Value::Gauge(v));
+        }
+    }
+}
+
+/// Per-target values of one figure by window, skipping windows with no observation.
+fn by_window(
+    s: &Snapshot,
+    sink: &mut Sink,
+    pick: impl Fn(&TargetStatus) -> Vec<(&'static str, Option<f64>)>,
+) {
+    for t in &s.targets {
+        for (w, v) in pick(t) {
+            if let Some(v) = v {
+                sink(&[&t.config.name, w], Value::Gauge(v));
+            }
+        }
+    }
+}

@@ -166,8 +166,7 @@ mod tests {
 
     #[test]
     fn every_url_has_a_spool_of_its_own_and_old_spools_are_taken_over_when_unambiguous() {
-        let d = dir().join("adopt");
-        std::fs::create_dir_all(&d).unwrap();
+        let d = dir();
         let (a, b) = ("http://am-1:9093", "http://am_1:9093");
         assert_ne!(path_for(&d, a), path_for(&d, b), "the old names were equal");
         assert_eq!(legacy_path(&d, a), legacy_path(&d, b));

@@ -193,14 +193,7 @@ pub const METRICS: &[Metric] = &[
         "Fraction of the target's latency syscalls at or under its threshold, over the window",
         TARGET_WINDOW,
         true,
-        Rows::Snapshot(|s, sink| {
-            by_window(s, sink, |t| {
-                t.latency
-                    .iter()
-                    .map(|(w, v)| (*w, v.map(|(sli, _)| sli)))
-                    .collect()
-            })
-        }),
+        Rows::Snapshot(|s, sink| by_window(s, sink, |t| latency(t, |(sli, _)| sli))),
     ),
     metric(
         "gimbal_target_performance",
@@ -208,14 +201,7 @@ pub const METRICS: &[Metric] = &[
         "P = 1 / mean latency of the target's latency syscalls over the window, in 1/s",
         TARGET_WINDOW,
         true,
-        Rows::Snapshot(|s, sink| {
-            by_window(s, sink, |t| {
-                t.latency
-                    .iter()
-                    .map(|(w, v)| (*w, v.map(|(_, p)| p)))
-                    .collect()
-            })
-        }),
+        Rows::Snapshot(|s, sink| by_window(s, sink, |t| latency(t, |(_, p)| p))),
     ),
     metric(
         "gimbal_target_mttr_seconds",
@@ -344,6 +330,11 @@ fn per_target(s: &Snapshot, sink: &mut Sink, pick: impl Fn(&TargetStatus) -> Opt
 }
 
 /// Per-target values of one figure by window, skipping windows with no observation.
+/// One half of a target's (SLI, performance) pair, per latency window.
+fn latency(t: &TargetStatus, half: fn((f64, f64)) -> f64) -> Vec<(&'static str, Option<f64>)> {
+    t.latency.iter().map(|(w, v)| (*w, v.map(half))).collect()
+}
+
 fn by_window(
     s: &Snapshot,
     sink: &mut Sink,

@@ -52,6 +52,25 @@ pub fn audit(state: &TempDir) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `promtool check metrics` on `body`: (success, what it said).
+pub fn promtool_check_metrics(body: &str) -> (bool, String) {
+    let mut p = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; cargo xtask setup installs it)");
+    std::io::Write::write_all(&mut p.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
 /// `wait_for` a condition.
 pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     wait_for(what, timeout, || ok().then_some(()))

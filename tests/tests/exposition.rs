@@ -2,12 +2,12 @@
 //! `promtool check metrics` (Debian's prometheus package), and docs/metrics.md as the spec.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::Write,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use gimbal_tests::{agent::Agent, require_root, sample, wait_status, workload, TestCgroup};
+use gimbal_tests::{
+    agent::Agent, promtool_check_metrics, require_root, sample, wait_status, workload, TestCgroup,
+};
 
 /// Polls until the sample with exactly these labels has the value `want` (a tick can read
 /// the maps while the workload is still running, so the first value seen may be partial);
@@ -47,26 +47,8 @@ fn live_scrape_reports_the_workload_passes_promtool_and_matches_the_docs() {
     );
     let body = wait_for_value(&agent, &format!("gimbal_process_exits_total{{cgroup=\"{cg}\",comm=\"gimbal-workload\",reason=\"exited\",code=\"0\"}} "), 1.0);
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; cargo xtask setup installs it)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, said) = promtool_check_metrics(&body);
+    assert!(ok, "promtool check metrics: {said}");
 
     check_against_docs(&body);
 

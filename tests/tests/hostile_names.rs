@@ -3,10 +3,8 @@
 //! Prometheus; and a flood of distinct comms must not hide a later kill's reason.
 use std::{
     ffi::{CString, OsStr},
-    io::Write,
     os::unix::ffi::OsStrExt,
     path::PathBuf,
-    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -16,7 +14,8 @@ use gimbal_tests::{
     alertmanager::Alertmanager,
     audit,
     prometheus::{promql_string, Prometheus},
-    require_root, sample, unique, wait_for, wait_until, TempDir,
+    promtool_check_metrics as promtool, require_root, sample, unique, wait_for, wait_until,
+    TempDir,
 };
 
 /// Debian's `nobody` and `nogroup`.
@@ -119,25 +118,6 @@ fn exits_line(cgroup: &str, comm: &str, reason: &str, code: &str) -> String {
         escaped(cgroup),
         escaped(comm)
     )
-}
-
-/// `promtool check metrics` on `body`: (success, what it said).
-fn promtool(body: &str) -> (bool, String) {
-    let mut p = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; cargo xtask setup installs it)");
-    p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let out = p.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), said)
 }
 
 #[test]

@@ -266,7 +266,7 @@ pub const METRICS: &[Metric] = &[
         false,
         Rows::Snapshot(|s, sink| {
             for ((action, result), n) in &s.remediations.counts {
-                sink(&[action, result], Value::Counter(*n));
+                sink(&[action.name(), result.name()], Value::Counter(*n));
             }
         }),
     ),

@@ -199,7 +199,7 @@ impl CgroupNames {
     /// root itself), or `None` if no walk has found it.
     pub fn resolve(&mut self, id: u64) -> Option<Arc<str>> {
         // Plain inserts and lookups: a panic elsewhere cannot leave it inconsistent.
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = crate::sync::lock(&self.names);
         if let Some(name) = names.get(&id) {
             return Some(Arc::clone(name));
         }

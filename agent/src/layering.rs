@@ -5,6 +5,8 @@ use std::{collections::BTreeMap, path::Path};
 
 /// Bottom to top. Modules of one layer do not import each other either.
 const LAYERS: &[&[&str]] = &[
+    // The one poisoned-mutex policy, under everything that locks.
+    &["sync"],
     // Leaves: formats, host files, durable writes, the service manager's protocol.
     &[
         "units", "names", "durable", "procstat", "btf", "tracefs", "cgroups", "service",

@@ -25,6 +25,7 @@ pub mod run;
 pub mod service;
 pub mod slo;
 pub mod snapshot;
+pub mod sync;
 pub mod targets;
 pub mod tracefs;
 pub mod units;

@@ -15,10 +15,11 @@ use crate::{
     metrics::{self, AgentInfo, Exposition},
     model::Model,
     probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes},
-    remediate::{RuleActions, Supervisor},
+    remediate::{AuditLog, Recorder, Remediator, Supervisor},
     rules::{Engine, NodeInputs},
     service::{Health, Notifier},
     snapshot::Snapshot,
+    sync::lock,
     watch::Watcher,
 };
 
@@ -68,10 +69,17 @@ pub async fn run(
     let addr: SocketAddr = listener.local_addr()?;
     let (mut watcher, mut engine) = alerting(&config, &cgroup2, addr, &delivery)?;
     watch_cgroups(&mut lock(&snapshot).kernel, &config);
-    let mut rule_actions = RuleActions::new(&config, &cgroup2, &mut lock(&snapshot).remediations);
-    // Supervised processes report what they did here; the loop records it in the snapshot.
+    // Remediation reports what it did here (from its own thread and the supervisor's); the
+    // loop records it in the snapshot, where the rules read it back.
     let (actions_tx, mut actions) = tokio::sync::mpsc::unbounded_channel();
-    let mut supervisor = Supervisor::start(&config, &cgroup2, actions_tx);
+    let recorder = Recorder::new(
+        Arc::new(AuditLog::new(&config.agent.state_dir)),
+        config.remediation.mode,
+        actions_tx,
+    );
+    let remediator = Remediator::start(&config, cgroup2.clone(), recorder.clone())
+        .context("cannot start the remediation thread")?;
+    let mut supervisor = Supervisor::start(&config, &cgroup2, recorder);
     let probe_status = probes.status.clone();
     tracing::info!(
         syscall_hist_entries = probes.syscall_hist_entries,
@@ -104,8 +112,8 @@ pub async fn run(
                 s.kernel.apply(sample);
                 watcher.tick(now, &s.kernel.syscall_latency.series);
                 evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
-                rule_actions.step(&engine.firing(), now, &mut s.remediations);
                 drop(s);
+                remediator.step(engine.firing(), now);
                 health.turned();
                 if !health.ready() {
                     health.set_ready();
@@ -139,7 +147,8 @@ pub async fn run(
                 }
                 if touched {
                     evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
-                    rule_actions.step(&engine.firing(), now, &mut s.remediations);
+                    drop(s);
+                    remediator.step(engine.firing(), now);
                 }
             }
             Some(action) = actions.recv() => {
@@ -165,8 +174,7 @@ pub async fn run(
                         watch_cgroups(&mut s.kernel, &new);
                         // Rules may have changed: give everything back; the next tick
                         // throttles again what the new rules still call for.
-                        rule_actions.release_all("config reloaded", &mut s.remediations);
-                        rule_actions = RuleActions::new(&new, &cgroup2, &mut s.remediations);
+                        remediator.reload(&new);
                         s.remediations.forget_gave_up();
                         supervisor.reload(&new);
                         config = new;
@@ -185,7 +193,7 @@ pub async fn run(
         }
     }
     notifier.stopping();
-    rule_actions.release_all("agent stopping", &mut lock(&snapshot).remediations);
+    remediator.stop("agent stopping");
     tracing::info!("stopping: saving target histories, detaching probes");
     watcher.save();
     http.abort();
@@ -356,12 +364,6 @@ fn evaluate(
     engine.evaluate(&targets, node, s, now);
     s.targets = targets;
     s.alerts = engine.alert_states();
-}
-
-fn lock(snapshot: &Mutex<Snapshot>) -> std::sync::MutexGuard<'_, Snapshot> {
-    // A panic elsewhere while holding the lock leaves a consistent snapshot (updates are
-    // plain additions and whole replacements), so keep serving it.
-    snapshot.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn kernel_release() -> String {

@@ -52,7 +52,7 @@ pub fn filled() -> Snapshot {
 
     use crate::{
         model::{CounterReading, HistReading, Sample, WrappedHist},
-        remediate::ActionEvent,
+        remediate::{ActionEvent, Kind, Outcome},
     };
 
     let mut s = Snapshot::new(10);
@@ -119,9 +119,9 @@ pub fn filled() -> Snapshot {
     s.alerts.insert(("TargetDown".into(), "firing"), 1);
     s.alerts.insert(("Slow".into(), "pending"), 2);
     s.remediations.record(ActionEvent {
-        action: "restart",
+        action: Kind::Restart,
         target: "svc".into(),
-        result: "dry_run",
+        result: Outcome::DryRun,
         detail: String::new(),
         at: std::time::UNIX_EPOCH,
     });

@@ -366,6 +366,75 @@ mttr_of_a_unit_gimbal_next_to_systemd_restart() {
     wait_for 10 audited "$kills" restart vmtest-mttr-gimbal.service done
 }
 
+# am_received_ns TARGET: when the real Alertmanager in the guest took in TargetDown for
+# TARGET (its updatedAt, set on receipt), in ns since the epoch; empty before.
+am_received_ns() {
+    local at
+    at=$(curl -sf --max-time 2 -G http://127.0.0.1:9093/api/v2/alerts \
+        --data-urlencode 'filter=alertname="TargetDown"' --data-urlencode "filter=target=\"$1\"" |
+        grep -o '"updatedAt":"[^"]*"' | head -n 1 | cut -d'"' -f4)
+    [ -n "$at" ] && date -d "$at" +%s%N
+}
+# answers_within_100ms PATH: one request, its total time printed in ms; fails past 100 ms.
+answers_within_100ms() {
+    local t
+    t=$(curl -s -o /dev/null -w '%{time_total}' --max-time 2 "$METRICS$1") || { say "$1: no answer"; return 1; }
+    awk -v t="$t" -v p="$1" 'BEGIN { printf "%s %.1f ms\n", p, t * 1000; exit !(t < 0.1) }'
+}
+
+hung_dbus_stalls_nothing() {
+    local dbus restarts witness t0 got slow=0 i
+    printf '[Service]\nExecStart=/bin/sleep 600\n' >/etc/systemd/system/vmtest-stuck.service
+    printf '[Service]\nExecStart=/bin/sleep 600\n' >/etc/systemd/system/vmtest-witness.service
+    systemctl daemon-reload && systemctl start prometheus-alertmanager vmtest-stuck vmtest-witness || return 1
+    wait_for 30 curl -sf --max-time 2 http://127.0.0.1:9093/-/ready || return 1
+    sed -i 's|^alertmanagers = \[\]|alertmanagers = ["http://127.0.0.1:9093"]|' /etc/gimbal/gimbal.toml
+    printf '\n[[targets]]\nname = "vmtest-stuck"\nunit = "vmtest-stuck.service"\n\n[[restart]]\ntarget = "vmtest-stuck"\n' >>/etc/gimbal/gimbal.toml
+    printf '\n[[targets]]\nname = "vmtest-witness"\nunit = "vmtest-witness.service"\n' >>/etc/gimbal/gimbal.toml
+    systemctl reload gimbal || return 1
+    wait_for 15 series_is 1 gimbal_target_up 'target="vmtest-stuck"' || return 1
+    wait_for 15 series_is 1 gimbal_target_up 'target="vmtest-witness"' || return 1
+    # Read before the bus stops (systemctl itself uses systemd's private socket, not the bus).
+    dbus=$(prop dbus MainPID)
+    restarts=$(prop gimbal NRestarts)
+    witness=$(prop vmtest-witness MainPID)
+    [ "$dbus" -gt 0 ] && [ "$witness" -gt 0 ] || { say "dbus $dbus, witness $witness"; return 1; }
+    kill -STOP "$dbus"
+    kill -KILL "$(prop vmtest-stuck MainPID)"
+    # The restart's intent is written just before the D-Bus call, which now hangs (5 s).
+    wait_for 10 sh -c 'grep -F "\"phase\":\"intent\"" /var/lib/gimbal/remediation/audit.jsonl | grep -qF "vmtest-stuck.service"' || { kill -CONT "$dbus"; return 1; }
+    t0=$(date +%s%N)
+    kill -KILL "$witness"
+    for i in $(seq 1 30); do
+        answers_within_100ms /healthz || slow=$((slow + 1))
+        answers_within_100ms /metrics || slow=$((slow + 1))
+        [ -n "${got:-}" ] || got=$(am_received_ns vmtest-witness)
+        sleep 0.2
+    done
+    kill -CONT "$dbus"
+    [ -n "${got:-}" ] || got=$(am_received_ns vmtest-witness)
+    [ -n "$got" ] || { say "TargetDown for vmtest-witness never reached Alertmanager"; return 1; }
+    echo "VMTEST: INFO hung D-Bus: SIGKILL to Alertmanager $(((got - t0) / 1000)) us, $slow slow answers" >&3
+    [ "$slow" -eq 0 ] || { say "$slow answers took 100 ms or more"; return 1; }
+    [ $((got - t0)) -lt 100000000 ] || { say "alert took $(((got - t0) / 1000000)) ms"; return 1; }
+    # The restart that hung failed, and was retried (the bus is back) or given up, per the
+    # policy; every attempt audited once: one outcome per intent.
+    [ "$(audit_count restart vmtest-stuck.service failed)" -ge 1 ] || { grep -F vmtest-stuck /var/lib/gimbal/remediation/audit.jsonl; return 1; }
+    wait_for 30 sh -c "grep -F '\"action\":\"restart\",\"cgroup\":\"vmtest-stuck.service\"' /var/lib/gimbal/remediation/audit.jsonl | grep -qE '\"result\":\"(done|gave_up)\"'" || {
+        grep -F vmtest-stuck /var/lib/gimbal/remediation/audit.jsonl
+        return 1
+    }
+    local intents outcomes gave_up
+    intents=$(grep -F '"phase":"intent"' /var/lib/gimbal/remediation/audit.jsonl | grep -cF '"cgroup":"vmtest-stuck.service"')
+    outcomes=$(grep -F '"phase":"outcome"' /var/lib/gimbal/remediation/audit.jsonl | grep -cF '"cgroup":"vmtest-stuck.service"')
+    gave_up=$(audit_count restart vmtest-stuck.service gave_up)
+    is "$outcomes" "$((intents + gave_up))" || { grep -F vmtest-stuck /var/lib/gimbal/remediation/audit.jsonl; return 1; }
+    # The loop never stopped pinging the watchdog.
+    is "$(prop gimbal NRestarts)" "$restarts" || return 1
+    ! journalctl -u gimbal --no-pager | grep -q "Watchdog timeout" || { say "watchdog timeout"; return 1; }
+    systemctl stop vmtest-stuck vmtest-witness
+}
+
 watchdog_restarts_a_stuck_agent() {
     local pid restarts
     pid=$(prop gimbal MainPID)
@@ -460,6 +529,7 @@ check crash_looping_unit_backs_off_then_is_given_up crash_looping_unit_backs_off
 check throttle_goes_through_systemd_and_is_given_back throttle_goes_through_systemd_and_is_given_back
 check freeze_goes_through_systemd_and_thaws freeze_goes_through_systemd_and_thaws
 check signal_reaches_a_unit_of_another_user signal_reaches_a_unit_of_another_user
+check hung_dbus_stalls_nothing hung_dbus_stalls_nothing
 check watchdog_restarts_a_stuck_agent watchdog_restarts_a_stuck_agent
 check upgrade_keeps_the_edited_conffile_and_restarts upgrade_keeps_the_edited_conffile_and_restarts
 check remove_stops_and_keeps_config_and_state remove_stops_and_keeps_config_and_state

@@ -299,7 +299,7 @@ pub struct DeliveryStats {
 
 impl DeliveryStats {
     fn update(&self, url: &str, f: impl FnOnce(&mut EndpointStats)) {
-        let mut m = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.endpoints);
         f(m.entry(url.to_string()).or_default());
     }
 }

@@ -64,18 +64,14 @@ impl Collector for Exposition {
         // Shadowed so that nothing below can reach the unescaping encoder.
         let mut e = Families::new(&mut e);
         // Copied before the snapshot's lock is taken, so the two locks never nest.
-        let endpoints: Delivered = self
-            .delivery
-            .endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let endpoints: Delivered = crate::sync::lock(&self.delivery.endpoints)
             .iter()
             .map(|(e, s)| {
                 let counts = [s.sent, s.failed, s.dropped, s.queued];
                 (e.clone(), counts, s.last_latency.as_secs_f64())
             })
             .collect();
-        let snapshot = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = crate::sync::lock(&self.snapshot);
         for metric in METRICS {
             let unit = metric.seconds.then_some(&Unit::Seconds);
             let kind = match metric.kind {

@@ -56,7 +56,7 @@ struct Waiting {
 
 impl Idle {
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.waiting)
     }
 
     /// Closes the oldest connection that has waited past GRACE for its request; false if

@@ -13,8 +13,11 @@ use std::{
 /// Past this size the log is rotated to `audit.jsonl.1` (one old file kept).
 const MAX_BYTES: u64 = 8 << 20;
 
+/// The one writer of the log: shared by every action (and the supervisor's thread), so
+/// rotation and appends never interleave.
 pub struct AuditLog {
     path: PathBuf,
+    writing: std::sync::Mutex<()>,
 }
 
 /// One line of the log.
@@ -32,6 +35,7 @@ impl AuditLog {
     pub fn new(state_dir: &Path) -> Self {
         Self {
             path: state_dir.join("remediation/audit.jsonl"),
+            writing: std::sync::Mutex::default(),
         }
     }
 
@@ -52,6 +56,7 @@ impl AuditLog {
     }
 
     fn append(&self, line: &str, sync: bool) -> std::io::Result<()> {
+        let _writing = crate::sync::lock(&self.writing);
         // symlink_metadata: a planted link is not followed to decide the rotation.
         if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.len() > MAX_BYTES) {
             std::fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;

@@ -7,8 +7,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use super::{Kind, Outcome};
+
 /// Actions by (action, result), for `gimbal_remediations_total`.
-pub type Counts = BTreeMap<(&'static str, &'static str), u64>;
+pub type Counts = BTreeMap<(Kind, Outcome), u64>;
 
 /// How long an action keeps its informational alert firing.
 pub const RECENT: Duration = Duration::from_secs(300);
@@ -16,11 +18,10 @@ pub const RECENT: Duration = Duration::from_secs(300);
 /// One decision carried out (or only logged, in dry-run).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActionEvent {
-    pub action: &'static str,
+    pub action: Kind,
     /// The [[throttle]] rule, [[restart]] target or [[supervise]] name.
     pub target: String,
-    /// done, failed, dry_run, refused, gave_up.
-    pub result: &'static str,
+    pub result: Outcome,
     pub detail: String,
     pub at: SystemTime,
 }
@@ -28,7 +29,7 @@ pub struct ActionEvent {
 #[derive(Debug, Default)]
 pub struct Ledger {
     pub counts: Counts,
-    recent: BTreeMap<(&'static str, String, &'static str), (SystemTime, String)>,
+    recent: BTreeMap<(Kind, String, Outcome), (SystemTime, String)>,
     /// Target -> why it was given up.
     gave_up: BTreeMap<String, String>,
 }
@@ -36,10 +37,14 @@ pub struct Ledger {
 impl Ledger {
     pub fn record(&mut self, e: ActionEvent) {
         *self.counts.entry((e.action, e.result)).or_default() += 1;
-        if e.result == "gave_up" {
-            self.gave_up.insert(e.target.clone(), e.detail.clone());
-        } else if e.result == "done" {
-            self.gave_up.remove(&e.target);
+        match e.result {
+            Outcome::GaveUp => {
+                self.gave_up.insert(e.target.clone(), e.detail.clone());
+            }
+            Outcome::Done => {
+                self.gave_up.remove(&e.target);
+            }
+            _ => {}
         }
         let now = e.at;
         self.recent
@@ -52,7 +57,7 @@ impl Ledger {
     pub fn recent(
         &self,
         now: SystemTime,
-    ) -> impl Iterator<Item = (&(&'static str, String, &'static str), &String)> {
+    ) -> impl Iterator<Item = (&(Kind, String, Outcome), &String)> {
         self.recent
             .iter()
             .filter(move |(_, (at, _))| now.duration_since(*at).unwrap_or_default() < RECENT)
@@ -73,9 +78,9 @@ impl Ledger {
 mod tests {
     use super::*;
 
-    fn event(result: &'static str, at: SystemTime) -> ActionEvent {
+    fn event(result: Outcome, at: SystemTime) -> ActionEvent {
         ActionEvent {
-            action: "restart",
+            action: Kind::Restart,
             target: "web".into(),
             result,
             detail: "d".into(),
@@ -87,13 +92,13 @@ mod tests {
     fn counts_keeps_recent_actions_for_five_minutes_and_tracks_give_up() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut l = Ledger::default();
-        l.record(event("done", t0));
-        l.record(event("gave_up", t0));
-        assert_eq!(l.counts[&("restart", "done")], 1);
+        l.record(event(Outcome::Done, t0));
+        l.record(event(Outcome::GaveUp, t0));
+        assert_eq!(l.counts[&(Kind::Restart, Outcome::Done)], 1);
         assert_eq!(l.gave_up().len(), 1);
         assert_eq!(l.recent(t0 + Duration::from_secs(299)).count(), 2);
         assert_eq!(l.recent(t0 + RECENT).count(), 0);
-        l.record(event("done", t0 + RECENT));
+        l.record(event(Outcome::Done, t0 + RECENT));
         assert!(
             l.gave_up().is_empty(),
             "a successful restart ends the give-up"

@@ -6,6 +6,7 @@
 //! backoff and a give-up budget (`backoff.rs`).
 //! `[remediation] mode` is `dry-run` by default: everything is decided, logged and counted,
 //! nothing changes. The rule-bound actions share one node-wide cap (`cap.rs`).
+mod actor;
 mod audit;
 mod backoff;
 mod cap;
@@ -13,19 +14,24 @@ mod guard;
 mod ledger;
 mod limits;
 mod pidfd;
+mod record;
 mod restart;
 mod signal;
 mod supervise;
 mod systemd;
 mod throttle;
 
+pub use actor::Remediator;
+pub use audit::AuditLog;
 pub use ledger::{ActionEvent, Counts, Ledger};
 pub use limits::{Change, Limit, LimitJournal};
+pub use record::{Kind, Outcome, Recorder};
 pub use supervise::Supervisor;
 
 use std::{path::Path, time::SystemTime};
 
 use cap::ActionCap;
+use record::Act;
 use restart::Restarter;
 use signal::Signaller;
 use throttle::Throttler;
@@ -34,7 +40,8 @@ use crate::{alert::AlertLabels, config::Config};
 
 /// The actions bound to alerts (throttle and freeze, restart, signal), stepped together
 /// under one node-wide cap. Supervised processes are not capped: their restarts are what a
-/// service manager owes them, bounded per process by the backoff.
+/// service manager owes them, bounded per process by the backoff. Runs on the
+/// `Remediator`'s thread, never on the agent's loop.
 pub struct RuleActions {
     throttler: Throttler,
     restarter: Restarter,
@@ -44,74 +51,49 @@ pub struct RuleActions {
 
 impl RuleActions {
     /// First gives back whatever a killed predecessor left throttled.
-    pub fn new(config: &Config, cgroup2: &Path, ledger: &mut Ledger) -> Self {
+    pub fn new(config: &Config, cgroup2: &Path, recorder: &Recorder) -> Self {
         Self {
-            throttler: Throttler::new(config, cgroup2, ledger),
-            restarter: Restarter::new(config),
-            signaller: Signaller::new(config, cgroup2),
+            throttler: Throttler::new(config, cgroup2, recorder.clone()),
+            restarter: Restarter::new(config, recorder.clone()),
+            signaller: Signaller::new(config, cgroup2, recorder.clone()),
             cap: ActionCap::new(config.remediation.max_concurrent),
         }
     }
 
     /// Acts on the alerts firing now, and gives back what no longer fires.
-    pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, ledger: &mut Ledger) {
-        self.throttler.step(firing, now, &mut self.cap, ledger);
-        self.restarter.step(firing, now, &mut self.cap, ledger);
-        self.signaller.step(firing, now, &mut self.cap, ledger);
+    pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime) {
+        self.throttler.step(firing, now, &mut self.cap);
+        self.restarter.step(firing, now, &mut self.cap);
+        self.signaller.step(firing, now, &mut self.cap);
     }
 
     /// Gives every throttle and freeze back (agent stop, config reload).
-    pub fn release_all(&mut self, why: &str, ledger: &mut Ledger) {
-        self.throttler.release_all(why, ledger);
+    pub fn release_all(&mut self, why: &str) {
+        self.throttler.release_all(why);
     }
 }
 
 /// An action over the node-wide cap: logged, audited and counted, once; it waits.
-fn record_deferred(
-    audit: &audit::AuditLog,
-    mode: crate::config::RemediationMode,
-    action: &'static str,
-    rule: &str,
-    why: &str,
-    now: SystemTime,
-    ledger: &mut Ledger,
-) {
-    tracing::warn!(rule, "{action} {why}");
-    let entry = audit::Entry {
-        phase: "outcome",
-        action,
+fn record_deferred(recorder: &Recorder, kind: Kind, rule: &str, why: &str, now: SystemTime) {
+    tracing::warn!(rule, "{} {why}", kind.name());
+    let act = Act {
+        kind,
         rule,
         cgroup: "",
-        mode: mode.name(),
-        detail: why,
-        result: "deferred",
     };
-    audit.record(&entry, now);
-    ledger.record(ActionEvent {
-        action,
-        target: rule.to_string(),
-        result: "deferred",
-        detail: why.to_string(),
-        at: now,
-    });
+    recorder.outcome(act, why, Outcome::Deferred, now);
 }
 
 /// The cgroups a rule's globs match under `root`, each confined to the mount
 /// (targets::confine's rules); a glob refused for traversal is audited and recorded as
 /// refused, so an operator sees why the rule did nothing.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "what to expand and everything a refusal is audited and recorded with"
-)]
 fn confined_groups(
     root: &Path,
     globs: &[String],
-    audit: &audit::AuditLog,
-    mode: crate::config::RemediationMode,
-    action: &'static str,
+    recorder: &Recorder,
+    kind: Kind,
     rule: &str,
     now: SystemTime,
-    ledger: &mut Ledger,
 ) -> Vec<std::path::PathBuf> {
     let mut groups = Vec::new();
     for glob in globs {
@@ -119,26 +101,13 @@ fn confined_groups(
             Ok(found) => groups.extend(found),
             Err(e) => {
                 let why = format!("refused: {e}");
-                tracing::warn!(rule, "{action} {why}");
-                audit.record(
-                    &audit::Entry {
-                        phase: "outcome",
-                        action,
-                        rule,
-                        cgroup: glob,
-                        mode: mode.name(),
-                        detail: &why,
-                        result: "refused",
-                    },
-                    now,
-                );
-                ledger.record(ActionEvent {
-                    action,
-                    target: rule.to_string(),
-                    result: "refused",
-                    detail: why,
-                    at: now,
-                });
+                tracing::warn!(rule, "{} {why}", kind.name());
+                let act = Act {
+                    kind,
+                    rule,
+                    cgroup: glob,
+                };
+                recorder.outcome(act, &why, Outcome::Refused, now);
             }
         }
     }

@@ -7,12 +7,11 @@ use std::{
 };
 
 use super::{
-    audit::{AuditLog, Entry},
     backoff::{Backoff, Next, Policy},
     cap::{ActionCap, Slot, SETTLE},
     guard::Guard,
+    record::{Act, Kind, Outcome, Recorder},
     systemd::Systemd,
-    ActionEvent, Ledger,
 };
 use crate::{
     alert::AlertLabels,
@@ -20,10 +19,9 @@ use crate::{
 };
 
 pub struct Restarter {
-    mode: RemediationMode,
     policy: Policy,
     guard: Guard,
-    audit: AuditLog,
+    recorder: Recorder,
     /// Target -> (alertname, unit, state).
     rules: BTreeMap<String, (String, String, State)>,
     /// The agent's own unit, never restarted by itself.
@@ -42,7 +40,7 @@ struct State {
 }
 
 impl Restarter {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, recorder: Recorder) -> Self {
         let own = super::guard::own_cgroup_v2();
         let rules = config
             .restarts
@@ -54,7 +52,6 @@ impl Restarter {
             })
             .collect();
         Self {
-            mode: config.remediation.mode,
             policy: Policy::from_config(&config.remediation),
             guard: Guard::new(&config.remediation.protected, &own),
             own_unit: own
@@ -62,19 +59,13 @@ impl Restarter {
                 .next()
                 .filter(|u| u.contains('.'))
                 .map(String::from),
-            audit: AuditLog::new(&config.agent.state_dir),
+            recorder,
             rules,
             systemd: None,
         }
     }
 
-    pub fn step(
-        &mut self,
-        firing: &[AlertLabels],
-        now: SystemTime,
-        cap: &mut ActionCap,
-        ledger: &mut Ledger,
-    ) {
+    pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, cap: &mut ActionCap) {
         let targets: Vec<String> = self.rules.keys().cloned().collect();
         for target in targets {
             let (when, unit, state) = self.rules.get_mut(&target).expect("listed");
@@ -104,7 +95,8 @@ impl Restarter {
                             state.backoff.failures() - 1
                         );
                         tracing::error!(target = %target, "{detail}");
-                        self.record(&target, &unit, "outcome", &detail, "gave_up", now, ledger);
+                        self.recorder
+                            .outcome(act(&target, &unit), &detail, Outcome::GaveUp, now);
                         continue;
                     }
                     Next::RestartAfter(delay) => {
@@ -120,18 +112,16 @@ impl Restarter {
                     Slot::Granted => {
                         state.due = None;
                         state.last_restart = Some(now);
-                        if !self.restart(&target, &unit, now, ledger) {
+                        if !self.restart(&target, &unit, now) {
                             cap.release(&key);
                         }
                     }
                     Slot::Deferred => super::record_deferred(
-                        &self.audit,
-                        self.mode,
-                        "restart",
+                        &self.recorder,
+                        Kind::Restart,
                         &target,
                         &cap.why(),
                         now,
-                        ledger,
                     ),
                     Slot::StillDeferred => {}
                 }
@@ -140,33 +130,35 @@ impl Restarter {
     }
 
     /// False when refused: nothing was (or would be) done.
-    fn restart(&mut self, target: &str, unit: &str, now: SystemTime, ledger: &mut Ledger) -> bool {
+    fn restart(&mut self, target: &str, unit: &str, now: SystemTime) -> bool {
         let own =
             (self.own_unit.as_deref() == Some(unit)).then(|| "the agent's own unit".to_string());
         if let Some(why) = own.or_else(|| self.guard.refusal(unit)) {
             let detail = format!("refused: {why}");
             tracing::warn!(unit, "restart {detail}");
-            self.record(target, unit, "outcome", &detail, "refused", now, ledger);
+            self.recorder
+                .outcome(act(target, unit), &detail, Outcome::Refused, now);
             return false;
         }
-        self.record_audit(target, unit, "intent", "target down", "pending", now);
-        let (result, detail) = match self.mode {
+        self.recorder.intent(act(target, unit), "target down", now);
+        let (result, detail) = match self.recorder.mode() {
             RemediationMode::DryRun => {
                 tracing::info!(unit, "dry-run: would restart {unit}");
-                ("dry_run", format!("would restart {unit}"))
+                (Outcome::DryRun, format!("would restart {unit}"))
             }
             RemediationMode::Enforce => match self.connected().and_then(|s| s.restart_unit(unit)) {
                 Ok(job) => {
                     tracing::info!(unit, job = %job, "restarted through systemd");
-                    ("done", format!("RestartUnit({unit}) queued {job}"))
+                    (Outcome::Done, format!("RestartUnit({unit}) queued {job}"))
                 }
                 Err(e) => {
                     tracing::error!(unit, error = %format!("{e:#}"), "restart failed");
-                    ("failed", format!("{e:#}"))
+                    (Outcome::Failed, format!("{e:#}"))
                 }
             },
         };
-        self.record(target, unit, "outcome", &detail, result, now, ledger);
+        self.recorder
+            .outcome(act(target, unit), &detail, result, now);
         true
     }
 
@@ -179,58 +171,21 @@ impl Restarter {
         }
         Ok(self.systemd.as_ref().expect("just set"))
     }
+}
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one audit record's fields, each named at the call site"
-    )]
-    fn record(
-        &self,
-        target: &str,
-        unit: &str,
-        phase: &str,
-        detail: &str,
-        result: &'static str,
-        now: SystemTime,
-        ledger: &mut Ledger,
-    ) {
-        self.record_audit(target, unit, phase, detail, result, now);
-        ledger.record(ActionEvent {
-            action: "restart",
-            target: target.to_string(),
-            result,
-            detail: detail.to_string(),
-            at: now,
-        });
-    }
-
-    fn record_audit(
-        &self,
-        target: &str,
-        unit: &str,
-        phase: &str,
-        detail: &str,
-        result: &str,
-        now: SystemTime,
-    ) {
-        self.audit.record(
-            &Entry {
-                phase,
-                action: "restart",
-                rule: target,
-                cgroup: unit,
-                mode: self.mode.name(),
-                detail,
-                result,
-            },
-            now,
-        );
+/// A restart of `unit` for target `target`.
+fn act<'a>(target: &'a str, unit: &'a str) -> Act<'a> {
+    Act {
+        kind: Kind::Restart,
+        rule: target,
+        cgroup: unit,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remediate::{record::testing::Recorded, Ledger};
 
     fn firing(target: &str) -> Vec<AlertLabels> {
         vec![[("alertname", "TargetDown"), ("target", target)]
@@ -241,7 +196,7 @@ mod tests {
 
     /// A dry-run restarter for unit target "web", its state in a temp dir named after `test`
     /// (removed by the caller); `remediation` adds to its `[remediation]` section.
-    fn restarter(test: &str, remediation: &str) -> (Restarter, std::path::PathBuf) {
+    fn restarter(test: &str, remediation: &str) -> (Restarter, Recorded, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("gimbal-{test}-{}", std::process::id()));
         let config = Config::parse(
             &format!(
@@ -252,61 +207,71 @@ mod tests {
             "t",
         )
         .unwrap();
-        (Restarter::new(&config), dir)
+        let recorded = Recorded::new(&dir, config.remediation.mode);
+        (
+            Restarter::new(&config, recorded.recorder.clone()),
+            recorded,
+            dir,
+        )
     }
 
     #[test]
     fn a_unit_that_stays_down_is_restarted_at_once_then_after_the_backoff_then_given_up() {
-        let (mut r, dir) = restarter("restart-unit", "backoff = \"10s\"\ngive_up_after = 2");
-        let mut ledger = Ledger::default();
+        let (mut r, mut events, dir) =
+            restarter("restart-unit", "backoff = \"10s\"\ngive_up_after = 2");
         let mut cap = ActionCap::new(1);
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let at = |s: u64| t0 + Duration::from_secs(s);
-        let dry_runs = |l: &Ledger| l.counts.get(&("restart", "dry_run")).copied().unwrap_or(0);
-        r.step(&firing("web"), at(0), &mut cap, &mut ledger);
-        assert_eq!(dry_runs(&ledger), 1, "the first failure: at once");
-        r.step(&firing("web"), at(2), &mut cap, &mut ledger);
-        assert_eq!(dry_runs(&ledger), 1, "still settling after the restart");
-        r.step(&firing("other"), at(3), &mut cap, &mut ledger);
-        r.step(&firing("web"), at(4), &mut cap, &mut ledger);
-        assert_eq!(dry_runs(&ledger), 1, "the second failure waits 10 s");
-        r.step(&firing("web"), at(14), &mut cap, &mut ledger);
-        assert_eq!(dry_runs(&ledger), 2);
-        r.step(&firing("web"), at(18), &mut cap, &mut ledger);
-        assert_eq!(ledger.gave_up().len(), 1, "give_up_after = 2");
-        r.step(&firing("web"), at(100), &mut cap, &mut ledger);
-        assert_eq!(dry_runs(&ledger), 2, "nothing after giving up");
+        let dry_runs = |l: &Ledger| {
+            l.counts
+                .get(&(Kind::Restart, Outcome::DryRun))
+                .copied()
+                .unwrap_or(0)
+        };
+        r.step(&firing("web"), at(0), &mut cap);
+        assert_eq!(dry_runs(events.ledger()), 1, "the first failure: at once");
+        r.step(&firing("web"), at(2), &mut cap);
+        assert_eq!(
+            dry_runs(events.ledger()),
+            1,
+            "still settling after the restart"
+        );
+        r.step(&firing("other"), at(3), &mut cap);
+        r.step(&firing("web"), at(4), &mut cap);
+        assert_eq!(
+            dry_runs(events.ledger()),
+            1,
+            "the second failure waits 10 s"
+        );
+        r.step(&firing("web"), at(14), &mut cap);
+        assert_eq!(dry_runs(events.ledger()), 2);
+        r.step(&firing("web"), at(18), &mut cap);
+        assert_eq!(events.ledger().gave_up().len(), 1, "give_up_after = 2");
+        r.step(&firing("web"), at(100), &mut cap);
+        assert_eq!(dry_runs(events.ledger()), 2, "nothing after giving up");
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn a_restart_over_the_cap_waits_is_reported_once_then_goes_ahead() {
-        let (mut r, dir) = restarter("restart-cap", "");
-        let mut ledger = Ledger::default();
+        let (mut r, mut events, dir) = restarter("restart-cap", "");
         let mut cap = ActionCap::new(1);
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert_eq!(cap.take("throttle:other", None, t0), Slot::Granted);
-        let count = |l: &Ledger, result| l.counts.get(&("restart", result)).copied().unwrap_or(0);
-        r.step(&firing("web"), t0, &mut cap, &mut ledger);
-        r.step(
-            &firing("web"),
-            t0 + Duration::from_secs(1),
-            &mut cap,
-            &mut ledger,
-        );
+        let count =
+            |l: &Ledger, result| l.counts.get(&(Kind::Restart, result)).copied().unwrap_or(0);
+        r.step(&firing("web"), t0, &mut cap);
+        r.step(&firing("web"), t0 + Duration::from_secs(1), &mut cap);
+        let l = events.ledger();
         assert_eq!(
-            (count(&ledger, "deferred"), count(&ledger, "dry_run")),
+            (count(l, Outcome::Deferred), count(l, Outcome::DryRun)),
             (1, 0)
         );
         cap.release("throttle:other");
-        r.step(
-            &firing("web"),
-            t0 + Duration::from_secs(2),
-            &mut cap,
-            &mut ledger,
-        );
+        r.step(&firing("web"), t0 + Duration::from_secs(2), &mut cap);
+        let l = events.ledger();
         assert_eq!(
-            (count(&ledger, "deferred"), count(&ledger, "dry_run")),
+            (count(l, Outcome::Deferred), count(l, Outcome::DryRun)),
             (1, 1)
         );
         let _ = std::fs::remove_dir_all(dir);

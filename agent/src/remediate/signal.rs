@@ -9,10 +9,10 @@ use std::{
 };
 
 use super::{
-    audit::{AuditLog, Entry},
     cap::{ActionCap, Slot, SETTLE},
     guard::{own_cgroup_v2, Guard},
-    pidfd, ActionEvent, Ledger,
+    pidfd,
+    record::{Act, Kind, Outcome, Recorder},
 };
 use crate::{
     alert::AlertLabels,
@@ -21,34 +21,26 @@ use crate::{
 };
 
 pub struct Signaller {
-    mode: RemediationMode,
     rules: Vec<SignalConfig>,
     guard: Guard,
-    audit: AuditLog,
+    recorder: Recorder,
     cgroup2: PathBuf,
     /// Rules whose alert fired and got its signal; cleared when the alert resolves.
     sent: BTreeSet<String>,
 }
 
 impl Signaller {
-    pub fn new(config: &Config, cgroup2: &Path) -> Self {
+    pub fn new(config: &Config, cgroup2: &Path, recorder: Recorder) -> Self {
         Self {
-            mode: config.remediation.mode,
             rules: config.signals.clone(),
             guard: Guard::new(&config.remediation.protected, &own_cgroup_v2()),
-            audit: AuditLog::new(&config.agent.state_dir),
+            recorder,
             cgroup2: cgroup2.to_path_buf(),
             sent: BTreeSet::new(),
         }
     }
 
-    pub fn step(
-        &mut self,
-        firing: &[AlertLabels],
-        now: SystemTime,
-        cap: &mut ActionCap,
-        ledger: &mut Ledger,
-    ) {
+    pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, cap: &mut ActionCap) {
         for rule in self.rules.clone() {
             let triggered = super::fires(firing, &rule.when, rule.target.as_deref());
             let key = format!("signal:{}", rule.name);
@@ -59,40 +51,32 @@ impl Signaller {
                 match cap.take(&key, Some(now + SETTLE), now) {
                     Slot::Granted => {
                         self.sent.insert(rule.name.clone());
-                        self.signal(&rule, now, ledger);
+                        self.signal(&rule, now);
                     }
-                    Slot::Deferred => self.defer(&rule, &cap.why(), now, ledger),
+                    Slot::Deferred => super::record_deferred(
+                        &self.recorder,
+                        Kind::Signal,
+                        &rule.name,
+                        &cap.why(),
+                        now,
+                    ),
                     Slot::StillDeferred => {}
                 }
             }
         }
     }
 
-    fn defer(&self, rule: &SignalConfig, why: &str, now: SystemTime, ledger: &mut Ledger) {
-        super::record_deferred(
-            &self.audit,
-            self.mode,
-            "signal",
-            &rule.name,
-            why,
-            now,
-            ledger,
-        );
-    }
-
-    fn signal(&self, rule: &SignalConfig, now: SystemTime, ledger: &mut Ledger) {
+    fn signal(&self, rule: &SignalConfig, now: SystemTime) {
         let Some(sig) = signal_number(&rule.signal) else {
             return; // rejected at config load
         };
         let groups = super::confined_groups(
             &self.cgroup2,
             &rule.cgroups,
-            &self.audit,
-            self.mode,
-            "signal",
+            &self.recorder,
+            Kind::Signal,
             &rule.name,
             now,
-            ledger,
         );
         if groups.is_empty() {
             tracing::warn!(rule = %rule.name, globs = ?rule.cgroups, "signal: no cgroup matches");
@@ -102,49 +86,36 @@ impl Signaller {
                 .strip_prefix(&self.cgroup2)
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
-            let mut entry = Entry {
-                phase: "intent",
-                action: "signal",
+            let act = Act {
+                kind: Kind::Signal,
                 rule: &rule.name,
                 cgroup: &rel,
-                mode: self.mode.name(),
-                detail: &rule.signal,
-                result: "pending",
             };
             let (result, detail) = if let Some(why) = self.guard.refusal(&rel) {
-                ("refused", format!("refused: {why}"))
+                (Outcome::Refused, format!("refused: {why}"))
             } else {
-                self.audit.record(&entry, now);
-                match self.mode {
-                    RemediationMode::DryRun => {
-                        ("dry_run", format!("would send {} to {rel}", rule.signal))
-                    }
+                self.recorder.intent(act, &rule.signal, now);
+                match self.recorder.mode() {
+                    RemediationMode::DryRun => (
+                        Outcome::DryRun,
+                        format!("would send {} to {rel}", rule.signal),
+                    ),
                     RemediationMode::Enforce => {
                         let (sent, errors) = send_to_group(&dir, &rel, sig as i32);
                         let detail = format!("{} to {sent} processes{errors}", rule.signal);
                         (
                             if sent > 0 || errors.is_empty() {
-                                "done"
+                                Outcome::Done
                             } else {
-                                "failed"
+                                Outcome::Failed
                             },
                             detail,
                         )
                     }
                 }
             };
-            tracing::info!(rule = %rule.name, cgroup = %rel, result, "{detail}");
-            entry.phase = "outcome";
-            entry.result = result;
-            entry.detail = &detail;
-            self.audit.record(&entry, now);
-            ledger.record(ActionEvent {
-                action: "signal",
-                target: rule.name.clone(),
-                result,
-                detail,
-                at: now,
-            });
+            tracing::info!(rule = %rule.name, cgroup = %rel, result = result.name(), "{detail}");
+            self.recorder.outcome(act, &detail, result, now);
         }
     }
 }

@@ -9,10 +9,10 @@ use std::{
 };
 
 use super::{
-    audit::{AuditLog, Entry},
     cap::{ActionCap, Slot},
     guard::Guard,
-    ActionEvent, Ledger, Limit, LimitJournal,
+    record::{Act, Kind, Outcome, Recorder},
+    Limit, LimitJournal,
 };
 use crate::{
     alert::AlertLabels,
@@ -20,7 +20,6 @@ use crate::{
 };
 
 pub struct Throttler {
-    mode: RemediationMode,
     rules: Vec<ThrottleConfig>,
     /// Guards for the CPU hierarchy and for cgroup2 (the agent's own cgroup differs
     /// between them on hybrid hosts).
@@ -32,7 +31,7 @@ pub struct Throttler {
     /// Where `memory.high` and `cgroup.freeze` are (cgroup v2 only).
     cgroup2: PathBuf,
     journal: LimitJournal,
-    audit: AuditLog,
+    recorder: Recorder,
     /// Rule name -> (cgroups held, or that would be in dry-run; since).
     active: BTreeMap<String, (Vec<PathBuf>, SystemTime)>,
     /// Rules whose TTL ended while their alert still fires: not again until it resolves.
@@ -41,61 +40,34 @@ pub struct Throttler {
 
 impl Throttler {
     /// Restores whatever a previous agent left throttled (it was killed, say) first.
-    pub fn new(config: &Config, cgroup2: &Path, ledger: &mut Ledger) -> Self {
+    pub fn new(config: &Config, cgroup2: &Path, recorder: Recorder) -> Self {
         let (root, own) = cpu_hierarchy(cgroup2);
-        let journal = LimitJournal::open_under(&config.agent.state_dir, &[cgroup2, &root]);
-        let audit = AuditLog::new(&config.agent.state_dir);
-        let pending = journal.pending().to_vec();
+        let mut journal = LimitJournal::open_under(&config.agent.state_dir, &[cgroup2, &root]);
         let now = SystemTime::now();
-        let record = |change: &crate::remediate::Change, phase: &str, result: &str| {
-            audit.record(
-                &Entry {
-                    phase,
-                    action: "unthrottle",
-                    rule: PREVIOUS,
-                    cgroup: &change.cgroup.display().to_string(),
-                    mode: config.remediation.mode.name(),
-                    detail: &format!("{} back to {}", change.file, change.previous),
-                    result,
-                },
-                now,
-            )
-        };
         for (change, why) in journal.refused() {
-            audit.record(
-                &Entry {
-                    phase: "outcome",
-                    action: "unthrottle",
-                    rule: PREVIOUS,
-                    cgroup: &change.cgroup.display().to_string(),
-                    mode: config.remediation.mode.name(),
-                    detail: &format!("refused: {why}"),
-                    result: "refused",
-                },
-                now,
-            );
+            let cgroup = change.cgroup.display().to_string();
+            let act = previous(&cgroup);
+            recorder.outcome(act, &format!("refused: {why}"), Outcome::Refused, now);
         }
-        let mut journal = journal;
+        let pending = journal.pending().to_vec();
         for change in &pending {
             tracing::warn!(cgroup = %change.cgroup.display(), "restoring a limit left by the previous agent");
-            record(change, "intent", "pending");
+            let cgroup = change.cgroup.display().to_string();
+            recorder.intent(previous(&cgroup), &undo_detail(change), now);
         }
         let failed = journal.revert_all();
         for change in &pending {
-            match failed.iter().find(|(c, _)| c == change) {
+            let cgroup = change.cgroup.display().to_string();
+            let result = match failed.iter().find(|(c, _)| c == change) {
                 Some((_, e)) => {
-                    tracing::error!(cgroup = %change.cgroup.display(), error = %e, "cannot restore a limit");
-                    record(change, "outcome", "failed");
-                    ledger.record(event("unthrottle", PREVIOUS, "failed", &change.file, now));
+                    tracing::error!(cgroup, error = %e, "cannot restore a limit");
+                    Outcome::Failed
                 }
-                None => {
-                    record(change, "outcome", "done");
-                    ledger.record(event("unthrottle", PREVIOUS, "done", &change.file, now));
-                }
-            }
+                None => Outcome::Done,
+            };
+            recorder.outcome(previous(&cgroup), &undo_detail(change), result, now);
         }
         Self {
-            mode: config.remediation.mode,
             rules: config.throttles.clone(),
             guard: Guard::new(&config.remediation.protected, &own),
             guard_v2: Guard::new(
@@ -105,23 +77,17 @@ impl Throttler {
             root,
             cgroup2: cgroup2.to_path_buf(),
             journal,
-            audit,
+            recorder,
             active: BTreeMap::new(),
             expired: BTreeSet::new(),
         }
     }
 
     /// Applies and releases throttles for the alerts firing now.
-    pub fn step(
-        &mut self,
-        firing: &[AlertLabels],
-        now: SystemTime,
-        cap: &mut ActionCap,
-        ledger: &mut Ledger,
-    ) {
+    pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, cap: &mut ActionCap) {
         for rule in self.rules.clone() {
             let triggered = super::fires(firing, &rule.when, rule.target.as_deref());
-            let key = format!("{}:{}", actions(&rule).0, rule.name);
+            let key = format!("{}:{}", actions(&rule).0.name(), rule.name);
             if !triggered {
                 self.expired.remove(&rule.name);
                 cap.forget(&key);
@@ -135,7 +101,7 @@ impl Throttler {
                         } else {
                             "alert resolved"
                         };
-                        self.release(&rule.name, why, now, ledger);
+                        self.release(&rule.name, why, now);
                         cap.release(&key);
                         if triggered {
                             self.expired.insert(rule.name.clone());
@@ -148,11 +114,17 @@ impl Throttler {
                             // A throttle that holds nothing (all refused, failed or
                             // unmatched) stays decided, so it is not retried every tick,
                             // but takes no slot.
-                            if !self.throttle(&rule, now, ledger) {
+                            if !self.throttle(&rule, now) {
                                 cap.release(&key);
                             }
                         }
-                        Slot::Deferred => self.defer(&rule, &cap.why(), now, ledger),
+                        Slot::Deferred => super::record_deferred(
+                            &self.recorder,
+                            actions(&rule).0,
+                            &rule.name,
+                            &cap.why(),
+                            now,
+                        ),
                         Slot::StillDeferred => {}
                     }
                 }
@@ -162,15 +134,15 @@ impl Throttler {
     }
 
     /// Gives every throttle back (agent stop, config reload).
-    pub fn release_all(&mut self, why: &str, ledger: &mut Ledger) {
+    pub fn release_all(&mut self, why: &str) {
         let names: Vec<String> = self.active.keys().cloned().collect();
         for name in names {
-            self.release(&name, why, SystemTime::now(), ledger);
+            self.release(&name, why, SystemTime::now());
         }
     }
 
     /// Whether any cgroup is held (or would be, in dry-run).
-    fn throttle(&mut self, rule: &ThrottleConfig, now: SystemTime, ledger: &mut Ledger) -> bool {
+    fn throttle(&mut self, rule: &ThrottleConfig, now: SystemTime) -> bool {
         let (action, _) = actions(rule);
         let mut limits = Vec::new();
         limits.extend(rule.cpu.map(Limit::Cpu));
@@ -185,65 +157,52 @@ impl Throttler {
             let groups = super::confined_groups(
                 &root,
                 &rule.cgroups,
-                &self.audit,
-                self.mode,
+                &self.recorder,
                 action,
                 &rule.name,
                 now,
-                ledger,
             );
             if groups.is_empty() {
                 // Nothing to act on is worth saying: a typo, or the group is not there yet.
-                tracing::warn!(rule = %rule.name, globs = ?rule.cgroups, "{action}: no cgroup matches");
+                tracing::warn!(rule = %rule.name, globs = ?rule.cgroups, "{}: no cgroup matches", action.name());
             }
             let detail = format!("{} (alert {})", describe(limit), rule.when);
             for dir in groups {
                 let rel = relative(&root, &dir);
-                let mut entry = Entry {
-                    phase: "intent",
-                    action,
+                let act = Act {
+                    kind: action,
                     rule: &rule.name,
                     cgroup: &rel,
-                    mode: self.mode.name(),
-                    detail: &detail,
-                    result: "pending",
                 };
                 let guard = if v2 { &self.guard_v2 } else { &self.guard };
                 if let Some(why) = guard.refusal(&rel) {
-                    tracing::warn!(cgroup = %rel, why, "{action} refused");
-                    let detail = format!("refused: {why}");
-                    entry.phase = "outcome";
-                    entry.result = "refused";
-                    entry.detail = &detail;
-                    self.audit.record(&entry, now);
-                    ledger.record(event(action, &rule.name, "refused", &rel, now));
+                    tracing::warn!(cgroup = %rel, why, "{} refused", action.name());
+                    let why = format!("refused: {why}");
+                    self.recorder.outcome(act, &why, Outcome::Refused, now);
                     continue;
                 }
-                self.audit.record(&entry, now);
-                entry.phase = "outcome";
-                let result = match self.mode {
+                self.recorder.intent(act, &detail, now);
+                let result = match self.recorder.mode() {
                     RemediationMode::DryRun => {
-                        tracing::info!(cgroup = %rel, rule = %rule.name, "dry-run: would {action}: {detail}");
-                        "dry_run"
+                        tracing::info!(cgroup = %rel, rule = %rule.name, "dry-run: would {}: {detail}", action.name());
+                        Outcome::DryRun
                     }
                     RemediationMode::Enforce => {
                         // A systemd unit's cgroup is changed through systemd.
                         let unit = self.journal.unit_for(&rel);
                         match self.journal.apply(&dir, limit, unit.as_deref()) {
-                            Ok(_) => "done",
+                            Ok(_) => Outcome::Done,
                             Err(e) => {
-                                tracing::error!(cgroup = %rel, error = %e, "{action} failed");
-                                "failed"
+                                tracing::error!(cgroup = %rel, error = %e, "{} failed", action.name());
+                                Outcome::Failed
                             }
                         }
                     }
                 };
-                if result != "failed" {
+                if result != Outcome::Failed {
                     held.push(dir);
                 }
-                entry.result = result;
-                self.audit.record(&entry, now);
-                ledger.record(event(action, &rule.name, result, &rel, now));
+                self.recorder.outcome(act, &detail, result, now);
             }
         }
         held.sort();
@@ -253,12 +212,7 @@ impl Throttler {
         holds
     }
 
-    fn defer(&self, rule: &ThrottleConfig, why: &str, now: SystemTime, ledger: &mut Ledger) {
-        let (action, _) = actions(rule);
-        super::record_deferred(&self.audit, self.mode, action, &rule.name, why, now, ledger);
-    }
-
-    fn release(&mut self, name: &str, why: &str, now: SystemTime, ledger: &mut Ledger) {
+    fn release(&mut self, name: &str, why: &str, now: SystemTime) {
         let Some((groups, _)) = self.active.remove(name) else {
             return;
         };
@@ -266,33 +220,26 @@ impl Throttler {
             .rules
             .iter()
             .find(|r| r.name == name)
-            .map_or("unthrottle", |r| actions(r).1);
+            .map_or(Kind::Unthrottle, |r| actions(r).1);
         for dir in groups {
             let rel = self.relative(&dir);
-            let mut entry = Entry {
-                phase: "intent",
-                action: undo,
+            let act = Act {
+                kind: undo,
                 rule: name,
                 cgroup: &rel,
-                mode: self.mode.name(),
-                detail: why,
-                result: "pending",
             };
-            self.audit.record(&entry, now);
-            let result = match self.mode {
-                RemediationMode::DryRun => "dry_run",
+            self.recorder.intent(act, why, now);
+            let result = match self.recorder.mode() {
+                RemediationMode::DryRun => Outcome::DryRun,
                 RemediationMode::Enforce => match self.journal.revert(&dir) {
-                    Ok(()) => "done",
+                    Ok(()) => Outcome::Done,
                     Err(e) => {
-                        tracing::error!(cgroup = %rel, error = %e, "cannot {undo}; kept in the journal for the next start");
-                        "failed"
+                        tracing::error!(cgroup = %rel, error = %e, "cannot {}; kept in the journal for the next start", undo.name());
+                        Outcome::Failed
                     }
                 },
             };
-            entry.phase = "outcome";
-            entry.result = result;
-            self.audit.record(&entry, now);
-            ledger.record(event(undo, name, result, &rel, now));
+            self.recorder.outcome(act, why, result, now);
         }
     }
 
@@ -311,10 +258,10 @@ fn relative(root: &Path, dir: &Path) -> String {
 }
 
 /// The action a rule takes and the one that undoes it.
-fn actions(rule: &ThrottleConfig) -> (&'static str, &'static str) {
+fn actions(rule: &ThrottleConfig) -> (Kind, Kind) {
     match rule.freeze {
-        true => ("freeze", "thaw"),
-        false => ("throttle", "unthrottle"),
+        true => (Kind::Freeze, Kind::Thaw),
+        false => (Kind::Throttle, Kind::Unthrottle),
     }
 }
 
@@ -348,18 +295,15 @@ fn cpu_hierarchy(cgroup2: &Path) -> (PathBuf, String) {
 /// The rule name of limits a previous agent left.
 const PREVIOUS: &str = "(left by the previous agent)";
 
-fn event(
-    action: &'static str,
-    rule: &str,
-    result: &'static str,
-    cgroup: &str,
-    at: SystemTime,
-) -> ActionEvent {
-    ActionEvent {
-        action,
-        target: rule.to_string(),
-        result,
-        detail: cgroup.to_string(),
-        at,
+/// Giving back a limit a previous agent left on `cgroup`.
+fn previous(cgroup: &str) -> Act<'_> {
+    Act {
+        kind: Kind::Unthrottle,
+        rule: PREVIOUS,
+        cgroup,
     }
+}
+
+fn undo_detail(change: &crate::remediate::Change) -> String {
+    format!("{} back to {}", change.file, change.previous)
 }

@@ -287,7 +287,7 @@ impl Engine {
         let recent: Vec<_> = ledger
             .recent(now)
             .map(|((action, target, result), detail)| {
-                (*action, target.clone(), *result, detail.clone())
+                (action.name(), target.clone(), result.name(), detail.clone())
             })
             .collect();
         for (action, target, result, detail) in recent {

@@ -20,8 +20,7 @@ static KNOWN: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Records the configured target names (see [`load`]).
 pub fn configure_targets<'a>(names: impl IntoIterator<Item = &'a str>) {
-    *KNOWN.lock().unwrap_or_else(|e| e.into_inner()) =
-        names.into_iter().map(String::from).collect();
+    *crate::sync::lock(&KNOWN) = names.into_iter().map(String::from).collect();
 }
 
 fn file(dir: &Path, target: &str) -> PathBuf {
@@ -49,7 +48,7 @@ fn unambiguous_legacy(dir: &Path, target: &str) -> Option<PathBuf> {
     if old == file(dir, target) {
         return None; // the same file: nothing to migrate
     }
-    let known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    let known = crate::sync::lock(&KNOWN);
     let claimed = known
         .iter()
         .filter(|t| t.as_str() != target)

@@ -13,7 +13,7 @@ use crate::util::{self, output};
 
 const CACHE: &str = "/var/cache/gimbal-vm";
 /// Bump when the recipe below changes, so machines rebuild their cached image.
-const RECIPE: u32 = 2;
+const RECIPE: u32 = 3;
 /// systemd as PID 1 with D-Bus, and what the probe tests use inside the guest.
 const PACKAGES: &[&str] = &[
     "systemd-sysv",
@@ -26,6 +26,8 @@ const PACKAGES: &[&str] = &[
     "nftables",
     "ethtool",
     "bpftrace",
+    // A real Alertmanager for the hung-D-Bus check: alerts must still arrive in time.
+    "prometheus-alertmanager",
 ];
 /// Modules the TCP test loads (veth, nf_tables and its expressions) and their deps; the
 /// rest of the kernel's 390 MB of modules stays out of the image.

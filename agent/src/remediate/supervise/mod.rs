@@ -14,12 +14,11 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{
-    audit::{AuditLog, Entry},
     backoff::{Backoff, Next, Policy},
-    ActionEvent,
+    record::{Act, Kind, Outcome, Recorder},
 };
 use crate::config::{Config, RemediationMode, RestartWhen, SuperviseConfig};
 use process::Proc;
@@ -44,10 +43,8 @@ struct Task {
 }
 
 struct Shared {
-    mode: RemediationMode,
     policy: Policy,
-    audit: AuditLog,
-    events: mpsc::UnboundedSender<ActionEvent>,
+    recorder: Recorder,
     /// The cgroup2 directory the processes' cgroups are made in; None: the agent's own.
     parent: Option<PathBuf>,
     records_path: PathBuf,
@@ -67,16 +64,12 @@ struct Record {
 
 impl Supervisor {
     /// Adopts what a previous agent left running and starts the rest.
-    pub fn start(
-        config: &Config,
-        cgroup2: &Path,
-        events: mpsc::UnboundedSender<ActionEvent>,
-    ) -> Self {
+    pub fn start(config: &Config, cgroup2: &Path, recorder: Recorder) -> Self {
         let records_path = config.agent.state_dir.join("remediation/supervised.json");
         let records = crate::durable::read_json(&records_path).unwrap_or_default();
         let mut supervisor = Self {
             running: BTreeMap::new(),
-            shared: Shared::new(config, cgroup2, events, records_path, records),
+            shared: Shared::new(config, cgroup2, recorder, records_path, records),
             cgroup2: cgroup2.to_path_buf(),
             runtime: own_runtime(),
         };
@@ -87,16 +80,17 @@ impl Supervisor {
     /// A new configuration: removed or changed entries are stopped, new ones started,
     /// unchanged ones keep running.
     pub fn reload(&mut self, config: &Config) {
-        let records = self.shared.records.lock().expect("records").clone();
+        let records = crate::sync::lock(&self.shared.records).clone();
         let shared = Shared::new(
             config,
             &self.cgroup2,
-            self.shared.events.clone(),
+            self.shared.recorder.with_mode(config.remediation.mode),
             self.shared.records_path.clone(),
             records,
         );
-        let same_rules = shared.mode == self.shared.mode && shared.policy == self.shared.policy;
-        let gave_up = std::mem::take(&mut *self.shared.gave_up.lock().expect("gave_up"));
+        let same_rules = shared.recorder.mode() == self.shared.recorder.mode()
+            && shared.policy == self.shared.policy;
+        let gave_up = std::mem::take(&mut *crate::sync::lock(&self.shared.gave_up));
         let mut stopping = BTreeMap::new();
         for (name, task) in std::mem::take(&mut self.running) {
             let wanted = config.supervise.iter().find(|s| s.name == name);
@@ -174,7 +168,7 @@ async fn supervise(
     let mut backoff = Backoff::default();
     let mut proc = match shared.adopt(&config) {
         Some(p) => Some(p),
-        None => shared.launch(&config, cgroup.as_deref(), "start", "configured"),
+        None => shared.launch(&config, cgroup.as_deref(), Kind::Start, "configured"),
     };
     loop {
         let ended = match proc.as_mut() {
@@ -216,30 +210,26 @@ async fn supervise(
                 shared.outcome(
                     &config.name,
                     cgroup.as_deref(),
-                    "restart",
+                    Kind::Restart,
                     &detail,
-                    "gave_up",
+                    Outcome::GaveUp,
                 );
                 shared.forget(&config.name);
-                shared
-                    .gave_up
-                    .lock()
-                    .expect("gave_up")
-                    .insert(config.name.clone());
+                crate::sync::lock(&shared.gave_up).insert(config.name.clone());
                 shared.cleanup(stop.await, cgroup.as_deref());
                 return;
             }
             Next::RestartAfter(delay) => delay,
         };
-        if shared.mode == RemediationMode::DryRun {
+        if shared.recorder.mode() == RemediationMode::DryRun {
             let detail = format!("{why}; would restart in {delay:?}");
             tracing::info!(name = %config.name, "dry-run: {detail}");
             shared.outcome(
                 &config.name,
                 cgroup.as_deref(),
-                "restart",
+                Kind::Restart,
                 &detail,
-                "dry_run",
+                Outcome::DryRun,
             );
             shared.forget(&config.name);
             shared.cleanup(stop.await, cgroup.as_deref());
@@ -258,7 +248,7 @@ async fn supervise(
                 }
             }
         }
-        proc = shared.launch(&config, cgroup.as_deref(), "restart", &why);
+        proc = shared.launch(&config, cgroup.as_deref(), Kind::Restart, &why);
     }
 }
 
@@ -266,15 +256,13 @@ impl Shared {
     fn new(
         config: &Config,
         cgroup2: &Path,
-        events: mpsc::UnboundedSender<ActionEvent>,
+        recorder: Recorder,
         records_path: PathBuf,
         records: BTreeMap<String, Record>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            mode: config.remediation.mode,
             policy: Policy::from_config(&config.remediation),
-            audit: AuditLog::new(&config.agent.state_dir),
-            events,
+            recorder,
             parent: Some(cgroup2.join(&config.remediation.supervised_cgroup)),
             records_path,
             records: Mutex::new(records),
@@ -323,23 +311,23 @@ impl Shared {
         &self,
         config: &SuperviseConfig,
         cgroup: Option<&Path>,
-        action: &'static str,
+        action: Kind,
         why: &str,
     ) -> Option<Proc> {
         let name = &config.name;
-        self.audit_line(name, cgroup, action, "intent", why, "pending");
+        self.intent(name, cgroup, action, why);
         match Proc::spawn(config, cgroup) {
             Ok(p) => {
                 let detail = format!("pid {} ({why})", p.pid);
-                tracing::info!(name = %name, pid = p.pid, "supervised process {action}ed");
+                tracing::info!(name = %name, pid = p.pid, "supervised process {}ed", action.name());
                 self.remember(config, &p);
-                self.outcome(name, cgroup, action, &detail, "done");
+                self.outcome(name, cgroup, action, &detail, Outcome::Done);
                 Some(p)
             }
             Err(e) => {
                 let detail = format!("cannot start {:?}: {e}", config.command[0]);
                 tracing::error!(name = %name, "{detail}");
-                self.outcome(name, cgroup, action, &detail, "failed");
+                self.outcome(name, cgroup, action, &detail, Outcome::Failed);
                 None
             }
         }
@@ -347,14 +335,7 @@ impl Shared {
 
     /// SIGTERM, and SIGKILL after the grace period.
     async fn terminate(&self, config: &SuperviseConfig, p: &mut Proc) {
-        self.audit_line(
-            &config.name,
-            None,
-            "stop",
-            "intent",
-            "removed from the config",
-            "pending",
-        );
+        self.intent(&config.name, None, Kind::Stop, "removed from the config");
         let _ = p.signal(libc::SIGTERM);
         let how = match tokio::time::timeout(STOP_GRACE, p.wait()).await {
             Ok(ended) => ended.how,
@@ -364,7 +345,7 @@ impl Shared {
             }
         };
         tracing::info!(name = %config.name, "supervised process stopped: {how}");
-        self.outcome(&config.name, None, "stop", &how, "done");
+        self.outcome(&config.name, None, Kind::Stop, &how, Outcome::Done);
         self.forget(&config.name);
     }
 
@@ -385,13 +366,13 @@ impl Shared {
             start_time: p.start_time,
             config: fingerprint(config),
         };
-        let mut records = self.records.lock().expect("records");
+        let mut records = crate::sync::lock(&self.records);
         records.insert(config.name.clone(), record);
         self.save(&records);
     }
 
     fn forget(&self, name: &str) {
-        let mut records = self.records.lock().expect("records");
+        let mut records = crate::sync::lock(&self.records);
         if records.remove(name).is_some() {
             self.save(&records);
         }
@@ -406,37 +387,14 @@ impl Shared {
         }
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one audit record's fields, each named at the call site"
-    )]
-    fn audit_line(
-        &self,
-        name: &str,
-        cgroup: Option<&Path>,
-        action: &str,
-        phase: &str,
-        detail: &str,
-        result: &str,
-    ) {
-        // As gimbal labels cgroups: relative to the cgroup2 mount.
-        let base = self.parent.as_ref().and_then(|p| p.parent());
-        let cgroup = cgroup
-            .map(|c| base.and_then(|b| c.strip_prefix(b).ok()).unwrap_or(c))
-            .map(|c| c.display().to_string())
-            .unwrap_or_default();
-        self.audit.record(
-            &Entry {
-                phase,
-                action,
-                rule: name,
-                cgroup: &cgroup,
-                mode: self.mode.name(),
-                detail,
-                result,
-            },
-            SystemTime::now(),
-        );
+    fn intent(&self, name: &str, cgroup: Option<&Path>, kind: Kind, why: &str) {
+        let cgroup = self.relative(cgroup);
+        let act = Act {
+            kind,
+            rule: name,
+            cgroup: &cgroup,
+        };
+        self.recorder.intent(act, why, SystemTime::now());
     }
 
     /// The outcome of an action: audited (fsynced), then reported to the main loop.
@@ -444,22 +402,27 @@ impl Shared {
         &self,
         name: &str,
         cgroup: Option<&Path>,
-        action: &'static str,
+        kind: Kind,
         detail: &str,
-        result: &'static str,
+        result: Outcome,
     ) {
-        self.audit_line(name, cgroup, action, "outcome", detail, result);
-        self.event(action, name, result, detail);
+        let cgroup = self.relative(cgroup);
+        let act = Act {
+            kind,
+            rule: name,
+            cgroup: &cgroup,
+        };
+        self.recorder
+            .outcome(act, detail, result, SystemTime::now());
     }
 
-    fn event(&self, action: &'static str, name: &str, result: &'static str, detail: &str) {
-        let _ = self.events.send(ActionEvent {
-            action,
-            target: name.to_string(),
-            result,
-            detail: detail.to_string(),
-            at: SystemTime::now(),
-        });
+    /// As gimbal labels cgroups: relative to the cgroup2 mount.
+    fn relative(&self, cgroup: Option<&Path>) -> String {
+        let base = self.parent.as_ref().and_then(|p| p.parent());
+        cgroup
+            .map(|c| base.and_then(|b| c.strip_prefix(b).ok()).unwrap_or(c))
+            .map(|c| c.display().to_string())
+            .unwrap_or_default()
     }
 }
 

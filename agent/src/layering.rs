@@ -5,10 +5,9 @@ use std::{collections::BTreeMap, path::Path};
 
 /// Bottom to top. Modules of one layer do not import each other either.
 const LAYERS: &[&[&str]] = &[
-    // Leaves: formats, host files, durable writes, the service manager's protocol.
-    &[
-        "units", "names", "durable", "procstat", "btf", "tracefs", "cgroups", "service",
-    ],
+    // Leaves: formats, the host's pseudo-filesystems and state files, the service
+    // manager's protocol.
+    &["units", "names", "host", "service"],
     // The config (sections only), the pure model, target membership, alert delivery.
     &["config", "model", "targets", "alert"],
     // Stages that read the kernel, keep SLO histories, and act on the host.

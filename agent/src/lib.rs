@@ -8,17 +8,14 @@
 //! `run` wires the stages together; `main.rs` only parses the command line. The layers
 //! (which module may import which) are in ARCHITECTURE.md and tested by `layering`.
 pub mod alert;
-pub mod btf;
 pub mod catalog;
-pub mod cgroups;
 pub mod check;
 pub mod config;
-pub mod durable;
+pub mod host;
 pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod probes;
-pub mod procstat;
 pub mod remediate;
 pub mod rules;
 pub mod run;
@@ -26,7 +23,6 @@ pub mod service;
 pub mod slo;
 pub mod snapshot;
 pub mod targets;
-pub mod tracefs;
 pub mod units;
 pub mod watch;
 

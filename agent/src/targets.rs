@@ -452,7 +452,7 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>, PathError> {
 fn is_zombie(proc_root: &Path, pid: u32, m: &mut Members) -> bool {
     let stat = proc_root.join(pid.to_string()).join("stat");
     match std::fs::read_to_string(&stat) {
-        Ok(stat) => crate::procstat::field(&stat, 3)
+        Ok(stat) => crate::host::procfs::field(&stat, 3)
             .is_some_and(|state| matches!(state.as_bytes().first(), Some(b'Z' | b'X'))),
         Err(e) if is_gone(&e) => true,
         Err(e) => {

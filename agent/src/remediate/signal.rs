@@ -183,7 +183,7 @@ fn send_to_group(dir: &Path, relative: &str, sig: i32) -> (usize, String) {
 fn is_kernel_thread(pid: u32) -> bool {
     const PF_KTHREAD: u64 = 0x0020_0000;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    crate::procstat::field(&stat, 9) // flags
+    crate::host::procfs::field(&stat, 9) // flags
         .and_then(|flags| flags.parse::<u64>().ok())
         .is_some_and(|flags| flags & PF_KTHREAD != 0)
 }

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::{
     alert::{Alerts, DeliveryStats, Notification, State},
     config::{AlertingConfig, RuleConfig},
-    durable,
+    host::durable,
     probes::ProbeStatus,
     remediate::Ledger,
     snapshot::Snapshot,

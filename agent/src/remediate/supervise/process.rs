@@ -321,7 +321,7 @@ pub fn start_time(pid: u32) -> Option<u64> {
 }
 
 fn parse_start_time(stat: &str) -> Option<u64> {
-    crate::procstat::field(stat, 22)?.parse().ok()
+    crate::host::procfs::field(stat, 22)?.parse().ok()
 }
 
 fn ticks_per_sec() -> f64 {

@@ -1,0 +1,16 @@
+//! The host wing: the kernel's pseudo-filesystems and the agent's own state files, each
+//! parsed in one place so no stage re-reads `/proc`, a cgroup mount or mountinfo its own
+//! way. Every reader takes the root it reads under (`/proc`, the cgroup2 mount, tracefs, a
+//! state directory), so tests point it at a tree they built; only the `from_host` and
+//! `ensure_mounted` entry points name the host's real paths.
+//!
+//! - `procfs`: `/proc/<pid>/stat` fields and the `0::` line of `/proc/<pid>/cgroup`.
+//! - `cgroupfs`: cgroup ids to paths (the cgroup2 mount found in mountinfo), `cgroup.procs`.
+//! - `tracefs`: finding or mounting tracefs, tracepoint format files.
+//! - `btf`: the struct member offsets the kernel programs need, from `/sys/kernel/btf`.
+//! - `durable`: crash-safe state files (temp file, fsync, rename, fsync of the directory).
+pub mod btf;
+pub mod cgroupfs;
+pub mod durable;
+pub mod procfs;
+pub mod tracefs;

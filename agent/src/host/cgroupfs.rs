@@ -9,16 +9,14 @@
 //! different cgroup.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const MOUNTINFO: &str = "/proc/self/mountinfo";
+use super::mountinfo::HOST as MOUNTINFO;
 
 /// How long [`CgroupNames::from_host`] waits between walks of the tree. New
 /// cgroups show up within this time; unknown ids arriving faster than this
@@ -46,72 +44,18 @@ pub enum CgroupError {
     NotACgroup { path: PathBuf },
 }
 
-/// Finds the cgroup2 mount point in the text of /proc/self/mountinfo.
-///
-/// Each line reads `id parent major:minor root mount-point options
-/// [optional fields...] - fstype source super-options`. The optional fields
-/// vary in number, so the fstype is found after the " - " separator. A mount
-/// of the whole hierarchy (root "/") is preferred over a bind mount of a
-/// subtree, whose paths would not start at the root cgroup.
+/// Finds the cgroup2 mount point in the text of /proc/self/mountinfo. A mount of the whole
+/// hierarchy (root "/") is preferred over a bind mount of a subtree, whose paths would not
+/// start at the root cgroup.
 pub fn find_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     let mut subtree = None;
-    for line in mountinfo.lines() {
-        let Some((mount, fs_info)) = line.split_once(" - ") else {
-            continue;
-        };
-        if fs_info.split_whitespace().next() != Some("cgroup2") {
-            continue;
+    for mount in super::mountinfo::mounts(mountinfo).filter(|m| m.fstype == "cgroup2") {
+        if mount.root == "/" {
+            return Some(mount.mount_point);
         }
-        let mut fields = mount.split_whitespace().skip(3);
-        let (Some(root), Some(mount_point)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let mount_point = unescape_mountinfo(mount_point);
-        if root == "/" {
-            return Some(mount_point);
-        }
-        subtree.get_or_insert(mount_point);
+        subtree.get_or_insert(mount.mount_point);
     }
     subtree
-}
-
-/// Undoes the octal escapes (`\040` for a space, ...) the kernel writes for
-/// whitespace and backslashes in mountinfo paths. A malformed escape is kept
-/// as is rather than rejected, since the path may still be usable.
-fn unescape_mountinfo(field: &str) -> PathBuf {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let value = match bytes.get(i..i + 4) {
-            Some(&[b'\\', a, b, c]) => octal_byte([a, b, c]),
-            _ => None,
-        };
-        match value {
-            Some(byte) => {
-                out.push(byte);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    PathBuf::from(OsString::from_vec(out))
-}
-
-/// The byte written as three octal digits, or `None` if they are not octal
-/// digits or exceed a byte ("777"), so the caller keeps them literally.
-fn octal_byte(digits: [u8; 3]) -> Option<u8> {
-    let mut value = 0u32;
-    for digit in digits {
-        if !(b'0'..=b'7').contains(&digit) {
-            return None;
-        }
-        value = value * 8 + u32::from(digit - b'0');
-    }
-    u8::try_from(value).ok()
 }
 
 /// Resolves cgroup ids to paths relative to the cgroup2 mount, walking the
@@ -414,11 +358,6 @@ mod tests {
         assert_eq!(
             find_cgroup2_mount(info),
             Some(PathBuf::from("/mnt/my cgroup\\x"))
-        );
-        // Malformed escapes stay literal instead of failing.
-        assert_eq!(
-            unescape_mountinfo("a\\9b\\777\\"),
-            PathBuf::from("a\\9b\\777\\")
         );
     }
 

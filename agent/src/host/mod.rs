@@ -5,12 +5,14 @@
 //! `ensure_mounted` entry points name the host's real paths.
 //!
 //! - `procfs`: `/proc/<pid>/stat` fields and the `0::` line of `/proc/<pid>/cgroup`.
-//! - `cgroupfs`: cgroup ids to paths (the cgroup2 mount found in mountinfo), `cgroup.procs`.
+//! - `mountinfo`: the mount table, read for the cgroup2 mount and for tracefs.
+//! - `cgroupfs`: cgroup ids to paths below the cgroup2 mount, `cgroup.procs`.
 //! - `tracefs`: finding or mounting tracefs, tracepoint format files.
 //! - `btf`: the struct member offsets the kernel programs need, from `/sys/kernel/btf`.
 //! - `durable`: crash-safe state files (temp file, fsync, rename, fsync of the directory).
 pub mod btf;
 pub mod cgroupfs;
 pub mod durable;
+pub mod mountinfo;
 pub mod procfs;
 pub mod tracefs;

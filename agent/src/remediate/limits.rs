@@ -56,7 +56,7 @@ pub struct LimitJournal {
 impl LimitJournal {
     /// Opens the journal, confined to this host's cgroup mounts (see [`Self::open_under`]).
     pub fn open(state_dir: &Path) -> Self {
-        let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
+        let cgroup2 = std::fs::read_to_string(crate::host::mountinfo::HOST)
             .ok()
             .and_then(|m| crate::host::cgroupfs::find_cgroup2_mount(&m));
         let v1_cpu = Path::new("/sys/fs/cgroup/cpu");

@@ -12,6 +12,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::host::{cgroupfs, is_gone, procfs};
+
 /// Whether `path` (segments separated by '/') matches `pattern` segment by segment.
 pub fn glob_match(pattern: &str, path: &str) -> bool {
     let p: Vec<_> = pattern.split('/').filter(|s| !s.is_empty()).collect();
@@ -67,13 +69,6 @@ impl Members {
     }
 }
 
-/// Whether a failed read means the thing is gone (a process or cgroup that ended between
-/// listing and reading it) rather than that it could not be read.
-fn is_gone(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::NotFound
-        || matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENODEV))
-}
-
 /// Reads the members of the cgroups matching `pattern` under `cgroup_root`, leaving out
 /// `exiting` (a process whose exit the kernel just reported) and zombies.
 pub fn members(
@@ -105,17 +100,16 @@ pub fn members(
             }
         };
         m.cgroups.insert(meta.ino());
-        let procs_file = dir.join("cgroup.procs");
-        let procs = match std::fs::read_to_string(&procs_file) {
+        let procs = match cgroupfs::procs(&dir) {
             Ok(procs) => procs,
             Err(e) if is_gone(&e) => continue,
             Err(e) => {
-                m.failed(&procs_file, &e);
+                m.failed(&dir.join(cgroupfs::PROCS), &e);
                 continue;
             }
         };
         let mut live = false;
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+        for pid in procs {
             if Some(pid) != exiting && !is_zombie(proc_root, pid, &mut m) {
                 m.pids.insert(pid);
                 live = true;
@@ -214,7 +208,7 @@ fn is_dir_on(path: &Path, dev: u64) -> bool {
 /// A cgroup directory: on the mount's filesystem, with a regular `cgroup.procs`.
 fn is_cgroup(path: &Path, dev: u64) -> bool {
     is_dir_on(path, dev)
-        && std::fs::symlink_metadata(path.join("cgroup.procs")).is_ok_and(|m| m.is_file())
+        && std::fs::symlink_metadata(path.join(cgroupfs::PROCS)).is_ok_and(|m| m.is_file())
 }
 
 /// Cgroups under `root` matching the glob, segment by segment (no symlinks followed, no
@@ -396,17 +390,17 @@ pub fn process_members(
             continue;
         }
         m.pids.insert(pid);
-        // The cgroup2 line ("0::/path") names its cgroup.
-        let cgroups = match std::fs::read_to_string(dir.join("cgroup")) {
+        // Its cgroup2 path names its cgroup.
+        let cgroup = match procfs::cgroup_v2_path(proc_root, pid) {
             Ok(c) => c,
             Err(e) => {
                 if !is_gone(&e) {
                     m.failed(&dir.join("cgroup"), &e);
                 }
-                String::new()
+                None
             }
         };
-        if let Some(path) = cgroups.lines().find_map(|l| l.strip_prefix("0::")) {
+        if let Some(path) = cgroup {
             let rel = path.trim_start_matches('/');
             if let Ok(meta) = std::fs::metadata(cgroup_root.join(rel)) {
                 m.cgroups.insert(meta.ino());
@@ -450,13 +444,12 @@ fn walk(root: &Path) -> Result<Vec<PathBuf>, PathError> {
 /// stat cannot be read for another reason than being gone is taken as live and the
 /// membership marked unreadable.
 fn is_zombie(proc_root: &Path, pid: u32, m: &mut Members) -> bool {
-    let stat = proc_root.join(pid.to_string()).join("stat");
-    match std::fs::read_to_string(&stat) {
-        Ok(stat) => crate::host::procfs::field(&stat, 3)
+    match procfs::stat(proc_root, pid) {
+        Ok(stat) => procfs::stat_field(&stat, 3)
             .is_some_and(|state| matches!(state.as_bytes().first(), Some(b'Z' | b'X'))),
         Err(e) if is_gone(&e) => true,
         Err(e) => {
-            m.failed(&stat, &e);
+            m.failed(&procfs::path(proc_root, pid, "stat"), &e);
             false
         }
     }

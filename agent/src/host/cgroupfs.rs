@@ -1,4 +1,5 @@
-//! Turns cgroup ids reported by the kernel side into the cgroup paths a user
+//! The cgroup mounts: where cgroup2 is mounted, a cgroup's processes (`cgroup.procs`),
+//! and the cgroup ids reported by the kernel side turned into the cgroup paths a user
 //! would type ("system.slice/ssh.service", "/" for the root cgroup).
 //!
 //! On cgroup2, `bpf_get_current_cgroup_id()` is the inode number of the
@@ -42,6 +43,18 @@ pub enum CgroupError {
     InvalidPath { path: String },
     #[error("{} is not a directory, so it is not a cgroup", path.display())]
     NotACgroup { path: PathBuf },
+}
+
+/// The file listing a cgroup's processes; a directory of the mount without it is no cgroup.
+pub const PROCS: &str = "cgroup.procs";
+
+/// The processes of the cgroup at `dir` (its `cgroup.procs`), in the kernel's order.
+pub fn procs(dir: &Path) -> io::Result<Vec<u32>> {
+    let text = fs::read_to_string(dir.join(PROCS))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .collect())
 }
 
 /// Finds the cgroup2 mount point in the text of /proc/self/mountinfo. A mount of the whole
@@ -421,6 +434,16 @@ mod tests {
             .values()
             .all(|n| !n.contains("link")));
         assert_eq!(names.resolve(u64::MAX), None);
+    }
+
+    #[test]
+    fn procs_lists_the_pids_of_a_cgroup() {
+        let tree = TempTree::new();
+        tree.mkdir("a");
+        fs::write(tree.0.join("a").join(PROCS), "12\n 7\nnot a pid\n").unwrap();
+        assert_eq!(procs(&tree.0.join("a")).unwrap(), [12, 7]);
+        let gone = procs(&tree.0.join("gone")).unwrap_err();
+        assert_eq!(gone.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

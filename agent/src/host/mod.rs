@@ -4,7 +4,7 @@
 //! state directory), so tests point it at a tree they built; only the `from_host` and
 //! `ensure_mounted` entry points name the host's real paths.
 //!
-//! - `procfs`: `/proc/<pid>/stat` fields and the `0::` line of `/proc/<pid>/cgroup`.
+//! - `procfs`: `/proc/<pid>/stat` fields and the cgroup2 line of `/proc/<pid>/cgroup`.
 //! - `mountinfo`: the mount table, read for the cgroup2 mount and for tracefs.
 //! - `cgroupfs`: cgroup ids to paths below the cgroup2 mount, `cgroup.procs`.
 //! - `tracefs`: finding or mounting tracefs, tracepoint format files.
@@ -16,3 +16,10 @@ pub mod durable;
 pub mod mountinfo;
 pub mod procfs;
 pub mod tracefs;
+
+/// Whether a failed read means the thing is gone (a process or cgroup that ended between
+/// listing and reading it) rather than that it could not be read: unknown is not empty.
+pub fn is_gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+        || matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENODEV))
+}

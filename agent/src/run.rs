@@ -19,7 +19,7 @@ use crate::{
     rules::{Engine, NodeInputs},
     service::{Health, Notifier},
     snapshot::Snapshot,
-    watch::Watcher,
+    targets::watch::Watcher,
 };
 
 /// How often the cgroup tree may be walked again to resolve an unknown cgroup id: short,
@@ -247,7 +247,7 @@ fn alerting(
         .clone()
         .unwrap_or_else(|| format!("http://{addr}/metrics"));
     // Before the watcher loads histories: whether an old-style file is one target's.
-    crate::slo::configure_targets(config.targets.iter().map(|t| t.name.as_str()));
+    crate::targets::slo::configure_targets(config.targets.iter().map(|t| t.name.as_str()));
     let watcher = Watcher::new(
         &config.targets,
         cgroup2.to_path_buf(),

@@ -21,7 +21,7 @@ use crate::{
     probes::ProbeStatus,
     remediate::Ledger,
     snapshot::Snapshot,
-    watch::{unix_ms, TargetStatus, BURN_WINDOWS},
+    targets::watch::{unix_ms, TargetStatus, BURN_WINDOWS},
 };
 
 /// Multiwindow, multi-burn-rate alerting (Google SRE workbook, table 5-8): (burn rate,

@@ -109,6 +109,26 @@ pub fn expand(root: &Path, pattern: &str) -> Vec<PathBuf> {
     })
 }
 
+/// The cgroups under `root` matching any of `patterns`, sorted, each once: what every
+/// reader of a glob list (membership, the remediation rules) acts on. A pattern that
+/// cannot be expanded is handed to `refused` with why, and the others still count.
+pub fn expand_all(
+    root: &Path,
+    patterns: &[String],
+    mut refused: impl FnMut(&str, PathError),
+) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for p in patterns {
+        match expand_checked(root, p) {
+            Ok(found) => dirs.extend(found),
+            Err(e) => refused(p, e),
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
 /// Logs a glob that matches nothing because of `e`, once per glob: membership is read
 /// every tick.
 pub(super) fn say_refused(pattern: &str, e: &PathError) {
@@ -230,6 +250,14 @@ mod tests {
         assert_eq!(expand(&root, "*"), vec![root.join("a")]);
         assert_eq!(expand(&root, "**/b"), vec![root.join("a/b")]);
         assert!(expand(&root, "plain").is_empty());
+        // A list of globs: their union, each cgroup once, and the refused one reported.
+        let mut refused = Vec::new();
+        let globs = ["a/*", "*", "**/b", "../x"].map(String::from);
+        assert_eq!(
+            expand_all(&root, &globs, |p, _| refused.push(p.to_string())),
+            vec![root.join("a"), root.join("a/b")]
+        );
+        assert_eq!(refused, ["../x"]);
 
         assert_eq!(
             confine_absolute(&root, &root.join("a/b")).unwrap(),

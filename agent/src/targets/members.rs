@@ -8,7 +8,7 @@ use std::{
     path::Path,
 };
 
-use super::confine::{expand_checked, say_refused, PathError};
+use super::confine::{expand_all, say_refused, PathError};
 use crate::host::{cgroupfs, is_gone, procfs};
 
 /// The processes of one target right now.
@@ -43,18 +43,10 @@ pub fn members(
     exiting: Option<u32>,
 ) -> Members {
     let mut m = Members::default();
-    let mut dirs = Vec::new();
-    for p in patterns {
-        match expand_checked(cgroup_root, p) {
-            Ok(found) => dirs.extend(found),
-            Err(PathError::Unreadable { path, error }) => {
-                m.failed(&path, &std::io::Error::other(error));
-            }
-            Err(e) => say_refused(p, &e),
-        }
-    }
-    dirs.sort();
-    dirs.dedup();
+    let dirs = expand_all(cgroup_root, patterns, |p, e| match e {
+        PathError::Unreadable { path, error } => m.failed(&path, &std::io::Error::other(error)),
+        e => say_refused(p, &e),
+    });
     for dir in dirs {
         let meta = match std::fs::metadata(&dir) {
             Ok(meta) => meta,

@@ -13,6 +13,8 @@ mod members;
 pub mod slo;
 pub mod watch;
 
-pub use confine::{confine, confine_absolute, expand, expand_checked, segments, PathError};
+pub use confine::{
+    confine, confine_absolute, expand, expand_all, expand_checked, segments, PathError,
+};
 pub use glob::glob_match;
 pub use members::{members, process_members, Members, ProcessMatch};

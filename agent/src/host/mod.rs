@@ -1,8 +1,9 @@
 //! The host wing: the kernel's pseudo-filesystems and the agent's own state files, each
 //! parsed in one place so no stage re-reads `/proc`, a cgroup mount or mountinfo its own
 //! way. Every reader takes the root it reads under (`/proc`, the cgroup2 mount, tracefs, a
-//! state directory), so tests point it at a tree they built; only the `from_host` and
-//! `ensure_mounted` entry points name the host's real paths.
+//! state directory) or the text it parses, so tests point it at a tree or a table they
+//! built; the host's own paths are constants beside them (`procfs::ROOT`,
+//! `mountinfo::HOST`, `Btf::VMLINUX`).
 //!
 //! - `procfs`: `/proc/<pid>/stat` fields and the cgroup2 line of `/proc/<pid>/cgroup`.
 //! - `mountinfo`: the mount table, read for the cgroup2 mount and for tracefs.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::{
     model::{HistTotals, Labels},
     snapshot::Snapshot,
-    watch::TargetStatus,
+    targets::watch::TargetStatus,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,15 +7,17 @@ use std::{collections::BTreeMap, path::Path};
 const LAYERS: &[&[&str]] = &[
     // The one poisoned-mutex policy, under everything that locks.
     &["sync"],
-    // Leaves: formats, host files, durable writes, the service manager's protocol.
-    &[
-        "units", "names", "durable", "procstat", "btf", "tracefs", "cgroups", "service",
-    ],
-    // The config (sections only), the pure model, target membership, alert delivery.
-    &["config", "model", "targets", "alert"],
-    // Stages that read the kernel, keep SLO histories, and act on the host.
-    &["probes", "slo", "remediate"],
-    &["watch"],
+    // Leaves: formats, the host's pseudo-filesystems and state files, the service
+    // manager's protocol.
+    &["units", "names", "host", "service"],
+    // The config (sections only), the pure model, alert delivery.
+    &["config", "model", "alert"],
+    // The stage that reads the kernel.
+    &["probes"],
+    // Watched targets: globs, membership, SLO histories, status.
+    &["targets"],
+    // Actions on the host (confined to the cgroups the targets' globs expand to).
+    &["remediate"],
     // What readers see: the model with targets, alert states and the remediation ledger.
     &["snapshot"],
     // The metric table over it: names, types, HELP, labels, and how rows are read.

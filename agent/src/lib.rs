@@ -2,34 +2,30 @@
 //!
 //! ```text
 //! probes (aya: load, attach, read maps) -> model (pure) ─┐
-//! watch (targets, SLOs) ─────────────────────────────────┼─> snapshot -> metrics (HTTP)
+//! targets (globs, membership, watch, SLOs) ──────────────┼─> snapshot -> metrics (HTTP)
 //! remediate (acts on firing alerts; its ledger) ─────────┘           -> rules -> alert
 //! ```
-//! `run` wires the stages together; `main.rs` only parses the command line. The layers
-//! (which module may import which) are in ARCHITECTURE.md and tested by `layering`.
+//! Below them all, `host` reads the pseudo-filesystems (/proc, cgroupfs, mountinfo,
+//! tracefs, BTF) and the state files, each in one place. `run` wires the stages together;
+//! `main.rs` only parses the command line. The layers (which module may import which) are
+//! in ARCHITECTURE.md and tested by `layering`.
 pub mod alert;
-pub mod btf;
 pub mod catalog;
-pub mod cgroups;
 pub mod check;
 pub mod config;
-pub mod durable;
+pub mod host;
 pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod probes;
-pub mod procstat;
 pub mod remediate;
 pub mod rules;
 pub mod run;
 pub mod service;
-pub mod slo;
 pub mod snapshot;
 pub mod sync;
 pub mod targets;
-pub mod tracefs;
 pub mod units;
-pub mod watch;
 
 #[cfg(test)]
 mod layering;

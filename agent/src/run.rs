@@ -10,8 +10,8 @@ use tokio::{net::TcpListener, signal::unix::SignalKind};
 
 use crate::{
     alert::{Deliverer, DeliveryStats, Endpoint},
-    cgroups::CgroupNames,
     config::Config,
+    host::cgroupfs::CgroupNames,
     metrics::{self, AgentInfo, Exposition},
     model::Model,
     probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes},
@@ -20,7 +20,7 @@ use crate::{
     service::{Health, Notifier},
     snapshot::Snapshot,
     sync::lock,
-    watch::Watcher,
+    targets::watch::Watcher,
 };
 
 /// How often the cgroup tree may be walked again to resolve an unknown cgroup id: short,
@@ -255,7 +255,7 @@ fn alerting(
         .clone()
         .unwrap_or_else(|| format!("http://{addr}/metrics"));
     // Before the watcher loads histories: whether an old-style file is one target's.
-    crate::slo::configure_targets(config.targets.iter().map(|t| t.name.as_str()));
+    crate::targets::slo::configure_targets(config.targets.iter().map(|t| t.name.as_str()));
     let watcher = Watcher::new(
         &config.targets,
         cgroup2.to_path_buf(),
@@ -278,7 +278,7 @@ fn alerting(
 /// state cannot be saved.
 fn spool_dir(state_dir: &std::path::Path) -> std::path::PathBuf {
     let spool = state_dir.join("alert-spool");
-    match crate::durable::create_dir(&spool) {
+    match crate::host::durable::create_dir(&spool) {
         Ok(()) => spool,
         Err(e) if state_dir.is_dir() => {
             tracing::error!(spool = %spool.display(), error = %e, "cannot create the alert spool; alerts are sent but not spooled");
@@ -292,7 +292,7 @@ fn spool_dir(state_dir: &std::path::Path) -> std::path::PathBuf {
 /// it cannot: said at start and in the readiness text, since every later save fails.
 fn state_unsaveable(state_dir: &std::path::Path) -> Option<String> {
     let probe = state_dir.join(".gimbal-write-check");
-    match crate::durable::write_atomic(&probe, b"") {
+    match crate::host::durable::write_atomic(&probe, b"") {
         Ok(()) => {
             let _ = std::fs::remove_file(&probe);
             None

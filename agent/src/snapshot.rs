@@ -6,7 +6,7 @@
 //! writes it, and the HTTP task on the same current-thread runtime reads it).
 use std::collections::BTreeMap;
 
-use crate::{model::Model, remediate::Ledger, watch::TargetStatus};
+use crate::{model::Model, remediate::Ledger, targets::watch::TargetStatus};
 
 #[derive(Debug)]
 pub struct Snapshot {

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gimbal::cgroups::CgroupNames;
+use gimbal::host::cgroupfs::CgroupNames;
 
 use crate::{alertmanager::Alertmanager, sibling_binary, unique, TempDir};
 

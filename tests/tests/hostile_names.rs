@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use gimbal::cgroups::CgroupNames;
+use gimbal::host::cgroupfs::CgroupNames;
 use gimbal_tests::{
     agent::Agent,
     alertmanager::Alertmanager,

@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use gimbal::{
-    cgroups::CgroupNames,
+    host::cgroupfs::CgroupNames,
     model::exits::{comm, decode},
     probes::{ExitReader, ExitRecord, LoadOptions, MapReader, Probes},
 };
@@ -182,7 +182,7 @@ fn a_probe_whose_tracepoint_is_missing_is_reported_and_the_others_run() {
     }
     // A kernel without tcp:tcp_retransmit_skb: the real format files of the exit
     // tracepoints, and no tcp directory at all.
-    let tracefs = gimbal::tracefs::ensure_mounted().expect("tracefs");
+    let tracefs = gimbal::host::tracefs::ensure_mounted().expect("tracefs");
     let formats = TempDir::new("tracefs");
     for tp in ["sched/sched_process_exit", "oom/mark_victim"] {
         let dir = formats.0.join("events").join(tp);

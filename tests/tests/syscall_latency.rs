@@ -3,7 +3,7 @@
 use std::{io::Read, process::Stdio};
 
 use gimbal::{
-    cgroups::CgroupNames,
+    host::cgroupfs::CgroupNames,
     model::{HistTotals, Model},
     names::syscall_name,
     probes::{LoadOptions, MapReader, Probes},

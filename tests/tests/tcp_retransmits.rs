@@ -9,7 +9,7 @@ use std::{
 };
 
 use gimbal::{
-    cgroups::CgroupNames,
+    host::cgroupfs::CgroupNames,
     model::Model,
     probes::{LoadOptions, MapReader},
 };

@@ -1,6 +1,6 @@
 //! A bounded on-disk queue of notification batches for one Alertmanager, so that nothing is
 //! lost while it is unreachable, also across an agent restart. Full: the oldest batch goes
-//! (and is counted). Every change rewrites the file crash-safely (durable.rs).
+//! (and is counted). Every change rewrites the file crash-safely (host/durable.rs).
 use std::{
     collections::VecDeque,
     path::{Path, PathBuf},
@@ -17,7 +17,7 @@ pub struct Spool {
 impl Spool {
     /// Opens (or starts) the spool at `path`; unreadable lines are skipped with a warning.
     pub fn open(path: PathBuf, max: usize) -> Self {
-        let text = match crate::durable::read(&path, crate::durable::MAX_STATE_BYTES) {
+        let text = match crate::host::durable::read(&path, crate::host::durable::MAX_STATE_BYTES) {
             Ok(bytes) => String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned(),
             Err(e) => {
                 let mut aside = path.as_os_str().to_os_string();
@@ -92,14 +92,14 @@ impl Spool {
             text.push_str(b);
             text.push('\n');
         }
-        crate::durable::write_atomic(&self.path, text.as_bytes())
+        crate::host::durable::write_atomic(&self.path, text.as_bytes())
     }
 }
 
 /// The spool file of an endpoint: its URL made into a file name.
 /// The spool file of the Alertmanager at `url`: a name no other URL shares.
 pub fn path_for(dir: &Path, url: &str) -> PathBuf {
-    dir.join(format!("{}.jsonl", crate::durable::file_name(url)))
+    dir.join(format!("{}.jsonl", crate::host::durable::file_name(url)))
 }
 
 /// The name agents before the injective one used: every other character as `_`, so

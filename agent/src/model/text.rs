@@ -32,7 +32,7 @@ mod tests {
         let raw: &[u8] = b"gimbal-\xff\xfe/q\"b\\s y\xe2\x82";
         let os = OsStr::from_bytes(raw);
         assert_eq!(from_os(os), from_bytes(raw));
-        // What cgroups.rs does today gives the same text.
+        // What host/cgroupfs.rs does today gives the same text.
         assert_eq!(os.to_string_lossy(), from_bytes(raw));
     }
 }

@@ -7,7 +7,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::{ProbeError, Probes};
 use crate::{
-    cgroups::CgroupNames,
+    host::cgroupfs::CgroupNames,
     model::{exits, Labels},
 };
 

@@ -9,7 +9,10 @@ use aya::{
 use gimbal_common::{names, programs, LatencyHist, OFFSET_UNKNOWN};
 
 use super::{offsets, ProbeError};
-use crate::{btf::Btf, config::Config, tracefs};
+use crate::{
+    config::Config,
+    host::{btf::Btf, tracefs},
+};
 
 /// The probe families, as named in `gimbal_probe_attached{probe}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -30,11 +30,11 @@ pub enum ProbeError {
     #[error("program {0} is missing from the eBPF object")]
     MissingProgram(&'static str),
     #[error("kernel type information: {0}")]
-    Btf(crate::btf::BtfError),
+    Btf(crate::host::btf::BtfError),
     #[error("tracefs: {0}")]
-    Tracefs(crate::tracefs::TracefsError),
+    Tracefs(crate::host::tracefs::TracefsError),
     #[error("cgroups: {0}")]
-    Cgroup(crate::cgroups::CgroupError),
+    Cgroup(crate::host::cgroupfs::CgroupError),
     #[error("reading CPU count: {0}")]
     Cpus(std::io::Error),
 }
@@ -51,20 +51,20 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-impl From<crate::btf::BtfError> for ProbeError {
-    fn from(e: crate::btf::BtfError) -> Self {
+impl From<crate::host::btf::BtfError> for ProbeError {
+    fn from(e: crate::host::btf::BtfError) -> Self {
         Self::Btf(e)
     }
 }
 
-impl From<crate::tracefs::TracefsError> for ProbeError {
-    fn from(e: crate::tracefs::TracefsError) -> Self {
+impl From<crate::host::tracefs::TracefsError> for ProbeError {
+    fn from(e: crate::host::tracefs::TracefsError) -> Self {
         Self::Tracefs(e)
     }
 }
 
-impl From<crate::cgroups::CgroupError> for ProbeError {
-    fn from(e: crate::cgroups::CgroupError) -> Self {
+impl From<crate::host::cgroupfs::CgroupError> for ProbeError {
+    fn from(e: crate::host::cgroupfs::CgroupError) -> Self {
         Self::Cgroup(e)
     }
 }

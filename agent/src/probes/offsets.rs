@@ -6,7 +6,7 @@ use std::path::Path;
 use gimbal_common::{ExitTpArgs, FlowOffsets, SockOffsets, TaskOffsets, OFFSET_UNKNOWN};
 
 use super::ProbeError;
-use crate::{btf::Btf, tracefs};
+use crate::host::{btf::Btf, tracefs};
 
 pub fn task(btf: &Btf) -> Result<TaskOffsets, ProbeError> {
     let off = |s: &str, m: &str| btf.member_offset(s, m);
@@ -27,7 +27,7 @@ pub fn task(btf: &Btf) -> Result<TaskOffsets, ProbeError> {
 /// The socket-to-cgroup path; every field unknown where this kernel lacks one, which only
 /// costs the `cgroup` label of retransmits.
 pub fn sock(btf: &Btf) -> SockOffsets {
-    let found = || -> Result<SockOffsets, crate::btf::BtfError> {
+    let found = || -> Result<SockOffsets, crate::host::btf::BtfError> {
         Ok(SockOffsets {
             sk_cgroup: btf.member_offset("sock", "sk_cgrp_data.cgroup")?,
             cgroup_kn: btf.member_offset("cgroup", "kn")?,

@@ -14,7 +14,7 @@ use super::{idle::IdleKeys, ProbeError, Probes};
 /// Kernel map keys unchanged this long are deleted (their cgroup or flow is likely gone).
 const IDLE_PRUNE: Duration = Duration::from_secs(600);
 use crate::{
-    cgroups::CgroupNames,
+    host::cgroupfs::CgroupNames,
     model::{CounterReading, HistReading, Sample, WrappedHist},
     names::{errno_name, syscall_name},
 };

@@ -61,6 +61,6 @@ impl AuditLog {
         if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.len() > MAX_BYTES) {
             std::fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;
         }
-        crate::durable::append(&self.path, line.as_bytes(), sync)
+        crate::host::durable::append(&self.path, line.as_bytes(), sync)
     }
 }

@@ -2,6 +2,10 @@
 //! PID 1's `init.scope`, and the agent's own cgroup with its ancestors (limiting those
 //! would limit the agent). The protected unit names (kubelet, containerd, sshd …) come
 //! from `[remediation] protected`, whose default config can change.
+use std::path::Path;
+
+use crate::host::procfs;
+
 pub struct Guard {
     protected: Vec<String>,
     /// The agent's own cgroup, as path segments in the hierarchy actions write to.
@@ -40,10 +44,9 @@ impl Guard {
 
 /// The agent's own cgroup2 path ("0::/..." in /proc/self/cgroup).
 pub fn own_cgroup_v2() -> String {
-    std::fs::read_to_string("/proc/self/cgroup")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("0::").map(String::from))
+    procfs::cgroup_v2_path(Path::new(procfs::ROOT), "self")
+        .ok()
+        .flatten()
         .unwrap_or_else(|| "/".into())
 }
 

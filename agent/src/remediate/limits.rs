@@ -13,7 +13,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::systemd::Systemd;
-use crate::durable;
+use crate::host::durable;
 
 /// The CFS period the agent writes with a quota (the kernel's default).
 const CPU_PERIOD_US: u64 = 100_000;
@@ -56,9 +56,9 @@ pub struct LimitJournal {
 impl LimitJournal {
     /// Opens the journal, confined to this host's cgroup mounts (see [`Self::open_under`]).
     pub fn open(state_dir: &Path) -> Self {
-        let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")
+        let cgroup2 = std::fs::read_to_string(crate::host::mountinfo::HOST)
             .ok()
-            .and_then(|m| crate::cgroups::find_cgroup2_mount(&m));
+            .and_then(|m| crate::host::cgroupfs::find_cgroup2_mount(&m));
         let v1_cpu = Path::new("/sys/fs/cgroup/cpu");
         let mut roots: Vec<&Path> = cgroup2.iter().map(PathBuf::as_path).collect();
         if v1_cpu.join("cpu.cfs_quota_us").is_file() {

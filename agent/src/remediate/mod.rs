@@ -95,25 +95,16 @@ fn confined_groups(
     rule: &str,
     now: SystemTime,
 ) -> Vec<std::path::PathBuf> {
-    let mut groups = Vec::new();
-    for glob in globs {
-        match crate::targets::expand_checked(root, glob) {
-            Ok(found) => groups.extend(found),
-            Err(e) => {
-                let why = format!("refused: {e}");
-                tracing::warn!(rule, "{} {why}", kind.name());
-                let act = Act {
-                    kind,
-                    rule,
-                    cgroup: glob,
-                };
-                recorder.outcome(act, &why, Outcome::Refused, now);
-            }
-        }
-    }
-    groups.sort();
-    groups.dedup();
-    groups
+    crate::targets::expand_all(root, globs, |glob, e| {
+        let why = format!("refused: {e}");
+        tracing::warn!(rule, "{} {why}", kind.name());
+        let act = Act {
+            kind,
+            rule,
+            cgroup: glob,
+        };
+        recorder.outcome(act, &why, Outcome::Refused, now);
+    })
 }
 
 /// Whether alert `when` fires (for `target`, if given): what every rule-bound action asks.

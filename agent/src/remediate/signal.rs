@@ -17,6 +17,7 @@ use super::{
 use crate::{
     alert::AlertLabels,
     config::{Config, RemediationMode, SignalConfig},
+    host::{cgroupfs, procfs},
     names::signal_number,
 };
 
@@ -122,11 +123,11 @@ impl Signaller {
 
 /// Signals every process of the group: (how many got it, "; errors" if any).
 fn send_to_group(dir: &Path, relative: &str, sig: i32) -> (usize, String) {
-    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let procs = cgroupfs::procs(dir).unwrap_or_default();
     let own = std::process::id();
     let mut sent = 0;
     let mut errors = Vec::new();
-    for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+    for pid in procs {
         if pid <= 1 || pid == own {
             continue; // PID 1 and the agent itself are never signalled
         }
@@ -153,17 +154,16 @@ fn send_to_group(dir: &Path, relative: &str, sig: i32) -> (usize, String) {
 /// can sit in a workload's cgroup (a vhost worker in a VM's, say).
 fn is_kernel_thread(pid: u32) -> bool {
     const PF_KTHREAD: u64 = 0x0020_0000;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    crate::procstat::field(&stat, 9) // flags
+    let stat = procfs::stat(Path::new(procfs::ROOT), pid).unwrap_or_default();
+    procfs::stat_field(&stat, 9) // flags
         .and_then(|flags| flags.parse::<u64>().ok())
         .is_some_and(|flags| flags & PF_KTHREAD != 0)
 }
 
 fn in_cgroup(pid: u32, relative: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
+    procfs::cgroup_v2_path(Path::new(procfs::ROOT), pid)
+        .ok()
+        .flatten()
         .is_some_and(|path| path.trim_start_matches('/') == relative.trim_start_matches('/'))
 }
 

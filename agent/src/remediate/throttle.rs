@@ -275,21 +275,16 @@ fn describe(limit: Limit) -> String {
 
 /// Where CPU limits are written, and the agent's own cgroup there.
 fn cpu_hierarchy(cgroup2: &Path) -> (PathBuf, String) {
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let line_for = |want: &dyn Fn(&str) -> bool| {
-        own.lines().find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            want(controllers).then(|| path.to_string())
-        })
-    };
+    use crate::host::procfs;
+    let own = std::fs::read_to_string(procfs::path(Path::new(procfs::ROOT), "self", "cgroup"))
+        .unwrap_or_default();
     let v1 = Path::new("/sys/fs/cgroup/cpu");
     if v1.join("cpu.cfs_quota_us").is_file() {
-        let path = line_for(&|c| c.split(',').any(|c| c == "cpu")).unwrap_or_default();
-        return (v1.to_path_buf(), path);
+        let path = procfs::cgroup_v1_of_text(&own, "cpu").unwrap_or_default();
+        return (v1.to_path_buf(), path.to_string());
     }
-    let path = line_for(&|c| c.is_empty()).unwrap_or_default();
-    (cgroup2.to_path_buf(), path)
+    let path = procfs::cgroup_v2_of_text(&own).unwrap_or_default();
+    (cgroup2.to_path_buf(), path.to_string())
 }
 
 /// The rule name of limits a previous agent left.

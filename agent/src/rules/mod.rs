@@ -17,11 +17,11 @@ use tokio::sync::mpsc;
 use crate::{
     alert::{Alerts, DeliveryStats, Notification, State},
     config::{AlertingConfig, RuleConfig},
-    durable,
+    host::durable,
     probes::ProbeStatus,
     remediate::Ledger,
     snapshot::Snapshot,
-    watch::{unix_ms, TargetStatus, BURN_WINDOWS},
+    targets::watch::{unix_ms, TargetStatus, BURN_WINDOWS},
 };
 
 /// Multiwindow, multi-burn-rate alerting (Google SRE workbook, table 5-8): (burn rate,

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gimbal::cgroups::CgroupNames;
+use gimbal::host::cgroupfs::CgroupNames;
 use gimbal_tests::{agent::Agent, quantiles_ms, sibling_binary, unique, TempDir};
 
 fn main() {

@@ -66,7 +66,7 @@ impl Supervisor {
     /// Adopts what a previous agent left running and starts the rest.
     pub fn start(config: &Config, cgroup2: &Path, recorder: Recorder) -> Self {
         let records_path = config.agent.state_dir.join("remediation/supervised.json");
-        let records = crate::durable::read_json(&records_path).unwrap_or_default();
+        let records = crate::host::durable::read_json(&records_path).unwrap_or_default();
         let mut supervisor = Self {
             running: BTreeMap::new(),
             shared: Shared::new(config, cgroup2, recorder, records_path, records),
@@ -381,7 +381,7 @@ impl Shared {
     fn save(&self, records: &BTreeMap<String, Record>) {
         let saved = serde_json::to_vec(records)
             .map_err(std::io::Error::other)
-            .and_then(|bytes| crate::durable::write_atomic(&self.records_path, &bytes));
+            .and_then(|bytes| crate::host::durable::write_atomic(&self.records_path, &bytes));
         if let Err(e) = saved {
             tracing::error!(path = %self.records_path.display(), error = %e, "cannot save the supervised processes");
         }

@@ -14,7 +14,7 @@ use std::{
 
 use tokio::io::unix::AsyncFd;
 
-use crate::{config::SuperviseConfig, names::signal_name};
+use crate::{config::SuperviseConfig, host::procfs, names::signal_name};
 
 /// The PATH a supervised process gets; nothing of the agent's own environment leaks in
 /// (NOTIFY_SOCKET, say, would let it speak for the agent to systemd).
@@ -316,12 +316,12 @@ fn describe(code: i32, status: i32) -> Ended {
 
 /// Field 22 of /proc/<pid>/stat (after the command, which may contain spaces or ')').
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = procfs::stat(Path::new(procfs::ROOT), pid).ok()?;
     parse_start_time(&stat)
 }
 
 fn parse_start_time(stat: &str) -> Option<u64> {
-    crate::procstat::field(stat, 22)?.parse().ok()
+    procfs::stat_field(stat, 22)?.parse().ok()
 }
 
 fn ticks_per_sec() -> f64 {

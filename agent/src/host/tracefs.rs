@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::mountinfo::HOST as MOUNTINFO;
+
 /// Where tracefs is mounted on current systems, and where we mount it.
 const DEFAULT_ROOT: &str = "/sys/kernel/tracing";
-const MOUNTS: &str = "/proc/self/mounts";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field {
@@ -107,58 +108,25 @@ fn field_name(decl: &str) -> Option<&str> {
     (!name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit())).then_some(name)
 }
 
-/// Where tracefs is mounted: read /proc/self/mounts (path parameterised for tests: `find_mount(mounts_text: &str) -> Option<PathBuf>` pure, handling both a `tracefs` mount and `debugfs` mounted at X (then X/tracing)).
-pub fn find_mount(mounts: &str) -> Option<PathBuf> {
+/// Where tracefs is mounted, from the text of /proc/self/mountinfo: a `tracefs` mount, or
+/// else `<debugfs>/tracing`, where debugfs automounts it.
+pub fn find_mount(mountinfo: &str) -> Option<PathBuf> {
     let mut debugfs = None;
-    for line in mounts.lines() {
-        let mut cols = line.split_whitespace();
-        let (Some(_device), Some(dir), Some(fstype)) = (cols.next(), cols.next(), cols.next())
-        else {
-            continue;
-        };
-        match fstype {
-            "tracefs" => return Some(PathBuf::from(unescape(dir))),
-            // Debugfs automounts tracefs under its "tracing" directory; use it
-            // only when there is no tracefs mount of its own.
-            "debugfs" if debugfs.is_none() => {
-                debugfs = Some(PathBuf::from(unescape(dir)).join("tracing"))
-            }
+    for mount in super::mountinfo::mounts(mountinfo) {
+        match mount.fstype {
+            "tracefs" => return Some(mount.mount_point),
+            // Only when there is no tracefs mount of its own.
+            "debugfs" if debugfs.is_none() => debugfs = Some(mount.mount_point.join("tracing")),
             _ => {}
         }
     }
     debugfs
 }
 
-/// Undoes the octal escapes (`\040` for space etc.) the kernel writes in
-/// mount paths.
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let code = bytes
-            .get(i + 1..i + 4)
-            .filter(|_| bytes[i] == b'\\')
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| u8::from_str_radix(d, 8).ok());
-        match code {
-            Some(c) => {
-                out.push(c);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Returns the tracefs root, mounting tracefs at /sys/kernel/tracing if it is not mounted anywhere (log that with tracing::info!, as it is a host change). Needs root.
 pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
-    let mounts = std::fs::read_to_string(MOUNTS).map_err(|source| TracefsError::Io {
-        path: MOUNTS.into(),
+    let mounts = std::fs::read_to_string(MOUNTINFO).map_err(|source| TracefsError::Io {
+        path: MOUNTINFO.into(),
         source,
     })?;
     if let Some(root) = find_mount(&mounts) {
@@ -365,34 +333,42 @@ print fmt: "pid=%d comm=%s total-vm=%lukB anon-rss=%lukB file-rss:%lukB shmem-rs
 
     #[test]
     fn mounts() {
-        let tracefs =
-            "sysfs /sys sysfs rw 0 0\ntracefs /sys/kernel/tracing tracefs rw,relatime 0 0\n";
+        let tracefs = "\
+21 26 0:20 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+33 21 0:28 / /sys/kernel/tracing rw,relatime shared:14 - tracefs tracefs rw
+";
         assert_eq!(
             find_mount(tracefs),
             Some(PathBuf::from("/sys/kernel/tracing"))
         );
 
-        let debugfs = "debugfs /sys/kernel/debug debugfs rw 0 0\n";
+        let debugfs = "32 21 0:7 / /sys/kernel/debug rw shared:13 - debugfs debugfs rw\n";
         assert_eq!(
             find_mount(debugfs),
             Some(PathBuf::from("/sys/kernel/debug/tracing"))
         );
 
         // A tracefs mount wins over debugfs whichever comes first.
-        let both = "debugfs /sys/kernel/debug debugfs rw 0 0\nnone /mnt/tr tracefs rw 0 0\n";
+        let both = "\
+32 21 0:7 / /sys/kernel/debug rw - debugfs debugfs rw
+40 1 0:28 / /mnt/tr rw - tracefs none rw
+";
         assert_eq!(find_mount(both), Some(PathBuf::from("/mnt/tr")));
 
-        let escaped = "tracefs /mnt/my\\040trace tracefs rw 0 0\n";
+        let escaped = "40 1 0:28 / /mnt/my\\040trace rw - tracefs tracefs rw\n";
         assert_eq!(find_mount(escaped), Some(PathBuf::from("/mnt/my trace")));
 
-        assert_eq!(find_mount("proc /proc proc rw 0 0\n\ngarbage\n"), None);
+        assert_eq!(
+            find_mount("25 1 0:22 / /proc rw - proc proc rw\n\ngarbage\n"),
+            None
+        );
         assert_eq!(find_mount(""), None);
     }
 
     /// Reads a real format file when tracefs is already mounted (never mounts).
     #[test]
     fn live_format() {
-        let Some(root) = std::fs::read_to_string(MOUNTS)
+        let Some(root) = std::fs::read_to_string(MOUNTINFO)
             .ok()
             .and_then(|m| find_mount(&m))
         else {

@@ -12,7 +12,7 @@ use std::{
 };
 
 use super::TargetState;
-use crate::durable;
+use crate::host::durable;
 
 /// The configured target names, for telling whether an old-style file is unambiguous.
 /// Set by run.rs at each (re)load, before targets are loaded.

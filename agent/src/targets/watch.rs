@@ -8,12 +8,15 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use super::{
+    members, process_members,
+    slo::{self, LatencyWindows, TargetState, WINDOWS},
+    Members, ProcessMatch,
+};
 use crate::{
     config::TargetConfig,
     model::{HistTotals, Labels},
     probes::ExitRecord,
-    slo::{self, LatencyWindows, TargetState, WINDOWS},
-    targets::{members, process_members, Members, ProcessMatch},
 };
 
 /// Longer than this between two observations and the time in between is "unobserved".

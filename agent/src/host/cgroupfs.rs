@@ -1,4 +1,5 @@
-//! Turns cgroup ids reported by the kernel side into the cgroup paths a user
+//! The cgroup mounts: where cgroup2 is mounted, a cgroup's processes (`cgroup.procs`),
+//! and the cgroup ids reported by the kernel side turned into the cgroup paths a user
 //! would type ("system.slice/ssh.service", "/" for the root cgroup).
 //!
 //! On cgroup2, `bpf_get_current_cgroup_id()` is the inode number of the
@@ -9,16 +10,14 @@
 //! different cgroup.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const MOUNTINFO: &str = "/proc/self/mountinfo";
+use super::mountinfo::HOST as MOUNTINFO;
 
 /// How long [`CgroupNames::from_host`] waits between walks of the tree. New
 /// cgroups show up within this time; unknown ids arriving faster than this
@@ -46,72 +45,30 @@ pub enum CgroupError {
     NotACgroup { path: PathBuf },
 }
 
-/// Finds the cgroup2 mount point in the text of /proc/self/mountinfo.
-///
-/// Each line reads `id parent major:minor root mount-point options
-/// [optional fields...] - fstype source super-options`. The optional fields
-/// vary in number, so the fstype is found after the " - " separator. A mount
-/// of the whole hierarchy (root "/") is preferred over a bind mount of a
-/// subtree, whose paths would not start at the root cgroup.
+/// The file listing a cgroup's processes; a directory of the mount without it is no cgroup.
+pub const PROCS: &str = "cgroup.procs";
+
+/// The processes of the cgroup at `dir` (its `cgroup.procs`), in the kernel's order.
+pub fn procs(dir: &Path) -> io::Result<Vec<u32>> {
+    let text = fs::read_to_string(dir.join(PROCS))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .collect())
+}
+
+/// Finds the cgroup2 mount point in the text of /proc/self/mountinfo. A mount of the whole
+/// hierarchy (root "/") is preferred over a bind mount of a subtree, whose paths would not
+/// start at the root cgroup.
 pub fn find_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     let mut subtree = None;
-    for line in mountinfo.lines() {
-        let Some((mount, fs_info)) = line.split_once(" - ") else {
-            continue;
-        };
-        if fs_info.split_whitespace().next() != Some("cgroup2") {
-            continue;
+    for mount in super::mountinfo::mounts(mountinfo).filter(|m| m.fstype == "cgroup2") {
+        if mount.root == "/" {
+            return Some(mount.mount_point);
         }
-        let mut fields = mount.split_whitespace().skip(3);
-        let (Some(root), Some(mount_point)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let mount_point = unescape_mountinfo(mount_point);
-        if root == "/" {
-            return Some(mount_point);
-        }
-        subtree.get_or_insert(mount_point);
+        subtree.get_or_insert(mount.mount_point);
     }
     subtree
-}
-
-/// Undoes the octal escapes (`\040` for a space, ...) the kernel writes for
-/// whitespace and backslashes in mountinfo paths. A malformed escape is kept
-/// as is rather than rejected, since the path may still be usable.
-fn unescape_mountinfo(field: &str) -> PathBuf {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let value = match bytes.get(i..i + 4) {
-            Some(&[b'\\', a, b, c]) => octal_byte([a, b, c]),
-            _ => None,
-        };
-        match value {
-            Some(byte) => {
-                out.push(byte);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    PathBuf::from(OsString::from_vec(out))
-}
-
-/// The byte written as three octal digits, or `None` if they are not octal
-/// digits or exceed a byte ("777"), so the caller keeps them literally.
-fn octal_byte(digits: [u8; 3]) -> Option<u8> {
-    let mut value = 0u32;
-    for digit in digits {
-        if !(b'0'..=b'7').contains(&digit) {
-            return None;
-        }
-        value = value * 8 + u32::from(digit - b'0');
-    }
-    u8::try_from(value).ok()
 }
 
 /// Resolves cgroup ids to paths relative to the cgroup2 mount, walking the
@@ -415,11 +372,6 @@ mod tests {
             find_cgroup2_mount(info),
             Some(PathBuf::from("/mnt/my cgroup\\x"))
         );
-        // Malformed escapes stay literal instead of failing.
-        assert_eq!(
-            unescape_mountinfo("a\\9b\\777\\"),
-            PathBuf::from("a\\9b\\777\\")
-        );
     }
 
     #[test]
@@ -482,6 +434,16 @@ mod tests {
             .values()
             .all(|n| !n.contains("link")));
         assert_eq!(names.resolve(u64::MAX), None);
+    }
+
+    #[test]
+    fn procs_lists_the_pids_of_a_cgroup() {
+        let tree = TempTree::new();
+        tree.mkdir("a");
+        fs::write(tree.0.join("a").join(PROCS), "12\n 7\nnot a pid\n").unwrap();
+        assert_eq!(procs(&tree.0.join("a")).unwrap(), [12, 7]);
+        let gone = procs(&tree.0.join("gone")).unwrap_err();
+        assert_eq!(gone.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -1,0 +1,106 @@
+//! `[agent]`, `[probes.*]` and `[labels]`: how the agent itself runs, which probes it
+//! loads, and how many series it keeps.
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::HumanDuration;
+
+/// `[agent]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Address of the /metrics and /healthz endpoints.
+    pub listen: SocketAddr,
+    /// How often kernel maps are read into the model.
+    pub interval: HumanDuration,
+    /// The agent's own state (alert spool); created when first needed.
+    pub state_dir: std::path::PathBuf,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9977)),
+            interval: HumanDuration::from_secs(1),
+            state_dir: "/var/lib/gimbal".into(),
+        }
+    }
+}
+
+/// `[probes.*]`
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProbesConfig {
+    pub syscall_latency: SyscallLatencyConfig,
+    pub tcp_retransmit: TcpRetransmitConfig,
+    pub process_exit: ProcessExitConfig,
+}
+
+/// `[probes.syscall_latency]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyscallLatencyConfig {
+    pub enabled: bool,
+    /// Kernel memory for the per-CPU histograms; the number of (cgroup, syscall) pairs
+    /// tracked is this divided by (histogram size x CPU count). Pairs beyond it are counted
+    /// in gimbal_events_dropped_total{probe="syscall_latency"}.
+    pub map_memory_mb: u32,
+}
+
+impl Default for SyscallLatencyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            map_memory_mb: 16,
+        }
+    }
+}
+
+/// `[probes.tcp_retransmit]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpRetransmitConfig {
+    pub enabled: bool,
+}
+
+impl Default for TcpRetransmitConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// `[probes.process_exit]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessExitConfig {
+    pub enabled: bool,
+    /// Ring buffer between kernel and agent, in KiB: a power of two, at least the page
+    /// size (and 4), at most 65536.
+    pub ring_buffer_kb: u32,
+}
+
+impl Default for ProcessExitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ring_buffer_kb: 256,
+        }
+    }
+}
+
+/// `[labels]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelsConfig {
+    /// Distinct label sets kept per metric; later ones are folded into `other` and counted
+    /// in gimbal_series_folded_total.
+    pub max_series_per_metric: usize,
+}
+
+impl Default for LabelsConfig {
+    fn default() -> Self {
+        Self {
+            max_series_per_metric: 500,
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! `[[targets]]`: the services to watch, how each is selected (cgroup glob, systemd
+//! unit, pod, container, comm or exe) and its objectives.
+use serde::Deserialize;
+
+use super::HumanDuration;
+
+/// `[[targets]]`: one watched service.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// The `target` label of its series and alerts.
+    pub name: String,
+    /// Glob over cgroup2 paths relative to the mount (`*` within a segment, `**` across
+    /// segments), e.g. "system.slice/trainer.service". Each matched cgroup is a component.
+    /// Exactly one of `cgroup`, `unit`, `pod_uid`, `container_id` selects the target.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// A systemd unit ("trainer.service"): the cgroup systemd names after it, at any depth.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// A Kubernetes pod UID: its pod cgroup (cgroupfs `pod<uid>` or systemd
+    /// `...-pod<uid_with_underscores>.slice`), at any depth.
+    #[serde(default)]
+    pub pod_uid: Option<String>,
+    /// A container id (or a unique prefix of it), as the runtime names its cgroup.
+    #[serde(default)]
+    pub container_id: Option<String>,
+    /// Processes by name (`/proc/<pid>/comm`, up to 15 characters), found by scanning /proc
+    /// on every tick; their cgroups are the components. May be combined with `exe`.
+    #[serde(default)]
+    pub comm: Option<String>,
+    /// Processes by executable path (`/proc/<pid>/exe`). May be combined with `comm`.
+    #[serde(default)]
+    pub exe: Option<String>,
+    /// Availability objective; the error budget is 1 minus it.
+    #[serde(default = "defaults::availability_objective")]
+    pub availability_objective: f64,
+    /// A syscall slower than this is "slow" for the latency SLI (rounded to the histogram
+    /// bucket bound at or below it).
+    #[serde(default = "defaults::latency_threshold")]
+    pub latency_threshold: HumanDuration,
+    /// Fraction of the latency syscalls that should be faster than the threshold.
+    #[serde(default = "defaults::latency_objective")]
+    pub latency_objective: f64,
+    /// Syscalls the latency SLI is computed over.
+    #[serde(default = "defaults::latency_syscalls")]
+    pub latency_syscalls: Vec<String>,
+    /// TargetCrashLooping fires at this many failures within `crash_loop_window`.
+    #[serde(default = "defaults::crash_loop_failures")]
+    pub crash_loop_failures: u64,
+    #[serde(default = "defaults::crash_loop_window")]
+    pub crash_loop_window: HumanDuration,
+}
+
+impl TargetConfig {
+    /// The cgroup globs that select this target.
+    pub fn patterns(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        out.extend(self.cgroup.clone());
+        out.extend(self.unit.as_ref().map(|u| format!("**/{u}")));
+        if let Some(uid) = &self.pod_uid {
+            out.push(format!("**/*pod{uid}"));
+            out.push(format!("**/*pod{}.slice", uid.replace('-', "_")));
+        }
+        out.extend(self.container_id.as_ref().map(|id| format!("**/*{id}*")));
+        out
+    }
+
+    /// How the target is selected, for messages.
+    pub fn selector(&self) -> String {
+        let mut parts = self.patterns();
+        parts.extend(self.comm.as_ref().map(|c| format!("comm {c}")));
+        parts.extend(self.exe.as_ref().map(|e| format!("exe {e}")));
+        parts.join(" or ")
+    }
+}
+
+mod defaults {
+    use super::HumanDuration;
+
+    pub fn availability_objective() -> f64 {
+        0.999
+    }
+    pub fn latency_threshold() -> HumanDuration {
+        HumanDuration::from_millis(100)
+    }
+    pub fn latency_objective() -> f64 {
+        0.99
+    }
+    pub fn latency_syscalls() -> Vec<String> {
+        [
+            "read",
+            "write",
+            "readv",
+            "writev",
+            "pread64",
+            "pwrite64",
+            "sendto",
+            "recvfrom",
+            "sendmsg",
+            "recvmsg",
+            "sendmmsg",
+            "recvmmsg",
+            "poll",
+            "ppoll",
+            "select",
+            "pselect6",
+            "epoll_wait",
+            "epoll_pwait",
+            "epoll_pwait2",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+    pub fn crash_loop_failures() -> u64 {
+        3
+    }
+    pub fn crash_loop_window() -> HumanDuration {
+        HumanDuration::from_secs(600)
+    }
+}

@@ -26,7 +26,8 @@ const PACKAGES: &[&str] = &[
     "nftables",
     "ethtool",
     "bpftrace",
-    // A real Alertmanager for the hung-D-Bus check: alerts must still arrive in time.
+    // A real Alertmanager for the hung-D-Bus check (run by the check, not its own unit,
+    // whose clustering needs a private address the guest lacks).
     "prometheus-alertmanager",
 ];
 /// Modules the TCP test loads (veth, nf_tables and its expressions) and their deps; the

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     model::{HistTotals, Labels},
+    probes::ProbeStatus,
     snapshot::Snapshot,
     targets::watch::TargetStatus,
 };
@@ -21,7 +22,31 @@ pub enum Kind {
 pub enum Value<'a> {
     Counter(u64),
     Gauge(f64),
+    /// A gauge that is a whole number by nature (a flag, a count), written as one (`1`,
+    /// not `1.0`), as these always were.
+    WholeGauge(i64),
     Histogram(&'a HistTotals),
+}
+
+/// What the exposition holds beside the snapshot, copied per scrape: the agent's own
+/// info and Alertmanager delivery. Rules cannot see these.
+pub struct AgentView<'a> {
+    pub version: &'a str,
+    pub kernel: &'a str,
+    pub probes: &'a [ProbeStatus],
+    pub deliveries: &'a [Delivery],
+    pub batches_dropped: u64,
+}
+
+/// One Alertmanager's delivery counters.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub endpoint: String,
+    pub sent: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub queued: u64,
+    pub last_latency_seconds: f64,
 }
 
 /// Receives each row: label values in the order of [`Metric::labels`], and the number.
@@ -30,9 +55,8 @@ pub type Sink<'s> = dyn FnMut(&[&str], Value<'_>) + 's;
 #[derive(Clone, Copy)]
 pub enum Rows {
     Snapshot(fn(&Snapshot, &mut Sink)),
-    /// Filled by the exposition from what it holds beside the snapshot (the agent's own
-    /// info, Alertmanager delivery); rules cannot see these.
-    Agent,
+    /// Read from what the exposition holds beside the snapshot.
+    Agent(fn(&AgentView, &mut Sink)),
 }
 
 pub struct Metric {
@@ -123,7 +147,11 @@ pub const METRICS: &[Metric] = &[
         "1 if the probe is attached to the kernel, 0 if disabled or failed",
         &["probe"],
         false,
-        Rows::Agent,
+        Rows::Agent(|a, sink| {
+            for s in a.probes {
+                sink(&[s.probe.name()], Value::WholeGauge(s.attached().into()));
+            }
+        }),
     ),
     metric(
         "gimbal_events_dropped",
@@ -161,7 +189,7 @@ pub const METRICS: &[Metric] = &[
         "Agent version and kernel release (always 1)",
         &["version", "kernel"],
         false,
-        Rows::Agent,
+        Rows::Agent(|a, sink| sink(&[a.version, a.kernel], Value::WholeGauge(1))),
     ),
     metric(
         "gimbal_target_up",
@@ -276,7 +304,13 @@ pub const METRICS: &[Metric] = &[
         "Alert notifications per Alertmanager: sent, failed (attempts), dropped (spool full)",
         &["endpoint", "result"],
         false,
-        Rows::Agent,
+        Rows::Agent(|a, sink| {
+            for d in a.deliveries {
+                for (result, n) in [("sent", d.sent), ("failed", d.failed), ("dropped", d.dropped)] {
+                    sink(&[&d.endpoint, result], Value::Counter(n));
+                }
+            }
+        }),
     ),
     metric(
         "gimbal_alertmanager_queue_length",
@@ -284,7 +318,11 @@ pub const METRICS: &[Metric] = &[
         "Notification batches waiting in each Alertmanager's on-disk spool",
         &["endpoint"],
         false,
-        Rows::Agent,
+        Rows::Agent(|a, sink| {
+            for d in a.deliveries {
+                sink(&[&d.endpoint], Value::WholeGauge(d.queued as i64));
+            }
+        }),
     ),
     Metric {
         name: "gimbal_alertmanager_latency",
@@ -293,7 +331,11 @@ pub const METRICS: &[Metric] = &[
         seconds: true,
         labels: &["endpoint"],
         rules: false,
-        rows: Rows::Agent,
+        rows: Rows::Agent(|a, sink| {
+            for d in a.deliveries {
+                sink(&[&d.endpoint], Value::Gauge(d.last_latency_seconds));
+            }
+        }),
     },
     metric(
         "gimbal_alert_batches_dropped",
@@ -301,7 +343,7 @@ pub const METRICS: &[Metric] = &[
         "Alert batches dropped because the delivery queue was full",
         &[],
         false,
-        Rows::Agent,
+        Rows::Agent(|a, sink| sink(&[], Value::Counter(a.batches_dropped))),
     ),
 ];
 

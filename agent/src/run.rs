@@ -254,8 +254,6 @@ fn alerting(
         .external_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}/metrics"));
-    // Before the watcher loads histories: whether an old-style file is one target's.
-    crate::targets::slo::configure_targets(config.targets.iter().map(|t| t.name.as_str()));
     let watcher = Watcher::new(
         &config.targets,
         cgroup2.to_path_buf(),

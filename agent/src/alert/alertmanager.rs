@@ -18,6 +18,7 @@ use tokio::{
 use tokio_rustls::{rustls::pki_types::ServerName, TlsConnector};
 
 use super::{
+    error::{DeliveryError, TlsError, UrlError},
     spool::{self, Spool},
     Notification,
 };
@@ -50,30 +51,28 @@ impl Endpoint {
     /// `http://host:port` or `https://host:port`, with an optional path prefix
     /// (Alertmanager's --web.route-prefix). Everything that would end up in the request
     /// line or the Host header is checked here: a CR or LF in a URL would inject headers.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        if let Some(c) = url.chars().find(|c| !c.is_ascii_graphic()) {
-            return Err(format!(
-                "`{}` holds {:?}: a URL has no spaces, control or non-ASCII characters",
-                url.escape_debug(),
-                c
-            ));
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
+        if let Some(found) = url.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(UrlError::Character {
+                url: url.escape_debug().to_string(),
+                found,
+            });
         }
         let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
             (Some(rest), _) => (false, rest),
             (_, Some(rest)) => (true, rest),
-            _ => return Err(format!("`{url}` is not an http:// or https:// URL")),
+            _ => return Err(UrlError::Scheme(url.into())),
         };
-        if let Some(c) = rest.chars().find(|c| "?#@\\".contains(*c)) {
-            return Err(format!(
-                "`{url}` holds `{c}`: no query, fragment or user info (use [alerting] basic_auth_username)"
-            ));
+        if let Some(found) = rest.chars().find(|c| "?#@\\".contains(*c)) {
+            return Err(UrlError::Part {
+                url: url.into(),
+                found,
+            });
         }
         let (host_port, prefix) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
-        check_host_port(host_port).map_err(|e| format!("`{url}`: {e}"))?;
+        check_host_port(url, host_port)?;
         if prefix.split('/').any(|s| s == "." || s == "..") {
-            return Err(format!(
-                "`{url}`: the path prefix has a `.` or `..` segment"
-            ));
+            return Err(UrlError::Traversal(url.into()));
         }
         let prefix = prefix.trim_end_matches('/');
         let path = if prefix.is_empty() {
@@ -107,17 +106,14 @@ impl Endpoint {
         self
     }
 
-    async fn post(&self, body: &[u8]) -> Result<(), String> {
+    async fn post(&self, body: &[u8]) -> Result<(), DeliveryError> {
         let tcp = TcpStream::connect(&self.host_port)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(DeliveryError::Connect)?;
         let auth = match &self.authorization {
             // Read from a secret file at each (re)load: a line break would inject headers.
             Some(a) if a.chars().any(|c| c.is_ascii_control()) => {
-                return Err(
-                    "the Authorization value (bearer token or user) holds a control character; not sent"
-                        .into(),
-                )
+                return Err(DeliveryError::Authorization)
             }
             Some(a) => format!("Authorization: {a}\r\n"),
             None => String::new(),
@@ -129,41 +125,44 @@ impl Endpoint {
             body.len()
         );
         let response = if self.https {
-            let tls = self
-                .tls
-                .as_ref()
-                .ok_or("https endpoint without TLS settings")?;
+            let tls = self.tls.as_ref().ok_or(DeliveryError::NoTls)?;
             let host = self
                 .host_port
                 .rsplit_once(':')
                 .map_or(self.host_port.as_str(), |(h, _)| h);
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let name = ServerName::try_from(host.to_string())
-                .map_err(|e| format!("server name `{host}`: {e}"))?;
-            let stream = tls
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
+            let name =
+                ServerName::try_from(host.to_string()).map_err(|e| DeliveryError::ServerName {
+                    host: host.into(),
+                    reason: e.to_string(),
+                })?;
+            let stream = tls.connect(name, tcp).await.map_err(DeliveryError::Tls)?;
             exchange(stream, head.as_bytes(), body).await?
         } else {
             exchange(tcp, head.as_bytes(), body).await?
         };
         match status(&response)? {
             200 => Ok(()),
-            code => Err(format!("HTTP {code}: {}", status_line(&response))),
+            code => Err(DeliveryError::Status {
+                code,
+                status: status_line(&response),
+            }),
         }
     }
 }
 
 /// Checks `host:port` (or `[v6]:port`): a name or address, and a port of 1 to 65535.
-fn check_host_port(host_port: &str) -> Result<(), String> {
-    let hint = "needs a host and a port, like http://127.0.0.1:9093";
-    let (host, port) = host_port.rsplit_once(':').ok_or(hint)?;
+fn check_host_port(url: &str, host_port: &str) -> Result<(), UrlError> {
+    let hint = || UrlError::NoHostPort(url.into());
+    let (host, port) = host_port.rsplit_once(':').ok_or_else(hint)?;
     if host.is_empty() {
-        return Err(hint.into());
+        return Err(hint());
     }
     if !port.parse::<u16>().is_ok_and(|p| p > 0) || !port.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("port `{port}` is not a number from 1 to 65535"));
+        return Err(UrlError::Port {
+            url: url.into(),
+            port: port.into(),
+        });
     }
     let valid = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
@@ -174,7 +173,10 @@ fn check_host_port(host_port: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!("host `{host}` is not a host name or an address"))
+        Err(UrlError::Host {
+            url: url.into(),
+            host: host.into(),
+        })
     }
 }
 /// The most of a reply that is read. Alertmanager's is a status line, a few headers and an
@@ -191,33 +193,31 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     head: &[u8],
     body: &[u8],
-) -> Result<Vec<u8>, String> {
-    s.write_all(head).await.map_err(|e| format!("send: {e}"))?;
-    s.write_all(body).await.map_err(|e| format!("send: {e}"))?;
-    s.flush().await.map_err(|e| format!("send: {e}"))?;
+) -> Result<Vec<u8>, DeliveryError> {
+    s.write_all(head).await.map_err(DeliveryError::Send)?;
+    s.write_all(body).await.map_err(DeliveryError::Send)?;
+    s.flush().await.map_err(DeliveryError::Send)?;
     let mut response = Vec::with_capacity(1024);
     // One byte past the cap tells a reply of exactly REPLY_CAP from a longer one.
     let mut bounded = (&mut s).take(REPLY_CAP as u64 + 1);
     let read = bounded.read_to_end(&mut response).await;
     match read {
-        Ok(_) if response.len() > REPLY_CAP => Err(format!(
-            "reply longer than {} KiB ({}): not an Alertmanager reply; not read further",
-            REPLY_CAP / 1024,
-            status_line(&response)
-        )),
+        Ok(_) if response.len() > REPLY_CAP => Err(DeliveryError::TooLong {
+            status: status_line(&response),
+        }),
         Ok(_) => Ok(response),
         // A TLS peer that closes without close_notify still sent a complete response.
         Err(e) if !response.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof => {
             Ok(response)
         }
-        Err(e) => Err(format!("receive: {e}")),
+        Err(e) => Err(DeliveryError::Receive(e)),
     }
 }
 
 /// The status code of an HTTP/1.x reply, read strictly: `HTTP/1.1 200 OK` + CRLF, then
 /// headers ending in an empty line.
-fn status(reply: &[u8]) -> Result<u16, String> {
-    let bad = || format!("not an HTTP reply: {}", status_line(reply));
+fn status(reply: &[u8]) -> Result<u16, DeliveryError> {
+    let bad = || DeliveryError::NotHttp(status_line(reply));
     let end = reply
         .windows(2)
         .position(|w| w == b"\r\n")
@@ -234,10 +234,7 @@ fn status(reply: &[u8]) -> Result<u16, String> {
         return Err(bad());
     }
     if !reply[end..].windows(4).any(|w| w == b"\r\n\r\n") {
-        return Err(format!(
-            "reply ends inside its headers: {}",
-            status_line(reply)
-        ));
+        return Err(DeliveryError::Truncated(status_line(reply)));
     }
     // Three ASCII digits.
     Ok(code.iter().fold(0, |n, d| n * 10 + u16::from(d - b'0')))
@@ -254,23 +251,30 @@ fn status_line(reply: &[u8]) -> String {
 }
 
 /// A TLS client that trusts the CA certificates in a PEM file.
-pub fn tls_connector(ca_file: &Path) -> Result<TlsConnector, String> {
-    let pem =
-        std::fs::read(ca_file).map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
+pub fn tls_connector(ca_file: &Path) -> Result<TlsConnector, TlsError> {
+    let path = || ca_file.display().to_string();
+    let pem = std::fs::read(ca_file).map_err(|source| TlsError::Read {
+        path: path(),
+        source,
+    })?;
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| format!("{}: not PEM certificates: {e}", ca_file.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        let cert = cert.map_err(|source| TlsError::NotPem {
+            path: path(),
+            source,
+        })?;
+        roots.add(cert).map_err(|source| TlsError::Certificate {
+            path: path(),
+            source,
+        })?;
     }
     if roots.is_empty() {
-        return Err(format!("{} holds no certificate", ca_file.display()));
+        return Err(TlsError::Empty(path()));
     }
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TlsError::Protocols)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(config)))
@@ -401,7 +405,7 @@ async fn post(e: &Endpoint, batch: &str, stats: &DeliveryStats) -> bool {
     let t0 = Instant::now();
     let result = tokio::time::timeout(TIMEOUT, e.post(batch.as_bytes()))
         .await
-        .unwrap_or_else(|_| Err("timed out".into()));
+        .unwrap_or(Err(DeliveryError::TimedOut));
     let took = t0.elapsed();
     match result {
         Ok(()) => {
@@ -498,7 +502,7 @@ mod tests {
             ("http://[::g]:9093", "host `[::g]`"),
             ("http://am:9093/../x", "`..` segment"),
         ] {
-            let err = Endpoint::parse(url).unwrap_err();
+            let err = Endpoint::parse(url).unwrap_err().to_string();
             assert!(err.contains(why), "{url:?}: {err}");
         }
     }
@@ -506,11 +510,14 @@ mod tests {
     #[test]
     fn status_lines_are_read_strictly() {
         assert_eq!(
-            status(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
-            Ok(200)
+            status(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").ok(),
+            Some(200)
         );
-        assert_eq!(status(b"HTTP/1.0 400 Bad Request\r\n\r\n{}"), Ok(400));
-        assert_eq!(status(b"HTTP/1.1 200\r\n\r\n"), Ok(200));
+        assert_eq!(
+            status(b"HTTP/1.0 400 Bad Request\r\n\r\n{}").ok(),
+            Some(400)
+        );
+        assert_eq!(status(b"HTTP/1.1 200\r\n\r\n").ok(), Some(200));
         for bad in [
             &b""[..],
             b"HTTP/1.1 200 OK",
@@ -533,7 +540,7 @@ mod tests {
     /// body after 200) is cut at the cap and is a failure.
     #[tokio::test]
     async fn replies_are_read_up_to_the_cap_and_no_further() {
-        async fn reply_of(body_len: usize) -> Result<Vec<u8>, String> {
+        async fn reply_of(body_len: usize) -> Result<Vec<u8>, DeliveryError> {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let server = tokio::spawn(async move {
@@ -555,7 +562,7 @@ mod tests {
             r
         }
         assert_eq!(reply_of(REPLY_CAP).await.unwrap().len(), REPLY_CAP);
-        let err = reply_of(REPLY_CAP + 1).await.unwrap_err();
+        let err = reply_of(REPLY_CAP + 1).await.unwrap_err().to_string();
         assert!(
             err.contains("reply longer than 64 KiB (`HTTP/1.1 200 OK`)"),
             "{err}"

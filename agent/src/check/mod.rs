@@ -13,11 +13,15 @@ impl CrossChecks for Checks {
     }
 
     fn alertmanager_is_https(&self, url: &str) -> Result<bool, String> {
-        crate::alert::Endpoint::parse(url).map(|e| e.is_https())
+        crate::alert::Endpoint::parse(url)
+            .map(|e| e.is_https())
+            .map_err(|e| e.to_string())
     }
 
     fn tls_ca(&self, path: &Path) -> Result<(), String> {
-        crate::alert::tls_connector(path).map(drop)
+        crate::alert::tls_connector(path)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }
 

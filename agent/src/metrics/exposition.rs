@@ -1,7 +1,7 @@
 //! Encodes the snapshot as OpenMetrics text with prometheus-client, on each scrape. Every
 //! family and series is written through [`Families`], which escapes HELP texts and label
 //! values.
-use std::sync::{Arc, Mutex};
+use std::sync::{atomic::Ordering, Arc, Mutex};
 
 use gimbal_common::hist;
 use prometheus_client::{
@@ -14,7 +14,7 @@ use prometheus_client::{
 use super::families::{Families, Family};
 use crate::{
     alert::DeliveryStats,
-    catalog::{Kind, Rows, Value, METRICS},
+    catalog::{AgentView, Delivery, Kind, Rows, Value, METRICS},
     probes::ProbeStatus,
     snapshot::Snapshot,
 };
@@ -26,9 +26,6 @@ pub struct AgentInfo {
     pub kernel: String,
     pub probes: Vec<ProbeStatus>,
 }
-
-/// Per Alertmanager: endpoint, [sent, failed, dropped, queued], last latency in seconds.
-type Delivered = Vec<(String, [u64; 4], f64)>;
 
 #[derive(Debug)]
 pub struct Exposition {
@@ -64,13 +61,24 @@ impl Collector for Exposition {
         // Shadowed so that nothing below can reach the unescaping encoder.
         let mut e = Families::new(&mut e);
         // Copied before the snapshot's lock is taken, so the two locks never nest.
-        let endpoints: Delivered = crate::sync::lock(&self.delivery.endpoints)
+        let deliveries: Vec<Delivery> = crate::sync::lock(&self.delivery.endpoints)
             .iter()
-            .map(|(e, s)| {
-                let counts = [s.sent, s.failed, s.dropped, s.queued];
-                (e.clone(), counts, s.last_latency.as_secs_f64())
+            .map(|(endpoint, s)| Delivery {
+                endpoint: endpoint.clone(),
+                sent: s.sent,
+                failed: s.failed,
+                dropped: s.dropped,
+                queued: s.queued,
+                last_latency_seconds: s.last_latency.as_secs_f64(),
             })
             .collect();
+        let agent = AgentView {
+            version: self.info.version,
+            kernel: &self.info.kernel,
+            probes: &self.info.probes,
+            deliveries: &deliveries,
+            batches_dropped: self.delivery.dropped.load(Ordering::Relaxed),
+        };
         let snapshot = crate::sync::lock(&self.snapshot);
         for metric in METRICS {
             let unit = metric.seconds.then_some(&Unit::Seconds);
@@ -80,18 +88,17 @@ impl Collector for Exposition {
                 Kind::Histogram => MetricType::Histogram,
             };
             let mut m = e.family(metric.name, metric.help, unit, kind)?;
-            match metric.rows {
-                Rows::Snapshot(read) => {
-                    let mut result = Ok(());
-                    read(&snapshot, &mut |values, v| {
-                        if result.is_ok() {
-                            result = self.row(&mut m, metric.labels, values, v);
-                        }
-                    });
-                    result?;
+            let mut result = Ok(());
+            let mut sink = |values: &[&str], v: Value<'_>| {
+                if result.is_ok() {
+                    result = self.row(&mut m, metric.labels, values, v);
                 }
-                Rows::Agent => self.agent_rows(metric.name, &mut m, &endpoints)?,
+            };
+            match metric.rows {
+                Rows::Snapshot(read) => read(&snapshot, &mut sink),
+                Rows::Agent(read) => read(&agent, &mut sink),
             }
+            result?;
         }
         Ok(())
     }
@@ -108,6 +115,7 @@ impl Exposition {
         match v {
             Value::Counter(n) => m.counter_row(names, values, n),
             Value::Gauge(v) => m.gauge_row(names, values, v),
+            Value::WholeGauge(v) => m.gauge_row(names, values, v),
             Value::Histogram(totals) => {
                 let buckets: Vec<(f64, u64)> = self
                     .bounds_seconds
@@ -124,55 +132,5 @@ impl Exposition {
                 )
             }
         }
-    }
-
-    /// The rows of the families the snapshot does not hold. Their gauges are integers
-    /// (`1`, not `1.0`), as they always were.
-    fn agent_rows(
-        &self,
-        name: &str,
-        m: &mut Family,
-        endpoints: &Delivered,
-    ) -> Result<(), std::fmt::Error> {
-        match name {
-            "gimbal_probe_attached" => {
-                for s in &self.info.probes {
-                    m.gauge([("probe", s.probe.name())], s.attached() as i64)?;
-                }
-            }
-            "gimbal_build_info" => m.gauge(
-                [
-                    ("version", self.info.version),
-                    ("kernel", self.info.kernel.as_str()),
-                ],
-                1i64,
-            )?,
-            "gimbal_alertmanager_notifications" => {
-                for (endpoint, [sent, failed, dropped, _], _) in endpoints {
-                    for (result, n) in [("sent", *sent), ("failed", *failed), ("dropped", *dropped)]
-                    {
-                        m.counter([("endpoint", endpoint.as_str()), ("result", result)], n)?;
-                    }
-                }
-            }
-            "gimbal_alertmanager_queue_length" => {
-                for (endpoint, [.., queued], _) in endpoints {
-                    m.gauge([("endpoint", endpoint.as_str())], *queued as i64)?;
-                }
-            }
-            "gimbal_alertmanager_latency" => {
-                for (endpoint, _, latency) in endpoints {
-                    m.gauge([("endpoint", endpoint.as_str())], *latency)?;
-                }
-            }
-            "gimbal_alert_batches_dropped" => m.counter(
-                [],
-                self.delivery
-                    .dropped
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            )?,
-            other => unreachable!("{other} is in the metric table without agent rows"),
-        }
-        Ok(())
     }
 }

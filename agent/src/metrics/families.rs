@@ -62,7 +62,12 @@ impl Family<'_> {
         })
     }
 
-    pub fn gauge_row(&mut self, names: &[&'static str], values: &[&str], v: f64) -> fmt::Result {
+    pub fn gauge_row<G: EncodeGaugeValue>(
+        &mut self,
+        names: &[&'static str],
+        values: &[&str],
+        v: G,
+    ) -> fmt::Result {
         self.with_row(names, values, |m| m.encode_gauge(&v))
     }
 

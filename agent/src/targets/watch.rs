@@ -141,11 +141,12 @@ impl Watcher {
     /// Loads each target's history from `state_dir/targets`.
     pub fn new(targets: &[TargetConfig], cgroup_root: PathBuf, state_dir: PathBuf) -> Self {
         let store = state_dir.join("targets");
+        let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
         Self {
             targets: targets
                 .iter()
                 .map(|c| Watched {
-                    state: slo::load(&store, &c.name),
+                    state: slo::load(&store, &c.name, &known),
                     syscalls: c.latency_syscalls.iter().cloned().collect(),
                     patterns: c.patterns(),
                     config: c.clone(),

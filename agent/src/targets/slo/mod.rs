@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use availability::{History, WINDOWS};
 pub use latency::{counts as latency_counts, Counts, LatencyWindows};
-pub use store::{configure_targets, load, save};
+pub use store::{load, save};
 
 /// Components keep one day of history (30 days x many components would not be bounded).
 const COMPONENT_MINUTES: usize = 24 * 60;

@@ -6,22 +6,10 @@
 //! every other character to `_` (so both were `col_x.json`); such a file is still taken
 //! over (renamed to the new name) by the one target it can belong to, when no other
 //! configured target could claim it.
-use std::{
-    path::{Path, PathBuf},
-    sync::Mutex,
-};
+use std::path::{Path, PathBuf};
 
 use super::TargetState;
 use crate::host::durable;
-
-/// The configured target names, for telling whether an old-style file is unambiguous.
-/// Set by run.rs at each (re)load, before targets are loaded.
-static KNOWN: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// Records the configured target names (see [`load`]).
-pub fn configure_targets<'a>(names: impl IntoIterator<Item = &'a str>) {
-    *crate::sync::lock(&KNOWN) = names.into_iter().map(String::from).collect();
-}
 
 fn file(dir: &Path, target: &str) -> PathBuf {
     dir.join(format!("{}.json", durable::file_name(target)))
@@ -41,17 +29,16 @@ fn legacy_file(dir: &Path, target: &str) -> PathBuf {
     dir.join(format!("{name}.json"))
 }
 
-/// The old-style file `target` may take over: only one that no other known target could
-/// own under either mapping.
-fn unambiguous_legacy(dir: &Path, target: &str) -> Option<PathBuf> {
+/// The old-style file `target` may take over: only one that no other configured target
+/// (`known`) could own under either mapping.
+fn unambiguous_legacy(dir: &Path, target: &str, known: &[&str]) -> Option<PathBuf> {
     let old = legacy_file(dir, target);
     if old == file(dir, target) {
         return None; // the same file: nothing to migrate
     }
-    let known = crate::sync::lock(&KNOWN);
     let claimed = known
         .iter()
-        .filter(|t| t.as_str() != target)
+        .filter(|t| **t != target)
         .any(|t| legacy_file(dir, t) == old || file(dir, t) == old);
     if claimed {
         tracing::warn!(target, old = %old.display(), "an old state file may belong to another target too; not taken over");
@@ -61,11 +48,12 @@ fn unambiguous_legacy(dir: &Path, target: &str) -> Option<PathBuf> {
 }
 
 /// The stored history of `target`, or an empty one if there is none (or it was corrupt,
-/// in which case it is set aside and logged).
-pub fn load(dir: &Path, target: &str) -> TargetState {
+/// in which case it is set aside and logged). `known`: every configured target's name,
+/// for telling whether an old-style file is `target`'s alone.
+pub fn load(dir: &Path, target: &str, known: &[&str]) -> TargetState {
     let path = file(dir, target);
     if std::fs::symlink_metadata(&path).is_err() {
-        if let Some(old) = unambiguous_legacy(dir, target) {
+        if let Some(old) = unambiguous_legacy(dir, target, known) {
             if std::fs::symlink_metadata(&old).is_ok() {
                 // A rename: the history is never in two files, nor in none.
                 match std::fs::rename(&old, &path) {
@@ -107,8 +95,8 @@ mod tests {
             Duration::from_secs(10),
         );
         save(&dir, "trainer/a", &s).unwrap();
-        assert_eq!(load(&dir, "trainer/a"), s);
-        assert_eq!(load(&dir, "absent"), TargetState::default());
+        assert_eq!(load(&dir, "trainer/a", &[]), s);
+        assert_eq!(load(&dir, "absent", &[]), TargetState::default());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -130,19 +118,17 @@ mod tests {
         );
         // Written by an older agent for "col/x": alone, it is col/x's.
         durable::write_atomic(&dir.join("col_x.json"), &serde_json::to_vec(&s).unwrap()).unwrap();
-        configure_targets(["col/x", "other"]);
-        assert_eq!(load(&dir, "col/x"), s);
+        assert_eq!(load(&dir, "col/x", &["col/x", "other"]), s);
         assert!(dir.join("col%2Fx.json").exists() && !dir.join("col_x.json").exists());
         // With col_x configured too, it could be either's: col_x keeps it, col/x starts empty.
         std::fs::remove_file(dir.join("col%2Fx.json")).unwrap();
         durable::write_atomic(&dir.join("col_x.json"), &serde_json::to_vec(&s).unwrap()).unwrap();
-        configure_targets(["col/x", "col_x"]);
-        assert_eq!(load(&dir, "col/x"), TargetState::default());
-        assert_eq!(load(&dir, "col_x"), s);
+        let known = ["col/x", "col_x"];
+        assert_eq!(load(&dir, "col/x", &known), TargetState::default());
+        assert_eq!(load(&dir, "col_x", &known), s);
         // And each saves to its own file.
         save(&dir, "col/x", &TargetState::default()).unwrap();
-        assert_eq!(load(&dir, "col_x"), s);
-        configure_targets([]);
+        assert_eq!(load(&dir, "col_x", &known), s);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

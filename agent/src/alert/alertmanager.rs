@@ -474,9 +474,11 @@ mod tests {
         assert!(Endpoint::parse("https://am:9093").unwrap().is_https());
         assert!(Endpoint::parse("am:9093")
             .unwrap_err()
+            .to_string()
             .contains("not an http:// or https:// URL"));
         assert!(Endpoint::parse("http://am")
             .unwrap_err()
+            .to_string()
             .contains("needs a host and a port"));
         let e = Endpoint::parse("http://[::1]:9093/am").unwrap();
         assert_eq!(

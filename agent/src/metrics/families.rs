@@ -11,9 +11,6 @@ use prometheus_client::{
 
 use super::escape::{self, Escaped};
 
-/// Label names are code (`&'static str`); label values are any text, escaped on the way.
-pub type LabelSet<'a, const N: usize> = [(&'static str, &'a str); N];
-
 pub struct Families<'a, 'e>(&'a mut DescriptorEncoder<'e>);
 
 impl<'a, 'e> Families<'a, 'e> {
@@ -43,19 +40,7 @@ impl<'a, 'e> Families<'a, 'e> {
 pub struct Family<'s>(MetricEncoder<'s>);
 
 impl Family<'_> {
-    pub fn counter<const N: usize>(&mut self, labels: LabelSet<N>, n: u64) -> fmt::Result {
-        self.with(labels, |m| m.encode_counter::<NoLabelSet, _, u64>(&n, None))
-    }
-
-    pub fn gauge<const N: usize, G: EncodeGaugeValue>(
-        &mut self,
-        labels: LabelSet<N>,
-        v: G,
-    ) -> fmt::Result {
-        self.with(labels, |m| m.encode_gauge(&v))
-    }
-
-    /// One series of the metric table: `names` and `values` pair up, as in [`LabelSet`].
+    /// One series: label `names` (code) and `values` (any text, escaped on the way) pair up.
     pub fn counter_row(&mut self, names: &[&'static str], values: &[&str], n: u64) -> fmt::Result {
         self.with_row(names, values, |m| {
             m.encode_counter::<NoLabelSet, _, u64>(&n, None)
@@ -104,18 +89,6 @@ impl Family<'_> {
             .zip(values)
             .map(|(name, value)| (*name, Escaped(value)))
             .collect();
-        encode(&mut self.0.encode_family(&escaped)?)
-    }
-
-    fn with<const N: usize>(
-        &mut self,
-        labels: LabelSet<N>,
-        encode: impl FnOnce(&mut MetricEncoder) -> fmt::Result,
-    ) -> fmt::Result {
-        if N == 0 {
-            return encode(&mut self.0);
-        }
-        let escaped = labels.map(|(name, value)| (name, Escaped(value)));
         encode(&mut self.0.encode_family(&escaped)?)
     }
 }

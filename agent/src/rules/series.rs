@@ -77,6 +77,7 @@ pub fn series(snapshot: &Snapshot, name: &str) -> Series {
         let v = match (v, pick) {
             (Value::Counter(n), _) => n as f64,
             (Value::Gauge(v), _) => v,
+            (Value::WholeGauge(v), _) => v as f64,
             (Value::Histogram(h), Pick::Count) => h.count() as f64,
             (Value::Histogram(h), Pick::Sum | Pick::Value) => h.sum_ns as f64 / 1e9,
         };

@@ -1,7 +1,7 @@
 //! `gimbal run`: load the probes, then move data one way: maps -> model -> /metrics.
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -18,8 +18,7 @@ use crate::{
     remediate::{AuditLog, Recorder, Remediator, Supervisor},
     rules::{Engine, NodeInputs},
     service::{Health, Notifier},
-    snapshot::Snapshot,
-    sync::lock,
+    snapshot::{Published, Snapshot},
     targets::watch::Watcher,
 };
 
@@ -52,9 +51,7 @@ pub async fn run(
     let mut maps = MapReader::new(&mut probes, names.clone())?;
     let mut exits = ExitReader::new(&mut probes, names)?;
 
-    let snapshot = Arc::new(Mutex::new(Snapshot::new(
-        config.labels.max_series_per_metric,
-    )));
+    let snapshot = Published::new(Snapshot::new(config.labels.max_series_per_metric));
     let info = AgentInfo {
         version: env!("CARGO_PKG_VERSION"),
         kernel: kernel_release(),
@@ -68,7 +65,7 @@ pub async fn run(
     ));
     let addr: SocketAddr = listener.local_addr()?;
     let (mut watcher, mut engine) = alerting(&config, &cgroup2, addr, &delivery)?;
-    watch_cgroups(&mut lock(&snapshot).kernel, &config);
+    watch_cgroups(&mut snapshot.write().kernel, &config);
     // Remediation reports what it did here (from its own thread and the supervisor's); the
     // loop records it in the snapshot, where the rules read it back.
     let (actions_tx, mut actions) = tokio::sync::mpsc::unbounded_channel();
@@ -108,7 +105,7 @@ pub async fn run(
             _ = tick.tick() => {
                 let sample = maps.read()?;
                 let now = SystemTime::now();
-                let mut s = lock(&snapshot);
+                let mut s = snapshot.write();
                 s.kernel.apply(sample);
                 watcher.tick(now, &s.kernel.syscall_latency.series);
                 evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
@@ -141,7 +138,7 @@ pub async fn run(
                     tracing::debug!(pid = record.event.pid, labels = ?record.labels, "process exit");
                     touched |= watcher.on_exit(record, now);
                 }
-                let mut s = lock(&snapshot);
+                let mut s = snapshot.write();
                 for record in batch {
                     s.kernel.apply_exit(record.labels);
                 }
@@ -152,7 +149,7 @@ pub async fn run(
                 }
             }
             Some(action) = actions.recv() => {
-                lock(&snapshot).remediations.record(action);
+                snapshot.write().remediations.record(action);
             }
             _ = sighup.recv() => {
                 let Some(path) = &config_path else {
@@ -164,7 +161,7 @@ pub async fn run(
                     let parts = alerting(&new, &cgroup2, addr, &delivery)?;
                     Ok((new, parts))
                 });
-                let mut s = lock(&snapshot);
+                let mut s = snapshot.write();
                 match reloaded {
                     Ok((new, parts)) => {
                         for what in restart_needed(&config, &new) {

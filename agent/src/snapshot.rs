@@ -2,13 +2,18 @@
 //! around it last reported. `run.rs` is its only writer; the model itself stays pure and
 //! knows nothing of targets, alerts or remediation.
 //!
-//! Published today under one lock that run.rs takes per tick and per event (one thread
-//! writes it, and the HTTP task on the same current-thread runtime reads it).
-use std::collections::BTreeMap;
+//! Published as an `Arc` (see [`Published`]): a reader takes the current one, in the time
+//! of a pointer copy, and encodes it with no lock held; the writer changes it in place,
+//! or a copy of it while a reader still holds the previous one. So a scrape never holds
+//! up an exit event, and an exit event holds up a scrape only while it is applied.
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
-use crate::{model::Model, remediate::Ledger, targets::watch::TargetStatus};
+use crate::{model::Model, remediate::Ledger, sync::lock, targets::watch::TargetStatus};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Kernel-derived totals.
     pub kernel: Model,
@@ -39,6 +44,44 @@ impl Snapshot {
             remediations: Ledger::default(),
             reloads: Reloads::default(),
         }
+    }
+}
+
+/// The current snapshot, shared by its one writer and its readers.
+#[derive(Debug, Clone)]
+pub struct Published(Arc<Mutex<Arc<Snapshot>>>);
+
+impl Published {
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self(Arc::new(Mutex::new(Arc::new(snapshot))))
+    }
+
+    /// The current snapshot, to read with no lock held.
+    pub fn read(&self) -> Arc<Snapshot> {
+        lock(&self.0).clone()
+    }
+
+    /// The snapshot to change; readers see the change when the guard is dropped.
+    pub fn write(&self) -> Writing<'_> {
+        Writing(lock(&self.0))
+    }
+}
+
+/// The writer's hold on the snapshot. Changing it copies it first only if a reader still
+/// holds it (`Arc::make_mut`).
+pub struct Writing<'a>(MutexGuard<'a, Arc<Snapshot>>);
+
+impl std::ops::Deref for Writing<'_> {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Writing<'_> {
+    fn deref_mut(&mut self) -> &mut Snapshot {
+        Arc::make_mut(&mut self.0)
     }
 }
 
@@ -130,4 +173,34 @@ pub fn filled() -> Snapshot {
         rejected: 1,
     };
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_keeps_what_it_took_and_the_writer_copies_only_while_it_is_held() {
+        let published = Published::new(Snapshot::new(10));
+        let held = published.read();
+        published.write().reloads.accepted = 1;
+        assert_eq!(
+            held.reloads.accepted, 0,
+            "the reader's snapshot did not move"
+        );
+        assert_eq!(
+            published.read().reloads.accepted,
+            1,
+            "new readers see the change"
+        );
+        drop(held);
+        let before = published.read();
+        let address = Arc::as_ptr(&before);
+        drop(before);
+        published.write().reloads.accepted = 2;
+        assert!(
+            std::ptr::eq(Arc::as_ptr(&published.read()), address),
+            "no reader held it: changed in place, not copied"
+        );
+    }
 }

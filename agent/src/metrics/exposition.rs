@@ -1,7 +1,7 @@
 //! Encodes the snapshot as OpenMetrics text with prometheus-client, on each scrape. Every
 //! family and series is written through [`Families`], which escapes HELP texts and label
 //! values.
-use std::sync::{atomic::Ordering, Arc, Mutex};
+use std::sync::{atomic::Ordering, Arc};
 
 use gimbal_common::hist;
 use prometheus_client::{
@@ -16,7 +16,7 @@ use crate::{
     alert::DeliveryStats,
     catalog::{AgentView, Delivery, Kind, Rows, Value, METRICS},
     probes::ProbeStatus,
-    snapshot::Snapshot,
+    snapshot::Published,
 };
 
 /// What the agent knows about itself, fixed after start-up.
@@ -29,7 +29,7 @@ pub struct AgentInfo {
 
 #[derive(Debug)]
 pub struct Exposition {
-    snapshot: Arc<Mutex<Snapshot>>,
+    snapshot: Published,
     info: AgentInfo,
     delivery: Arc<DeliveryStats>,
     bounds_seconds: Vec<f64>,
@@ -37,7 +37,7 @@ pub struct Exposition {
 
 impl Exposition {
     pub fn registry(
-        snapshot: Arc<Mutex<Snapshot>>,
+        snapshot: Published,
         info: AgentInfo,
         delivery: Arc<DeliveryStats>,
     ) -> Registry {
@@ -60,7 +60,7 @@ impl Collector for Exposition {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         // Shadowed so that nothing below can reach the unescaping encoder.
         let mut e = Families::new(&mut e);
-        // Copied before the snapshot's lock is taken, so the two locks never nest.
+        // Copied first: no lock is held while encoding.
         let deliveries: Vec<Delivery> = crate::sync::lock(&self.delivery.endpoints)
             .iter()
             .map(|(endpoint, s)| Delivery {
@@ -79,7 +79,7 @@ impl Collector for Exposition {
             deliveries: &deliveries,
             batches_dropped: self.delivery.dropped.load(Ordering::Relaxed),
         };
-        let snapshot = crate::sync::lock(&self.snapshot);
+        let snapshot = self.snapshot.read();
         for metric in METRICS {
             let unit = metric.seconds.then_some(&Unit::Seconds);
             let kind = match metric.kind {

@@ -39,6 +39,10 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// ample for a client on the same network, and it keeps a burst of connections from
 /// evicting one that has not yet been read.
 const GRACE: Duration = Duration::from_millis(250);
+/// Scrapes encoded at once, each on a blocking thread: a scrape of a large exposition never
+/// holds up the loop's thread (exit events, watchdog pings), and a flood of scrapes costs
+/// at most this many cores.
+const ENCODERS: usize = 2;
 
 /// The connections still waiting for their request, oldest first; dropping a sender
 /// closes that connection.
@@ -85,6 +89,7 @@ impl Drop for Slot {
 /// so a passing shortage cannot silence the endpoint for good.
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>, health: Arc<Health>) {
     let idle = Arc::new(Idle::default());
+    let encoders = Arc::new(tokio::sync::Semaphore::new(ENCODERS));
     let mut next_id = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -110,9 +115,11 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, health: Arc<H
             since: Instant::now(),
             _evict: evict,
         });
-        let (registry, health) = (registry.clone(), health.clone());
+        let (registry, health, encoders) = (registry.clone(), health.clone(), encoders.clone());
         tokio::spawn(async move {
-            let served = handle(stream, &registry, &health, evicted, || slot.0.forget(id));
+            let served = handle(stream, registry, encoders, &health, evicted, || {
+                slot.0.forget(id)
+            });
             if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, served)
                 .await
                 .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
@@ -129,7 +136,8 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, health: Arc<H
 /// room, and `got_request` runs once the whole head is in.
 async fn handle(
     mut stream: TcpStream,
-    registry: &Registry,
+    registry: Arc<Registry>,
+    encoders: Arc<tokio::sync::Semaphore>,
     health: &Health,
     evicted: oneshot::Receiver<()>,
     got_request: impl FnOnce(),
@@ -154,16 +162,24 @@ async fn handle(
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET", "/metrics") => {
-            let mut body = String::new();
-            if prometheus_client::encoding::text::encode(&mut body, registry).is_err() {
-                let msg = "encoding failed\n";
-                return respond(&mut stream, "500 Internal Server Error", "text/plain", msg).await;
-            }
-            if accepts_openmetrics(&buf) {
-                respond(&mut stream, "200 OK", OPENMETRICS, &body).await
-            } else {
-                let text = text_format::from_openmetrics(&body);
-                respond(&mut stream, "200 OK", text_format::CONTENT_TYPE, &text).await
+            let openmetrics = accepts_openmetrics(&buf);
+            let permit = encoders
+                .acquire_owned()
+                .await
+                .map_err(std::io::Error::other)?;
+            let encoded = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                encode(&registry, openmetrics)
+            })
+            .await;
+            match encoded {
+                Ok(Some((content_type, body))) => {
+                    respond(&mut stream, "200 OK", content_type, &body).await
+                }
+                _ => {
+                    let msg = "encoding failed\n";
+                    respond(&mut stream, "500 Internal Server Error", "text/plain", msg).await
+                }
             }
         }
         ("GET", "/healthz") if health.alive() => {
@@ -240,4 +256,17 @@ async fn respond(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// The exposition in the format asked for: (content type, body); None if encoding failed.
+fn encode(registry: &Registry, openmetrics: bool) -> Option<(&'static str, String)> {
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, registry).ok()?;
+    Some(match openmetrics {
+        true => (OPENMETRICS, body),
+        false => (
+            text_format::CONTENT_TYPE,
+            text_format::from_openmetrics(&body),
+        ),
+    })
 }

@@ -5,7 +5,7 @@
 //! counter never jumps between series and stays monotonic, as Prometheus requires.
 use std::{collections::HashSet, hash::Hash};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SeriesBudget<K> {
     admitted: HashSet<K>,
     /// Distinct label sets refused; bounded by a second set so each is counted once.

@@ -6,7 +6,7 @@
 //! from zero loses nothing.
 use std::{collections::HashMap, hash::Hash};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Deltas<R> {
     last: HashMap<R, u64>,
 }

@@ -75,7 +75,7 @@ pub struct Fold<const N: usize> {
 }
 
 /// A series map with its cardinality budget.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Family<const N: usize, V> {
     pub series: BTreeMap<Labels<N>, V>,
     budget: SeriesBudget<Labels<N>>,
@@ -140,7 +140,7 @@ impl<const N: usize, V: Default> Family<N, V> {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Model {
     /// [syscall, cgroup]
     pub syscall_latency: Family<2, HistTotals>,
@@ -161,7 +161,8 @@ pub struct Model {
 }
 
 /// A predicate over cgroup labels (the targets' globs, in run.rs).
-struct WatchedCgroups(Box<dyn Fn(&str) -> bool + Send>);
+#[derive(Clone)]
+struct WatchedCgroups(Arc<dyn Fn(&str) -> bool + Send + Sync>);
 
 impl std::fmt::Debug for WatchedCgroups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -210,14 +211,14 @@ impl Model {
             hist_last: Default::default(),
             errors_last: Deltas::default(),
             tcp_last: Deltas::default(),
-            watched_cgroup: WatchedCgroups(Box::new(|_| false)),
+            watched_cgroup: WatchedCgroups(Arc::new(|_| false)),
         }
     }
 
     /// Which cgroups (paths as labelled) belong to watched targets; set at start and on
     /// every reload.
-    pub fn watch_cgroups(&mut self, watched: impl Fn(&str) -> bool + Send + 'static) {
-        self.watched_cgroup = WatchedCgroups(Box::new(watched));
+    pub fn watch_cgroups(&mut self, watched: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.watched_cgroup = WatchedCgroups(Arc::new(watched));
     }
 
     /// Folds one tick's readings into the totals.

@@ -26,7 +26,7 @@ pub struct ActionEvent {
     pub at: SystemTime,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Ledger {
     pub counts: Counts,
     recent: BTreeMap<(Kind, String, Outcome), (SystemTime, String)>,

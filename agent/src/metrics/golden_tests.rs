@@ -1,6 +1,6 @@
 //! The exposition of a filled snapshot, pinned byte for byte: a change to the metric
 //! table must not move a family, a HELP text or a value's formatting.
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
 
@@ -31,7 +31,7 @@ fn the_exposition_of_a_filled_snapshot_is_unchanged() {
         }],
     };
     let registry = Exposition::registry(
-        Arc::new(Mutex::new(snapshot::filled())),
+        snapshot::Published::new(snapshot::filled()),
         info,
         Arc::new(delivery),
     );

@@ -1,7 +1,7 @@
 //! Hostile label values through the real encoder: arbitrary bytes (made text the one way
 //! the agent makes outside bytes text) as label values and HELP text must come back out of
 //! a strict parser of both formats exactly, without adding a series or a label.
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use prometheus_client::{
     collector::Collector,
@@ -97,7 +97,11 @@ fn agent(v: &str) -> Registry {
         kernel: v.to_string(),
         probes: vec![],
     };
-    Exposition::registry(Arc::new(Mutex::new(snapshot)), info, Arc::new(delivery))
+    Exposition::registry(
+        crate::snapshot::Published::new(snapshot),
+        info,
+        Arc::new(delivery),
+    )
 }
 
 /// Series in a fixed order: the model keeps them sorted by label values, so a different

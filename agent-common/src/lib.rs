@@ -70,8 +70,11 @@ pub enum Drop {
     /// A read of the socket's owner cgroup failed: the retransmit was counted under the
     /// `unknown` cgroup.
     TcpCgroupReadFailed = 7,
+    /// `sched_switch` could not get the outgoing thread's task storage (out of memory):
+    /// its pending syscall is not timed.
+    SyscallSpillFailed = 8,
 }
-pub const DROP_KINDS: u32 = 8;
+pub const DROP_KINDS: u32 = 9;
 /// The probe whose loss each `Drop` counts, by index (the `probe` label).
 pub const DROP_PROBES: [&str; DROP_KINDS as usize] = [
     "syscall_latency",
@@ -82,6 +85,7 @@ pub const DROP_PROBES: [&str; DROP_KINDS as usize] = [
     "process_exit",
     "tcp_retransmit",
     "tcp_retransmit",
+    "syscall_latency",
 ];
 
 /// Key of SYSCALL_HIST: one latency histogram per (cgroup, syscall).
@@ -256,7 +260,7 @@ mod tests {
     fn every_drop_kind_has_a_probe_and_the_numbers_are_dense() {
         // DROPS is indexed by the enum's number: a gap or a kind past DROP_KINDS would be
         // counted nowhere (the kernel's lookup fails) or read nowhere (userspace stops early).
-        let last = Drop::TcpCgroupReadFailed as u32;
+        let last = Drop::SyscallSpillFailed as u32;
         assert_eq!(last + 1, DROP_KINDS);
         assert_eq!(DROP_PROBES.len(), DROP_KINDS as usize);
     }

@@ -20,7 +20,7 @@ use gimbal_common::{
 };
 
 use crate::{
-    shared::per_cpu_slot,
+    shared::{count_drop, per_cpu_slot},
     task_storage::{TaskStorage, TaskStruct},
 };
 
@@ -147,8 +147,9 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
             return 0;
         }
         // The slot is prev's: only the running thread fills it (see CpuSlot).
-        if let Some(p) = SYSCALL_START.task_or_create(prev) {
-            *p = (*slot).start;
+        match SYSCALL_START.task_or_create(prev) {
+            Some(p) => *p = (*slot).start,
+            None => count_drop(Drop::SyscallSpillFailed),
         }
         (*slot).owner = 0;
     }

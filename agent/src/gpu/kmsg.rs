@@ -268,16 +268,13 @@ mod tests {
 
     #[test]
     fn a_record_logged_just_now_is_dated_now_and_a_future_one_never_later() {
-        let t = libc::timespec {
+        let mut t = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        let mut t = t;
-        // SAFETY: as in logged_at.
-        assert_eq!(
-            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) },
-            0
-        );
+        // SAFETY: clock_gettime writes one timespec that lives on this stack frame.
+        let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+        assert_eq!(r, 0);
         let now_us = t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000;
         let at = logged_at(now_us);
         let age = SystemTime::now().duration_since(at).unwrap();

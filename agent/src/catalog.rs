@@ -178,6 +178,8 @@ pub const METRICS: &[Metric] = &[
                 ("gimbal_syscall_errors_total", k.syscall_errors.folded()),
                 ("gimbal_tcp_retransmits_total", k.tcp_retransmits.folded()),
                 ("gimbal_process_exits_total", k.process_exits.folded()),
+                ("gimbal_gpu_xid_errors_total", s.gpu.xid_errors.folded()),
+                ("gimbal_gpu_xid_errors_by_cgroup_total", s.gpu.xid_by_cgroup.folded()),
             ] {
                 sink(&[metric], Value::Counter(n));
             }
@@ -344,6 +346,50 @@ pub const METRICS: &[Metric] = &[
         &[],
         false,
         Rows::Agent(|a, sink| sink(&[], Value::Counter(a.batches_dropped))),
+    ),
+    metric(
+        "gimbal_gpu_xid_errors",
+        Kind::Counter,
+        "NVIDIA XID records in the kernel log (NVRM: Xid), per GPU (PCI bus id), XID and the catalog's action",
+        &["gpu", "xid", "action"],
+        true,
+        Rows::Snapshot(|s, sink| counters(&s.gpu.xid_errors.series, sink)),
+    ),
+    metric(
+        "gimbal_gpu_xid_errors_by_cgroup",
+        Kind::Counter,
+        "NVIDIA XID records per cgroup of the process the record names (unknown: none named, or gone before it was read)",
+        &["cgroup", "xid", "action"],
+        true,
+        Rows::Snapshot(|s, sink| counters(&s.gpu.xid_by_cgroup.series, sink)),
+    ),
+    metric(
+        "gimbal_gpu_kmsg_records_dropped",
+        Kind::Counter,
+        "Kernel log records overwritten before the agent read them (EPIPE on /dev/kmsg); XIDs among them are lost",
+        &[],
+        true,
+        Rows::Snapshot(|s, sink| sink(&[], Value::Counter(s.gpu.kmsg_dropped))),
+    ),
+    metric(
+        "gimbal_gpu_kmsg_records_malformed",
+        Kind::Counter,
+        "Kernel log records that did not parse as /dev/kmsg records",
+        &[],
+        false,
+        Rows::Snapshot(|s, sink| sink(&[], Value::Counter(s.gpu.kmsg_malformed))),
+    ),
+    metric(
+        "gimbal_gpu_source_attached",
+        Kind::Gauge,
+        "1 if the GPU source (kmsg: the kernel log; nvml: NVIDIA's library) is read, 0 if disabled or failed (the reason is in the log)",
+        &["source"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for (source, attached) in &s.gpu.attached {
+                sink(&[source], Value::Gauge(f64::from(u8::from(*attached))));
+            }
+        }),
     ),
 ];
 

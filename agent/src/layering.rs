@@ -12,8 +12,9 @@ const LAYERS: &[&[&str]] = &[
     &["units", "names", "host", "service"],
     // The config (sections only), the pure model, alert delivery.
     &["config", "model", "alert"],
-    // The stage that reads the kernel.
-    &["probes"],
+    // The stages that read the kernel: the probes, and the GPU source beside them (the
+    // kernel log's XIDs, NVML).
+    &["probes", "gpu"],
     // Watched targets: globs, membership, SLO histories, status.
     &["targets"],
     // Actions on the host (confined to the cgroups the targets' globs expand to).

@@ -4,6 +4,7 @@
 //! probes (aya: load, attach, read maps) -> model (pure) ─┐
 //! targets (globs, membership, watch, SLOs) ──────────────┼─> snapshot -> metrics (HTTP)
 //! remediate (acts on firing alerts; its ledger) ─────────┘           -> rules -> alert
+//! gpu (XIDs from /dev/kmsg on a thread, NVML) ─> snapshot's GpuModel
 //! ```
 //! Below them all, `host` reads the pseudo-filesystems (/proc, cgroupfs, mountinfo,
 //! tracefs, BTF) and the state files, each in one place. `run` wires the stages together;
@@ -13,6 +14,7 @@ pub mod alert;
 pub mod catalog;
 pub mod check;
 pub mod config;
+pub mod gpu;
 pub mod host;
 pub mod metrics;
 pub mod model;

@@ -11,6 +11,7 @@ use tokio::{net::TcpListener, signal::unix::SignalKind};
 use crate::{
     alert::{Deliverer, DeliveryStats, Endpoint},
     config::Config,
+    gpu::{self, Catalog, GpuEvent},
     host::cgroupfs::CgroupNames,
     metrics::{self, AgentInfo, Exposition},
     model::Model,
@@ -64,6 +65,9 @@ pub async fn run(
         delivery.clone(),
     ));
     let addr: SocketAddr = listener.local_addr()?;
+    let (gpu_tx, mut gpu_events) = tokio::sync::mpsc::channel(gpu::CHANNEL_BATCHES);
+    start_gpu(&config, &mut snapshot.write(), gpu_tx);
+    let mut catalog = Catalog::new(&config.gpu);
     let (mut watcher, mut engine) = alerting(&config, &cgroup2, addr, &delivery)?;
     watch_cgroups(&mut snapshot.write().kernel, &config);
     // Remediation reports what it did here (from its own thread and the supervisor's); the
@@ -107,6 +111,7 @@ pub async fn run(
                 let now = SystemTime::now();
                 let mut s = snapshot.write();
                 s.kernel.apply(sample);
+                s.gpu.prune(now);
                 watcher.tick(now, &s.kernel.syscall_latency.series);
                 evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
                 drop(s);
@@ -148,6 +153,29 @@ pub async fn run(
                     remediator.step(engine.firing(), now);
                 }
             }
+            Some(batch) = gpu_events.recv() => {
+                let now = SystemTime::now();
+                let mut s = snapshot.write();
+                let mut xids = false;
+                for event in batch {
+                    match event {
+                        GpuEvent::Xid(record) => {
+                            let seen = record.seen(&catalog);
+                            tracing::info!(gpu = %seen.gpu, xid = seen.xid, action = seen.action, pid = ?seen.pid, cgroup = %seen.cgroup, detail = %seen.detail, "GPU XID");
+                            s.gpu.apply_xid(seen);
+                            xids = true;
+                        }
+                        GpuEvent::Dropped(n) => s.gpu.kmsg_dropped += n,
+                        GpuEvent::Malformed(n) => s.gpu.kmsg_malformed += n,
+                        GpuEvent::Attached { source, attached } => s.gpu.set_attached(source, attached),
+                    }
+                }
+                if xids {
+                    evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
+                    drop(s);
+                    remediator.step(engine.firing(), now);
+                }
+            }
             Some(action) = actions.recv() => {
                 snapshot.write().remediations.record(action);
             }
@@ -168,6 +196,7 @@ pub async fn run(
                             tracing::warn!("SIGHUP: {what} changed; that takes effect on restart");
                         }
                         (watcher, engine) = parts;
+                        catalog = Catalog::new(&new.gpu);
                         watch_cgroups(&mut s.kernel, &new);
                         // Rules may have changed: give everything back; the next tick
                         // throttles again what the new rules still call for.
@@ -263,7 +292,8 @@ fn alerting(
         outbox,
         delivery.clone(),
         config.agent.state_dir.join("alerts.json"),
-    );
+    )
+    .with_gpu(Catalog::new(&config.gpu));
     Ok((watcher, engine))
 }
 
@@ -331,7 +361,39 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.labels != new.labels {
         out.push("[labels]");
     }
+    let (o, n) = (&old.gpu, &new.gpu);
+    if (o.kmsg, &o.kmsg_path, o.kmsg_user_records, o.nvml)
+        != (n.kmsg, &n.kmsg_path, n.kmsg_user_records, n.nvml)
+    {
+        out.push("[gpu] kmsg, kmsg_path, kmsg_user_records or nvml");
+    }
     out
+}
+
+/// Starts the GPU sources that `[gpu]` enables, each off the loop: the kernel log reader
+/// (a thread of its own) and the NVML probe (a dlopen, on a short-lived thread). A source
+/// turned off is reported not attached at once.
+fn start_gpu(config: &Config, s: &mut Snapshot, reports: gpu::Reports) {
+    if config.gpu.kmsg {
+        let options = gpu::kmsg::Options::new(&config.gpu, &config.agent.state_dir);
+        gpu::kmsg::start(options, reports.clone());
+    } else {
+        s.gpu.set_attached(gpu::KMSG, false);
+    }
+    if config.gpu.nvml {
+        let spawned = std::thread::Builder::new()
+            .name("gpu-nvml".into())
+            .spawn(move || {
+                let report = gpu::nvml::report(&gpu::nvml::probe());
+                let _ = reports.blocking_send(vec![report]);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "GPU source nvml not attached: cannot start its thread");
+            s.gpu.set_attached(gpu::NVML, false);
+        }
+    } else {
+        s.gpu.set_attached(gpu::NVML, false);
+    }
 }
 
 /// `config` with the --listen override, if any.

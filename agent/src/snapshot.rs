@@ -11,7 +11,12 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use crate::{model::Model, remediate::Ledger, sync::lock, targets::watch::TargetStatus};
+use crate::{
+    model::{gpu::GpuModel, Model},
+    remediate::Ledger,
+    sync::lock,
+    targets::watch::TargetStatus,
+};
 
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -25,6 +30,8 @@ pub struct Snapshot {
     /// one channel back from the actuators into the rules.
     pub remediations: Ledger,
     pub reloads: Reloads,
+    /// GPU faults: XIDs from the kernel log, records lost, which GPU sources are attached.
+    pub gpu: GpuModel,
 }
 
 /// SIGHUP reloads of the config file.
@@ -43,6 +50,7 @@ impl Snapshot {
             alerts: BTreeMap::new(),
             remediations: Ledger::default(),
             reloads: Reloads::default(),
+            gpu: GpuModel::new(max_series_per_metric),
         }
     }
 }
@@ -172,6 +180,19 @@ pub fn filled() -> Snapshot {
         accepted: 2,
         rejected: 1,
     };
+    s.gpu.apply_xid(crate::model::gpu::XidSeen {
+        gpu: Arc::from("0000:3b:00"),
+        xid: 79,
+        action: "reboot-node",
+        cgroup: Arc::from("pod \"a\"\n"),
+        pid: Some(7),
+        name: Some("python3".into()),
+        detail: "GPU has fallen off the bus.".into(),
+        at: std::time::UNIX_EPOCH,
+    });
+    s.gpu.kmsg_dropped = 3;
+    s.gpu.set_attached("kmsg", true);
+    s.gpu.set_attached("nvml", false);
     s
 }
 

@@ -6,6 +6,7 @@ mod agent;
 mod alerting;
 mod errors;
 mod files;
+mod gpu;
 mod remediation;
 mod spans;
 mod targets;
@@ -24,13 +25,14 @@ pub use agent::{
 };
 pub use alerting::{AlertingConfig, RuleConfig};
 pub use errors::{ConfigError, ConfigErrors};
+pub use gpu::{parse_xid, GpuConfig, GpuRuleConfig, XidAction, MAX_XID};
 pub use remediation::{
     RemediationConfig, RemediationMode, RestartConfig, RestartWhen, SignalConfig, SuperviseConfig,
     ThrottleConfig,
 };
 pub use targets::TargetConfig;
 
-const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`";
+const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`";
 
 /// The default configuration, embedded in the binary and shipped as /etc/gimbal/gimbal.toml.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -54,6 +56,8 @@ pub struct Config {
     pub supervise: Vec<SuperviseConfig>,
     /// `[[signal]]`: a signal to the processes of some cgroups when an alert fires.
     pub signals: Vec<SignalConfig>,
+    /// `[gpu]`: XIDs from the kernel log, NVML, the XID catalog's overrides and rules.
+    pub gpu: GpuConfig,
 }
 
 /// The checks that need a module above config (rule expressions and the series they name,
@@ -156,6 +160,7 @@ impl Config {
                     &mut spans,
                     &mut config.signals,
                 ),
+                "gpu" => section(value, &mut errors, &mut config.gpu),
                 other => errors.push_at(
                     key.span(),
                     format!("unknown section `{other}`, expected one of {SECTIONS}"),

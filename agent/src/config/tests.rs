@@ -67,7 +67,7 @@ fn display_is_file_line_column() {
     let e = Config::parse("[nope]\n", "gimbal.toml").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`"
+        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`"
     );
 }
 
@@ -321,4 +321,35 @@ fn traversal_in_any_cgroup_glob_or_name_is_refused_at_its_position() {
     ] {
         assert!(validate::cgroup_glob(ok).is_ok(), "{ok}");
     }
+}
+
+#[test]
+fn gpu_section_errors_point_at_their_keys() {
+    // An unknown action is refused by deserializing, at its value.
+    let errs = errors("[gpu]\nkmsg = true\n[gpu.xid_actions]\n\"14\" = \"explode\"\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, 4, "{errs:?}");
+    assert!(errs[0].2.contains("explode"), "{errs:?}");
+    // The rest by validation, each at its key, all at once.
+    let errs = errors(
+        "[gpu.xid_actions]\n\"x13\" = \"none\"\n[[gpu.rules]]\nxids = [13, 0]\ncount = 0\nwindow = \"48h\"\nalert = \"bad name\"\n",
+    );
+    let at = |needle: &str| {
+        errs.iter()
+            .find(|e| e.2.contains(needle))
+            .map(|e| (e.0, e.1))
+            .unwrap_or_else(|| panic!("no error about {needle}: {errs:?}"))
+    };
+    assert_eq!(errs.len(), 5, "{errs:?}");
+    assert_eq!(at("gpu.xid_actions"), (2, 1));
+    assert_eq!(at("`0` is no XID"), (4, 13));
+    assert_eq!(at("gpu.rules.count"), (5, 1));
+    assert_eq!(at("gpu.rules.window"), (6, 1));
+    assert_eq!(at("gpu.rules.alert"), (7, 1));
+    let ok = Config::parse(
+        "[gpu]\nnvml = false\n[gpu.xid_actions]\n\"13\" = \"none\"\n",
+        "t",
+    )
+    .unwrap();
+    assert!(!ok.gpu.nvml);
 }

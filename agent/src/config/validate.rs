@@ -29,6 +29,7 @@ pub(super) fn validate(
     restarts(config, spans, errors);
     supervise(config, spans, errors);
     signals(config, spans, errors);
+    super::gpu::validate(&config.gpu, spans, errors);
 }
 
 /// `path` must lie within `min..=max`; the reasons say why each bound is what it is.

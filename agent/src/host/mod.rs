@@ -10,10 +10,12 @@
 //! - `cgroupfs`: cgroup ids to paths below the cgroup2 mount, `cgroup.procs`.
 //! - `tracefs`: finding or mounting tracefs, tracepoint format files.
 //! - `btf`: the struct member offsets the kernel programs need, from `/sys/kernel/btf`.
+//! - `kmsg`: the kernel log's records (`/dev/kmsg`), their sequence and what was lost.
 //! - `durable`: crash-safe state files (temp file, fsync, rename, fsync of the directory).
 pub mod btf;
 pub mod cgroupfs;
 pub mod durable;
+pub mod kmsg;
 pub mod mountinfo;
 pub mod procfs;
 pub mod tracefs;

@@ -7,6 +7,7 @@
 mod budget;
 mod counters;
 pub mod exits;
+pub mod gpu;
 mod histogram;
 pub mod text;
 

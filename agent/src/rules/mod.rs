@@ -2,6 +2,7 @@
 //! built-in ones (thresholds and `for` from `[alerting]` and `[[targets]]`) and the user's
 //! `[[rules]]` (docs/alerting.md).
 pub mod expr;
+mod gpu;
 pub mod series;
 mod user;
 use std::{
@@ -53,6 +54,8 @@ pub struct Engine {
     /// Alert states survive restarts and reloads here, so startsAt is kept and an alert
     /// whose rule is gone is resolved rather than left to expire.
     state_file: PathBuf,
+    /// What each XID calls for and when it alerts (`[gpu]`).
+    gpu: crate::gpu::Catalog,
 }
 
 type Map = BTreeMap<String, String>;
@@ -92,7 +95,14 @@ impl Engine {
             outbox,
             stats,
             node_history: VecDeque::new(),
+            gpu: crate::gpu::Catalog::default(),
         }
+    }
+
+    /// The XID catalog and rules of `[gpu]` (the built-in ones until set).
+    pub fn with_gpu(mut self, catalog: crate::gpu::Catalog) -> Self {
+        self.gpu = catalog;
+        self
     }
 
     fn labels(&self, alertname: &str, severity: &str, extra: &[(&str, &str)]) -> Map {
@@ -120,6 +130,7 @@ impl Engine {
         }
         self.node_rules(node, now);
         self.remediation_rules(&snapshot.remediations, now);
+        self.gpu_rules(&snapshot.gpu, now);
         self.user_rules(snapshot, now);
         self.alerts.sweep(now);
         if self.alerts.take_dirty() {

@@ -107,6 +107,10 @@ mod tests {
         "gimbal_target_mttr_seconds",
         "gimbal_target_latency_sli_ratio",
         "gimbal_target_performance",
+        "gimbal_gpu_xid_errors_total",
+        "gimbal_gpu_xid_errors_by_cgroup_total",
+        "gimbal_gpu_kmsg_records_dropped_total",
+        "gimbal_gpu_source_attached",
     ];
 
     #[test]

@@ -1,0 +1,67 @@
+//! The GPU source: NVIDIA XIDs from the kernel log (`kmsg.rs`, a thread of its own with
+//! blocking reads) and NVML where the driver's library is installed (`nvml.rs`). Both
+//! report over one channel to run.rs, which folds their events into the snapshot's
+//! `GpuModel`, as it does the probes' exit events; the rules count recent XIDs there.
+//! `xid.rs` parses the driver's line, `catalog.rs` says what each XID calls for.
+pub mod catalog;
+pub mod kmsg;
+pub mod nvml;
+pub mod xid;
+
+use std::{sync::Arc, time::SystemTime};
+
+use crate::model::gpu::XidSeen;
+
+pub use catalog::Catalog;
+
+/// The source names of `gimbal_gpu_source_attached{source}`.
+pub const KMSG: &str = "kmsg";
+pub const NVML: &str = "nvml";
+
+/// What the GPU sources report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuEvent {
+    /// An XID record, attributed to the cgroup of its pid.
+    Xid(XidRecord),
+    /// Kernel log records lost (overwritten before they were read) since the last report.
+    Dropped(u64),
+    /// Kernel log records that did not parse, since the last report.
+    Malformed(u64),
+    /// A source is attached (true) or not (false: its reason is in the log).
+    Attached {
+        source: &'static str,
+        attached: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XidRecord {
+    pub xid: xid::Xid,
+    /// The cgroup of `xid.pid` when the record was read ("unknown" without one).
+    pub cgroup: Arc<str>,
+    /// When the kernel logged it (wall clock, from the record's boot-relative time).
+    pub at: SystemTime,
+}
+
+impl XidRecord {
+    /// The record as the model counts it, with the action `catalog` gives its XID.
+    pub fn seen(&self, catalog: &Catalog) -> XidSeen {
+        XidSeen {
+            gpu: Arc::from(self.xid.gpu.as_str()),
+            xid: self.xid.xid,
+            action: catalog.action(self.xid.xid).name(),
+            cgroup: self.cgroup.clone(),
+            pid: self.xid.pid,
+            name: self.xid.name.clone(),
+            detail: self.xid.detail.clone(),
+            at: self.at,
+        }
+    }
+}
+
+/// The sending end the sources report through (batches, bounded).
+pub type Reports = tokio::sync::mpsc::Sender<Vec<GpuEvent>>;
+
+/// Capacity of the report channel, in batches; a full channel makes the kmsg thread wait
+/// (the kernel holds the records meanwhile, and counts what it overwrites).
+pub const CHANNEL_BATCHES: usize = 64;

@@ -1,0 +1,201 @@
+//! The built-in GPU rules: each XID that alerts (the catalog says which, `[[gpu.rules]]`
+//! sets count and window) fires once `count` of its records for one GPU and one cgroup fall
+//! within `window`. Labels carry the GPU's bus id, the XID, its action and the cgroup of the
+//! process the record names, so an XID whose action is "restart the application" alerts on
+//! the pod it hit, and a GPU-wide one (79, no pid) on `cgroup="unknown"`.
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
+
+use super::{Engine, Map};
+use crate::{
+    gpu::catalog::XidRule,
+    model::gpu::{GpuModel, XidSeen},
+};
+
+impl Engine {
+    pub(super) fn gpu_rules(&mut self, gpu: &GpuModel, now: SystemTime) {
+        let mut rules: BTreeMap<u32, Option<XidRule>> = BTreeMap::new();
+        // (gpu, xid, cgroup) -> (records in the window, the latest)
+        let mut hits: BTreeMap<(&str, u32, &str), (u32, &XidSeen)> = BTreeMap::new();
+        for r in &gpu.recent {
+            let rule = rules
+                .entry(r.xid)
+                .or_insert_with(|| self.gpu.rule(r.xid))
+                .as_ref();
+            let Some(rule) = rule else { continue };
+            if now.duration_since(r.at).unwrap_or_default() > rule.window {
+                continue;
+            }
+            let e = hits.entry((&r.gpu, r.xid, &r.cgroup)).or_insert((0, r));
+            e.0 += 1;
+            e.1 = r;
+        }
+        for ((gpu_id, xid, cgroup), (count, last)) in hits {
+            let Some(Some(rule)) = rules.get(&xid) else {
+                continue;
+            };
+            let xid_text = xid.to_string();
+            let labels = self.labels(
+                &rule.alert,
+                &rule.severity,
+                &[
+                    ("gpu", gpu_id),
+                    ("xid", &xid_text),
+                    ("action", last.action),
+                    ("cgroup", cgroup),
+                ],
+            );
+            let process = match (last.pid, &last.name) {
+                (Some(pid), Some(name)) => format!("pid {pid} ({name})"),
+                (Some(pid), None) => format!("pid {pid}"),
+                (None, _) => "no process".to_string(),
+            };
+            let summary = format!(
+                "XID {xid} on GPU {gpu_id} of {}: {count} record(s) within {}; action: {}",
+                self.instance,
+                human(rule.window),
+                last.action
+            );
+            let description = format!(
+                "The last named {process} in cgroup {cgroup}: {}",
+                last.detail
+            );
+            let annotations: Map = [
+                ("summary".to_string(), summary),
+                ("description".to_string(), description),
+            ]
+            .into();
+            self.alerts.set(
+                labels,
+                annotations,
+                count >= rule.count,
+                Duration::ZERO,
+                now,
+            );
+        }
+    }
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{alert::DeliveryStats, config::Config, gpu::Catalog, model::gpu::XidSeen};
+
+    fn seen(xid: u32, action: &'static str, cgroup: &str, at: SystemTime) -> XidSeen {
+        XidSeen {
+            gpu: Arc::from("0000:3b:00"),
+            xid,
+            action,
+            cgroup: Arc::from(cgroup),
+            pid: Some(42),
+            name: Some("python3".into()),
+            detail: "d".into(),
+            at,
+        }
+    }
+
+    fn engine(config: &str, dir: &std::path::Path) -> Engine {
+        let c = Config::parse(config, "t").unwrap();
+        Engine::new(
+            &c.alerting,
+            &c.rules,
+            "http://x".into(),
+            None,
+            Arc::new(DeliveryStats::default()),
+            dir.join("alerts.json"),
+        )
+        .with_gpu(Catalog::new(&c.gpu))
+    }
+
+    fn firing(e: &Engine) -> Vec<Vec<(String, String)>> {
+        e.firing()
+            .into_iter()
+            .map(|l| l.into_iter().filter(|(k, _)| k != "instance").collect())
+            .collect()
+    }
+
+    #[test]
+    fn xids_fire_per_gpu_and_cgroup_at_their_count_within_their_window() {
+        let dir = std::env::temp_dir().join(format!("gimbal-rules-gpu-{}", std::process::id()));
+        let mut e = engine(
+            "[[gpu.rules]]\nxids = [13]\ncount = 2\nwindow = \"1m\"\n",
+            &dir,
+        );
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut m = GpuModel::new(10);
+        m.apply_xid(seen(79, "reboot-node", "unknown", t0));
+        m.apply_xid(seen(13, "restart-application", "pod-a", t0));
+        m.apply_xid(seen(63, "none", "pod-a", t0));
+        e.gpu_rules(&m, t0);
+        e.alerts.sweep(t0);
+        let s = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            firing(&e),
+            vec![s(&[
+                ("action", "reboot-node"),
+                ("alertname", "GpuFallenOffBus"),
+                ("cgroup", "unknown"),
+                ("gpu", "0000:3b:00"),
+                ("severity", "critical"),
+                ("xid", "79"),
+            ])],
+            "79 at once; 13 waits for its second record; 63 (none) never"
+        );
+        // A second 13 in another cgroup does not add up with pod-a's.
+        m.apply_xid(seen(
+            13,
+            "restart-application",
+            "pod-b",
+            t0 + Duration::from_secs(10),
+        ));
+        e.gpu_rules(&m, t0 + Duration::from_secs(10));
+        e.alerts.sweep(t0 + Duration::from_secs(10));
+        assert_eq!(firing(&e).len(), 1);
+        m.apply_xid(seen(
+            13,
+            "restart-application",
+            "pod-a",
+            t0 + Duration::from_secs(30),
+        ));
+        e.gpu_rules(&m, t0 + Duration::from_secs(30));
+        e.alerts.sweep(t0 + Duration::from_secs(30));
+        let f = firing(&e);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(f.contains(&s(&[
+            ("action", "restart-application"),
+            ("alertname", "GpuApplicationXid"),
+            ("cgroup", "pod-a"),
+            ("gpu", "0000:3b:00"),
+            ("severity", "warning"),
+            ("xid", "13"),
+        ])));
+        // Past the 13's window (1m after its first record) it resolves; 79's is 10m.
+        let later = t0 + Duration::from_secs(61);
+        e.gpu_rules(&m, later);
+        e.alerts.sweep(later);
+        let f = firing(&e);
+        assert_eq!(f.len(), 1, "{f:?}");
+        let much_later = t0 + Duration::from_secs(601);
+        e.gpu_rules(&m, much_later);
+        e.alerts.sweep(much_later);
+        assert!(firing(&e).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

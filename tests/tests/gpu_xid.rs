@@ -1,0 +1,205 @@
+//! GPU XIDs through the real kernel log, no GPU needed: the test writes records in the
+//! NVIDIA driver's own format (`NVRM: Xid (PCI:...): N, pid=..., name=..., ...`) to
+//! /dev/kmsg as root, naming a real process it placed in a cgroup of its own, and checks
+//! what the real agent counts per GPU and per cgroup, that a restart counts nothing twice
+//! and what was logged while it was down once, and the alerts a real Alertmanager gets.
+//!
+//! Records written from user space carry a facility other than the kernel's, which the
+//! agent ignores by default (no process can forge an XID); the agent under test is told
+//! to count them (`kmsg_user_records = true`). Each run uses a PCI domain made of its own
+//! pid and a marker text, so nothing else on the machine is confused.
+use std::{io::Write as _, time::Duration};
+
+use gimbal_tests::{
+    agent::Agent, alertmanager::Alertmanager, promtool_check_metrics, require_root, sample, unique,
+    wait_until, workload, TempDir, TestCgroup,
+};
+
+/// Writes one record to the kernel log. Each open of /dev/kmsg has its own rate limit
+/// (10 records per 5 s), so every record gets a fresh one.
+fn log(text: &str) {
+    let mut kmsg = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/kmsg")
+        .expect("open /dev/kmsg for writing (root)");
+    kmsg.write_all(format!("<4>{text}\n").as_bytes())
+        .expect("write a record to /dev/kmsg");
+}
+
+fn config(state: &TempDir, am: &Alertmanager) -> std::path::PathBuf {
+    let path = state.0.join("gimbal.toml");
+    let text = format!(
+        "[agent]\nstate_dir = \"{}\"\n[alerting]\nalertmanagers = [\"http://127.0.0.1:{}\"]\nresend_interval = \"1s\"\n[gpu]\nkmsg_user_records = true\n",
+        state.0.display(),
+        am.port
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn xids(agent: &Agent, bus: &str, xid: u32, action: &str) -> Option<f64> {
+    sample(
+        &agent.metrics(),
+        &format!("gimbal_gpu_xid_errors_total{{gpu=\"{bus}\",xid=\"{xid}\",action=\"{action}\"}} "),
+    )
+}
+
+fn by_cgroup(agent: &Agent, cgroup: &str, xid: u32, action: &str) -> Option<f64> {
+    sample(
+        &agent.metrics(),
+        &format!(
+            "gimbal_gpu_xid_errors_by_cgroup_total{{cgroup=\"{cgroup}\",xid=\"{xid}\",action=\"{action}\"}} "
+        ),
+    )
+}
+
+#[test]
+fn xids_count_per_gpu_and_cgroup_alert_and_a_restart_counts_nothing_twice() {
+    if !require_root!() {
+        return;
+    }
+    let marker = unique("xid");
+    // A PCI domain of this run's own: the counters it checks are its alone.
+    let bus = format!("{:04x}:3b:00", std::process::id() & 0xffff);
+    let cgroup = TestCgroup::new("gpu-job");
+    let victim = cgroup.spawn_into(workload().arg("pause"));
+    let pid = victim.id();
+    let am = Alertmanager::start();
+    let state = TempDir::new("gpu-state");
+    let config = config(&state, &am);
+
+    // Logged before the agent's first start: the backlog, skipped.
+    log(&format!(
+        "NVRM: Xid (PCI:{bus}): 31, pid={pid}, name=gimbal-workload, before the start {marker}"
+    ));
+    let agent = Agent::start_with(&["--config", config.to_str().unwrap()]);
+    wait_until("kmsg attached, nvml not", Duration::from_secs(20), || {
+        let m = agent.metrics();
+        sample(&m, "gimbal_gpu_source_attached{source=\"kmsg\"} ") == Some(1.0)
+            && sample(&m, "gimbal_gpu_source_attached{source=\"nvml\"} ") == Some(0.0)
+    });
+
+    // A GPU fallen off the bus (no process to blame), and an application XID twice, from
+    // the victim, with hostile lines around them.
+    log(&format!(
+        "NVRM: Xid (PCI:{bus}): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus. {marker}"
+    ));
+    log(&format!(
+        "NVRM: Xid (PCI:{bus}\"}}): 79, pid=1, name=x, {marker}"
+    ));
+    log(&format!(
+        "NVRM: Xid (PCI:{bus}): 99999, pid=1, name=x, {marker}"
+    ));
+    log(&format!(
+        "NVRM: Xid (PCI:{bus}): 13, pid=-1, name=x, {marker}"
+    ));
+    log(&format!(
+        "NVRM: Xid (PCI:{bus}): 13, pid={pid}, name=\"q\\\"\x01, {}",
+        "x".repeat(900)
+    ));
+    log(&format!(
+        "NVRM: Xid (PCI:{bus}): 13, pid={pid}, name=gimbal-workload, Graphics Exception {marker}"
+    ));
+    wait_until("XIDs counted", Duration::from_secs(20), || {
+        xids(&agent, &bus, 13, "restart-application") == Some(2.0)
+            && xids(&agent, &bus, 79, "reboot-node") == Some(1.0)
+    });
+    let body = agent.metrics();
+    assert_eq!(
+        xids(&agent, &bus, 31, "restart-application"),
+        None,
+        "the backlog before the first start is skipped"
+    );
+    assert_eq!(
+        by_cgroup(&agent, &cgroup.name, 13, "restart-application"),
+        Some(2.0),
+        "attributed to the victim's cgroup"
+    );
+    assert_eq!(by_cgroup(&agent, "unknown", 79, "reboot-node"), Some(1.0));
+    assert!(
+        !body.contains(&format!("{bus}\\\"")),
+        "a malformed bus id is no GPU"
+    );
+    assert!(!body.contains("xid=\"99999\""));
+    let (ok, said) = promtool_check_metrics(&body);
+    assert!(ok, "promtool check metrics: {said}");
+
+    // The built-in rules: the GPU fallen off the bus, and the application XID on the cgroup
+    // it hit, each with the GPU's bus id, the XID and its action.
+    wait_until(
+        "both alerts in Alertmanager",
+        Duration::from_secs(20),
+        || {
+            am.has_active(&[
+                ("alertname", "GpuFallenOffBus"),
+                ("severity", "critical"),
+                ("gpu", &bus),
+                ("xid", "79"),
+                ("action", "reboot-node"),
+                ("cgroup", "unknown"),
+            ]) && am.has_active(&[
+                ("alertname", "GpuApplicationXid"),
+                ("gpu", &bus),
+                ("xid", "13"),
+                ("action", "restart-application"),
+                ("cgroup", &cgroup.name),
+            ])
+        },
+    );
+
+    // A restart: what was read is never counted again; what was logged while the agent
+    // was down is counted once.
+    assert_eq!(agent.stop(), 0, "a clean stop");
+    log(&format!(
+        "NVRM: Xid (PCI:{bus}): 64, pid={pid}, name=gimbal-workload, while the agent was down {marker}"
+    ));
+    let agent = Agent::start_with(&["--config", config.to_str().unwrap()]);
+    log(&format!(
+        "NVRM: Xid (PCI:{bus}): 43, pid={pid}, name=gimbal-workload, after the restart {marker}"
+    ));
+    // Records are read in order: once the last is counted, every earlier one was read.
+    wait_until(
+        "the record after the restart",
+        Duration::from_secs(20),
+        || xids(&agent, &bus, 43, "none") == Some(1.0),
+    );
+    assert_eq!(
+        xids(&agent, &bus, 64, "reset-gpu"),
+        Some(1.0),
+        "logged while down: counted once"
+    );
+    assert_eq!(by_cgroup(&agent, &cgroup.name, 64, "reset-gpu"), Some(1.0));
+    for (xid, action) in [
+        (79, "reboot-node"),
+        (13, "restart-application"),
+        (31, "restart-application"),
+    ] {
+        assert_eq!(
+            xids(&agent, &bus, xid, action),
+            None,
+            "XID {xid} read before the restart: not again"
+        );
+    }
+    wait_until(
+        "GpuRowRemapFailure in Alertmanager",
+        Duration::from_secs(20),
+        || {
+            am.has_active(&[
+                ("alertname", "GpuRowRemapFailure"),
+                ("gpu", &bus),
+                ("xid", "64"),
+                ("action", "reset-gpu"),
+                ("cgroup", &cgroup.name),
+            ])
+        },
+    );
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.0.join("gpu/kmsg.json")).expect("the saved position"),
+    )
+    .unwrap();
+    assert!(
+        saved["seq"].as_u64().is_some() && saved["boot_id"].as_str().is_some(),
+        "{saved}"
+    );
+    assert_eq!(agent.stop(), 0);
+}

@@ -162,6 +162,8 @@ fn daemonset_mounts_exactly_the_documented_host_paths() {
             true,
         ),
         ("/sys/kernel/btf", "Directory", "/sys/kernel/btf", true),
+        // GPU XIDs from the kernel log (docs/install-kubernetes.md).
+        ("/dev/kmsg", "CharDevice", "/dev/kmsg", true),
     ]
     .map(|(h, t, m, ro)| (h.to_string(), t.to_string(), m.to_string(), ro))
     .into();

@@ -88,6 +88,25 @@ probes_attach_with_only_the_units_capabilities() {
     echo "$m" | grep -q 'cgroup="system.slice/gimbal.service"'
 }
 
+gpu_xid_in_the_kernel_log_is_counted_by_the_hardened_unit() {
+    # The unit's sandbox (private /dev, CAP_SYSLOG) must still let the agent read
+    # /dev/kmsg. A record written from user space carries a user facility, which the agent
+    # counts only when told to (a forged XID is otherwise ignored).
+    sed -i 's/^kmsg_user_records = false/kmsg_user_records = true/' /etc/gimbal/gimbal.toml
+    systemctl restart gimbal || return 1
+    wait_for 15 series_is 1 gimbal_gpu_source_attached 'source="kmsg"' || {
+        journalctl -u gimbal --no-pager | grep -iE "kmsg|gpu" | tail -n 5
+        return 1
+    }
+    echo "NVRM: Xid (PCI:0000:5e:00): 79, pid=1, name=systemd, GPU has fallen off the bus." >/dev/kmsg
+    wait_for 15 series_is 1 gimbal_gpu_xid_errors_total 'gpu="0000:5e:00"' 'xid="79"' || {
+        metrics | grep gpu_
+        return 1
+    }
+    sed -i 's/^kmsg_user_records = true/kmsg_user_records = false/' /etc/gimbal/gimbal.toml
+    systemctl restart gimbal
+}
+
 unit_is_hardened_and_valid() {
     local out score
     out=$(systemd-analyze verify --man=no /usr/lib/systemd/system/gimbal.service 2>&1)
@@ -541,6 +560,7 @@ if [ "$(cat /vmtest/mode 2>/dev/null)" = bench ]; then
 fi
 check install_starts_a_ready_service install_starts_a_ready_service
 check probes_attach_with_only_the_units_capabilities probes_attach_with_only_the_units_capabilities
+check gpu_xid_in_the_kernel_log_is_counted_by_the_hardened_unit gpu_xid_in_the_kernel_log_is_counted_by_the_hardened_unit
 check unit_is_hardened_and_valid unit_is_hardened_and_valid
 check killed_unit_shows_its_exit_reason_under_its_cgroup killed_unit_shows_its_exit_reason_under_its_cgroup
 check reload_adds_a_target_that_follows_its_unit reload_adds_a_target_that_follows_its_unit

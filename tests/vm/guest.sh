@@ -453,10 +453,11 @@ hung_dbus_stalls_nothing() {
     # Under software emulation a tick alone keeps the agent's one loop thread busy for a
     # few hundred ms, so 100 ms cannot be measured here (on hardware the exit-to-alert path
     # takes 2-6 ms, BENCHMARKS.md). What is measured: the hang adds nothing, where a loop
-    # waiting on the bus would stall every answer and the alert for up to 5 s.
-    [ $((got - t0)) -lt 1000000000 ] || { say "the alert took $(((got - t0) / 1000000)) ms"; return 1; }
-    [ "$healthz_hung" -lt $((healthz_before + 500)) ] || { say "/healthz took $healthz_hung ms"; return 1; }
-    [ "$metrics_hung" -lt $((metrics_before + 500)) ] || { say "/metrics took $metrics_hung ms"; return 1; }
+    # waiting on the bus would stall every answer and the alert by 4-5 s (the kill comes
+    # within a second of the call starting; the call times out after 5 s).
+    [ $((got - t0)) -lt 2000000000 ] || { say "the alert took $(((got - t0) / 1000000)) ms"; return 1; }
+    [ "$healthz_hung" -lt $((healthz_before + 1000)) ] || { say "/healthz took $healthz_hung ms"; return 1; }
+    [ "$metrics_hung" -lt $((metrics_before + 1000)) ] || { say "/metrics took $metrics_hung ms"; return 1; }
     # The restart that hung failed, and was retried (the bus is back) or given up, per the
     # policy; every attempt audited once: one outcome per intent.
     [ "$(audit_count restart vmtest-stuck.service failed)" -ge 1 ] || { grep -F vmtest-stuck /var/lib/gimbal/remediation/audit.jsonl; return 1; }

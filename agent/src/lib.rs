@@ -3,8 +3,9 @@
 //! ```text
 //! probes (aya: load, attach, read maps) -> model (pure) ─┐
 //! targets (globs, membership, watch, SLOs) ──────────────┼─> snapshot -> metrics (HTTP)
-//! remediate (acts on firing alerts; its ledger) ─────────┘           -> rules -> alert
-//! gpu (XIDs from /dev/kmsg on a thread, NVML) ─> snapshot's GpuModel
+//! gpu (XIDs from /dev/kmsg on a thread, NVML) ───────────┘           -> rules -> alert
+//!                                                                          │ firing
+//! snapshot's ledger <─ ActionEvents (one channel) <─ remediate (own thread) <┘
 //! ```
 //! Below them all, `host` reads the pseudo-filesystems (/proc, cgroupfs, mountinfo,
 //! tracefs, BTF) and the state files, each in one place. `run` wires the stages together;

@@ -5,6 +5,8 @@
 //! targets (globs, membership, watch, SLOs) ──────────────┼─> snapshot -> metrics (HTTP)
 //! remediate (acts on firing alerts; its ledger) ─────────┘           -> rules -> alert
 //! gpu (XIDs from /dev/kmsg on a thread, NVML) ─> snapshot's GpuModel
+//! verdict (targets' status, GPU faults, CPU pressure -> up/degraded/drain/down) ─> snapshot
+//!   -> /health/<target>, HAProxy agent-check, /metrics
 //! ```
 //! Below them all, `host` reads the pseudo-filesystems (/proc, cgroupfs, mountinfo,
 //! tracefs, BTF) and the state files, each in one place. `run` wires the stages together;
@@ -28,6 +30,7 @@ pub mod snapshot;
 pub mod sync;
 pub mod targets;
 pub mod units;
+pub mod verdict;
 
 #[cfg(test)]
 mod layering;

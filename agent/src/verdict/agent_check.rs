@@ -1,6 +1,6 @@
 //! HAProxy's agent-check (also Loadbalancer.org's feedback agent): HAProxy connects,
 //! sends its `agent-send` string (say `"web\n"`), reads one line and closes. The line is
-//! HAProxy's grammar: `up 75%`, `up 100%`, `drain`, `down#reason`. The listener is in
+//! HAProxy's grammar: `ready 75%`, `ready 100%`, `drain #reason`, `down #reason`. The listener is in
 //! metrics/agent_check.rs; here is what is said, as pure functions.
 use super::{State, Verdict, Verdicts};
 
@@ -41,15 +41,19 @@ pub fn complete(bytes: &[u8]) -> bool {
     bytes.iter().any(|&b| b == b'\n' || b == b'\r') || bytes.len() > MAX_REQUEST
 }
 
-/// The reply line (with its `\n`) for a verdict. Every reply says `ready` so that a
-/// `drain` the agent said before is undone (only the agent can undo what it set), and a
-/// weight, since fields not sent stay as they were.
+/// The reply line (with its `\n`) for a verdict, in the words HAProxy's parser takes
+/// (src/tcpcheck.c, `tcpcheck_agent_expect_reply`): words separated by spaces, and a
+/// description only after a `#` that starts a word. Every reply names an admin state and a
+/// weight, since HAProxy leaves unsent fields as they were: `ready` undoes a `drain` the
+/// agent said before. `up` is never said: HAProxy takes it as "all regular checks passed"
+/// (it sets their health to the top), which would hide a dead port behind a live process;
+/// a server the agent took `down` comes back by its regular `check` (rise).
 pub fn reply(v: &Verdict) -> String {
     match v.state {
-        State::Up => "up ready 100%\n".into(),
-        State::Degraded => format!("up ready {}%\n", v.weight),
-        State::Drain => format!("up drain 0%#{}\n", description(&v.reason)),
-        State::Down => format!("down#{}\n", description(&v.reason)),
+        State::Up => "ready 100%\n".into(),
+        State::Degraded => format!("ready {}%\n", v.weight),
+        State::Drain => format!("drain #{}\n", description(&v.reason)),
+        State::Down => format!("down #{}\n", description(&v.reason)),
     }
 }
 
@@ -68,13 +72,13 @@ pub fn answer(request: Request, verdicts: &Verdicts) -> String {
     }
 }
 
-/// A reason safe on HAProxy's line: printable ASCII without the separators.
+/// A reason safe on HAProxy's line (the rest of the line after `#`): printable ASCII.
 fn description(reason: &str) -> String {
     reason
         .chars()
         .take(120)
         .map(|c| match c {
-            ' ' | '\t' | ',' => '_',
+            ' ' => ' ',
             c if c.is_ascii_graphic() => c,
             _ => '?',
         })
@@ -108,10 +112,10 @@ mod tests {
 
     #[test]
     fn replies_in_haproxys_grammar() {
-        assert_eq!(reply(&Verdict::up()), "up ready 100%\n");
+        assert_eq!(reply(&Verdict::up()), "ready 100%\n");
         assert_eq!(
             reply(&Verdict::new(State::Degraded, 40, "slow")),
-            "up ready 40%\n"
+            "ready 40%\n"
         );
         assert_eq!(
             reply(&Verdict::new(
@@ -119,11 +123,11 @@ mod tests {
                 0,
                 "GPU 0000:3b:00 XID 79 (reboot-node)"
             )),
-            "up drain 0%#GPU_0000:3b:00_XID_79_(reboot-node)\n"
+            "drain #GPU 0000:3b:00 XID 79 (reboot-node)\n"
         );
         assert_eq!(
             reply(&Verdict::new(State::Down, 0, "no live process\n, up 100%")),
-            "down#no_live_process?__up_100%\n"
+            "down #no live process?, up 100%\n"
         );
     }
 
@@ -132,8 +136,8 @@ mod tests {
         let mut v = Verdicts::default();
         v.targets
             .insert("web".into(), Verdict::new(State::Degraded, 30, "x"));
-        assert_eq!(answer(Request::Name("web"), &v), "up ready 30%\n");
-        assert_eq!(answer(Request::Name(""), &v), "up ready 100%\n");
+        assert_eq!(answer(Request::Name("web"), &v), "ready 30%\n");
+        assert_eq!(answer(Request::Name(""), &v), "ready 100%\n");
         let unknown = answer(Request::Name("down 0%"), &v);
         assert!(
             unknown.starts_with('#') && !unknown.contains("down 0%"),

@@ -170,7 +170,7 @@ pub async fn run(
                 }
                 if touched {
                     evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
-                    judge_step(&mut judge, &mut s, &cgroup2, now);
+                    s.verdicts = judge.event(&s.targets, &s.gpu, now);
                     drop(s);
                     remediator.step(engine.firing(), now);
                 }
@@ -194,7 +194,7 @@ pub async fn run(
                 }
                 if xids {
                     evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
-                    judge_step(&mut judge, &mut s, &cgroup2, now);
+                    s.verdicts = judge.event(&s.targets, &s.gpu, now);
                     drop(s);
                     remediator.step(engine.firing(), now);
                 }

@@ -113,10 +113,6 @@ fn backend(cgroup: &TestCgroup, port: u16) -> Proc {
     p
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the HAProxy config's ports, each named"
-)]
 fn haproxy_config(
     dir: &Path,
     frontend: u16,
@@ -208,6 +204,29 @@ fn haproxy_follows_the_verdict() {
         "{unknown:?}"
     );
     assert_eq!(agent_check(ac, b"\n"), "ready 100%\n", "the node");
+    // A flood of connections that send nothing holds at most 64 slots, each for at most
+    // the request wait: the agent-check answers again within a second or two.
+    let flood: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", ac)).ok())
+        .collect();
+    let flooded = Instant::now();
+    wait_for(
+        "the agent-check answers after a flood",
+        Duration::from_secs(3),
+        || {
+            let mut s = TcpStream::connect(("127.0.0.1", ac)).ok()?;
+            s.write_all(format!("{ta}\n").as_bytes()).ok()?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).ok()?;
+            (reply == "ready 100%\n").then_some(())
+        },
+    );
+    eprintln!(
+        "answered {:?} after a flood of {} idle connections",
+        flooded.elapsed(),
+        flood.len()
+    );
+    drop(flood);
     let (code, _, body) = get(agent.port, "/health/%3Cx%3E");
     assert_eq!(code, 404);
     assert!(body.contains("\"<x>\"") && !body.contains("%3C"), "{body}");

@@ -63,6 +63,25 @@ impl Judge {
         host_pressure: Option<f64>,
         now: SystemTime,
     ) -> Verdicts {
+        self.judge(targets, gpu, pressure, host_pressure, now, true)
+    }
+
+    /// Between ticks (an exit event, a GPU record): only what is observed at once is taken,
+    /// a target now `down` and the node's GPU drain; the rise and fall counts stay per tick,
+    /// so a burst of events cannot hurry a recovery.
+    pub fn event(&mut self, targets: &[TargetStatus], gpu: &GpuModel, now: SystemTime) -> Verdicts {
+        self.judge(targets, gpu, |_| None, None, now, false)
+    }
+
+    fn judge(
+        &mut self,
+        targets: &[TargetStatus],
+        gpu: &GpuModel,
+        pressure: impl Fn(&str) -> Option<f64>,
+        host_pressure: Option<f64>,
+        now: SystemTime,
+        tick: bool,
+    ) -> Verdicts {
         let node = node::verdict(gpu, self.config.gpu_window.get(), now);
         if self.node.as_ref() != Some(&node) {
             let first = self.node.is_none();
@@ -109,7 +128,13 @@ impl Judge {
             }
             let before = machine.current().cloned();
             let was_draining = machine.draining();
-            if let Some(next) = machine.step(want) {
+            let observed = want.state == State::Down && before.is_some();
+            let next = if tick || observed {
+                machine.step(want)
+            } else {
+                None
+            };
+            if let Some(next) = next {
                 if before.is_some() {
                     *self.changes.entry(name.clone()).or_default() += 1;
                 }
@@ -270,6 +295,31 @@ mod tests {
             v.targets["a"].reason
         );
         assert_eq!(v.changes[""], 1);
+    }
+
+    #[test]
+    fn an_event_between_ticks_takes_a_death_at_once_and_nothing_else() {
+        let c = config("[verdict]\nfall = 1\nrise = 2\nmax_step = 100\n[[targets]]\nname = \"a\"\ncgroup = \"a.service\"\n");
+        let mut j = Judge::new(&c);
+        let gpu = GpuModel::new(10);
+        let now = SystemTime::now();
+        let up = status(&c, "a", true, None);
+        j.step(std::slice::from_ref(&up), &gpu, |_| None, None, now);
+        let down = status(&c, "a", false, None);
+        let v = j.event(std::slice::from_ref(&down), &gpu, now);
+        assert_eq!(v.targets["a"].state, State::Down);
+        // Back up: events do not count toward rise, ticks do.
+        for _ in 0..5 {
+            let v = j.event(std::slice::from_ref(&up), &gpu, now);
+            assert_eq!(v.targets["a"].state, State::Down);
+        }
+        j.step(std::slice::from_ref(&up), &gpu, |_| None, None, now);
+        let v = j.step(std::slice::from_ref(&up), &gpu, |_| None, None, now);
+        assert_eq!(
+            (v.targets["a"].state, v.targets["a"].weight),
+            (State::Degraded, 10),
+            "the slow start"
+        );
     }
 
     #[test]

@@ -179,7 +179,7 @@ fn haproxy_follows_the_verdict() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nstate_dir = \"{}\"\n[gpu]\nkmsg = false\nnvml = false\n[verdict]\nagent_check_listen = \"127.0.0.1:{ac}\"\nfall = 1\nrise = 2\nlatency = false\ncpu_pressure_low = 5.0\ncpu_pressure_high = 30.0\n[[targets]]\nname = \"{ta}\"\ncgroup = \"{}\"\n[[targets]]\nname = \"{tb}\"\ncgroup = \"{}\"\n",
+            "[agent]\nstate_dir = \"{}\"\n[gpu]\nkmsg_user_records = true\nnvml = false\n[verdict]\ngpu_window = \"4s\"\nagent_check_listen = \"127.0.0.1:{ac}\"\nfall = 1\nrise = 2\nlatency = false\ncpu_pressure_low = 5.0\ncpu_pressure_high = 30.0\n[[targets]]\nname = \"{ta}\"\ncgroup = \"{}\"\n[[targets]]\nname = \"{tb}\"\ncgroup = \"{}\"\n",
             state.0.display(),
             cg_a.name,
             cg_b.name
@@ -335,6 +335,62 @@ fn haproxy_follows_the_verdict() {
     assert!(
         changes >= 2.0,
         "{changes}: b's verdict changed at least down and up"
+    );
+
+    // A GPU that fell off the bus (XID 79, reboot-node) drains the node: both servers go
+    // to DRAIN in HAProxy, and come back (only the agent can undo it) once the window
+    // is over. The record is written to the kernel log in the driver's format, on a PCI
+    // domain of this run's own.
+    let bus = format!("{:04x}:3b:00", std::process::id() & 0xffff);
+    let mut kmsg = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/kmsg")
+        .expect("open /dev/kmsg for writing (root)");
+    kmsg.write_all(
+        format!(
+            "<4>NVRM: Xid (PCI:{bus}): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus. {ta}\n"
+        )
+        .as_bytes(),
+    )
+    .expect("write an XID record");
+    let xid = Instant::now();
+    let drained = |n| {
+        let r = server(&socket, "be", n).unwrap_or_default();
+        format!(
+            "{n}: status {:?} weight {:?} agent {:?} {:?}",
+            r.get("status"),
+            r.get("weight"),
+            r.get("agent_status"),
+            r.get("last_agt")
+        )
+    };
+    while !(status(&socket, "be", "a").starts_with("DRAIN")
+        && status(&socket, "be", "b").starts_with("DRAIN"))
+    {
+        assert!(
+            xid.elapsed() < Duration::from_secs(5),
+            "HAProxy did not drain both servers: {} / {}",
+            drained("a"),
+            drained("b")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("both servers DRAIN {:?} after the XID", xid.elapsed());
+    let node = agent_check(ac, b"\n");
+    assert_eq!(node, format!("drain #GPU {bus} XID 79 (reboot-node)\n"));
+    let (code, _, body) = get(agent.port, &format!("/health/{ta}"));
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("\"state\":\"drain\"") && body.contains("node: GPU"),
+        "{body}"
+    );
+    wait_for(
+        "the drain is undone after gpu_window",
+        Duration::from_secs(15),
+        || {
+            let back = |s| status(&socket, "be", s) == "UP" && weight(&socket, s) == Some(100);
+            (back("a") && back("b")).then_some(())
+        },
     );
 
     // (a) SIGKILL backend a: DOWN in HAProxy by the agent's word within one agent-inter.

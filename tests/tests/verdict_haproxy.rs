@@ -9,8 +9,13 @@
 //!   wait, which is CPU pressure) lowers b's weight in HAProxy, and not a's;
 //! - recovery brings it back to 100 %, without flapping (the weight HAProxy shows goes down
 //!   and then up, and the changes Gimbal counts stay few);
+//! - a GPU XID whose action is reboot-node (a real-format record written to /dev/kmsg)
+//!   drains the node: both servers DRAIN in HAProxy within one agent-inter, and are made
+//!   ready again by the agent once `gpu_window` is over;
 //! - a SIGKILLed backend is DOWN in HAProxy, by the agent's word, within one agent-inter
-//!   of the kill, and the httpchk backend sees the same through `/health/<target>`.
+//!   of the kill, and the httpchk backend sees the same through `/health/<target>`;
+//! - hostile input to the agent-check (4 KiB without a line end, a name that is a reply,
+//!   300 idle connections) is answered without echo and does not silence it for long.
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
@@ -375,7 +380,12 @@ fn haproxy_follows_the_verdict() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("both servers DRAIN {:?} after the XID", xid.elapsed());
+    let took = xid.elapsed();
+    eprintln!("both servers DRAIN {took:?} after the XID");
+    assert!(
+        took <= AGENT_INTER + Duration::from_millis(500),
+        "DRAIN {took:?} after the XID; agent-inter is {AGENT_INTER:?}"
+    );
     let node = agent_check(ac, b"\n");
     assert_eq!(node, format!("drain #GPU {bus} XID 79 (reboot-node)\n"));
     let (code, _, body) = get(agent.port, &format!("/health/{ta}"));

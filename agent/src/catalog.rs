@@ -391,6 +391,48 @@ pub const METRICS: &[Metric] = &[
             }
         }),
     ),
+    metric(
+        "gimbal_verdict",
+        Kind::Gauge,
+        "The load-balancing verdict per target (an empty target for the node): 1 for the current state (up, degraded, drain, down), 0 for the others",
+        &["target", "state"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            let v = &s.verdicts;
+            let node = v.node.iter().map(|n| ("", n));
+            for (target, verdict) in node.chain(v.targets.iter().map(|(t, v)| (t.as_str(), v))) {
+                for state in crate::verdict::State::ALL {
+                    sink(&[target, state.name()], Value::WholeGauge(i64::from(verdict.state == state)));
+                }
+            }
+        }),
+    ),
+    metric(
+        "gimbal_verdict_weight",
+        Kind::Gauge,
+        "The load-balancing weight per target (an empty target for the node), in percent of full load: 100 up, 1-99 degraded, 0 drain or down",
+        TARGET,
+        true,
+        Rows::Snapshot(|s, sink| {
+            let v = &s.verdicts;
+            let node = v.node.iter().map(|n| ("", n));
+            for (target, verdict) in node.chain(v.targets.iter().map(|(t, v)| (t.as_str(), v))) {
+                sink(&[target], Value::WholeGauge(i64::from(verdict.weight)));
+            }
+        }),
+    ),
+    metric(
+        "gimbal_verdict_changes",
+        Kind::Counter,
+        "Changes of the load-balancing verdict (state or weight) per target (an empty target for the node), each logged with its reason",
+        TARGET,
+        true,
+        Rows::Snapshot(|s, sink| {
+            for (target, n) in &s.verdicts.changes {
+                sink(&[target], Value::Counter(*n));
+            }
+        }),
+    ),
 ];
 
 /// Each series of a model family, in the model's (sorted) order.

@@ -17,8 +17,9 @@ const LAYERS: &[&[&str]] = &[
     &["probes", "gpu"],
     // Watched targets: globs, membership, SLO histories, status.
     &["targets"],
-    // Actions on the host (confined to the cgroups the targets' globs expand to).
-    &["remediate"],
+    // Actions on the host (confined to the cgroups the targets' globs expand to), and the
+    // load-balancing verdict beside them (from the targets' status and the GPU's faults).
+    &["remediate", "verdict"],
     // What readers see: the model with targets, alert states and the remediation ledger.
     &["snapshot"],
     // The metric table over it: names, types, HELP, labels, and how rows are read.

@@ -6,6 +6,8 @@
 //! gpu (XIDs from /dev/kmsg on a thread, NVML) ───────────┘           -> rules -> alert
 //!                                                                          │ firing
 //! snapshot's ledger <─ ActionEvents (one channel) <─ remediate (own thread) <┘
+//! verdict (targets' status, GPU faults, CPU pressure -> up/degraded/drain/down) ─> snapshot
+//!   -> /health/<target>, HAProxy agent-check, /metrics
 //! ```
 //! Below them all, `host` reads the pseudo-filesystems (/proc, cgroupfs, mountinfo,
 //! tracefs, BTF) and the state files, each in one place. `run` wires the stages together;
@@ -29,6 +31,7 @@ pub mod snapshot;
 pub mod sync;
 pub mod targets;
 pub mod units;
+pub mod verdict;
 
 #[cfg(test)]
 mod layering;

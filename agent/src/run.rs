@@ -21,6 +21,7 @@ use crate::{
     service::{Health, Notifier},
     snapshot::{Published, Snapshot},
     targets::watch::Watcher,
+    verdict::Judge,
 };
 
 /// How often the cgroup tree may be walked again to resolve an unknown cgroup id: short,
@@ -92,7 +93,26 @@ pub async fn run(
     }
     let health = Arc::new(Health::new(config.agent.interval.get()));
     let mut notifier = Notifier::from_env();
-    let http = tokio::spawn(metrics::serve(listener, registry, health.clone()));
+    let http = tokio::spawn(metrics::serve(
+        listener,
+        registry,
+        health.clone(),
+        snapshot.clone(),
+    ));
+    let mut judge = Judge::new(&config);
+    let agent_check = match config.verdict.agent_check_listen {
+        Some(at) => {
+            let listener = TcpListener::bind(at).await.with_context(|| {
+                format!("cannot listen on {at} for HAProxy's agent-check ([verdict] agent_check_listen)")
+            })?;
+            tracing::info!("HAProxy agent-check at {at}");
+            Some(tokio::spawn(metrics::agent_check::serve(
+                listener,
+                snapshot.clone(),
+            )))
+        }
+        None => None,
+    };
     // Without a systemd watchdog this timer is idle (hourly).
     let mut watchdog = tokio::time::interval(
         notifier
@@ -114,6 +134,7 @@ pub async fn run(
                 s.gpu.prune(now);
                 watcher.tick(now, &s.kernel.syscall_latency.series);
                 evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
+                judge_step(&mut judge, &mut s, &cgroup2, now);
                 drop(s);
                 remediator.step(engine.firing(), now);
                 health.turned();
@@ -149,6 +170,7 @@ pub async fn run(
                 }
                 if touched {
                     evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
+                    s.verdicts = judge.event(&s.targets, &s.gpu, now);
                     drop(s);
                     remediator.step(engine.firing(), now);
                 }
@@ -172,6 +194,7 @@ pub async fn run(
                 }
                 if xids {
                     evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
+                    s.verdicts = judge.event(&s.targets, &s.gpu, now);
                     drop(s);
                     remediator.step(engine.firing(), now);
                 }
@@ -197,6 +220,7 @@ pub async fn run(
                         }
                         (watcher, engine) = parts;
                         catalog = Catalog::new(&new.gpu);
+                        judge.reload(&new);
                         watch_cgroups(&mut s.kernel, &new);
                         // Rules may have changed: give everything back; the next tick
                         // throttles again what the new rules still call for.
@@ -223,6 +247,9 @@ pub async fn run(
     tracing::info!("stopping: saving target histories, detaching probes");
     watcher.save();
     http.abort();
+    if let Some(a) = agent_check {
+        a.abort();
+    }
     drop(probes);
     Ok(())
 }
@@ -361,6 +388,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.labels != new.labels {
         out.push("[labels]");
     }
+    if old.verdict.agent_check_listen != new.verdict.agent_check_listen {
+        out.push("[verdict] agent_check_listen");
+    }
     let (o, n) = (&old.gpu, &new.gpu);
     if (o.kmsg, &o.kmsg_path, o.kmsg_user_records, o.nvml)
         != (n.kmsg, &n.kmsg_path, n.kmsg_user_records, n.nvml)
@@ -421,6 +451,19 @@ fn evaluate(
     engine.evaluate(&targets, node, s, now);
     s.targets = targets;
     s.alerts = engine.alert_states();
+}
+
+/// The verdicts from the targets just published, the GPU's faults and CPU pressure
+/// (each target's cgroups on cgroup2, the host's where they have none).
+fn judge_step(judge: &mut Judge, s: &mut Snapshot, cgroup2: &std::path::Path, now: SystemTime) {
+    let host = crate::host::psi::host_cpu(std::path::Path::new(crate::host::procfs::ROOT));
+    s.verdicts = judge.step(
+        &s.targets,
+        &s.gpu,
+        |cgroup| crate::host::psi::cgroup_cpu(cgroup2, cgroup),
+        host,
+        now,
+    );
 }
 
 fn kernel_release() -> String {

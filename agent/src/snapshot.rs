@@ -16,6 +16,7 @@ use crate::{
     remediate::Ledger,
     sync::lock,
     targets::watch::TargetStatus,
+    verdict::Verdicts,
 };
 
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct Snapshot {
     pub reloads: Reloads,
     /// GPU faults: XIDs from the kernel log, records lost, which GPU sources are attached.
     pub gpu: GpuModel,
+    /// The load-balancing verdicts (node and targets), as the loop last judged them.
+    pub verdicts: Verdicts,
 }
 
 /// SIGHUP reloads of the config file.
@@ -51,6 +54,7 @@ impl Snapshot {
             remediations: Ledger::default(),
             reloads: Reloads::default(),
             gpu: GpuModel::new(max_series_per_metric),
+            verdicts: Verdicts::default(),
         }
     }
 }
@@ -166,6 +170,7 @@ pub fn filled() -> Snapshot {
         last_exit: None,
         recent_kill: None,
         read_failures_total: 2,
+        cgroups: vec!["svc.service".into()],
     });
     s.alerts.insert(("TargetDown".into(), "firing"), 1);
     s.alerts.insert(("Slow".into(), "pending"), 2);
@@ -193,6 +198,13 @@ pub fn filled() -> Snapshot {
     s.gpu.kmsg_dropped = 3;
     s.gpu.set_attached("kmsg", true);
     s.gpu.set_attached("nvml", false);
+    s.verdicts.node = Some(crate::verdict::Verdict::up());
+    s.verdicts.targets.insert(
+        "svc".into(),
+        crate::verdict::Verdict::new(crate::verdict::State::Degraded, 40, "slow"),
+    );
+    s.verdicts.changes.insert(String::new(), 0);
+    s.verdicts.changes.insert("svc".into(), 2);
     s
 }
 

@@ -29,6 +29,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("nftables", "packet loss for the TCP retransmit test"),
     ("ethtool", "turns segmentation offloads off in the TCP test"),
     ("openssl", "makes the test CA for the Alertmanager TLS test"),
+    (
+        "haproxy",
+        "the real load balancer the verdict test feeds (agent-check, httpchk)",
+    ),
     ("lintian", "checks the Debian package"),
     (
         "systemd",

@@ -11,6 +11,7 @@ mod remediation;
 mod spans;
 mod targets;
 mod validate;
+mod verdict;
 
 use std::path::Path;
 
@@ -31,8 +32,9 @@ pub use remediation::{
     ThrottleConfig,
 };
 pub use targets::TargetConfig;
+pub use verdict::{Signals, SignalsOverride, VerdictConfig};
 
-const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`";
+const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`";
 
 /// The default configuration, embedded in the binary and shipped as /etc/gimbal/gimbal.toml.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -58,6 +60,8 @@ pub struct Config {
     pub signals: Vec<SignalConfig>,
     /// `[gpu]`: XIDs from the kernel log, NVML, the XID catalog's overrides and rules.
     pub gpu: GpuConfig,
+    /// `[verdict]`: the load-balancing verdict and HAProxy's agent-check.
+    pub verdict: VerdictConfig,
 }
 
 /// The checks that need a module above config (rule expressions and the series they name,
@@ -161,6 +165,7 @@ impl Config {
                     &mut config.signals,
                 ),
                 "gpu" => section(value, &mut errors, &mut config.gpu),
+                "verdict" => section(value, &mut errors, &mut config.verdict),
                 other => errors.push_at(
                     key.span(),
                     format!("unknown section `{other}`, expected one of {SECTIONS}"),

@@ -50,6 +50,9 @@ pub struct TargetConfig {
     pub crash_loop_failures: u64,
     #[serde(default = "defaults::crash_loop_window")]
     pub crash_loop_window: HumanDuration,
+    /// `[targets.verdict]`: this target's own verdict signals and thresholds.
+    #[serde(default)]
+    pub verdict: Option<super::SignalsOverride>,
 }
 
 impl TargetConfig {

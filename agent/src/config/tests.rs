@@ -67,7 +67,7 @@ fn display_is_file_line_column() {
     let e = Config::parse("[nope]\n", "gimbal.toml").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`"
+        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`"
     );
 }
 
@@ -352,4 +352,42 @@ fn gpu_section_errors_point_at_their_keys() {
     )
     .unwrap();
     assert!(!ok.gpu.nvml);
+}
+
+#[test]
+fn verdict_section_errors_point_at_their_keys() {
+    let errs = errors("[verdict]\nrise = 0\nfloor = 0\ncpu_pressure_low = 50.0\ncpu_pressure_high = 40.0\ndrain_burn = 0.5\n[[targets]]\nname = \"a\"\ncgroup = \"a.service\"\n[targets.verdict]\nfloor = 101\ncpu_pressure_high = 200.0\n");
+    let at = |needle: &str| {
+        errs.iter()
+            .find(|e| e.2.contains(needle))
+            .map(|e| (e.0, e.1))
+            .unwrap_or_else(|| panic!("no error about {needle}: {errs:?}"))
+    };
+    assert_eq!(at("`verdict.rise`"), (2, 1));
+    assert_eq!(at("`verdict.floor`"), (3, 1));
+    assert_eq!(at("`verdict.cpu_pressure_high` must be above"), (5, 1));
+    assert_eq!(at("`verdict.drain_burn`"), (6, 1));
+    assert_eq!(at("`targets.verdict.floor`"), (11, 1));
+    assert_eq!(
+        at("`targets.verdict.cpu_pressure_high` must be a percentage"),
+        (12, 1)
+    );
+    // An unknown key is refused where it is written.
+    let errs =
+        errors("[[targets]]\nname = \"a\"\ncgroup = \"a.service\"\n[targets.verdict]\nflor = 3\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].0, 5, "{errs:?}");
+    // Overrides apply over the defaults.
+    let c = Config::parse(
+        "[verdict]\nfloor = 20\nagent_check_listen = \"127.0.0.1:9978\"\n[[targets]]\nname = \"a\"\ncgroup = \"a.service\"\n[targets.verdict]\nlatency = false\n",
+        "t",
+    )
+    .unwrap();
+    let s = c.verdict.signals(c.targets[0].verdict.as_ref());
+    assert!(!s.latency && s.burn && s.cpu_pressure);
+    assert_eq!(s.floor, 20);
+    assert_eq!(
+        c.verdict.agent_check_listen,
+        Some("127.0.0.1:9978".parse().unwrap())
+    );
 }

@@ -30,6 +30,7 @@ pub(super) fn validate(
     supervise(config, spans, errors);
     signals(config, spans, errors);
     super::gpu::validate(&config.gpu, spans, errors);
+    super::verdict::validate(config, spans, errors);
 }
 
 /// `path` must lie within `min..=max`; the reasons say why each bound is what it is.

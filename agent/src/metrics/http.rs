@@ -1,5 +1,6 @@
-//! A deliberately small HTTP/1.1 server for three GET endpoints: /metrics, /healthz
-//! (liveness: the main loop turns) and /readyz (readiness: probes attached, first sample in).
+//! A deliberately small HTTP/1.1 server for a few GET endpoints: /metrics, /healthz
+//! (liveness: the main loop turns), /readyz (readiness: probes attached, first sample in)
+//! and /health, /health/<target> (the load-balancing verdict, verdict/health.rs).
 //! One request per connection, bounded request size and time, so a slow or hostile client
 //! cannot hold the agent's memory or its only thread.
 //!
@@ -22,7 +23,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 use super::text_format;
-use crate::service::Health;
+use crate::{service::Health, snapshot::Published, verdict};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -87,7 +88,12 @@ impl Drop for Slot {
 
 /// Serves forever. Accept errors (out of file descriptors, say) are logged and retried,
 /// so a passing shortage cannot silence the endpoint for good.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, health: Arc<Health>) {
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+    snapshot: Published,
+) {
     let idle = Arc::new(Idle::default());
     let encoders = Arc::new(tokio::sync::Semaphore::new(ENCODERS));
     let mut next_id = 0u64;
@@ -116,10 +122,17 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, health: Arc<H
             _evict: evict,
         });
         let (registry, health, encoders) = (registry.clone(), health.clone(), encoders.clone());
+        let snapshot = snapshot.clone();
         tokio::spawn(async move {
-            let served = handle(stream, registry, encoders, &health, evicted, || {
-                slot.0.forget(id)
-            });
+            let served = handle(
+                stream,
+                registry,
+                encoders,
+                &health,
+                &snapshot,
+                evicted,
+                || slot.0.forget(id),
+            );
             if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, served)
                 .await
                 .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
@@ -139,6 +152,7 @@ async fn handle(
     registry: Arc<Registry>,
     encoders: Arc<tokio::sync::Semaphore>,
     health: &Health,
+    snapshot: &Published,
     evicted: oneshot::Receiver<()>,
     got_request: impl FnOnce(),
 ) -> std::io::Result<()> {
@@ -196,12 +210,16 @@ async fn handle(
             let body = "not ready: loading probes or taking the first sample\n";
             respond(&mut stream, "503 Service Unavailable", "text/plain", body).await
         }
+        ("GET", "/health") => verdict(&mut stream, None, snapshot).await,
+        ("GET", p) if p.starts_with("/health/") => {
+            verdict(&mut stream, p.strip_prefix("/health/"), snapshot).await
+        }
         ("GET", _) => {
             respond(
                 &mut stream,
                 "404 Not Found",
                 "text/plain",
-                "not found: try /metrics, /healthz or /readyz\n",
+                "not found: try /metrics, /healthz, /readyz, /health or /health/<target>\n",
             )
             .await
         }
@@ -246,13 +264,46 @@ fn accepts_openmetrics(request: &[u8]) -> bool {
         })
 }
 
+/// The verdict of the node (`name` None) or of a target (its name still percent-encoded).
+async fn verdict(
+    stream: &mut TcpStream,
+    name: Option<&str>,
+    snapshot: &Published,
+) -> std::io::Result<()> {
+    let answer = verdict::health::answer(name, &snapshot.read().verdicts);
+    let extra = if answer.degraded {
+        "x-envoy-degraded: true\r\n"
+    } else {
+        ""
+    };
+    respond_with(
+        stream,
+        answer.status,
+        "application/json",
+        extra,
+        &answer.body,
+    )
+    .await
+}
+
 async fn respond(
     stream: &mut TcpStream,
     status: &str,
     content_type: &str,
     body: &str,
 ) -> std::io::Result<()> {
-    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    respond_with(stream, status, content_type, "", body).await
+}
+
+/// `extra`: header lines, each ending in CRLF.
+async fn respond_with(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    extra: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await

@@ -1,5 +1,7 @@
 //! The Prometheus side: the exposition of the model (metric contract in docs/metrics.md)
-//! and the HTTP endpoint that serves it.
+//! and the HTTP endpoint that serves it (with the verdicts' /health), and the HAProxy
+//! agent-check listener.
+pub mod agent_check;
 mod escape;
 mod exposition;
 mod families;

@@ -111,6 +111,9 @@ mod tests {
         "gimbal_gpu_xid_errors_by_cgroup_total",
         "gimbal_gpu_kmsg_records_dropped_total",
         "gimbal_gpu_source_attached",
+        "gimbal_verdict",
+        "gimbal_verdict_weight",
+        "gimbal_verdict_changes_total",
     ];
 
     #[test]

@@ -131,6 +131,8 @@ pub struct TargetStatus {
     pub recent_kill: Option<(String, String)>,
     /// Membership reads that failed (the target's state was left unknown).
     pub read_failures_total: u64,
+    /// Its components: the matched cgroups, relative to the cgroup2 mount.
+    pub cgroups: Vec<String>,
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {
@@ -271,6 +273,7 @@ impl Watcher {
                         .filter(|(at, _, _)| ms.saturating_sub(*at) < KILL_MEMORY_MS)
                         .map(|(_, r, c)| (r.clone(), c.clone())),
                     read_failures_total: t.read_failures,
+                    cgroups: t.members.components.keys().cloned().collect(),
                 }
             })
             .collect()

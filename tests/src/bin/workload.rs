@@ -3,7 +3,7 @@
 //!
 //! gimbal-workload getppid N | sleep COUNT MS | migrate N | spread DIR N | exit CODE | segv | alloc MB | pause
 //!                 | forks N | tcp-server ADDR | tcp-client ADDR BYTES | spin N | announce SOCKET
-//!                 | reads COUNT MB
+//!                 | reads COUNT MB | http-server ADDR
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
@@ -181,6 +181,29 @@ fn main() {
                 total += n as u64;
             }
             println!("{total}");
+        }
+        Some("http-server") => {
+            // A backend for the load-balancer tests: answers every request `200 ok`, one
+            // connection at a time, forever.
+            let listener = TcpListener::bind(&args[2]).expect("bind");
+            println!("listening");
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !head.is_empty() {
+                    let _ = s.write_all(
+                        b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+                    );
+                }
+            }
         }
         Some("tcp-client") => {
             let mut s = TcpStream::connect(&args[2]).expect("connect");

@@ -1,0 +1,69 @@
+//! The HAProxy agent-check listener (`[verdict] agent_check_listen`): one line in (the
+//! `agent-send` string, or nothing), one line out (verdict/agent_check.rs), then close.
+//! Hostile input is bounded like the HTTP server's: at most `MAX_CONNECTIONS` open (a
+//! connection past that is closed unanswered; HAProxy takes an unreachable agent as no
+//! news), a request of at most 256 bytes, and `WAIT` for it before the node's verdict is
+//! answered (HAProxy without agent-send sends nothing).
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
+
+use crate::{snapshot::Published, verdict::agent_check};
+
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a request line may take. HAProxy sends it as soon as it connects; its own
+/// timeout is `agent-inter` (2 s by default), so the answer comes well before.
+const WAIT: Duration = Duration::from_millis(500);
+/// A client that does not read its answer is dropped after this.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves forever; accept errors are logged and retried.
+pub async fn serve(listener: TcpListener, snapshot: Published) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting an agent-check connection failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "agent-check connection closed: {MAX_CONNECTIONS} open");
+            continue;
+        };
+        let snapshot = snapshot.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = answer(stream, &snapshot).await {
+                tracing::debug!(%peer, error = %e, "agent-check connection failed");
+            }
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, snapshot: &Published) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(64);
+    let _ = tokio::time::timeout(WAIT, async {
+        let mut chunk = [0u8; 128];
+        while !agent_check::complete(&buf) {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let line = agent_check::answer(agent_check::parse(&buf), &snapshot.read().verdicts);
+    tokio::time::timeout(WRITE_TIMEOUT, async {
+        stream.write_all(line.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await
+    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}

@@ -387,7 +387,7 @@ pub const METRICS: &[Metric] = &[
         true,
         Rows::Snapshot(|s, sink| {
             for (source, attached) in &s.gpu.attached {
-                sink(&[source], Value::Gauge(f64::from(u8::from(*attached))));
+                sink(&[source], Value::WholeGauge(i64::from(*attached)));
             }
         }),
     ),

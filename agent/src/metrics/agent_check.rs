@@ -1,17 +1,18 @@
 //! The HAProxy agent-check listener (`[verdict] agent_check_listen`): one line in (the
 //! `agent-send` string, or nothing), one line out (verdict/agent_check.rs), then close.
-//! Hostile input is bounded like the HTTP server's: at most `MAX_CONNECTIONS` open (a
-//! connection past that is closed unanswered; HAProxy takes an unreachable agent as no
-//! news), a request of at most 256 bytes, and `WAIT` for it before the node's verdict is
-//! answered (HAProxy without agent-send sends nothing).
-use std::{sync::Arc, time::Duration};
+//! Hostile input is bounded like the HTTP server's: at most `MAX_CONNECTIONS` open, with
+//! the same eviction of connections idle past a grace (slots.rs; a connection refused
+//! at the cap goes unanswered, which HAProxy takes as no news), a request of at most 256
+//! bytes, and `WAIT` for it before the node's verdict is answered (HAProxy without
+//! agent-send sends nothing).
+use std::time::Duration;
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
 };
 
+use super::slots::{Slot, Slots};
 use crate::{snapshot::Published, verdict::agent_check};
 
 pub const MAX_CONNECTIONS: usize = 64;
@@ -23,7 +24,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves forever; accept errors are logged and retried.
 pub async fn serve(listener: TcpListener, snapshot: Published) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Slots::new(MAX_CONNECTIONS);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -33,23 +34,26 @@ pub async fn serve(listener: TcpListener, snapshot: Published) {
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Some(slot) = slots.admit() else {
             tracing::debug!(%peer, "agent-check connection closed: {MAX_CONNECTIONS} open");
             continue;
         };
         let snapshot = snapshot.clone();
         tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = answer(stream, &snapshot).await {
+            if let Err(e) = answer(stream, &snapshot, slot).await {
                 tracing::debug!(%peer, error = %e, "agent-check connection failed");
             }
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, snapshot: &Published) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    snapshot: &Published,
+    mut slot: Slot,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(64);
-    let _ = tokio::time::timeout(WAIT, async {
+    let read = tokio::time::timeout(WAIT, async {
         let mut chunk = [0u8; 128];
         while !agent_check::complete(&buf) {
             match stream.read(&mut chunk).await {
@@ -57,8 +61,12 @@ async fn answer(mut stream: TcpStream, snapshot: &Published) -> std::io::Result<
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
         }
-    })
-    .await;
+    });
+    tokio::select! {
+        _ = read => {}
+        _ = &mut slot.evicted => return Err(std::io::Error::other("closed for a newer connection")),
+    }
+    slot.got_request();
     let line = agent_check::answer(agent_check::parse(&buf), &snapshot.read().verdicts);
     tokio::time::timeout(WRITE_TIMEOUT, async {
         stream.write_all(line.as_bytes()).await?;

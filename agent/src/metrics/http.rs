@@ -4,25 +4,17 @@
 //! One request per connection, bounded request size and time, so a slow or hostile client
 //! cannot hold the agent's memory or its only thread.
 //!
-//! Open connections are capped (`MAX_CONNECTIONS`), so no client can take the file
-//! descriptors the agent needs to read cgroups and /proc and to save its state. At the cap,
-//! a new connection evicts the oldest one that has waited more than `GRACE` without
-//! sending its request, or is closed at once if none has. Real clients (Prometheus, the
-//! kubelet's probes) send their request as soon as they connect, so idle connections held
-//! open on purpose are the ones that go, and `/healthz` still answers.
-use std::{
-    collections::VecDeque,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
-    time::{Duration, Instant},
-};
+//! Open connections are capped (`MAX_CONNECTIONS`, slots.rs: at the cap the oldest
+//! connection idle past a grace is evicted), so `/healthz` still answers a flood of idle
+//! connections.
+use std::{sync::Arc, time::Duration};
 
 use prometheus_client::registry::Registry;
-use tokio::sync::oneshot;
 
-use super::text_format;
+use super::{
+    slots::{Slot, Slots},
+    text_format,
+};
 use crate::{service::Health, snapshot::Published, verdict};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -36,55 +28,10 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// with (it raises its soft limit at start, see service::fd_limit), leaving the rest for
 /// its own reads and writes.
 pub const MAX_CONNECTIONS: usize = 64;
-/// How long a new connection has to send its request before a newer one may evict it:
-/// ample for a client on the same network, and it keeps a burst of connections from
-/// evicting one that has not yet been read.
-const GRACE: Duration = Duration::from_millis(250);
 /// Scrapes encoded at once, each on a blocking thread: a scrape of a large exposition never
 /// holds up the loop's thread (exit events, watchdog pings), and a flood of scrapes costs
 /// at most this many cores.
 const ENCODERS: usize = 2;
-
-/// The connections still waiting for their request, oldest first; dropping a sender
-/// closes that connection.
-#[derive(Default)]
-struct Idle {
-    waiting: Mutex<VecDeque<Waiting>>,
-    open: AtomicUsize,
-}
-
-struct Waiting {
-    id: u64,
-    since: Instant,
-    _evict: oneshot::Sender<()>,
-}
-
-impl Idle {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
-        crate::sync::lock(&self.waiting)
-    }
-
-    /// Closes the oldest connection that has waited past GRACE for its request; false if
-    /// there is none.
-    fn evict_oldest(&self) -> bool {
-        let mut waiting = self.lock();
-        let stale = waiting.front().is_some_and(|w| w.since.elapsed() > GRACE);
-        stale && waiting.pop_front().is_some()
-    }
-
-    fn forget(&self, id: u64) {
-        self.lock().retain(|w| w.id != id);
-    }
-}
-
-/// One open connection, counted until dropped.
-struct Slot(Arc<Idle>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
 
 /// Serves forever. Accept errors (out of file descriptors, say) are logged and retried,
 /// so a passing shortage cannot silence the endpoint for good.
@@ -94,9 +41,8 @@ pub async fn serve(
     health: Arc<Health>,
     snapshot: Published,
 ) {
-    let idle = Arc::new(Idle::default());
+    let slots = Slots::new(MAX_CONNECTIONS);
     let encoders = Arc::new(tokio::sync::Semaphore::new(ENCODERS));
-    let mut next_id = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -106,61 +52,40 @@ pub async fn serve(
                 continue;
             }
         };
-        if idle.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS && !idle.evict_oldest() {
+        let Some(slot) = slots.admit() else {
             // Every slot is busy or just opened: closing this one costs nobody a request.
             tracing::debug!(%peer, "metrics connection closed: {MAX_CONNECTIONS} connections open");
             continue;
-        }
-        idle.open.fetch_add(1, Ordering::Relaxed);
-        let slot = Slot(idle.clone());
-        next_id += 1;
-        let id = next_id;
-        let (evict, evicted) = oneshot::channel();
-        idle.lock().push_back(Waiting {
-            id,
-            since: Instant::now(),
-            _evict: evict,
-        });
+        };
         let (registry, health, encoders) = (registry.clone(), health.clone(), encoders.clone());
         let snapshot = snapshot.clone();
         tokio::spawn(async move {
-            let served = handle(
-                stream,
-                registry,
-                encoders,
-                &health,
-                &snapshot,
-                evicted,
-                || slot.0.forget(id),
-            );
+            let served = handle(stream, registry, encoders, &health, &snapshot, slot);
             if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, served)
                 .await
                 .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
             {
                 tracing::debug!(%peer, error = %e, "HTTP request failed");
             }
-            slot.0.forget(id);
-            drop(slot);
         });
     }
 }
 
-/// Reads one request head; `evicted` ends the wait when the connection is closed to make
-/// room, and `got_request` runs once the whole head is in.
+/// Reads one request head (the slot's eviction ends the wait when the connection is
+/// closed to make room), then answers it.
 async fn handle(
     mut stream: TcpStream,
     registry: Arc<Registry>,
     encoders: Arc<tokio::sync::Semaphore>,
     health: &Health,
     snapshot: &Published,
-    evicted: oneshot::Receiver<()>,
-    got_request: impl FnOnce(),
+    mut slot: Slot,
 ) -> std::io::Result<()> {
     let buf = tokio::select! {
         head = read_head(&mut stream) => head?,
-        _ = evicted => return Err(std::io::Error::other("closed for a newer connection")),
+        _ = &mut slot.evicted => return Err(std::io::Error::other("closed for a newer connection")),
     };
-    got_request();
+    slot.got_request();
     let Some(buf) = buf else {
         return respond(
             &mut stream,

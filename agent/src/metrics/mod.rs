@@ -6,6 +6,7 @@ mod escape;
 mod exposition;
 mod families;
 mod http;
+mod slots;
 mod text_format;
 
 #[cfg(test)]

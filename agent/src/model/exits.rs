@@ -14,6 +14,18 @@ pub struct ExitReason {
     pub core_dumped: bool,
 }
 
+impl ExitReason {
+    /// A kill, not an exit or a polite stop: an OOM kill, or a signal other than SIGTERM,
+    /// SIGINT or SIGHUP. What the built-in kill alerts report.
+    pub fn is_kill(&self) -> bool {
+        match self.reason {
+            "oom_killed" => true,
+            "signaled" => !matches!(&*self.code, "SIGTERM" | "SIGINT" | "SIGHUP"),
+            _ => false,
+        }
+    }
+}
+
 /// Decodes `task->exit_code` the way waitpid(2) does: low 7 bits the signal, bit 7 the
 /// core-dump flag, bits 8..16 the exit status.
 pub fn decode(event: &ExitEvent) -> ExitReason {
@@ -55,6 +67,17 @@ pub fn comm(event: &ExitEvent) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kills_are_oom_kills_and_impolite_signals_only() {
+        let kill = |status, flags| decode(&event(status, flags)).is_kill();
+        assert!(kill(9, 0), "SIGKILL");
+        assert!(kill(6 | 0x80, 0), "SIGABRT with a core");
+        assert!(kill(9, EXIT_FLAG_OOM_KILLED), "OOM kill");
+        assert!(!kill(15, 0), "SIGTERM is a polite stop");
+        assert!(!kill(2, 0) && !kill(1, 0), "SIGINT, SIGHUP");
+        assert!(!kill(3 << 8, 0), "exit 3");
+    }
 
     fn event(exit_code: u32, flags: u32) -> ExitEvent {
         ExitEvent {

@@ -204,11 +204,11 @@ impl Watcher {
             }
             let [_, comm, reason, code] = &record.labels;
             t.last_exit = Some(format!("{comm} (pid {}) {reason} {code}", record.event.pid));
-            if &**reason == "oom_killed"
-                || (&**reason == "signaled" && !matches!(&**code, "SIGTERM" | "SIGINT" | "SIGHUP"))
-            {
+            // From the event itself, not parsed back from its labels.
+            let exit = crate::model::exits::decode(&record.event);
+            if exit.is_kill() {
                 t.kills
-                    .push_back((ms, reason.to_string(), code.to_string()));
+                    .push_back((ms, exit.reason.to_string(), exit.code.into_owned()));
                 if t.kills.len() > 100 {
                     t.kills.pop_front();
                 }

@@ -95,6 +95,27 @@ impl GpuModel {
         }
     }
 
+    /// The latest XID that hit `pid` (or, for a record that names no process, `cgroup`)
+    /// within `window` before `at`: the cause an exit is joined to ("2 s after XID 79").
+    pub fn xid_before(
+        &self,
+        pid: u32,
+        cgroup: &str,
+        at: SystemTime,
+        window: Duration,
+    ) -> Option<&XidSeen> {
+        let since = at.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+        self.recent
+            .iter()
+            .rev()
+            .skip_while(|r| r.at > at)
+            .take_while(|r| r.at >= since)
+            .find(|r| match r.pid {
+                Some(p) => p == pid,
+                None => &*r.cgroup == cgroup,
+            })
+    }
+
     pub fn set_attached(&mut self, source: &'static str, attached: bool) {
         self.attached.insert(source, attached);
     }
@@ -129,6 +150,32 @@ mod tests {
         assert_eq!(m.xid_by_cgroup.series[&k("a", "79")], 1);
         assert_eq!(m.xid_by_cgroup.series[&k("b", "79")], 1);
         assert_eq!(m.recent.len(), 3);
+    }
+
+    #[test]
+    fn an_exit_joins_the_latest_xid_of_its_pid_within_the_window() {
+        let mut m = GpuModel::new(10);
+        let mut on_pid = |xid, pid, at_s| {
+            let mut s = seen("0000:3b:00", xid, "job", at_s);
+            s.pid = pid;
+            m.apply_xid(s);
+        };
+        on_pid(13, Some(7), 100);
+        on_pid(79, Some(7), 105);
+        on_pid(48, Some(8), 106);
+        on_pid(94, None, 90);
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let w = Duration::from_secs(10);
+        assert_eq!(m.xid_before(7, "job", t(107), w).map(|x| x.xid), Some(79));
+        assert_eq!(m.xid_before(7, "job", t(104), w).map(|x| x.xid), Some(13));
+        assert_eq!(m.xid_before(7, "job", t(116), w), None, "past the window");
+        assert_eq!(m.xid_before(9, "job", t(107), w), None, "another pid's XID");
+        assert_eq!(
+            m.xid_before(9, "job", t(95), w).map(|x| x.xid),
+            Some(94),
+            "a record without a pid hits its cgroup"
+        );
+        assert_eq!(m.xid_before(9, "other", t(95), w), None);
     }
 
     #[test]

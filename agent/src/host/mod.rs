@@ -11,6 +11,7 @@
 //! - `tracefs`: finding or mounting tracefs, tracepoint format files.
 //! - `btf`: the struct member offsets the kernel programs need, from `/sys/kernel/btf`.
 //! - `kmsg`: the kernel log's records (`/dev/kmsg`), their sequence and what was lost.
+//! - `node`: the node's name ($NODE_NAME, else the hostname).
 //! - `psi`: CPU pressure (`cpu.pressure`, some avg10) of a cgroup or of the host.
 //! - `durable`: crash-safe state files (temp file, fsync, rename, fsync of the directory).
 pub mod btf;
@@ -18,6 +19,7 @@ pub mod cgroupfs;
 pub mod durable;
 pub mod kmsg;
 pub mod mountinfo;
+pub mod node;
 pub mod procfs;
 pub mod psi;
 pub mod tracefs;

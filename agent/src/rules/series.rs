@@ -114,6 +114,7 @@ mod tests {
         "gimbal_verdict",
         "gimbal_verdict_weight",
         "gimbal_verdict_changes_total",
+        "gimbal_node_load_score",
     ];
 
     #[test]

@@ -434,6 +434,18 @@ pub const METRICS: &[Metric] = &[
         }),
     ),
     metric(
+        "gimbal_cluster_writes",
+        Kind::Counter,
+        "Writes to the Kubernetes API about this node ([cluster]) by kind (condition, taint, untaint) and outcome (written, dry_run, circuit_open, conflict, failed)",
+        &["kind", "outcome"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for ((kind, outcome), n) in &s.cluster.0 {
+                sink(&[kind.name(), outcome.name()], Value::Counter(*n));
+            }
+        }),
+    ),
+    metric(
         "gimbal_verdict_changes",
         Kind::Counter,
         "Changes of the load-balancing verdict (state or weight) per target (an empty target for the node), each logged with its reason",

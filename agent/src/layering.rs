@@ -18,8 +18,9 @@ const LAYERS: &[&[&str]] = &[
     // Watched targets: globs, membership, SLO histories, status.
     &["targets"],
     // Actions on the host (confined to the cgroups the targets' globs expand to), and the
-    // load-balancing verdict beside them (from the targets' status and the GPU's faults).
-    &["remediate", "verdict"],
+    // load-balancing verdict beside them (from the targets' status and the GPU's faults),
+    // and what is written to the Kubernetes API about the node (told the node's verdict).
+    &["remediate", "verdict", "cluster"],
     // What readers see: the model with targets, alert states and the remediation ledger.
     &["snapshot"],
     // The metric table over it: names, types, HELP, labels, and how rows are read.

@@ -8,6 +8,7 @@
 //! snapshot's ledger <─ ActionEvents (one channel) <─ remediate (own thread) <┘
 //! verdict (targets' status, GPU faults, CPU pressure -> up/degraded/drain/down) ─> snapshot
 //!   -> /health/<target>, HAProxy agent-check, /metrics
+//!   -> cluster (node condition, taint: its own task, told the node's verdict)
 //! ```
 //! Below them all, `host` reads the pseudo-filesystems (/proc, cgroupfs, mountinfo,
 //! tracefs, BTF) and the state files, each in one place. `run` wires the stages together;
@@ -16,6 +17,7 @@
 pub mod alert;
 pub mod catalog;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod gpu;
 pub mod host;

@@ -100,6 +100,10 @@ pub async fn run(
         snapshot.clone(),
     ));
     let mut judge = Judge::new(&config);
+    // The Kubernetes writer reports each write here; the loop counts them in the snapshot.
+    let (cluster_tx, mut cluster_writes) = tokio::sync::mpsc::unbounded_channel();
+    let cluster =
+        crate::cluster::Writer::start(&config.cluster, crate::host::node::name(), cluster_tx);
     let agent_check = match config.verdict.agent_check_listen {
         Some(at) => {
             let listener = TcpListener::bind(at).await.with_context(|| {
@@ -135,6 +139,7 @@ pub async fn run(
                 watcher.tick(now, &s.kernel.syscall_latency.series);
                 evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
                 judge_step(&mut judge, &mut s, &cgroup2, now);
+                tell_cluster(cluster.as_ref(), &s);
                 drop(s);
                 remediator.step(engine.firing(), now);
                 health.turned();
@@ -171,6 +176,7 @@ pub async fn run(
                 if touched {
                     evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
                     s.verdicts = judge.event(&s.targets, &s.gpu, now);
+                    tell_cluster(cluster.as_ref(), &s);
                     drop(s);
                     remediator.step(engine.firing(), now);
                 }
@@ -195,12 +201,16 @@ pub async fn run(
                 if xids {
                     evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
                     s.verdicts = judge.event(&s.targets, &s.gpu, now);
+                    tell_cluster(cluster.as_ref(), &s);
                     drop(s);
                     remediator.step(engine.firing(), now);
                 }
             }
             Some(action) = actions.recv() => {
                 snapshot.write().remediations.record(action);
+            }
+            Some(write) = cluster_writes.recv() => {
+                snapshot.write().cluster.record(write);
             }
             _ = sighup.recv() => {
                 let Some(path) = &config_path else {
@@ -249,6 +259,9 @@ pub async fn run(
     http.abort();
     if let Some(a) = agent_check {
         a.abort();
+    }
+    if let Some(c) = cluster {
+        c.stop();
     }
     drop(probes);
     Ok(())
@@ -391,6 +404,9 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.verdict.agent_check_listen != new.verdict.agent_check_listen {
         out.push("[verdict] agent_check_listen");
     }
+    if old.cluster != new.cluster {
+        out.push("[cluster]");
+    }
     let (o, n) = (&old.gpu, &new.gpu);
     if (o.kmsg, &o.kmsg_path, o.kmsg_user_records, o.nvml)
         != (n.kmsg, &n.kmsg_path, n.kmsg_user_records, n.nvml)
@@ -451,6 +467,16 @@ fn evaluate(
     engine.evaluate(&targets, node, s, now);
     s.targets = targets;
     s.alerts = engine.alert_states();
+}
+
+/// The node's verdict, to the Kubernetes writer (if `[cluster]` writes anything).
+fn tell_cluster(cluster: Option<&crate::cluster::Writer>, s: &Snapshot) {
+    if let (Some(c), Some(node)) = (cluster, &s.verdicts.node) {
+        c.set(crate::cluster::Desired {
+            draining: node.state >= crate::verdict::State::Drain,
+            why: node.reason.clone(),
+        });
+    }
 }
 
 /// The verdicts from the targets just published, the GPU's faults and CPU pressure

@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub gpu: GpuModel,
     /// The load-balancing verdicts (node and targets), as the loop last judged them.
     pub verdicts: Verdicts,
+    /// What the Kubernetes writer did (`[cluster]`), by kind and outcome.
+    pub cluster: crate::cluster::Writes,
 }
 
 /// SIGHUP reloads of the config file.
@@ -55,6 +57,7 @@ impl Snapshot {
             reloads: Reloads::default(),
             gpu: GpuModel::new(max_series_per_metric),
             verdicts: Verdicts::default(),
+            cluster: crate::cluster::Writes::default(),
         }
     }
 }
@@ -205,6 +208,10 @@ pub fn filled() -> Snapshot {
     );
     s.verdicts.changes.insert(String::new(), 0);
     s.verdicts.changes.insert("svc".into(), 2);
+    s.cluster.record(crate::cluster::Write {
+        kind: crate::cluster::Kind::Taint,
+        outcome: crate::cluster::Outcome::DryRun,
+    });
     s.verdicts.load = Some(crate::verdict::NodeLoad {
         node: Arc::from("gpu-node-7"),
         score: 0.375,

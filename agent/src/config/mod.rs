@@ -4,6 +4,7 @@
 //! error in a file at once, each with its line and column, instead of stopping at the first.
 mod agent;
 mod alerting;
+mod cluster;
 mod errors;
 mod files;
 mod gpu;
@@ -25,6 +26,7 @@ pub use agent::{
     TcpRetransmitConfig,
 };
 pub use alerting::{AlertingConfig, RuleConfig};
+pub use cluster::{ClusterConfig, TaintEffect};
 pub use errors::{ConfigError, ConfigErrors};
 pub use gpu::{parse_xid, GpuConfig, GpuRuleConfig, XidAction, MAX_XID};
 pub use remediation::{
@@ -34,7 +36,7 @@ pub use remediation::{
 pub use targets::TargetConfig;
 pub use verdict::{Signals, SignalsOverride, VerdictConfig};
 
-const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`";
+const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`, `cluster`";
 
 /// The default configuration, embedded in the binary and shipped as /etc/gimbal/gimbal.toml.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -62,6 +64,8 @@ pub struct Config {
     pub gpu: GpuConfig,
     /// `[verdict]`: the load-balancing verdict and HAProxy's agent-check.
     pub verdict: VerdictConfig,
+    /// `[cluster]`: the node condition and taint written to the Kubernetes API.
+    pub cluster: ClusterConfig,
 }
 
 /// The checks that need a module above config (rule expressions and the series they name,
@@ -166,6 +170,7 @@ impl Config {
                 ),
                 "gpu" => section(value, &mut errors, &mut config.gpu),
                 "verdict" => section(value, &mut errors, &mut config.verdict),
+                "cluster" => section(value, &mut errors, &mut config.cluster),
                 other => errors.push_at(
                     key.span(),
                     format!("unknown section `{other}`, expected one of {SECTIONS}"),

@@ -67,7 +67,7 @@ fn display_is_file_line_column() {
     let e = Config::parse("[nope]\n", "gimbal.toml").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`"
+        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`, `cluster`"
     );
 }
 

@@ -31,6 +31,7 @@ pub(super) fn validate(
     signals(config, spans, errors);
     super::gpu::validate(&config.gpu, spans, errors);
     super::verdict::validate(config, spans, errors);
+    super::cluster::validate(config, spans, errors);
 }
 
 /// `path` must lie within `min..=max`; the reasons say why each bound is what it is.

@@ -115,6 +115,7 @@ mod tests {
         "gimbal_verdict_weight",
         "gimbal_verdict_changes_total",
         "gimbal_node_load_score",
+        "gimbal_cluster_writes_total",
     ];
 
     #[test]

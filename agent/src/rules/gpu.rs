@@ -12,6 +12,7 @@ use super::{Engine, Map};
 use crate::{
     gpu::catalog::XidRule,
     model::gpu::{GpuModel, XidSeen},
+    targets::watch::Kill,
 };
 
 impl Engine {
@@ -75,6 +76,33 @@ impl Engine {
                 now,
             );
         }
+    }
+}
+
+impl Engine {
+    /// The GPU fault that preceded `kill`: the latest XID on its pid (or, for a record
+    /// naming no process, its cgroup) within `[gpu] kill_cause_window` before it, as
+    /// "XID 79 on GPU 0000:3b:00 (reboot-node), 2.0 s before".
+    pub(super) fn kill_cause(&self, gpu: &GpuModel, kill: &Kill) -> Option<String> {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(kill.at_ms);
+        let x = gpu.xid_before(kill.pid, &kill.cgroup, at, self.gpu.kill_cause_window)?;
+        let before = at.duration_since(x.at).unwrap_or_default();
+        Some(format!(
+            "XID {} on GPU {} ({}), {} before",
+            x.xid,
+            x.gpu,
+            x.action,
+            seconds(before)
+        ))
+    }
+}
+
+/// "2.0 s" below a minute, "75 s" above.
+fn seconds(d: Duration) -> String {
+    if d < Duration::from_secs(60) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{} s", d.as_secs())
     }
 }
 
@@ -196,6 +224,29 @@ mod tests {
         e.gpu_rules(&m, much_later);
         e.alerts.sweep(much_later);
         assert!(firing(&e).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_kill_names_the_xid_on_its_process_within_the_window() {
+        let dir = std::env::temp_dir().join(format!("gimbal-rules-kill-{}", std::process::id()));
+        let e = engine("[gpu]\nkill_cause_window = \"30s\"\n", &dir);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut m = GpuModel::new(10);
+        m.apply_xid(seen(79, "reboot-node", "job", t0));
+        let kill = |pid, after_ms: u64| Kill {
+            at_ms: 1_000_000_000 + after_ms,
+            reason: "signaled".into(),
+            code: "SIGKILL".into(),
+            pid,
+            cgroup: "job".into(),
+        };
+        assert_eq!(
+            e.kill_cause(&m, &kill(42, 2_000)).as_deref(),
+            Some("XID 79 on GPU 0000:3b:00 (reboot-node), 2.0 s before")
+        );
+        assert_eq!(e.kill_cause(&m, &kill(43, 2_000)), None, "another process");
+        assert_eq!(e.kill_cause(&m, &kill(42, 31_000)), None, "past the window");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

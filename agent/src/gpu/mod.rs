@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod kmsg;
 pub mod nvml;
+pub mod readings;
 pub mod xid;
 
 use std::{sync::Arc, time::SystemTime};
@@ -19,7 +20,7 @@ pub const KMSG: &str = "kmsg";
 pub const NVML: &str = "nvml";
 
 /// What the GPU sources report.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum GpuEvent {
     /// An XID record, attributed to the cgroup of its pid.
     Xid(XidRecord),
@@ -27,6 +28,12 @@ pub enum GpuEvent {
     Dropped(u64),
     /// Kernel log records that did not parse, since the last report.
     Malformed(u64),
+    /// NVML's readings of every GPU it could open (replacing the last).
+    Devices(Vec<crate::model::gpu_devices::Device>),
+    /// An XID event from NVML (nvmlEventTypeXidCriticalError; 0 when it gave none).
+    NvmlXid { gpu: Arc<str>, xid: u32 },
+    /// An ECC event from NVML: "single_bit" or "double_bit".
+    NvmlEcc { gpu: Arc<str>, kind: &'static str },
     /// A source is attached (true) or not (false: its reason is in the log).
     Attached {
         source: &'static str,

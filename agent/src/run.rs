@@ -181,7 +181,8 @@ pub async fn run(
                 let mut xids = false;
                 for event in batch {
                     match event {
-                        GpuEvent::Xid(record) => {
+                        GpuEvent::Xid(mut record) => {
+                            record.attribute_to_holder(&s.gpu.devices);
                             let seen = record.seen(&catalog);
                             tracing::info!(gpu = %seen.gpu, xid = seen.xid, action = seen.action, pid = ?seen.pid, cgroup = %seen.cgroup, detail = %seen.detail, "GPU XID");
                             s.gpu.apply_xid(seen);

@@ -71,6 +71,9 @@ pub struct RawDevice {
     pub processes: Read<Vec<(u32, Option<u64>)>>,
 }
 
+/// The longest product name kept (NVML's buffer is 96 bytes).
+const MAX_NAME: usize = 96;
+
 /// Cgroups listed per GPU at most; more fold into `other`.
 pub const MAX_HOLDERS: usize = 64;
 
@@ -92,7 +95,9 @@ pub fn device(
         uuid: Arc::from(raw.uuid.as_str()),
         ..Device::default()
     };
-    d.name = got(&mut absent, "name", &raw.name).unwrap_or_default();
+    d.name = got(&mut absent, "name", &raw.name)
+        .map(|n| n.chars().take(MAX_NAME).collect())
+        .unwrap_or_default();
     d.mig = match &raw.mig {
         Ok(true) => "enabled",
         Ok(false) => "disabled",
@@ -312,6 +317,9 @@ mod tests {
                 "Not supported".to_string()
             )]
         );
+        let mut long = raw();
+        long.name = Ok("é".repeat(500));
+        assert_eq!(device(&long, cgroup).0.name.chars().count(), MAX_NAME);
     }
 
     #[test]

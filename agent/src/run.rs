@@ -187,7 +187,8 @@ pub async fn run(
                 let mut xids = false;
                 for event in batch {
                     match event {
-                        GpuEvent::Xid(record) => {
+                        GpuEvent::Xid(mut record) => {
+                            record.attribute_to_holder(&s.gpu.devices);
                             let seen = record.seen(&catalog);
                             tracing::info!(gpu = %seen.gpu, xid = seen.xid, action = seen.action, pid = ?seen.pid, cgroup = %seen.cgroup, detail = %seen.detail, "GPU XID");
                             s.gpu.apply_xid(seen);
@@ -196,6 +197,9 @@ pub async fn run(
                         GpuEvent::Dropped(n) => s.gpu.kmsg_dropped += n,
                         GpuEvent::Malformed(n) => s.gpu.kmsg_malformed += n,
                         GpuEvent::Attached { source, attached } => s.gpu.set_attached(source, attached),
+                        GpuEvent::Devices(devices) => s.gpu.devices = devices,
+                        GpuEvent::NvmlXid { gpu, xid } => s.gpu.nvml_events.xid(gpu, xid),
+                        GpuEvent::NvmlEcc { gpu, kind } => s.gpu.nvml_events.ecc(gpu, kind),
                     }
                 }
                 if xids {
@@ -408,16 +412,26 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         out.push("[cluster]");
     }
     let (o, n) = (&old.gpu, &new.gpu);
-    if (o.kmsg, &o.kmsg_path, o.kmsg_user_records, o.nvml)
-        != (n.kmsg, &n.kmsg_path, n.kmsg_user_records, n.nvml)
-    {
-        out.push("[gpu] kmsg, kmsg_path, kmsg_user_records or nvml");
+    if (
+        o.kmsg,
+        &o.kmsg_path,
+        o.kmsg_user_records,
+        o.nvml,
+        o.nvml_interval,
+    ) != (
+        n.kmsg,
+        &n.kmsg_path,
+        n.kmsg_user_records,
+        n.nvml,
+        n.nvml_interval,
+    ) {
+        out.push("[gpu] kmsg, kmsg_path, kmsg_user_records, nvml or nvml_interval");
     }
     out
 }
 
 /// Starts the GPU sources that `[gpu]` enables, each off the loop: the kernel log reader
-/// (a thread of its own) and the NVML probe (a dlopen, on a short-lived thread). A source
+/// and NVML's poller (threads of their own). A source
 /// turned off is reported not attached at once.
 fn start_gpu(config: &Config, s: &mut Snapshot, reports: gpu::Reports) {
     if config.gpu.kmsg {
@@ -427,14 +441,7 @@ fn start_gpu(config: &Config, s: &mut Snapshot, reports: gpu::Reports) {
         s.gpu.set_attached(gpu::KMSG, false);
     }
     if config.gpu.nvml {
-        let spawned = std::thread::Builder::new()
-            .name("gpu-nvml".into())
-            .spawn(move || {
-                let report = gpu::nvml::report(&gpu::nvml::probe());
-                let _ = reports.blocking_send(vec![report]);
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "GPU source nvml not attached: cannot start its thread");
+        if !gpu::nvml::start(config.gpu.nvml_interval.get(), reports) {
             s.gpu.set_attached(gpu::NVML, false);
         }
     } else {

@@ -198,6 +198,41 @@ pub fn filled() -> Snapshot {
         detail: "GPU has fallen off the bus.".into(),
         at: std::time::UNIX_EPOCH,
     });
+    s.gpu.devices.push(crate::model::gpu_devices::Device {
+        gpu: Arc::from("0000:3b:00"),
+        index: 0,
+        uuid: Arc::from("GPU-8d5c2b47-0000-1111-2222-333344445555"),
+        name: "NVIDIA H200 \"x\"\n".into(),
+        mig: "disabled",
+        temperature_celsius: Some(41.0),
+        power_watts: Some(123.456),
+        utilization: Some(0.87),
+        memory_utilization: Some(0.25),
+        memory_used_bytes: Some(1 << 30),
+        memory_total_bytes: Some(141 << 30),
+        ecc_enabled: Some(true),
+        ecc_errors: vec![("uncorrected", "volatile", 1)],
+        retired_pages: vec![("double_bit", 2)],
+        retired_pages_pending: Some(false),
+        remapped_rows: crate::model::gpu_devices::RemappedRows {
+            correctable: Some(3),
+            uncorrectable: Some(0),
+            pending: Some(false),
+            failed: Some(false),
+        },
+        pcie_replays: Some(7),
+        nvlink_errors: vec![(2, "crc_flit", 9)],
+        throttle_reasons: vec!["sw_power_cap"],
+        throttle_read: true,
+        recovery_action: Some(Arc::from("none")),
+        holders: vec![crate::model::gpu_devices::Holder {
+            cgroup: Arc::from("kubepods/pod \"b\""),
+            processes: 2,
+            memory_bytes: Some(1 << 20),
+        }],
+    });
+    s.gpu.nvml_events.xid(Arc::from("0000:3b:00"), 79);
+    s.gpu.nvml_events.ecc(Arc::from("0000:3b:00"), "double_bit");
     s.gpu.kmsg_dropped = 3;
     s.gpu.set_attached("kmsg", true);
     s.gpu.set_attached("nvml", false);

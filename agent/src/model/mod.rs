@@ -8,6 +8,7 @@ mod budget;
 mod counters;
 pub mod exits;
 pub mod gpu;
+pub mod gpu_devices;
 mod histogram;
 pub mod text;
 

@@ -19,6 +19,7 @@ use crate::{
     alert::{Alerts, DeliveryStats, Notification, State},
     config::{AlertingConfig, RuleConfig},
     host::durable,
+    model::gpu::GpuModel,
     probes::ProbeStatus,
     remediate::Ledger,
     snapshot::Snapshot,
@@ -126,7 +127,7 @@ impl Engine {
         now: SystemTime,
     ) {
         for t in targets {
-            self.target_rules(t, now);
+            self.target_rules(t, &snapshot.gpu, now);
         }
         self.node_rules(node, now);
         self.remediation_rules(&snapshot.remediations, now);
@@ -154,7 +155,7 @@ impl Engine {
         }
     }
 
-    fn target_rules(&mut self, t: &TargetStatus, now: SystemTime) {
+    fn target_rules(&mut self, t: &TargetStatus, gpu: &GpuModel, now: SystemTime) {
         let name = t.config.name.as_str();
         let glob = t.config.selector();
         let last = t
@@ -195,8 +196,20 @@ impl Engine {
 
         let l = self.labels("TargetProcessKilled", "warning", &[("target", name)]);
         let a = match &t.recent_kill {
-            Some((reason, code)) => {
-                summary(format!("A process of {name} was {reason} ({code}).{last}"))
+            Some(kill) => {
+                let (reason, code) = (&kill.reason, &kill.code);
+                match self.kill_cause(gpu, kill) {
+                    Some(cause) => map([
+                        (
+                            "summary",
+                            format!(
+                                "A process of {name} was {reason} ({code}) after {cause}.{last}"
+                            ),
+                        ),
+                        ("cause", cause),
+                    ]),
+                    None => summary(format!("A process of {name} was {reason} ({code}).{last}")),
+                }
             }
             None => Map::new(),
         };

@@ -50,8 +50,8 @@ struct Watched {
     latency: LatencyWindows,
     /// The last exit of one of its processes, for alert descriptions.
     last_exit: Option<String>,
-    /// Exits by a signal (other than a polite stop) or an OOM kill: (unix ms, reason, code).
-    kills: VecDeque<(u64, String, String)>,
+    /// Exits by a signal (other than a polite stop) or an OOM kill.
+    kills: VecDeque<Kill>,
     /// Membership reads that failed for another reason than a process or cgroup being
     /// gone; each left the target's state as it was (unknown is not down).
     read_failures: u64,
@@ -109,6 +109,20 @@ impl Watched {
     }
 }
 
+/// A process of a target killed (by a signal other than a polite stop, or the OOM killer):
+/// what the kill alert says, and what joins it to a GPU fault that preceded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kill {
+    pub at_ms: u64,
+    /// "signaled" or "oom_killed".
+    pub reason: String,
+    /// The signal's name.
+    pub code: String,
+    pub pid: u32,
+    /// Its cgroup, relative to the cgroup2 mount.
+    pub cgroup: String,
+}
+
 /// Everything the rules and the exposition need about one target.
 #[derive(Debug, Clone)]
 pub struct TargetStatus {
@@ -127,8 +141,8 @@ pub struct TargetStatus {
     /// (long, short).
     pub burn: [(Option<f64>, Option<f64>); 2],
     pub last_exit: Option<String>,
-    /// The most recent kill within KILL_MEMORY_MS: (reason, code).
-    pub recent_kill: Option<(String, String)>,
+    /// The most recent kill within KILL_MEMORY_MS.
+    pub recent_kill: Option<Kill>,
     /// Membership reads that failed (the target's state was left unknown).
     pub read_failures_total: u64,
     /// Its components: the matched cgroups, relative to the cgroup2 mount.
@@ -202,13 +216,18 @@ impl Watcher {
             {
                 continue;
             }
-            let [_, comm, reason, code] = &record.labels;
+            let [cgroup, comm, reason, code] = &record.labels;
             t.last_exit = Some(format!("{comm} (pid {}) {reason} {code}", record.event.pid));
             // From the event itself, not parsed back from its labels.
             let exit = crate::model::exits::decode(&record.event);
             if exit.is_kill() {
-                t.kills
-                    .push_back((ms, exit.reason.to_string(), exit.code.into_owned()));
+                t.kills.push_back(Kill {
+                    at_ms: ms,
+                    reason: exit.reason.to_string(),
+                    code: exit.code.into_owned(),
+                    pid,
+                    cgroup: cgroup.to_string(),
+                });
                 if t.kills.len() > 100 {
                     t.kills.pop_front();
                 }
@@ -270,8 +289,8 @@ impl Watcher {
                     recent_kill: t
                         .kills
                         .back()
-                        .filter(|(at, _, _)| ms.saturating_sub(*at) < KILL_MEMORY_MS)
-                        .map(|(_, r, c)| (r.clone(), c.clone())),
+                        .filter(|k| ms.saturating_sub(k.at_ms) < KILL_MEMORY_MS)
+                        .cloned(),
                     read_failures_total: t.read_failures,
                     cgroups: t.members.components.keys().cloned().collect(),
                 }

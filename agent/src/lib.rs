@@ -19,6 +19,7 @@ pub mod check;
 pub mod config;
 pub mod gpu;
 pub mod host;
+pub mod identity;
 pub mod metrics;
 pub mod model;
 pub mod names;

@@ -12,6 +12,7 @@ use std::{
 };
 
 use crate::{
+    identity::Kubelet,
     model::{gpu::GpuModel, Model},
     remediate::Ledger,
     sync::lock,
@@ -35,6 +36,9 @@ pub struct Snapshot {
     pub gpu: GpuModel,
     /// The load-balancing verdicts (node and targets), as the loop last judged them.
     pub verdicts: Verdicts,
+    /// Pods and containers by name (the kubelet's /var/log layout, as last read): readers
+    /// label each cgroup with its namespace, pod and container from it.
+    pub pods: Arc<Kubelet>,
 }
 
 /// SIGHUP reloads of the config file.
@@ -55,6 +59,7 @@ impl Snapshot {
             reloads: Reloads::default(),
             gpu: GpuModel::new(max_series_per_metric),
             verdicts: Verdicts::default(),
+            pods: Arc::default(),
         }
     }
 }

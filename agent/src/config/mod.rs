@@ -7,6 +7,7 @@ mod alerting;
 mod errors;
 mod files;
 mod gpu;
+mod kubernetes;
 mod remediation;
 mod spans;
 mod targets;
@@ -27,14 +28,15 @@ pub use agent::{
 pub use alerting::{AlertingConfig, RuleConfig};
 pub use errors::{ConfigError, ConfigErrors};
 pub use gpu::{parse_xid, GpuConfig, GpuRuleConfig, XidAction, MAX_XID};
+pub use kubernetes::KubernetesConfig;
 pub use remediation::{
     RemediationConfig, RemediationMode, RestartConfig, RestartWhen, SignalConfig, SuperviseConfig,
     ThrottleConfig,
 };
-pub use targets::TargetConfig;
+pub use targets::{pod_uid_patterns, TargetConfig};
 pub use verdict::{Signals, SignalsOverride, VerdictConfig};
 
-const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`";
+const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`, `kubernetes`";
 
 /// The default configuration, embedded in the binary and shipped as /etc/gimbal/gimbal.toml.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -62,6 +64,8 @@ pub struct Config {
     pub gpu: GpuConfig,
     /// `[verdict]`: the load-balancing verdict and HAProxy's agent-check.
     pub verdict: VerdictConfig,
+    /// `[kubernetes]`: the kubelet's layout (pod and container names), removed cgroups.
+    pub kubernetes: KubernetesConfig,
 }
 
 /// The checks that need a module above config (rule expressions and the series they name,
@@ -166,6 +170,7 @@ impl Config {
                 ),
                 "gpu" => section(value, &mut errors, &mut config.gpu),
                 "verdict" => section(value, &mut errors, &mut config.verdict),
+                "kubernetes" => section(value, &mut errors, &mut config.kubernetes),
                 other => errors.push_at(
                     key.span(),
                     format!("unknown section `{other}`, expected one of {SECTIONS}"),

@@ -10,6 +10,7 @@
 mod confine;
 mod glob;
 mod members;
+mod pods;
 pub mod slo;
 pub mod watch;
 

@@ -167,6 +167,16 @@ impl Watcher {
         }
     }
 
+    /// Targets selected by pod name take the pod cgroups of the pods whose names match in
+    /// `pods` (the kubelet's layout as last read).
+    pub fn resolve_pods(&mut self, pods: &crate::identity::Kubelet) {
+        for t in &mut self.targets {
+            if t.config.by_pod_name() {
+                t.patterns = super::pods::patterns(&t.config, pods);
+            }
+        }
+    }
+
     /// Re-reads every target's members and latency, records the tick, saves now and then.
     pub fn tick(&mut self, now: SystemTime, latency: &BTreeMap<Labels<2>, HistTotals>) {
         let ms = unix_ms(now);

@@ -130,15 +130,28 @@ impl Kubelet {
         }
     }
 
-    /// UIDs of the pods whose namespace and name match (`*` globs, as targets write them).
-    pub fn uids_matching<'a>(
+    /// Ids of the containers the kubelet names for pod `namespace`/`pod` (not its sandbox,
+    /// which has no log).
+    pub fn container_ids<'a>(
+        &'a self,
+        namespace: &'a str,
+        pod: &'a str,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        self.containers
+            .iter()
+            .filter(move |(_, (p, _))| &*p.namespace == namespace && &*p.pod == pod)
+            .map(|(cid, _)| &**cid)
+    }
+
+    /// (UID, namespace, name) of the pods whose namespace and name match.
+    pub fn pods_matching<'a>(
         &'a self,
         matches: impl Fn(&str, &str) -> bool + 'a,
-    ) -> impl Iterator<Item = &'a str> + 'a {
+    ) -> impl Iterator<Item = (&'a str, &'a str, &'a str)> + 'a {
         self.pods
             .iter()
             .filter(move |(_, p)| matches(&p.namespace, &p.pod))
-            .map(|(uid, _)| &**uid)
+            .map(|(uid, p)| (&**uid, &*p.namespace, &*p.pod))
     }
 }
 

@@ -1,51 +1,95 @@
-//! Targets selected by pod name (`namespace`, `pod` globs): their cgroups are the pod
-//! cgroups of the UIDs whose names match in the kubelet's layout now, so a pod recreated
-//! under a new UID is followed without a reload.
+//! Targets selected by pod name (`namespace`, `pod` globs): their components are the
+//! cgroups of the containers the kubelet names for the pods whose names match now, so a
+//! pod recreated under a new UID is followed without a reload. The sandbox (pause) and
+//! CRI-O's monitor have cgroups too but no log: a pod whose containers all died is down,
+//! whatever its sandbox does.
+use std::collections::BTreeSet;
+
 use crate::{
     config::{pod_uid_patterns, TargetConfig},
-    identity::Kubelet,
+    identity::{cgroup_path, Kubelet},
 };
 
 use super::glob_match;
 
-/// The cgroup globs of the pods `config` selects by name, in a stable order.
-pub fn patterns(config: &TargetConfig, pods: &Kubelet) -> Vec<String> {
+/// Where a pod-name target's processes are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodSelection {
+    /// The cgroups directly below the matching pods' cgroups (both drivers).
+    pub patterns: Vec<String>,
+    /// Of those, the containers' (by id); the rest are sandboxes and monitors.
+    pub containers: BTreeSet<String>,
+}
+
+impl PodSelection {
+    /// Whether the cgroup at `path` (relative to the mount) is one of the containers.
+    pub fn keeps(&self, path: &str) -> bool {
+        cgroup_path::parse(path)
+            .and_then(|p| p.container_id)
+            .is_some_and(|c| self.containers.contains(c))
+    }
+}
+
+/// The pods `config` selects by name in `pods`, in a stable order.
+pub fn select(config: &TargetConfig, pods: &Kubelet) -> PodSelection {
     let namespace = config.namespace.as_deref().unwrap_or("*");
     let pod = config.pod.as_deref().unwrap_or("*");
-    let mut uids: Vec<&str> = pods
-        .uids_matching(|n, p| glob_match(namespace, n) && glob_match(pod, p))
+    let mut matching: Vec<_> = pods
+        .pods_matching(|n, p| glob_match(namespace, n) && glob_match(pod, p))
         .collect();
-    uids.sort_unstable();
-    uids.into_iter().flat_map(pod_uid_patterns).collect()
+    matching.sort_unstable();
+    let mut s = PodSelection::default();
+    for (uid, namespace, name) in matching {
+        s.patterns
+            .extend(pod_uid_patterns(uid).map(|p| format!("{p}/*")));
+        s.containers
+            .extend(pods.container_ids(namespace, name).map(str::to_string));
+    }
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const CID: &str = "9ab1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1";
+
     #[test]
-    fn pod_name_globs_resolve_to_the_pod_cgroups_of_matching_uids() {
-        let root = std::env::temp_dir().join(format!("gimbal-target-pods-{}", std::process::id()));
+    fn pod_name_globs_resolve_to_the_containers_of_matching_pods() {
         let uid = |n: u8| format!("0f3c5a6e-2b1d-4c8e-9a7f-1e2d3c4b5a6{n}");
-        for (ns, pod, n) in [
-            ("ml", "trainer-0", 1),
-            ("ml", "web", 2),
-            ("dev", "trainer-0", 3),
-        ] {
-            std::fs::create_dir_all(root.join("pods").join(format!("{ns}_{pod}_{}", uid(n))))
-                .unwrap();
-        }
-        let pods = Kubelet::read(&root);
+        let (u1, u2, u3) = (uid(1), uid(2), uid(3));
+        let pods = Kubelet::of(
+            &[
+                ("ml", "trainer-0", &u1),
+                ("ml", "web", &u2),
+                ("dev", "trainer-0", &u3),
+            ],
+            &[("trainer-0", "ml", "worker", CID)],
+        );
         let config = crate::config::Config::parse(
             "[[targets]]\nname = \"t\"\nnamespace = \"ml\"\npod = \"trainer-*\"\n\
              [[targets]]\nname = \"all\"\nnamespace = \"ml\"\n",
             "test",
         )
         .expect("valid");
-        let got = patterns(&config.targets[0], &pods);
-        assert_eq!(got, pod_uid_patterns(&uid(1)).to_vec());
-        assert_eq!(patterns(&config.targets[1], &pods).len(), 4, "both ml pods");
-        assert!(patterns(&config.targets[0], &Kubelet::default()).is_empty());
-        let _ = std::fs::remove_dir_all(&root);
+        let t = select(&config.targets[0], &pods);
+        assert_eq!(t.patterns, pod_uid_patterns(&u1).map(|p| format!("{p}/*")));
+        assert_eq!(t.containers, BTreeSet::from([CID.to_string()]));
+        assert!(t.keeps(&format!("x/kubepods/burstable/pod{u1}/{CID}")));
+        let pause = "e".repeat(64);
+        assert!(!t.keeps(&format!("x/kubepods/burstable/pod{u1}/{pause}")));
+        let u1_ = u1.replace('-', "_");
+        assert!(!t.keeps(&format!(
+            "kubepods.slice/kubepods-pod{u1_}.slice/crio-conmon-{CID}.scope"
+        )));
+        assert_eq!(
+            select(&config.targets[1], &pods).patterns.len(),
+            4,
+            "both ml pods"
+        );
+        assert_eq!(
+            select(&config.targets[0], &Kubelet::default()),
+            PodSelection::default()
+        );
     }
 }

@@ -133,7 +133,8 @@ pub async fn run(
                 let now = SystemTime::now();
                 let mut s = snapshot.write();
                 s.kernel.apply(sample);
-                identity_step(&mut identity, &mut s, &mut watcher, &cgroup2, now);
+                let removed = identity_step(&mut identity, &mut s, &mut watcher, &cgroup2, now);
+                maps.forget_cgroups(removed);
                 s.gpu.prune(now);
                 watcher.tick(now, &s.kernel.syscall_latency.series);
                 evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
@@ -268,21 +269,24 @@ fn identity(config: &Config) -> (Layout, Removed) {
 }
 
 /// Per tick: re-reads the kubelet's layout if it changed (pod-name targets follow it),
-/// and drops the series of cgroups removed for the grace period.
+/// and drops the series of cgroups removed for the grace period; returns those, whose
+/// kernel map keys go next.
 fn identity_step(
     (layout, removed): &mut (Layout, Removed),
     s: &mut Snapshot,
     watcher: &mut Watcher,
     cgroup2: &std::path::Path,
     now: SystemTime,
-) {
+) -> Vec<Arc<str>> {
     if let Some(pods) = layout.refresh(now) {
         s.pods = Arc::new(pods);
     }
     watcher.resolve_pods(&s.pods);
-    for cgroup in removed.sweep(cgroup2, || s.kernel.cgroups(), std::time::Instant::now()) {
-        s.kernel.forget_cgroup(&cgroup);
+    let gone = removed.sweep(cgroup2, || s.kernel.cgroups(), std::time::Instant::now());
+    for cgroup in &gone {
+        s.kernel.forget_cgroup(cgroup);
     }
+    gone
 }
 
 /// Tells the model which cgroups the targets' latency SLIs read, so their series never

@@ -3,6 +3,8 @@
 //! `[[rules]]` (docs/alerting.md).
 pub mod expr;
 mod gpu;
+#[cfg(test)]
+mod identity_tests;
 pub mod series;
 mod user;
 use std::{

@@ -40,6 +40,7 @@ struct Node {
 
 /// One pod with one container, as the kubelet and the runtime lay it out.
 struct Pod {
+    uid: String,
     namespace: String,
     name: String,
     container: String,
@@ -118,6 +119,7 @@ impl Node {
             .join(format!("{name}_{ns}_{container}-{cid}.log"));
         symlink(log_dir.join(container).join("0.log"), &log_link).unwrap();
         Pod {
+            uid,
             namespace: ns.into(),
             name: name.into(),
             container: container.into(),
@@ -234,8 +236,9 @@ fn pod_names_resolve_for_both_drivers_in_metrics_and_on_an_alert() {
         &node,
         &format!(
             "[[targets]]\nname = \"trainer\"\nnamespace = \"ml\"\npod = \"trainer-*\"\n\
+             [[targets]]\nname = \"web\"\npod_uid = \"{}\"\n\
              [alerting]\nalertmanagers = [\"http://127.0.0.1:{}\"]\nresend_interval = \"1s\"\n",
-            am.port
+            web.uid, am.port
         ),
     );
     let agent = Agent::start_with(&["--config", path.to_str().unwrap()]);
@@ -297,6 +300,11 @@ fn pod_names_resolve_for_both_drivers_in_metrics_and_on_an_alert() {
     );
     assert_eq!(
         sample(&body, "gimbal_target_up{target=\"trainer\"} "),
+        Some(1.0)
+    );
+    // By UID: its processes are in its container's cgroup, below the pod's (systemd driver).
+    assert_eq!(
+        sample(&body, "gimbal_target_up{target=\"web\"} "),
         Some(1.0)
     );
 

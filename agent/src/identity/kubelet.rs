@@ -130,6 +130,11 @@ impl Kubelet {
         }
     }
 
+    /// The namespace and name of pod `uid` (dashed, as the API writes it), if named.
+    pub fn pod_names(&self, uid: &str) -> Option<(&str, &str)> {
+        self.pods.get(uid).map(|p| (&*p.namespace, &*p.pod))
+    }
+
     /// Ids of the containers the kubelet names for pod `namespace`/`pod` (not its sandbox,
     /// which has no log).
     pub fn container_ids<'a>(

@@ -1,8 +1,10 @@
-//! Targets selected by pod name (`namespace`, `pod` globs): their components are the
-//! cgroups of the containers the kubelet names for the pods whose names match now, so a
-//! pod recreated under a new UID is followed without a reload. The sandbox (pause) and
-//! CRI-O's monitor have cgroups too but no log: a pod whose containers all died is down,
-//! whatever its sandbox does.
+//! Targets selected by pod (`namespace`, `pod` globs, or `pod_uid`): their components are
+//! the cgroups of the pods' containers, one level below the pod cgroup, where the runtime
+//! puts the processes (the pod cgroup itself holds none). By name, the pods whose names
+//! match now, so a pod recreated under a new UID is followed without a reload. The sandbox
+//! (pause) and CRI-O's monitor have cgroups too: where the kubelet's layout names the pod's
+//! containers only those count, so a pod whose containers all died is down whatever its
+//! sandbox does; without the layout every container-shaped cgroup of the pod counts.
 use std::collections::BTreeSet;
 
 use crate::{
@@ -17,7 +19,8 @@ use super::glob_match;
 pub struct PodSelection {
     /// The cgroups directly below the matching pods' cgroups (both drivers).
     pub patterns: Vec<String>,
-    /// Of those, the containers' (by id); the rest are sandboxes and monitors.
+    /// Of those, the containers' (by id), as the kubelet names them; the rest are
+    /// sandboxes and monitors. Empty where the layout does not name the pods' containers.
     pub containers: BTreeSet<String>,
 }
 
@@ -26,24 +29,36 @@ impl PodSelection {
     pub fn keeps(&self, path: &str) -> bool {
         cgroup_path::parse(path)
             .and_then(|p| p.container_id)
-            .is_some_and(|c| self.containers.contains(c))
+            .is_some_and(|c| self.containers.is_empty() || self.containers.contains(c))
+    }
+
+    fn add(&mut self, uid: &str, containers: impl Iterator<Item = String>) {
+        self.patterns
+            .extend(pod_uid_patterns(uid).map(|p| format!("{p}/*")));
+        self.containers.extend(containers);
     }
 }
 
-/// The pods `config` selects by name in `pods`, in a stable order.
+/// The pods `config` selects (by UID, or by name in `pods`), in a stable order.
 pub fn select(config: &TargetConfig, pods: &Kubelet) -> PodSelection {
+    let mut s = PodSelection::default();
+    if let Some(uid) = &config.pod_uid {
+        let names = pods.pod_names(uid);
+        let containers = names
+            .into_iter()
+            .flat_map(|(n, p)| pods.container_ids(n, p))
+            .map(str::to_string);
+        s.add(uid, containers);
+        return s;
+    }
     let namespace = config.namespace.as_deref().unwrap_or("*");
     let pod = config.pod.as_deref().unwrap_or("*");
     let mut matching: Vec<_> = pods
         .pods_matching(|n, p| glob_match(namespace, n) && glob_match(pod, p))
         .collect();
     matching.sort_unstable();
-    let mut s = PodSelection::default();
     for (uid, namespace, name) in matching {
-        s.patterns
-            .extend(pod_uid_patterns(uid).map(|p| format!("{p}/*")));
-        s.containers
-            .extend(pods.container_ids(namespace, name).map(str::to_string));
+        s.add(uid, pods.container_ids(namespace, name).map(str::to_string));
     }
     s
 }
@@ -51,6 +66,7 @@ pub fn select(config: &TargetConfig, pods: &Kubelet) -> PodSelection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     const CID: &str = "9ab1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1";
 

@@ -159,8 +159,13 @@ impl Watcher {
                 .map(|c| Watched {
                     state: slo::load(&store, &c.name, &known),
                     syscalls: c.latency_syscalls.iter().cloned().collect(),
-                    patterns: c.patterns(),
-                    pods: c.by_pod_name().then(PodSelection::default),
+                    patterns: if c.pod_uid.is_some() {
+                        super::pods::select(c, &Default::default()).patterns
+                    } else {
+                        c.patterns()
+                    },
+                    pods: (c.by_pod_name() || c.pod_uid.is_some())
+                        .then(|| super::pods::select(c, &Default::default())),
                     config: c.clone(),
                     members: Members::default(),
                     latency: LatencyWindows::default(),
@@ -177,11 +182,11 @@ impl Watcher {
         }
     }
 
-    /// Targets selected by pod name take the pod cgroups of the pods whose names match in
-    /// `pods` (the kubelet's layout as last read).
+    /// Targets selected by pod take the container cgroups of the pods (by UID, or whose
+    /// names match) in `pods` (the kubelet's layout as last read).
     pub fn resolve_pods(&mut self, pods: &crate::identity::Kubelet) {
         for t in &mut self.targets {
-            if t.config.by_pod_name() {
+            if t.config.by_pod_name() || t.config.pod_uid.is_some() {
                 let selection = super::pods::select(&t.config, pods);
                 t.patterns = selection.patterns.clone();
                 t.pods = Some(selection);

@@ -82,7 +82,7 @@ mod tests {
             ],
             &[("trainer-0", "ml", "worker", CID)],
         );
-        let config = crate::config::Config::parse(
+        let config = Config::parse(
             "[[targets]]\nname = \"t\"\nnamespace = \"ml\"\npod = \"trainer-*\"\n\
              [[targets]]\nname = \"all\"\nnamespace = \"ml\"\n",
             "test",
@@ -107,5 +107,16 @@ mod tests {
             select(&config.targets[0], &Kubelet::default()),
             PodSelection::default()
         );
+        // By UID: the same, and without the layout any container of the pod counts.
+        let by_uid = Config::parse(
+            &format!("[[targets]]\nname = \"u\"\npod_uid = \"{u1}\"\n"),
+            "t",
+        )
+        .expect("valid");
+        assert_eq!(select(&by_uid.targets[0], &pods), t);
+        let bare = select(&by_uid.targets[0], &Kubelet::default());
+        assert_eq!(bare.patterns, t.patterns);
+        assert!(bare.keeps(&format!("x/kubepods/burstable/pod{u1}/{pause}")));
+        assert!(!bare.keeps(&format!("x/kubepods/burstable/pod{u1}")));
     }
 }

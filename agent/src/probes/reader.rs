@@ -181,12 +181,14 @@ impl MapReader {
         self.forgotten.extend(labels);
     }
 
-    /// Whether a key's cgroup is gone: forgotten (removed for the grace), or it had one
-    /// (not 0: no cgroup known), its id resolves to nothing any more, and the key did not
-    /// change since the last read (so deleting it loses nothing).
+    /// Whether a key is of a cgroup that is gone and did not change since the last read
+    /// (so deleting it loses nothing): its cgroup was forgotten (removed for the grace),
+    /// or it had one (not 0: no cgroup known) whose id resolves to nothing any more. A
+    /// cgroup made again under a forgotten path has new keys, which are new, so kept.
     fn is_gone(&self, cgroup_id: u64, label: &Arc<str>, changed: bool) -> bool {
-        self.forgotten.contains(label)
-            || (!changed && cgroup_id != 0 && Arc::ptr_eq(label, &self.unknown))
+        !changed
+            && (self.forgotten.contains(label)
+                || (cgroup_id != 0 && Arc::ptr_eq(label, &self.unknown)))
     }
 
     /// Deletes at once the keys of cgroups that are gone and that did not change since the

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
+    identity,
     model::{HistTotals, Labels},
     probes::ProbeStatus,
     snapshot::Snapshot,
@@ -113,35 +114,35 @@ pub const METRICS: &[Metric] = &[
         kind: Kind::Histogram,
         help: "Syscall latency from raw_syscalls:sys_enter to sys_exit, per syscall and cgroup",
         seconds: true,
-        labels: &["syscall", "cgroup"],
+        labels: &["syscall", "cgroup", "namespace", "pod", "container"],
         rules: true,
         rows: Rows::Snapshot(|s, sink| {
-            each(&s.kernel.syscall_latency.series, sink, Value::Histogram)
+            by_cgroup(s, &s.kernel.syscall_latency.series, 1, sink, Value::Histogram)
         }),
     },
     metric(
         "gimbal_syscall_errors",
         Kind::Counter,
         "Syscalls that returned an error, per errno",
-        &["syscall", "cgroup", "errno"],
+        &["syscall", "cgroup", "errno", "namespace", "pod", "container"],
         true,
-        Rows::Snapshot(|s, sink| counters(&s.kernel.syscall_errors.series, sink)),
+        Rows::Snapshot(|s, sink| cgroup_counters(s, &s.kernel.syscall_errors.series, 1, sink)),
     ),
     metric(
         "gimbal_tcp_retransmits",
         Kind::Counter,
         "TCP segments retransmitted (tcp:tcp_retransmit_skb), per owning cgroup and remote end",
-        &["cgroup", "remote", "family"],
+        &["cgroup", "remote", "family", "namespace", "pod", "container"],
         true,
-        Rows::Snapshot(|s, sink| counters(&s.kernel.tcp_retransmits.series, sink)),
+        Rows::Snapshot(|s, sink| cgroup_counters(s, &s.kernel.tcp_retransmits.series, 0, sink)),
     ),
     metric(
         "gimbal_process_exits",
         Kind::Counter,
         "Whole-process exits by reason and exit code or signal",
-        &["cgroup", "comm", "reason", "code"],
+        &["cgroup", "comm", "reason", "code", "namespace", "pod", "container"],
         true,
-        Rows::Snapshot(|s, sink| counters(&s.kernel.process_exits.series, sink)),
+        Rows::Snapshot(|s, sink| cgroup_counters(s, &s.kernel.process_exits.series, 0, sink)),
     ),
     metric(
         "gimbal_probe_attached",
@@ -361,9 +362,9 @@ pub const METRICS: &[Metric] = &[
         "gimbal_gpu_xid_errors_by_cgroup",
         Kind::Counter,
         "NVIDIA XID records per cgroup of the process the record names (unknown: none named, or gone before it was read)",
-        &["cgroup", "xid", "action"],
+        &["cgroup", "xid", "action", "namespace", "pod", "container"],
         true,
-        Rows::Snapshot(|s, sink| counters(&s.gpu.xid_by_cgroup.series, sink)),
+        Rows::Snapshot(|s, sink| cgroup_counters(s, &s.gpu.xid_by_cgroup.series, 0, sink)),
     ),
     metric(
         "gimbal_gpu_kmsg_records_dropped",
@@ -597,13 +598,16 @@ pub const METRICS: &[Metric] = &[
         "gimbal_gpu_cgroup_processes",
         Kind::Gauge,
         "Compute processes on the GPU per cgroup (pod) they run in: which cgroups hold each GPU (nvmlDeviceGetComputeRunningProcesses, /proc/<pid>/cgroup)",
-        &["gpu", "index", "uuid", "cgroup"],
+        &["gpu", "index", "uuid", "cgroup", "namespace", "pod", "container"],
         true,
         Rows::Snapshot(|s, sink| {
             for d in &s.gpu.devices {
                 let index = d.index.to_string();
                 for h in &d.holders {
-                    sink(&[&d.gpu, &index, &d.uuid, &h.cgroup], Value::WholeGauge(h.processes as i64));
+                    let id = s.pods.resolve(&h.cgroup);
+                    let [ns, pod, container] = id.values();
+                    let row = [&*d.gpu, &index, &d.uuid, &h.cgroup, ns, pod, container];
+                    sink(&row, Value::WholeGauge(h.processes as i64));
                 }
             }
         }),
@@ -612,14 +616,17 @@ pub const METRICS: &[Metric] = &[
         "gimbal_gpu_cgroup_memory_used_bytes",
         Kind::Gauge,
         "GPU memory used by the cgroup's processes on the GPU, where the driver reports it for each (nvmlDeviceGetComputeRunningProcesses)",
-        &["gpu", "index", "uuid", "cgroup"],
+        &["gpu", "index", "uuid", "cgroup", "namespace", "pod", "container"],
         true,
         Rows::Snapshot(|s, sink| {
             for d in &s.gpu.devices {
                 let index = d.index.to_string();
                 for h in &d.holders {
                     if let Some(b) = h.memory_bytes {
-                        sink(&[&d.gpu, &index, &d.uuid, &h.cgroup], whole(Some(b)).expect("some"));
+                        let id = s.pods.resolve(&h.cgroup);
+                        let [ns, pod, container] = id.values();
+                        let row = [&*d.gpu, &index, &d.uuid, &h.cgroup, ns, pod, container];
+                        sink(&row, whole(Some(b)).expect("some"));
                     }
                 }
             }
@@ -648,6 +655,22 @@ pub const METRICS: &[Metric] = &[
                 sink(&[gpu, error], Value::Counter(*n));
             }
         }),
+    ),
+    metric(
+        "gimbal_pod_identities",
+        Kind::Gauge,
+        "Kubernetes pods named by the kubelet's log layout ([kubernetes] log_root) as last read",
+        &[],
+        false,
+        Rows::Snapshot(|s, sink| sink(&[], Value::WholeGauge(s.pods.pods() as i64))),
+    ),
+    metric(
+        "gimbal_pod_identity_entries_skipped",
+        Kind::Gauge,
+        "Entries of the kubelet's log layout skipped in its last read: not the kubelet's shape, names Kubernetes would not allow, or past the bound",
+        &[],
+        false,
+        Rows::Snapshot(|s, sink| sink(&[], Value::WholeGauge(s.pods.skipped as i64))),
     ),
     metric(
         "gimbal_verdict",
@@ -756,6 +779,44 @@ fn each<'a, const N: usize, V>(
 
 fn counters<const N: usize>(series: &BTreeMap<Labels<N>, u64>, sink: &mut Sink) {
     each(series, sink, |n| Value::Counter(*n));
+}
+
+/// Whether a label is one of the identity labels that is left out where empty (outside
+/// Kubernetes), in the exposition and in what rules see.
+pub fn omitted_if_empty(name: &str) -> bool {
+    identity::LABELS.contains(&name)
+}
+
+/// Each series of a family keyed by cgroup (its label at `cgroup`), with the cgroup's
+/// namespace, pod and container after its own labels. They are functions of the cgroup,
+/// so they add no series and take no budget of their own.
+fn by_cgroup<'a, const N: usize, V>(
+    s: &'a Snapshot,
+    series: &'a BTreeMap<Labels<N>, V>,
+    cgroup: usize,
+    sink: &mut Sink,
+    value: impl Fn(&'a V) -> Value<'a>,
+) {
+    const MAX: usize = 8;
+    const { assert!(N + identity::LABELS.len() <= MAX) };
+    for (labels, v) in series {
+        let mut row = [""; MAX];
+        for (slot, l) in row.iter_mut().zip(labels) {
+            *slot = l;
+        }
+        let id = s.pods.resolve(&labels[cgroup]);
+        row[N..N + identity::LABELS.len()].copy_from_slice(&id.values());
+        sink(&row[..N + identity::LABELS.len()], value(v));
+    }
+}
+
+fn cgroup_counters<const N: usize>(
+    s: &Snapshot,
+    series: &BTreeMap<Labels<N>, u64>,
+    cgroup: usize,
+    sink: &mut Sink,
+) {
+    by_cgroup(s, series, cgroup, sink, |n| Value::Counter(*n));
 }
 
 /// One gauge per target, skipping targets without a value.

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod config;
 pub mod gpu;
 pub mod host;
+pub mod identity;
 pub mod metrics;
 pub mod model;
 pub mod names;

@@ -13,6 +13,7 @@ use crate::{
     config::Config,
     gpu::{self, Catalog, GpuEvent},
     host::cgroupfs::CgroupNames,
+    identity::{Layout, Removed},
     metrics::{self, AgentInfo, Exposition},
     model::Model,
     probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes},
@@ -71,6 +72,7 @@ pub async fn run(
     let mut catalog = Catalog::new(&config.gpu);
     let (mut watcher, mut engine) = alerting(&config, &cgroup2, addr, &delivery)?;
     watch_cgroups(&mut snapshot.write().kernel, &config);
+    let mut identity = identity(&config);
     // Remediation reports what it did here (from its own thread and the supervisor's); the
     // loop records it in the snapshot, where the rules read it back.
     let (actions_tx, mut actions) = tokio::sync::mpsc::unbounded_channel();
@@ -135,6 +137,8 @@ pub async fn run(
                 let now = SystemTime::now();
                 let mut s = snapshot.write();
                 s.kernel.apply(sample);
+                let removed = identity_step(&mut identity, &mut s, &mut watcher, &cgroup2, now);
+                maps.forget_cgroups(removed);
                 s.gpu.prune(now);
                 watcher.tick(now, &s.kernel.syscall_latency.series);
                 evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
@@ -236,6 +240,7 @@ pub async fn run(
                         catalog = Catalog::new(&new.gpu);
                         judge.reload(&new);
                         watch_cgroups(&mut s.kernel, &new);
+                        identity = self::identity(&new);
                         // Rules may have changed: give everything back; the next tick
                         // throttles again what the new rules still call for.
                         remediator.reload(&new);
@@ -269,6 +274,36 @@ pub async fn run(
     }
     drop(probes);
     Ok(())
+}
+
+/// The kubelet's layout and the removed-cgroup sweep, from `[kubernetes]`.
+fn identity(config: &Config) -> (Layout, Removed) {
+    let k = &config.kubernetes;
+    (
+        Layout::new(k.log_root.clone()),
+        Removed::new(k.removed_cgroup_grace.get()),
+    )
+}
+
+/// Per tick: re-reads the kubelet's layout if it changed (pod-name targets follow it),
+/// and drops the series of cgroups removed for the grace period; returns those, whose
+/// kernel map keys go next.
+fn identity_step(
+    (layout, removed): &mut (Layout, Removed),
+    s: &mut Snapshot,
+    watcher: &mut Watcher,
+    cgroup2: &std::path::Path,
+    now: SystemTime,
+) -> Vec<Arc<str>> {
+    if let Some(pods) = layout.refresh(now) {
+        s.pods = Arc::new(pods);
+    }
+    watcher.resolve_pods(&s.pods);
+    let gone = removed.sweep(cgroup2, || s.kernel.cgroups(), std::time::Instant::now());
+    for cgroup in &gone {
+        s.kernel.forget_cgroup(cgroup);
+    }
+    gone
 }
 
 /// Tells the model which cgroups the targets' latency SLIs read, so their series never

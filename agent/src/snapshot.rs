@@ -12,6 +12,7 @@ use std::{
 };
 
 use crate::{
+    identity::Kubelet,
     model::{gpu::GpuModel, Model},
     remediate::Ledger,
     sync::lock,
@@ -37,6 +38,9 @@ pub struct Snapshot {
     pub verdicts: Verdicts,
     /// What the Kubernetes writer did (`[cluster]`), by kind and outcome.
     pub cluster: crate::cluster::Writes,
+    /// Pods and containers by name (the kubelet's /var/log layout, as last read): readers
+    /// label each cgroup with its namespace, pod and container from it.
+    pub pods: Arc<Kubelet>,
 }
 
 /// SIGHUP reloads of the config file.
@@ -58,6 +62,7 @@ impl Snapshot {
             gpu: GpuModel::new(max_series_per_metric),
             verdicts: Verdicts::default(),
             cluster: crate::cluster::Writes::default(),
+            pods: Arc::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod cluster;
 mod errors;
 mod files;
 mod gpu;
+mod kubernetes;
 mod remediation;
 mod spans;
 mod targets;
@@ -29,14 +30,15 @@ pub use alerting::{AlertingConfig, RuleConfig};
 pub use cluster::{ClusterConfig, TaintEffect};
 pub use errors::{ConfigError, ConfigErrors};
 pub use gpu::{parse_xid, GpuConfig, GpuRuleConfig, XidAction, MAX_XID};
+pub use kubernetes::KubernetesConfig;
 pub use remediation::{
     RemediationConfig, RemediationMode, RestartConfig, RestartWhen, SignalConfig, SuperviseConfig,
     ThrottleConfig,
 };
-pub use targets::TargetConfig;
+pub use targets::{pod_uid_patterns, TargetConfig};
 pub use verdict::{Signals, SignalsOverride, VerdictConfig};
 
-const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`, `cluster`";
+const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`, `kubernetes`, `cluster`";
 
 /// The default configuration, embedded in the binary and shipped as /etc/gimbal/gimbal.toml.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -66,6 +68,8 @@ pub struct Config {
     pub verdict: VerdictConfig,
     /// `[cluster]`: the node condition and taint written to the Kubernetes API.
     pub cluster: ClusterConfig,
+    /// `[kubernetes]`: the kubelet's layout (pod and container names), removed cgroups.
+    pub kubernetes: KubernetesConfig,
 }
 
 /// The checks that need a module above config (rule expressions and the series they name,
@@ -171,6 +175,7 @@ impl Config {
                 "gpu" => section(value, &mut errors, &mut config.gpu),
                 "verdict" => section(value, &mut errors, &mut config.verdict),
                 "cluster" => section(value, &mut errors, &mut config.cluster),
+                "kubernetes" => section(value, &mut errors, &mut config.kubernetes),
                 other => errors.push_at(
                     key.span(),
                     format!("unknown section `{other}`, expected one of {SECTIONS}"),

@@ -9,7 +9,9 @@ use std::{
 };
 
 use super::{
-    members, process_members,
+    members, members_where,
+    pods::PodSelection,
+    process_members,
     slo::{self, LatencyWindows, TargetState, WINDOWS},
     Members, ProcessMatch,
 };
@@ -44,6 +46,8 @@ struct Watched {
     config: TargetConfig,
     /// The cgroup globs that select it.
     patterns: Vec<String>,
+    /// Selected by pod name: which of the matched cgroups are the pods' containers.
+    pods: Option<PodSelection>,
     syscalls: BTreeSet<String>,
     members: Members,
     state: TargetState,
@@ -69,7 +73,12 @@ impl Watched {
             };
             return process_members(cgroup_root, proc_root, &wanted, exiting);
         }
-        members(cgroup_root, proc_root, &self.patterns, exiting)
+        match &self.pods {
+            Some(pods) => members_where(cgroup_root, proc_root, &self.patterns, exiting, &|c| {
+                pods.keeps(c)
+            }),
+            None => members(cgroup_root, proc_root, &self.patterns, exiting),
+        }
     }
 
     /// Cgroups whose syscalls count for its latency SLI.
@@ -164,7 +173,13 @@ impl Watcher {
                 .map(|c| Watched {
                     state: slo::load(&store, &c.name, &known),
                     syscalls: c.latency_syscalls.iter().cloned().collect(),
-                    patterns: c.patterns(),
+                    patterns: if c.pod_uid.is_some() {
+                        super::pods::select(c, &Default::default()).patterns
+                    } else {
+                        c.patterns()
+                    },
+                    pods: (c.by_pod_name() || c.pod_uid.is_some())
+                        .then(|| super::pods::select(c, &Default::default())),
                     config: c.clone(),
                     members: Members::default(),
                     latency: LatencyWindows::default(),
@@ -178,6 +193,18 @@ impl Watcher {
             proc_root: PathBuf::from("/proc"),
             store,
             last_save: Instant::now(),
+        }
+    }
+
+    /// Targets selected by pod take the container cgroups of the pods (by UID, or whose
+    /// names match) in `pods` (the kubelet's layout as last read).
+    pub fn resolve_pods(&mut self, pods: &crate::identity::Kubelet) {
+        for t in &mut self.targets {
+            if t.config.by_pod_name() || t.config.pod_uid.is_some() {
+                let selection = super::pods::select(&t.config, pods);
+                t.patterns = selection.patterns.clone();
+                t.pods = Some(selection);
+            }
         }
     }
 

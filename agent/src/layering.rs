@@ -17,9 +17,10 @@ const LAYERS: &[&[&str]] = &[
     &["probes", "gpu"],
     // Watched targets: globs, membership, SLO histories, status.
     &["targets"],
-    // Actions on the host (confined to the cgroups the targets' globs expand to), and the
-    // load-balancing verdict beside them (from the targets' status and the GPU's faults).
-    &["remediate", "verdict"],
+    // Actions on the host (confined to the cgroups the targets' globs expand to), the
+    // load-balancing verdict beside them (from the targets' status and the GPU's faults),
+    // and the training jobs (the targets' processes' launch identities, their hangs).
+    &["remediate", "verdict", "jobs"],
     // What readers see: the model with targets, alert states and the remediation ledger.
     &["snapshot"],
     // The metric table over it: names, types, HELP, labels, and how rows are read.

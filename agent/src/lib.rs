@@ -6,6 +6,7 @@
 //! gpu (XIDs from /dev/kmsg on a thread, NVML) ───────────┘           -> rules -> alert
 //!                                                                          │ firing
 //! snapshot's ledger <─ ActionEvents (one channel) <─ remediate (own thread) <┘
+//! jobs (the targets' ranks: launch identity from /proc/<pid>/environ, hangs) ─> snapshot
 //! verdict (targets' status, GPU faults, CPU pressure -> up/degraded/drain/down) ─> snapshot
 //!   -> /health/<target>, HAProxy agent-check, /metrics
 //! ```
@@ -19,6 +20,7 @@ pub mod check;
 pub mod config;
 pub mod gpu;
 pub mod host;
+pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod names;

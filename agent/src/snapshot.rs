@@ -12,7 +12,7 @@ use std::{
 };
 
 use crate::{
-    model::{gpu::GpuModel, Model},
+    model::{gpu::GpuModel, jobs::JobsModel, Model},
     remediate::Ledger,
     sync::lock,
     targets::watch::TargetStatus,
@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub gpu: GpuModel,
     /// The load-balancing verdicts (node and targets), as the loop last judged them.
     pub verdicts: Verdicts,
+    /// Training jobs: their ranks, how they ended and why, which hang.
+    pub jobs: JobsModel,
 }
 
 /// SIGHUP reloads of the config file.
@@ -55,6 +57,7 @@ impl Snapshot {
             reloads: Reloads::default(),
             gpu: GpuModel::new(max_series_per_metric),
             verdicts: Verdicts::default(),
+            jobs: JobsModel::new(max_series_per_metric),
         }
     }
 }
@@ -171,6 +174,7 @@ pub fn filled() -> Snapshot {
         recent_kill: None,
         read_failures_total: 2,
         cgroups: vec!["svc.service".into()],
+        stall: None,
     });
     s.alerts.insert(("TargetDown".into(), "firing"), 1);
     s.alerts.insert(("Slow".into(), "pending"), 2);

@@ -10,12 +10,14 @@
 //! - `cgroupfs`: cgroup ids to paths below the cgroup2 mount, `cgroup.procs`.
 //! - `tracefs`: finding or mounting tracefs, tracepoint format files.
 //! - `btf`: the struct member offsets the kernel programs need, from `/sys/kernel/btf`.
+//! - `environ`: a process's training-job identity (torchrun, Slurm) from its environment.
 //! - `kmsg`: the kernel log's records (`/dev/kmsg`), their sequence and what was lost.
 //! - `psi`: CPU pressure (`cpu.pressure`, some avg10) of a cgroup or of the host.
 //! - `durable`: crash-safe state files (temp file, fsync, rename, fsync of the directory).
 pub mod btf;
 pub mod cgroupfs;
 pub mod durable;
+pub mod environ;
 pub mod kmsg;
 pub mod mountinfo;
 pub mod procfs;

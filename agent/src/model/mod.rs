@@ -9,6 +9,7 @@ mod counters;
 pub mod exits;
 pub mod gpu;
 mod histogram;
+pub mod jobs;
 pub mod text;
 
 use std::{collections::BTreeMap, sync::Arc};

@@ -11,6 +11,7 @@ use std::{
 use super::{
     members, process_members,
     slo::{self, LatencyWindows, TargetState, WINDOWS},
+    stall::{Clocks, Observed},
     Members, ProcessMatch,
 };
 use crate::{
@@ -38,6 +39,8 @@ pub struct Watcher {
     proc_root: PathBuf,
     store: PathBuf,
     last_save: Instant,
+    /// When each watched cgroup last made progress (targets with `stall_for`).
+    clocks: Clocks,
 }
 
 struct Watched {
@@ -57,6 +60,12 @@ struct Watched {
     read_failures: u64,
     /// The last read failed.
     unreadable: bool,
+    /// Its progress set among the clocks' sets.
+    progress_set: usize,
+    /// When its set of processes last changed (unix ms): a new process has not stalled.
+    pids_since_ms: Option<u64>,
+    /// The stall check's last verdict (targets with `stall_for`).
+    stall: Option<StallStatus>,
 }
 
 impl Watched {
@@ -97,6 +106,9 @@ impl Watched {
         if std::mem::take(&mut self.unreadable) {
             tracing::info!(target = ?self.config.name, "the target's processes are readable again");
         }
+        if self.pids_since_ms.is_none() || fresh.pids != self.members.pids {
+            self.pids_since_ms = Some(ms);
+        }
         self.members = fresh;
         self.observe(ms)
     }
@@ -107,6 +119,20 @@ impl Watched {
         self.state.observe(ms, &self.members.components, MAX_GAP);
         was_up != self.state.history.is_up()
     }
+}
+
+/// The stall check of one target: all its processes alive, none completed a progress
+/// syscall for `quiet`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StallStatus {
+    pub stall_for: Duration,
+    /// Time since the last progress syscall of any of its processes (or since its set of
+    /// processes last changed, or since the agent could last see its syscalls).
+    pub quiet: Duration,
+    /// Its live processes.
+    pub processes: usize,
+    /// Every component has a live process and `quiet` >= `stall_for`.
+    pub stalled: bool,
 }
 
 /// Everything the rules and the exposition need about one target.
@@ -133,6 +159,8 @@ pub struct TargetStatus {
     pub read_failures_total: u64,
     /// Its components: the matched cgroups, relative to the cgroup2 mount.
     pub cgroups: Vec<String>,
+    /// The stall check, for targets with `stall_for`.
+    pub stall: Option<StallStatus>,
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {
@@ -144,10 +172,14 @@ impl Watcher {
     pub fn new(targets: &[TargetConfig], cgroup_root: PathBuf, state_dir: PathBuf) -> Self {
         let store = state_dir.join("targets");
         let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        let mut clocks = Clocks::default();
         Self {
             targets: targets
                 .iter()
                 .map(|c| Watched {
+                    progress_set: clocks.set_index(&c.progress_syscalls),
+                    pids_since_ms: None,
+                    stall: None,
                     state: slo::load(&store, &c.name, &known),
                     syscalls: c.latency_syscalls.iter().cloned().collect(),
                     patterns: c.patterns(),
@@ -164,7 +196,80 @@ impl Watcher {
             proc_root: PathBuf::from("/proc"),
             store,
             last_save: Instant::now(),
+            clocks,
         }
+    }
+
+    /// After `tick`: moves the progress clocks of the targets with `stall_for` and judges
+    /// each. `folded`: the latency family folded series into `other`, so a cgroup that no
+    /// target glob protects (targets selected by comm or exe) may have lost its own.
+    pub fn progress(
+        &mut self,
+        series: &BTreeMap<Labels<2>, HistTotals>,
+        seen: Observed,
+        folded: bool,
+    ) {
+        let wanted: Vec<(usize, &str)> = self
+            .targets
+            .iter()
+            .filter(|t| t.config.stall_for.is_some())
+            .flat_map(|t| {
+                t.members
+                    .components
+                    .keys()
+                    .map(|c| (t.progress_set, c.as_str()))
+            })
+            .collect();
+        self.clocks.tick(wanted, series, seen);
+        let now = seen.now_ms;
+        for t in &mut self.targets {
+            let Some(stall_for) = t.config.stall_for.map(|d| d.get()) else {
+                continue;
+            };
+            let by_process = t.config.comm.is_some() || t.config.exe.is_some();
+            let last = t
+                .members
+                .components
+                .keys()
+                .map(|c| self.clocks.since_ms(t.progress_set, c).unwrap_or(now))
+                .chain(t.pids_since_ms)
+                .max()
+                .unwrap_or(now);
+            let quiet = Duration::from_millis(now.saturating_sub(last));
+            let all_alive = !t.members.pids.is_empty()
+                && t.members.components.values().all(|live| *live)
+                && !t.unreadable;
+            t.stall = Some(StallStatus {
+                stall_for,
+                quiet,
+                processes: t.members.pids.len(),
+                stalled: all_alive && quiet >= stall_for && !(by_process && folded),
+            });
+        }
+    }
+
+    /// Each watched process with its target's name and its start time (when read).
+    pub fn processes(&self) -> impl Iterator<Item = (&str, u32, Option<u64>)> + '_ {
+        self.targets.iter().flat_map(|t| {
+            t.members.pids.iter().map(move |&pid| {
+                (
+                    t.config.name.as_str(),
+                    pid,
+                    t.members.starts.get(&pid).copied(),
+                )
+            })
+        })
+    }
+
+    /// The earliest time the last progress syscall of `cgroup` may have happened, under
+    /// the progress set of the first target with `stall_for` holding it, and that
+    /// target's `stall_for`.
+    pub fn cgroup_progress(&self, cgroup: &str) -> Option<(u64, Duration)> {
+        self.targets.iter().find_map(|t| {
+            let stall_for = t.config.stall_for?.get();
+            t.members.components.contains_key(cgroup).then_some(())?;
+            Some((self.clocks.since_ms(t.progress_set, cgroup)?, stall_for))
+        })
     }
 
     /// Re-reads every target's members and latency, records the tick, saves now and then.
@@ -274,6 +379,7 @@ impl Watcher {
                         .map(|(_, r, c)| (r.clone(), c.clone())),
                     read_failures_total: t.read_failures,
                     cgroups: t.members.components.keys().cloned().collect(),
+                    stall: t.stall,
                 }
             })
             .collect()

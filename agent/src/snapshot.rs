@@ -174,8 +174,46 @@ pub fn filled() -> Snapshot {
         recent_kill: None,
         read_failures_total: 2,
         cgroups: vec!["svc.service".into()],
-        stall: None,
+        stall: Some(crate::targets::watch::StallStatus {
+            stall_for: Duration::from_secs(300),
+            quiet: Duration::from_millis(301_500),
+            processes: 2,
+            stalled: true,
+        }),
     });
+    for (rank, pid) in [(0, 40), (1, 41)] {
+        s.jobs.rank_seen(
+            crate::model::jobs::RankSeen {
+                job: Arc::from("llama \"7b\"\n"),
+                rank,
+                local_rank: Some(rank),
+                world_size: Some(2),
+                restart_count: 1,
+                pid,
+                comm: "python3".into(),
+                cgroup: Arc::from("svc"),
+                target: Arc::from("svc"),
+            },
+            std::time::UNIX_EPOCH,
+        );
+    }
+    let abort = gimbal_common::ExitEvent {
+        cgroup_id: 7,
+        lifetime_ns: 0,
+        pid: 41,
+        ppid: 1,
+        exit_code: 6,
+        flags: 0,
+        comm: *b"python3\0\0\0\0\0\0\0\0\0",
+    };
+    let gpu = s.gpu.clone();
+    s.jobs.apply_exit(
+        &abort,
+        &Arc::from("svc"),
+        "python3",
+        &gpu,
+        std::time::UNIX_EPOCH,
+    );
     s.alerts.insert(("TargetDown".into(), "firing"), 1);
     s.alerts.insert(("Slow".into(), "pending"), 2);
     s.remediations.record(ActionEvent {

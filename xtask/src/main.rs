@@ -60,7 +60,7 @@ enum Command {
         /// Interleaved rounds per configuration.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
-        /// Run only these sections (comma-separated): syscalls, alert, restart, noisy, vm.
+        /// Run only these sections (comma-separated): syscalls, alert, restart, noisy, stall, vm.
         #[arg(long, value_delimiter = ',', value_parser = ["syscalls", "alert", "restart", "noisy", "vm"])]
         only: Vec<String>,
     },

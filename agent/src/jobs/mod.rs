@@ -166,12 +166,16 @@ pub fn judge_stalls(watcher: &Watcher, jobs: &mut JobsModel, now: SystemTime) {
                 .values()
                 .map(|r| (r.rank, r.pid, r.cgroup.clone()))
                 .collect();
+            let mut targets = job.ranks.values().map(|r| &r.target);
+            let first = targets.next().cloned();
+            let target = first.filter(|t| targets.all(|o| o == t));
             stalled.insert(
                 id.clone(),
                 JobStall {
                     quiet,
                     stall_for,
                     ranks,
+                    target,
                 },
             );
         }

@@ -135,6 +135,8 @@ pub struct JobStall {
     pub stall_for: Duration,
     /// (rank, pid, cgroup)
     pub ranks: Vec<(u32, u32, Arc<str>)>,
+    /// The target holding every rank, if one does (remediation can then act by target).
+    pub target: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]

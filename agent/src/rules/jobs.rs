@@ -48,14 +48,16 @@ impl Engine {
             let labels = self.labels(
                 "TrainingRankFailed",
                 "critical",
-                &[("job", &*f.job), ("rank", &rank)],
+                &[("job", &*f.job), ("rank", &rank), ("target", &*f.target)],
             );
             let a = self.failure_annotations(f);
             // A later failure of the same rank replaces the earlier one's text.
             self.alerts.set(labels, a, true, Duration::ZERO, now);
         }
         for (job, stall) in &jobs.stalled {
-            let labels = self.labels("TrainingJobStalled", "critical", &[("job", &**job)]);
+            let mut extra = vec![("job", &**job)];
+            extra.extend(stall.target.as_deref().map(|t| ("target", t)));
+            let labels = self.labels("TrainingJobStalled", "critical", &extra);
             let ranks: Vec<String> = stall
                 .ranks
                 .iter()

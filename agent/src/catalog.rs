@@ -448,6 +448,18 @@ pub const METRICS: &[Metric] = &[
         }),
     ),
     metric(
+        "gimbal_node_load_score",
+        Kind::Gauge,
+        "How loaded the node is, in [0, 1], for the descheduler: the worst of the node draining (1), the host's CPU pressure (some avg10 / 100) and the mean weight the watched targets shed",
+        &["node"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            if let Some(load) = &s.verdicts.load {
+                sink(&[&load.node], Value::Gauge(load.score));
+            }
+        }),
+    ),
+    metric(
         "gimbal_verdict_changes",
         Kind::Counter,
         "Changes of the load-balancing verdict (state or weight) per target (an empty target for the node), each logged with its reason",

@@ -247,6 +247,10 @@ pub fn filled() -> Snapshot {
     );
     s.verdicts.changes.insert(String::new(), 0);
     s.verdicts.changes.insert("svc".into(), 2);
+    s.verdicts.load = Some(crate::verdict::NodeLoad {
+        node: Arc::from("gpu-node-7"),
+        score: 0.375,
+    });
     s
 }
 

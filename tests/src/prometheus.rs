@@ -17,9 +17,17 @@ pub struct Prometheus {
 impl Prometheus {
     /// Scrapes `target` (host:port) as job "gimbal".
     pub fn start(target: &str) -> Self {
+        Self::start_with_rules(target, None)
+    }
+
+    /// `start`, evaluating the rule file `rules` (recording and alerting rules) each second.
+    pub fn start_with_rules(target: &str, rules: Option<&std::path::Path>) -> Self {
         let dir = TempDir::new("prometheus");
+        let rule_files = rules.map_or(String::new(), |r| {
+            format!("rule_files:\n  - '{}'\n", r.display())
+        });
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: gimbal\n    static_configs:\n      - targets: ['{target}']\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}scrape_configs:\n  - job_name: gimbal\n    static_configs:\n      - targets: ['{target}']\n"
         );
         std::fs::write(dir.0.join("prometheus.yml"), config).unwrap();
         let port = free_port();

@@ -12,6 +12,7 @@
 //! - `btf`: the struct member offsets the kernel programs need, from `/sys/kernel/btf`.
 //! - `environ`: a process's training-job identity (torchrun, Slurm) from its environment.
 //! - `kmsg`: the kernel log's records (`/dev/kmsg`), their sequence and what was lost.
+//! - `node`: the node's name ($NODE_NAME, else the hostname).
 //! - `psi`: CPU pressure (`cpu.pressure`, some avg10) of a cgroup or of the host.
 //! - `durable`: crash-safe state files (temp file, fsync, rename, fsync of the directory).
 pub mod btf;
@@ -20,6 +21,7 @@ pub mod durable;
 pub mod environ;
 pub mod kmsg;
 pub mod mountinfo;
+pub mod node;
 pub mod procfs;
 pub mod psi;
 pub mod tracefs;

@@ -74,7 +74,7 @@ impl Engine {
         stats: Arc<DeliveryStats>,
         state_file: PathBuf,
     ) -> Self {
-        let instance = node_name();
+        let instance = crate::host::node::name();
         let user = rules
             .iter()
             .filter_map(|r| {
@@ -365,38 +365,5 @@ impl Engine {
             *out.entry((name.to_string(), state)).or_default() += 1;
         }
         out
-    }
-}
-
-/// The node's name for the `instance` label: $NODE_NAME where set (the DaemonSet sets it
-/// from spec.nodeName, since a pod's hostname is the pod's name), else the hostname.
-fn node_name() -> String {
-    pick_node_name(
-        std::env::var("NODE_NAME").ok(),
-        std::fs::read_to_string("/proc/sys/kernel/hostname").ok(),
-    )
-}
-
-fn pick_node_name(env: Option<String>, hostname: Option<String>) -> String {
-    env.filter(|n| !n.trim().is_empty())
-        .or(hostname)
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod node_name_tests {
-    use super::pick_node_name;
-
-    #[test]
-    fn node_name_prefers_the_environment_over_the_hostname() {
-        let s = |v: &str| Some(v.to_string());
-        assert_eq!(
-            pick_node_name(s("gpu-node-7"), s("gimbal-x2k9\n")),
-            "gpu-node-7"
-        );
-        assert_eq!(pick_node_name(s("  "), s("bare-metal-1\n")), "bare-metal-1");
-        assert_eq!(pick_node_name(None, s("bare-metal-1\n")), "bare-metal-1");
-        assert_eq!(pick_node_name(None, None), "");
     }
 }

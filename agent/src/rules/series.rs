@@ -114,6 +114,7 @@ mod tests {
         "gimbal_verdict",
         "gimbal_verdict_weight",
         "gimbal_verdict_changes_total",
+        "gimbal_node_load_score",
         "gimbal_target_stalled",
         "gimbal_target_quiet_seconds",
         "gimbal_training_job_ranks_alive",

@@ -2,9 +2,9 @@
 //! the node-wide cap on targets draining at once, the node's verdict over all of them,
 //! every change logged with its reason and counted. Owned by the loop; holds only the
 //! machines' state.
-use std::{collections::BTreeMap, time::SystemTime};
+use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
 
-use super::{node, raw, Inputs, Machine, State, Verdict, Verdicts};
+use super::{node, raw, score, Inputs, Machine, NodeLoad, State, Verdict, Verdicts};
 use crate::{
     config::{Config, Signals, VerdictConfig},
     model::gpu::GpuModel,
@@ -17,6 +17,10 @@ pub struct Judge {
     machines: BTreeMap<String, Machine>,
     node: Option<Verdict>,
     changes: BTreeMap<String, u64>,
+    /// The name the node's load score is exported under.
+    node_name: Arc<str>,
+    /// The host's CPU pressure at the last tick (events between ticks do not read it).
+    host_pressure: Option<f64>,
 }
 
 impl Judge {
@@ -27,6 +31,8 @@ impl Judge {
             machines: BTreeMap::new(),
             node: None,
             changes: BTreeMap::new(),
+            node_name: Arc::from(crate::host::node::name()),
+            host_pressure: None,
         };
         judge.reload(config);
         judge
@@ -82,6 +88,9 @@ impl Judge {
         now: SystemTime,
         tick: bool,
     ) -> Verdicts {
+        if tick {
+            self.host_pressure = host_pressure;
+        }
         let node = node::verdict(gpu, self.config.gpu_window.get(), now);
         if self.node.as_ref() != Some(&node) {
             let first = self.node.is_none();
@@ -157,10 +166,15 @@ impl Judge {
             self.changes.entry(name.clone()).or_default();
         }
         self.changes.entry(String::new()).or_default();
+        let load = NodeLoad {
+            node: self.node_name.clone(),
+            score: score::node_load(&node, &out, self.host_pressure),
+        };
         Verdicts {
             node: Some(node),
             targets: out,
             changes: self.changes.clone(),
+            load: Some(load),
         }
     }
 }

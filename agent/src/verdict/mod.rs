@@ -8,6 +8,7 @@
 //! - `signals.rs`: what the signals alone say now (the raw verdict of one target).
 //! - `machine.rs`: anti-flap: rise/fall counts, the floor, a bounded step per tick.
 //! - `node.rs`: the node's own verdict (GPU faults that need a reset or a reboot).
+//! - `score.rs`: the node's load score in [0, 1], for the descheduler.
 //! - `judge.rs`: all targets each tick, the node-wide drain cap, changes logged and counted.
 //! - `agent_check.rs`: HAProxy's agent-check request and reply.
 //! - `health.rs`: the HTTP health answer (status, `x-envoy-degraded`, JSON body).
@@ -16,9 +17,10 @@ pub mod health;
 mod judge;
 mod machine;
 mod node;
+mod score;
 mod signals;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 pub use judge::Judge;
 pub use machine::Machine;
@@ -85,6 +87,15 @@ pub struct Verdicts {
     pub node: Option<Verdict>,
     pub targets: BTreeMap<String, Verdict>,
     pub changes: BTreeMap<String, u64>,
+    /// The node's load score, once a verdict was judged.
+    pub load: Option<NodeLoad>,
+}
+
+/// The node's load score (`score.rs`) and the node name it is exported under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeLoad {
+    pub node: Arc<str>,
+    pub score: f64,
 }
 
 impl Verdicts {

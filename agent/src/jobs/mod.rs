@@ -55,8 +55,11 @@ impl Launchers {
             if !live.insert(pid) {
                 continue;
             }
-            if self.known.get(&pid).is_some_and(|k| k.start == start) {
-                continue;
+            match self.known.get(&pid) {
+                Some(k) if k.start == start => continue,
+                // Another process under a known pid: the one before ended unseen.
+                Some(_) => jobs.pid_reused(pid, now),
+                None => {}
             }
             let known = self.read(pid, start);
             self.known.insert(pid, known);
@@ -181,4 +184,85 @@ pub fn judge_stalls(watcher: &Watcher, jobs: &mut JobsModel, now: SystemTime) {
         }
     }
     jobs.stalled = stalled;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn process(root: &Path, pid: u32, ppid: u32, start: u64, env: &[&str]) {
+        let dir = root.join(format!("proc/{pid}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stat = format!(
+            "{pid} (python3) S {ppid} 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 {start} 0"
+        );
+        std::fs::write(dir.join("stat"), stat).unwrap();
+        std::fs::write(dir.join("cgroup"), "0::/job.scope\n").unwrap();
+        let mut environ = env.join("\0");
+        environ.push('\0');
+        std::fs::write(dir.join("environ"), environ).unwrap();
+    }
+
+    #[test]
+    fn ranks_are_read_once_per_process_helpers_join_their_rank_and_a_reused_pid_is_read_again() {
+        let root = std::env::temp_dir().join(format!("gimbal-jobs-{}", std::process::id()));
+        let cg = root.join("cg/job.scope");
+        std::fs::create_dir_all(&cg).unwrap();
+        let rank = |r: &str| ["TORCHELASTIC_RUN_ID=j".to_string(), format!("RANK={r}")];
+        let (r0, r1) = (rank("0"), rank("1"));
+        let r0: Vec<&str> = r0.iter().map(String::as_str).collect();
+        let r1: Vec<&str> = r1.iter().map(String::as_str).collect();
+        process(&root, 10, 1, 100, &r0);
+        // A data loader worker: rank 0's child, with its environment.
+        process(&root, 11, 10, 101, &r0);
+        process(&root, 12, 1, 102, &r1);
+        process(&root, 13, 1, 103, &["PATH=/bin"]);
+        std::fs::write(cg.join("cgroup.procs"), "10\n11\n12\n13\n").unwrap();
+        let config = crate::config::Config::parse(
+            "[[targets]]\nname = \"trainer\"\ncgroup = \"job.scope\"\n",
+            "test",
+        )
+        .unwrap();
+        let mut w = Watcher::new(&config.targets, root.join("cg"), root.join("state"))
+            .with_proc_root(root.join("proc"));
+        let mut launchers = Launchers::new(root.join("proc"));
+        let mut jobs = JobsModel::new(10);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        w.tick(t0, &BTreeMap::new());
+        launchers.observe(&w, &mut jobs, t0);
+        let ranks: Vec<(u32, u32, &str)> = jobs.jobs["j"]
+            .ranks
+            .values()
+            .map(|r| (r.pid, r.rank, &*r.cgroup))
+            .collect();
+        assert_eq!(ranks, [(10, 0, "job.scope"), (12, 1, "job.scope")]);
+
+        // Pid 12 is reused by another process (another start time) of rank 3; the old
+        // one's exit event was lost: read again, and the old rank 1 ends after the grace.
+        process(
+            &root,
+            12,
+            1,
+            999,
+            &rank("3").iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        w.tick(t1, &BTreeMap::new());
+        launchers.observe(&w, &mut jobs, t1);
+        assert_eq!(
+            launchers.known[&12].identity.as_ref().map(|i| i.rank),
+            Some(3)
+        );
+        let j = &jobs.jobs["j"];
+        let alive: Vec<u32> = j
+            .ranks
+            .values()
+            .filter(|r| r.alive)
+            .map(|r| r.rank)
+            .collect();
+        assert_eq!(alive, [0, 3], "the reused pid's old rank ended");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

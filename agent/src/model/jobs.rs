@@ -338,6 +338,19 @@ impl JobsModel {
             })
     }
 
+    /// `pid` now names another process (its start time changed) though no exit event
+    /// came: the rank it was is forgotten (ranks are keyed by pid), and the pid may be
+    /// seen as a new rank.
+    pub fn pid_reused(&mut self, pid: u32, now: SystemTime) {
+        let Some(job_id) = self.by_pid.remove(&pid) else {
+            return;
+        };
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.ranks.remove(&pid);
+            job.changed = now;
+        }
+    }
+
     /// Live ranks whose process is no longer among `live` (the targets' processes now):
     /// taken as gone after MISSING_GRACE, if their exit event never came.
     pub fn retain_live(&mut self, live: &HashSet<u32>, now: SystemTime) {

@@ -200,6 +200,12 @@ impl Watcher {
         }
     }
 
+    /// Reads processes under `proc_root` instead of /proc (tests build a tree).
+    pub fn with_proc_root(mut self, proc_root: PathBuf) -> Self {
+        self.proc_root = proc_root;
+        self
+    }
+
     /// After `tick`: moves the progress clocks of the targets with `stall_for` and judges
     /// each. `folded`: the latency family folded series into `other`, so a cgroup that no
     /// target glob protects (targets selected by comm or exe) may have lost its own.
@@ -392,6 +398,72 @@ mod tests {
 
     fn status(w: &Watcher, now: SystemTime) -> TargetStatus {
         w.status(now).remove(0)
+    }
+
+    #[test]
+    fn a_target_is_stalled_when_all_its_processes_live_and_none_made_progress_for_stall_for() {
+        use std::sync::Arc;
+        let root = std::env::temp_dir().join(format!("gimbal-stall-{}", std::process::id()));
+        let cg = root.join("cg/svc.service");
+        std::fs::create_dir_all(&cg).unwrap();
+        for pid in [777, 778] {
+            std::fs::create_dir_all(root.join(format!("proc/{pid}"))).unwrap();
+            std::fs::write(
+                root.join(format!("proc/{pid}/stat")),
+                format!("{pid} (svc) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 {pid}00 0"),
+            )
+            .unwrap();
+        }
+        std::fs::write(cg.join("cgroup.procs"), "777\n").unwrap();
+        let config = crate::config::Config::parse(
+            "[[targets]]\nname = \"svc\"\ncgroup = \"svc.service\"\nstall_for = \"3s\"\n",
+            "test",
+        )
+        .unwrap();
+        let mut w = Watcher::new(&config.targets, root.join("cg"), root.join("state"));
+        w.proc_root = root.join("proc");
+        let mut series = BTreeMap::new();
+        let mut writes = |n: u64| {
+            let mut h = HistTotals::default();
+            h.buckets[3] = n;
+            series.insert([Arc::from("write"), Arc::from("svc.service")], h);
+            series.clone()
+        };
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let step = |w: &mut Watcher, s: u64, series: &BTreeMap<Labels<2>, HistTotals>| {
+            let now = t0 + Duration::from_secs(s);
+            w.tick(now, series);
+            let seen = Observed {
+                now_ms: unix_ms(now),
+                interval: Duration::from_secs(1),
+                complete: true,
+            };
+            w.progress(series, seen, false);
+            status(w, now).stall.unwrap()
+        };
+        let s = writes(1);
+        assert!(!step(&mut w, 0, &s).stalled);
+        let s = writes(2);
+        let st = step(&mut w, 1, &s);
+        assert_eq!(st.quiet, Duration::from_secs(1), "the write came after t0");
+        assert!(w.processes().eq([("svc", 777, Some(77700))]));
+        assert!(!step(&mut w, 2, &s).stalled);
+        // The write happened after t0 (the read before the one that saw it): stalled once
+        // 3 s have passed since then, which is at most 3 s + one tick after the write.
+        let st = step(&mut w, 3, &s);
+        assert!(st.stalled && st.quiet == Duration::from_secs(3), "{st:?}");
+        // A new process is not stalled yet.
+        std::fs::write(cg.join("cgroup.procs"), "777\n778\n").unwrap();
+        let st = step(&mut w, 5, &s);
+        assert!(!st.stalled && st.processes == 2, "{st:?}");
+        assert_eq!(
+            w.cgroup_progress("svc.service").map(|(_, f)| f),
+            Some(Duration::from_secs(3))
+        );
+        // No live process: down, not stalled.
+        std::fs::write(cg.join("cgroup.procs"), "").unwrap();
+        assert!(!step(&mut w, 20, &s).stalled);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

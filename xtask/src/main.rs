@@ -61,7 +61,7 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         rounds: u32,
         /// Run only these sections (comma-separated): syscalls, alert, restart, noisy, stall, vm.
-        #[arg(long, value_delimiter = ',', value_parser = ["syscalls", "alert", "restart", "noisy", "vm"])]
+        #[arg(long, value_delimiter = ',', value_parser = ["syscalls", "alert", "restart", "noisy", "stall", "vm"])]
         only: Vec<String>,
     },
 }

@@ -131,7 +131,7 @@ pub struct StallStatus {
     pub quiet: Duration,
     /// Its live processes.
     pub processes: usize,
-    /// Every component has a live process and `quiet` >= `stall_for`.
+    /// It has live processes, the same ones for `quiet`, and `quiet` >= `stall_for`.
     pub stalled: bool,
 }
 
@@ -242,9 +242,10 @@ impl Watcher {
                 .max()
                 .unwrap_or(now);
             let quiet = Duration::from_millis(now.saturating_sub(last));
-            let all_alive = !t.members.pids.is_empty()
-                && t.members.components.values().all(|live| *live)
-                && !t.unreadable;
+            // Any exit or new process changed the pid set and restarted `quiet`, so the
+            // processes judged are the same ones throughout. Components without processes
+            // of their own (a pod's cgroup above its containers') do not count.
+            let all_alive = !t.members.pids.is_empty() && !t.unreadable;
             t.stall = Some(StallStatus {
                 stall_for,
                 quiet,

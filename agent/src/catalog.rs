@@ -183,6 +183,7 @@ pub const METRICS: &[Metric] = &[
                 ("gimbal_process_exits_total", k.process_exits.folded()),
                 ("gimbal_gpu_xid_errors_total", s.gpu.xid_errors.folded()),
                 ("gimbal_gpu_xid_errors_by_cgroup_total", s.gpu.xid_by_cgroup.folded()),
+                ("gimbal_training_job_rank_exits_total", s.jobs.rank_exits.folded()),
             ] {
                 sink(&[metric], Value::Counter(n));
             }
@@ -268,6 +269,31 @@ pub const METRICS: &[Metric] = &[
             }
         }),
     ),
+    metric(
+        "gimbal_target_stalled",
+        Kind::Gauge,
+        "1 if every process of the target is alive and none completed a progress syscall for its stall_for (targets with stall_for)",
+        TARGET,
+        true,
+        Rows::Snapshot(|s, sink| {
+            for t in &s.targets {
+                if let Some(stall) = &t.stall {
+                    sink(&[&t.config.name], Value::WholeGauge(i64::from(stall.stalled)));
+                }
+            }
+        }),
+    ),
+    Metric {
+        name: "gimbal_target_quiet",
+        kind: Kind::Gauge,
+        help: "Time since any process of the target last completed a progress syscall, or since its processes last changed (targets with stall_for)",
+        seconds: true,
+        labels: TARGET,
+        rules: true,
+        rows: Rows::Snapshot(|s, sink| {
+            per_target(s, sink, |t| t.stall.map(|st| st.quiet.as_secs_f64()))
+        }),
+    },
     metric(
         "gimbal_alerts",
         Kind::Gauge,
@@ -738,6 +764,61 @@ pub const METRICS: &[Metric] = &[
             }
         }),
     ),
+    metric(
+        "gimbal_training_job_ranks_alive",
+        Kind::Gauge,
+        "Live ranks of the training job on this node (processes of watched targets launched with a rank by torchrun or Slurm)",
+        TRAINING_JOB,
+        true,
+        Rows::Snapshot(|s, sink| {
+            for (job, j) in &s.jobs.jobs {
+                sink(&[job], Value::WholeGauge(j.alive() as i64));
+            }
+        }),
+    ),
+    metric(
+        "gimbal_training_job_restarts",
+        Kind::Gauge,
+        "The highest TORCHELASTIC_RESTART_COUNT among the job's ranks seen on this node: the launcher's restarts of its workers",
+        TRAINING_JOB,
+        true,
+        Rows::Snapshot(|s, sink| {
+            for (job, j) in &s.jobs.jobs {
+                sink(&[job], Value::WholeGauge(i64::from(j.restarts)));
+            }
+        }),
+    ),
+    metric(
+        "gimbal_training_job_state",
+        Kind::Gauge,
+        "1 for the training job's state on this node (running, stalled, finished: every rank exited 0, failed: a rank died), 0 for the others",
+        &["training_job", "state"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for (job, j) in &s.jobs.jobs {
+                let now = if s.jobs.stalled.contains_key(job) { "stalled" } else { j.state() };
+                for state in ["running", "stalled", "finished", "failed"] {
+                    sink(&[job, state], Value::WholeGauge(i64::from(state == now)));
+                }
+            }
+        }),
+    ),
+    metric(
+        "gimbal_training_job_rank_exits",
+        Kind::Counter,
+        "Exits of training-job ranks by reason and exit code or signal",
+        &["training_job", "reason", "code"],
+        true,
+        Rows::Snapshot(|s, sink| counters(&s.jobs.rank_exits.series, sink)),
+    ),
+    metric(
+        "gimbal_training_job_ranks_untracked",
+        Kind::Counter,
+        "Ranks seen but not tracked: their job was past the limit of jobs (max_series_per_metric) or past 1,024 ranks",
+        &[],
+        false,
+        Rows::Snapshot(|s, sink| sink(&[], Value::Counter(s.jobs.untracked_ranks))),
+    ),
 ];
 
 /// One gauge per GPU NVML reads, skipping GPUs without that reading.
@@ -765,6 +846,7 @@ fn per_gpu(
         }
     }
 }
+const TRAINING_JOB: &[&str] = &["training_job"];
 
 /// Each series of a model family, in the model's (sorted) order.
 fn each<'a, const N: usize, V>(

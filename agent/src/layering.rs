@@ -17,10 +17,11 @@ const LAYERS: &[&[&str]] = &[
     &["probes", "gpu"],
     // Watched targets: globs, membership, SLO histories, status.
     &["targets"],
-    // Actions on the host (confined to the cgroups the targets' globs expand to), and the
+    // Actions on the host (confined to the cgroups the targets' globs expand to), the
     // load-balancing verdict beside them (from the targets' status and the GPU's faults),
-    // and what is written to the Kubernetes API about the node (told the node's verdict).
-    &["remediate", "verdict", "cluster"],
+    // what is written to the Kubernetes API about the node (told the node's verdict), and
+    // the training jobs (the targets' processes' launch identities, their hangs).
+    &["remediate", "verdict", "cluster", "jobs"],
     // What readers see: the model with targets, alert states and the remediation ledger.
     &["snapshot"],
     // The metric table over it: names, types, HELP, labels, and how rows are read.

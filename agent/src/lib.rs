@@ -6,6 +6,7 @@
 //! gpu (XIDs from /dev/kmsg on a thread, NVML) ───────────┘           -> rules -> alert
 //!                                                                          │ firing
 //! snapshot's ledger <─ ActionEvents (one channel) <─ remediate (own thread) <┘
+//! jobs (the targets' ranks: launch identity from /proc/<pid>/environ, hangs) ─> snapshot
 //! verdict (targets' status, GPU faults, CPU pressure -> up/degraded/drain/down) ─> snapshot
 //!   -> /health/<target>, HAProxy agent-check, /metrics
 //!   -> cluster (node condition, taint: its own task, told the node's verdict)
@@ -22,6 +23,7 @@ pub mod config;
 pub mod gpu;
 pub mod host;
 pub mod identity;
+pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod names;

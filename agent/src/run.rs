@@ -106,6 +106,7 @@ pub async fn run(
     let (cluster_tx, mut cluster_writes) = tokio::sync::mpsc::unbounded_channel();
     let cluster =
         crate::cluster::Writer::start(&config.cluster, crate::host::node::name(), cluster_tx);
+    let mut jobs = JobsStep::new(&probe_status);
     let agent_check = match config.verdict.agent_check_listen {
         Some(at) => {
             let listener = TcpListener::bind(at).await.with_context(|| {
@@ -141,6 +142,7 @@ pub async fn run(
                 maps.forget_cgroups(removed);
                 s.gpu.prune(now);
                 watcher.tick(now, &s.kernel.syscall_latency.series);
+                jobs.tick(&mut watcher, &mut s, config.agent.interval.get(), now);
                 evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
                 judge_step(&mut judge, &mut s, &cgroup2, now);
                 tell_cluster(cluster.as_ref(), &s);
@@ -175,6 +177,7 @@ pub async fn run(
                 }
                 let mut s = snapshot.write();
                 for record in batch {
+                    touched |= jobs.exit(&mut s, &record, now);
                     s.kernel.apply_exit(record.labels);
                 }
                 if touched {
@@ -518,6 +521,68 @@ fn tell_cluster(cluster: Option<&crate::cluster::Writer>, s: &Snapshot) {
             draining: node.state >= crate::verdict::State::Drain,
             why: node.reason.clone(),
         });
+    }
+}
+
+/// The training-job and stall stage of the loop: progress clocks, ranks, hangs, deaths.
+struct JobsStep {
+    launchers: crate::jobs::Launchers,
+    /// Whether the latency probe is attached: without it no syscall is seen, and nothing
+    /// may be called stalled.
+    latency_attached: bool,
+    /// The latency map's "full" drops at the last tick: a rise means syscalls went
+    /// uncounted.
+    hist_full: u64,
+}
+
+impl JobsStep {
+    fn new(probes: &[ProbeStatus]) -> Self {
+        Self {
+            launchers: crate::jobs::Launchers::new(std::path::PathBuf::from(
+                crate::host::procfs::ROOT,
+            )),
+            latency_attached: probes
+                .iter()
+                .any(|p| p.probe.name() == "syscall_latency" && p.attached()),
+            hist_full: 0,
+        }
+    }
+
+    /// After the watcher's tick: its progress clocks, then the ranks and the hung jobs.
+    fn tick(
+        &mut self,
+        watcher: &mut Watcher,
+        s: &mut Snapshot,
+        interval: Duration,
+        now: SystemTime,
+    ) {
+        let full = s.kernel.drops[gimbal_common::Drop::SyscallHistFull as usize];
+        let seen = crate::targets::stall::Observed {
+            now_ms: crate::targets::watch::unix_ms(now),
+            interval,
+            complete: self.latency_attached && full == self.hist_full,
+        };
+        self.hist_full = full;
+        let latency = &s.kernel.syscall_latency;
+        watcher.progress(&latency.series, seen, latency.folded() > 0);
+        self.launchers.observe(watcher, &mut s.jobs, now);
+        crate::jobs::judge_stalls(watcher, &mut s.jobs, now);
+        s.jobs.prune(now);
+    }
+
+    /// Every exit: a rank's ends it; true if it was a rank's failure (the rules run).
+    fn exit(
+        &mut self,
+        s: &mut Snapshot,
+        record: &crate::probes::ExitRecord,
+        now: SystemTime,
+    ) -> bool {
+        let [cgroup, comm, ..] = &record.labels;
+        let Some(f) = s.jobs.apply_exit(&record.event, cgroup, comm, &s.gpu, now) else {
+            return false;
+        };
+        tracing::warn!(job = %f.job, rank = f.rank, pid = f.pid, reason = f.reason, code = %f.code, cause = ?f.cause, "training rank died");
+        true
     }
 }
 

@@ -13,7 +13,7 @@ use std::{
 
 use crate::{
     identity::Kubelet,
-    model::{gpu::GpuModel, Model},
+    model::{gpu::GpuModel, jobs::JobsModel, Model},
     remediate::Ledger,
     sync::lock,
     targets::watch::TargetStatus,
@@ -41,6 +41,8 @@ pub struct Snapshot {
     /// Pods and containers by name (the kubelet's /var/log layout, as last read): readers
     /// label each cgroup with its namespace, pod and container from it.
     pub pods: Arc<Kubelet>,
+    /// Training jobs: their ranks, how they ended and why, which hang.
+    pub jobs: JobsModel,
 }
 
 /// SIGHUP reloads of the config file.
@@ -63,6 +65,7 @@ impl Snapshot {
             verdicts: Verdicts::default(),
             cluster: crate::cluster::Writes::default(),
             pods: Arc::default(),
+            jobs: JobsModel::new(max_series_per_metric),
         }
     }
 }
@@ -179,7 +182,46 @@ pub fn filled() -> Snapshot {
         recent_kill: None,
         read_failures_total: 2,
         cgroups: vec!["svc.service".into()],
+        stall: Some(crate::targets::watch::StallStatus {
+            stall_for: Duration::from_secs(300),
+            quiet: Duration::from_millis(301_500),
+            processes: 2,
+            stalled: true,
+        }),
     });
+    for (rank, pid) in [(0, 40), (1, 41)] {
+        s.jobs.rank_seen(
+            crate::model::jobs::RankSeen {
+                job: Arc::from("llama \"7b\"\n"),
+                rank,
+                local_rank: Some(rank),
+                world_size: Some(2),
+                restart_count: 1,
+                pid,
+                comm: "python3".into(),
+                cgroup: Arc::from("svc"),
+                target: Arc::from("svc"),
+            },
+            std::time::UNIX_EPOCH,
+        );
+    }
+    let abort = gimbal_common::ExitEvent {
+        cgroup_id: 7,
+        lifetime_ns: 0,
+        pid: 41,
+        ppid: 1,
+        exit_code: 6,
+        flags: 0,
+        comm: *b"python3\0\0\0\0\0\0\0\0\0",
+    };
+    let gpu = s.gpu.clone();
+    s.jobs.apply_exit(
+        &abort,
+        &Arc::from("svc"),
+        "python3",
+        &gpu,
+        std::time::UNIX_EPOCH,
+    );
     s.alerts.insert(("TargetDown".into(), "firing"), 1);
     s.alerts.insert(("Slow".into(), "pending"), 2);
     s.remediations.record(ActionEvent {

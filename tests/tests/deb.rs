@@ -104,7 +104,7 @@ fn unit_hardening_scores_ok_or_better() {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("cannot read the score from {line:?}"));
-    // systemd calls < 5.0 "OK" and < 2.0 "SAFE"; docs/install-deb.md reports 2.6.
+    // systemd calls < 5.0 "OK" and < 2.0 "SAFE"; docs/install-deb.md reports 2.9.
     assert!(score < 3.0, "hardening regressed: {line}");
 }
 

@@ -96,13 +96,15 @@ fn daemonset_runs_with_capabilities_not_privileges() {
     assert_eq!(sc["runAsUser"], 0);
     assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
     let added: BTreeSet<String> = strings(&sc["capabilities"]["add"]).into_iter().collect();
-    // SYSLOG: /dev/kmsg for GPU XIDs where kernel.dmesg_restrict = 1 (docs/install-kubernetes.md).
+    // SYSLOG: /dev/kmsg for GPU XIDs where kernel.dmesg_restrict = 1; SYS_PTRACE: other users'
+    // /proc/<pid>/environ for training-job ranks (docs/install-kubernetes.md).
     let documented: BTreeSet<String> = [
         "BPF",
         "PERFMON",
         "DAC_READ_SEARCH",
         "SYS_RESOURCE",
         "SYSLOG",
+        "SYS_PTRACE",
     ]
     .map(String::from)
     .into();

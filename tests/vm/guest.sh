@@ -71,10 +71,11 @@ install_starts_a_ready_service() {
 probes_attach_with_only_the_units_capabilities() {
     local pid caps m
     pid=$(prop gimbal MainPID)
-    # CAP_DAC_READ_SEARCH (2), CAP_KILL (5), CAP_SYS_RESOURCE (24), CAP_SYSLOG (34, the
-    # kernel log's GPU XIDs under dmesg_restrict), CAP_PERFMON (38), CAP_BPF (39).
+    # CAP_DAC_READ_SEARCH (2), CAP_KILL (5), CAP_SYS_PTRACE (19, training jobs' environ),
+    # CAP_SYS_RESOURCE (24), CAP_SYSLOG (34, the kernel log's GPU XIDs under
+    # dmesg_restrict), CAP_PERFMON (38), CAP_BPF (39).
     caps=$(awk '/^CapEff/ {print $2}' "/proc/$pid/status")
-    is "$caps" 000000c401000024 || return 1
+    is "$caps" 000000c401080024 || return 1
     m=$(metrics) || return 1
     for p in syscall_latency tcp_retransmit process_exit; do
         echo "$m" | grep -qx "gimbal_probe_attached{probe=\"$p\"} 1" || {

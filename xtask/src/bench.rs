@@ -105,6 +105,12 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String]) -> anyhow::Result<()> {
         );
         report += &noisy_neighbour(&bin, 5000)?;
     }
+    if section("stall") {
+        util::step(
+            "the stall check's added CPU at 1,000 targets: the watcher's tick with and without it",
+        );
+        report += &stall_check(&bin, 1000)?;
+    }
     if section("vm") {
         util::step(
             "time to recover of a systemd unit in the VM: gimbal's RestartUnit next to Restart=",
@@ -364,6 +370,15 @@ fn noisy_neighbour(bin: &std::path::Path, reads: usize) -> anyhow::Result<String
         "\nNoisy neighbour: a latency-critical service's read(2) of 8 MiB from /dev/zero, back to \
          back, timed by the service; next to 4 batch cgroups of 2 CPU spinners each.\n\n{}",
         bench_binary(bin, "noisy", reads)?
+    ))
+}
+
+fn stall_check(bin: &std::path::Path, targets: usize) -> anyhow::Result<String> {
+    Ok(format!(
+        "\nStall check (TargetStalled, TrainingJobStalled): {targets} targets with `stall_for`, each \
+         a real cgroup with a sleeping process, 3 latency histograms each; the watcher's tick \
+         alone against the tick plus the check, interleaved rounds.\n\n{}",
+        bench_binary(bin, "stall", targets)?
     ))
 }
 

@@ -58,6 +58,15 @@ pub struct TargetConfig {
     pub crash_loop_failures: u64,
     #[serde(default = "defaults::crash_loop_window")]
     pub crash_loop_window: HumanDuration,
+    /// TargetStalled fires when every process of the target is alive and none has completed
+    /// a syscall of `progress_syscalls` for this long (unset: no stall check). Read from
+    /// the latency histograms the agent keeps anyway: no extra kernel work.
+    #[serde(default)]
+    pub stall_for: Option<HumanDuration>,
+    /// The syscalls that count as progress for `stall_for` (the write and send families by
+    /// default; a job that only checkpoints may be judged by its writes alone).
+    #[serde(default = "defaults::progress_syscalls")]
+    pub progress_syscalls: Vec<String>,
     /// `[targets.verdict]`: this target's own verdict signals and thresholds.
     #[serde(default)]
     pub verdict: Option<super::SignalsOverride>,
@@ -136,6 +145,14 @@ mod defaults {
             "epoll_wait",
             "epoll_pwait",
             "epoll_pwait2",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+    pub fn progress_syscalls() -> Vec<String> {
+        [
+            "write", "writev", "pwrite64", "pwritev", "pwritev2", "sendto", "sendmsg", "sendmmsg",
+            "sendfile",
         ]
         .map(String::from)
         .to_vec()

@@ -111,6 +111,30 @@ fn target_objectives_and_syscalls_are_checked() {
 }
 
 #[test]
+fn stall_settings_are_checked_with_their_line() {
+    let errs = errors("[[targets]]\nname = \"a\"\ncgroup = \"x\"\nstall_for = \"500ms\"\nprogress_syscalls = [\"write\", \"wirte\"]\n[[targets]]\nname = \"b\"\ncgroup = \"y\"\nstall_for = \"25h\"\n[[targets]]\nname = \"c\"\ncgroup = \"z\"\nstall_for = \"1m\"\nprogress_syscalls = []\n");
+    assert_eq!(errs.len(), 4, "{errs:?}");
+    assert!(
+        errs[0].0 == 4 && errs[0].2.contains("at least 1s"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].0 == 5 && errs[1].2.contains("`wirte` is not a syscall"),
+        "{errs:?}"
+    );
+    assert!(errs[2].0 == 9 && errs[2].2.contains("at most"), "{errs:?}");
+    assert!(
+        errs[3].0 == 14 && errs[3].2.contains("at least one syscall"),
+        "{errs:?}"
+    );
+    let c = Config::parse("[[targets]]\nname = \"a\"\ncgroup = \"x\"\n", "t").unwrap();
+    assert_eq!(c.targets[0].stall_for, None, "off unless set");
+    assert!(c.targets[0]
+        .progress_syscalls
+        .contains(&"sendmsg".to_string()));
+}
+
+#[test]
 fn targets_by_unit_pod_or_container_become_globs() {
     let c = Config::parse(
         "[[targets]]\nname = \"u\"\nunit = \"trainer.service\"\n[[targets]]\nname = \"p\"\npod_uid = \"12ab-34\"\n[[targets]]\nname = \"c\"\ncontainer_id = \"deadbeef\"\n",

@@ -169,6 +169,33 @@ fn targets(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
                 errors.push_path(spans, &format!("{at}.latency_syscalls[{i}]"), msg);
             }
         }
+        for (i, name) in t.progress_syscalls.iter().enumerate() {
+            if crate::names::syscall_number(name).is_none() {
+                let msg = format!(
+                    "of `{}`: `{name}` is not a syscall on this architecture",
+                    t.name
+                );
+                errors.push_path(spans, &format!("{at}.progress_syscalls[{i}]"), msg);
+            }
+        }
+        if t.stall_for.is_some() && t.progress_syscalls.is_empty() {
+            let msg = format!(
+                "of `{}` must name at least one syscall when stall_for is set",
+                t.name
+            );
+            errors.push_path(spans, &format!("{at}.progress_syscalls"), msg);
+        }
+        if let Some(stall_for) = t.stall_for {
+            let why = "a quiet day is a schedule, not a stall";
+            bounded(
+                errors,
+                spans,
+                &format!("{at}.stall_for"),
+                stall_for,
+                Duration::from_secs(1),
+                (DAY, why),
+            );
+        }
         let why = "the histogram's last bucket ends at 17.2s";
         bounded(
             errors,

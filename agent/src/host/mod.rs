@@ -10,6 +10,7 @@
 //! - `cgroupfs`: cgroup ids to paths below the cgroup2 mount, `cgroup.procs`.
 //! - `tracefs`: finding or mounting tracefs, tracepoint format files.
 //! - `btf`: the struct member offsets the kernel programs need, from `/sys/kernel/btf`.
+//! - `environ`: a process's training-job identity (torchrun, Slurm) from its environment.
 //! - `kmsg`: the kernel log's records (`/dev/kmsg`), their sequence and what was lost.
 //! - `node`: the node's name ($NODE_NAME, else the hostname).
 //! - `psi`: CPU pressure (`cpu.pressure`, some avg10) of a cgroup or of the host.
@@ -17,6 +18,7 @@
 pub mod btf;
 pub mod cgroupfs;
 pub mod durable;
+pub mod environ;
 pub mod kmsg;
 pub mod mountinfo;
 pub mod node;

@@ -11,6 +11,7 @@ mod forget;
 pub mod gpu;
 pub mod gpu_devices;
 mod histogram;
+pub mod jobs;
 pub mod text;
 
 use std::{collections::BTreeMap, sync::Arc};

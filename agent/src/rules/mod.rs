@@ -5,6 +5,7 @@ pub mod expr;
 mod gpu;
 #[cfg(test)]
 mod identity_tests;
+mod jobs;
 pub mod series;
 mod user;
 use std::{
@@ -156,6 +157,8 @@ impl Engine {
         self.node_rules(node, now);
         self.remediation_rules(&snapshot.remediations, now);
         self.gpu_rules(&snapshot.gpu, now);
+        self.stall_rules(targets, now);
+        self.job_rules(&snapshot.jobs, now);
         self.user_rules(snapshot, now);
         self.alerts.sweep(now);
         if self.alerts.take_dirty() {

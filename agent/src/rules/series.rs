@@ -166,6 +166,12 @@ mod tests {
         "gimbal_verdict_changes_total",
         "gimbal_node_load_score",
         "gimbal_cluster_writes_total",
+        "gimbal_target_stalled",
+        "gimbal_target_quiet_seconds",
+        "gimbal_training_job_ranks_alive",
+        "gimbal_training_job_restarts",
+        "gimbal_training_job_state",
+        "gimbal_training_job_rank_exits_total",
     ];
 
     #[test]

@@ -18,6 +18,9 @@ pub struct Members {
     pub cgroups: BTreeSet<u64>,
     /// Live (not zombie) processes in them.
     pub pids: BTreeSet<u32>,
+    /// The start time (clock ticks after boot, stat field 22) of each live process whose
+    /// stat was read: with the pid, it names a process across pid reuse.
+    pub starts: BTreeMap<u32, u64>,
     /// Each matched cgroup (path relative to the root, the target's components) and
     /// whether it has a live process.
     pub components: BTreeMap<String, bool>,
@@ -183,8 +186,16 @@ pub fn process_members(
 /// membership marked unreadable.
 fn is_zombie(proc_root: &Path, pid: u32, m: &mut Members) -> bool {
     match procfs::stat(proc_root, pid) {
-        Ok(stat) => procfs::stat_field(&stat, 3)
-            .is_some_and(|state| matches!(state.as_bytes().first(), Some(b'Z' | b'X'))),
+        Ok(stat) => {
+            let zombie = procfs::stat_field(&stat, 3)
+                .is_some_and(|state| matches!(state.as_bytes().first(), Some(b'Z' | b'X')));
+            if let Some(start) = procfs::stat_field(&stat, 22).and_then(|s| s.parse().ok()) {
+                if !zombie {
+                    m.starts.insert(pid, start);
+                }
+            }
+            zombie
+        }
         Err(e) if is_gone(&e) => true,
         Err(e) => {
             m.failed(&procfs::path(proc_root, pid, "stat"), &e);

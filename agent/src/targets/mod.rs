@@ -6,12 +6,14 @@
 //! which config turns into globs), expanded on the cgroup mount and confined to it
 //! (`confine.rs`); its members are read from the matched cgroups' `cgroup.procs`
 //! (`members.rs`). `watch.rs` keeps every target's membership and up/down history (`slo/`,
-//! pure, persisted crash-safely) and the status the rules and `/metrics` read.
+//! pure, persisted crash-safely) and the status the rules and `/metrics` read; `stall.rs`
+//! when each watched cgroup last made progress (TargetStalled).
 mod confine;
 mod glob;
 mod members;
 mod pods;
 pub mod slo;
+pub mod stall;
 pub mod watch;
 
 pub use confine::{

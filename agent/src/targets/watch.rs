@@ -13,6 +13,7 @@ use super::{
     pods::PodSelection,
     process_members,
     slo::{self, LatencyWindows, TargetState, WINDOWS},
+    stall::{Clocks, Observed},
     Members, ProcessMatch,
 };
 use crate::{
@@ -40,6 +41,8 @@ pub struct Watcher {
     proc_root: PathBuf,
     store: PathBuf,
     last_save: Instant,
+    /// When each watched cgroup last made progress (targets with `stall_for`).
+    clocks: Clocks,
 }
 
 struct Watched {
@@ -61,6 +64,12 @@ struct Watched {
     read_failures: u64,
     /// The last read failed.
     unreadable: bool,
+    /// Its progress set among the clocks' sets.
+    progress_set: usize,
+    /// When its set of processes last changed (unix ms): a new process has not stalled.
+    pids_since_ms: Option<u64>,
+    /// The stall check's last verdict (targets with `stall_for`).
+    stall: Option<StallStatus>,
 }
 
 impl Watched {
@@ -106,6 +115,9 @@ impl Watched {
         if std::mem::take(&mut self.unreadable) {
             tracing::info!(target = ?self.config.name, "the target's processes are readable again");
         }
+        if self.pids_since_ms.is_none() || fresh.pids != self.members.pids {
+            self.pids_since_ms = Some(ms);
+        }
         self.members = fresh;
         self.observe(ms)
     }
@@ -132,6 +144,20 @@ pub struct Kill {
     pub cgroup: String,
 }
 
+/// The stall check of one target: all its processes alive, none completed a progress
+/// syscall for `quiet`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StallStatus {
+    pub stall_for: Duration,
+    /// Time since the last progress syscall of any of its processes (or since its set of
+    /// processes last changed, or since the agent could last see its syscalls).
+    pub quiet: Duration,
+    /// Its live processes.
+    pub processes: usize,
+    /// It has live processes, the same ones for `quiet`, and `quiet` >= `stall_for`.
+    pub stalled: bool,
+}
+
 /// Everything the rules and the exposition need about one target.
 #[derive(Debug, Clone)]
 pub struct TargetStatus {
@@ -156,6 +182,8 @@ pub struct TargetStatus {
     pub read_failures_total: u64,
     /// Its components: the matched cgroups, relative to the cgroup2 mount.
     pub cgroups: Vec<String>,
+    /// The stall check, for targets with `stall_for`.
+    pub stall: Option<StallStatus>,
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {
@@ -167,10 +195,14 @@ impl Watcher {
     pub fn new(targets: &[TargetConfig], cgroup_root: PathBuf, state_dir: PathBuf) -> Self {
         let store = state_dir.join("targets");
         let known: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        let mut clocks = Clocks::default();
         Self {
             targets: targets
                 .iter()
                 .map(|c| Watched {
+                    progress_set: clocks.set_index(&c.progress_syscalls),
+                    pids_since_ms: None,
+                    stall: None,
                     state: slo::load(&store, &c.name, &known),
                     syscalls: c.latency_syscalls.iter().cloned().collect(),
                     patterns: if c.pod_uid.is_some() {
@@ -193,6 +225,7 @@ impl Watcher {
             proc_root: PathBuf::from("/proc"),
             store,
             last_save: Instant::now(),
+            clocks,
         }
     }
 
@@ -206,6 +239,85 @@ impl Watcher {
                 t.pods = Some(selection);
             }
         }
+    }
+
+    /// Reads processes under `proc_root` instead of /proc (tests build a tree).
+    pub fn with_proc_root(mut self, proc_root: PathBuf) -> Self {
+        self.proc_root = proc_root;
+        self
+    }
+
+    /// After `tick`: moves the progress clocks of the targets with `stall_for` and judges
+    /// each. `folded`: the latency family folded series into `other`, so a cgroup that no
+    /// target glob protects (targets selected by comm or exe) may have lost its own.
+    pub fn progress(
+        &mut self,
+        series: &BTreeMap<Labels<2>, HistTotals>,
+        seen: Observed,
+        folded: bool,
+    ) {
+        let wanted: Vec<(usize, &str)> = self
+            .targets
+            .iter()
+            .filter(|t| t.config.stall_for.is_some())
+            .flat_map(|t| {
+                t.members
+                    .components
+                    .keys()
+                    .map(|c| (t.progress_set, c.as_str()))
+            })
+            .collect();
+        self.clocks.tick(wanted, series, seen);
+        let now = seen.now_ms;
+        for t in &mut self.targets {
+            let Some(stall_for) = t.config.stall_for.map(|d| d.get()) else {
+                continue;
+            };
+            let by_process = t.config.comm.is_some() || t.config.exe.is_some();
+            let last = t
+                .members
+                .components
+                .keys()
+                .map(|c| self.clocks.since_ms(t.progress_set, c).unwrap_or(now))
+                .chain(t.pids_since_ms)
+                .max()
+                .unwrap_or(now);
+            let quiet = Duration::from_millis(now.saturating_sub(last));
+            // Any exit or new process changed the pid set and restarted `quiet`, so the
+            // processes judged are the same ones throughout. Components without processes
+            // of their own (a pod's cgroup above its containers') do not count.
+            let all_alive = !t.members.pids.is_empty() && !t.unreadable;
+            t.stall = Some(StallStatus {
+                stall_for,
+                quiet,
+                processes: t.members.pids.len(),
+                stalled: all_alive && quiet >= stall_for && !(by_process && folded),
+            });
+        }
+    }
+
+    /// Each watched process with its target's name and its start time (when read).
+    pub fn processes(&self) -> impl Iterator<Item = (&str, u32, Option<u64>)> + '_ {
+        self.targets.iter().flat_map(|t| {
+            t.members.pids.iter().map(move |&pid| {
+                (
+                    t.config.name.as_str(),
+                    pid,
+                    t.members.starts.get(&pid).copied(),
+                )
+            })
+        })
+    }
+
+    /// The earliest time the last progress syscall of `cgroup` may have happened, under
+    /// the progress set of the first target with `stall_for` holding it, and that
+    /// target's `stall_for`.
+    pub fn cgroup_progress(&self, cgroup: &str) -> Option<(u64, Duration)> {
+        self.targets.iter().find_map(|t| {
+            let stall_for = t.config.stall_for?.get();
+            t.members.components.contains_key(cgroup).then_some(())?;
+            Some((self.clocks.since_ms(t.progress_set, cgroup)?, stall_for))
+        })
     }
 
     /// Re-reads every target's members and latency, records the tick, saves now and then.
@@ -320,6 +432,7 @@ impl Watcher {
                         .cloned(),
                     read_failures_total: t.read_failures,
                     cgroups: t.members.components.keys().cloned().collect(),
+                    stall: t.stall,
                 }
             })
             .collect()
@@ -332,6 +445,72 @@ mod tests {
 
     fn status(w: &Watcher, now: SystemTime) -> TargetStatus {
         w.status(now).remove(0)
+    }
+
+    #[test]
+    fn a_target_is_stalled_when_all_its_processes_live_and_none_made_progress_for_stall_for() {
+        use std::sync::Arc;
+        let root = std::env::temp_dir().join(format!("gimbal-stall-{}", std::process::id()));
+        let cg = root.join("cg/svc.service");
+        std::fs::create_dir_all(&cg).unwrap();
+        for pid in [777, 778] {
+            std::fs::create_dir_all(root.join(format!("proc/{pid}"))).unwrap();
+            std::fs::write(
+                root.join(format!("proc/{pid}/stat")),
+                format!("{pid} (svc) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 {pid}00 0"),
+            )
+            .unwrap();
+        }
+        std::fs::write(cg.join("cgroup.procs"), "777\n").unwrap();
+        let config = crate::config::Config::parse(
+            "[[targets]]\nname = \"svc\"\ncgroup = \"svc.service\"\nstall_for = \"3s\"\n",
+            "test",
+        )
+        .unwrap();
+        let mut w = Watcher::new(&config.targets, root.join("cg"), root.join("state"));
+        w.proc_root = root.join("proc");
+        let mut series = BTreeMap::new();
+        let mut writes = |n: u64| {
+            let mut h = HistTotals::default();
+            h.buckets[3] = n;
+            series.insert([Arc::from("write"), Arc::from("svc.service")], h);
+            series.clone()
+        };
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let step = |w: &mut Watcher, s: u64, series: &BTreeMap<Labels<2>, HistTotals>| {
+            let now = t0 + Duration::from_secs(s);
+            w.tick(now, series);
+            let seen = Observed {
+                now_ms: unix_ms(now),
+                interval: Duration::from_secs(1),
+                complete: true,
+            };
+            w.progress(series, seen, false);
+            status(w, now).stall.unwrap()
+        };
+        let s = writes(1);
+        assert!(!step(&mut w, 0, &s).stalled);
+        let s = writes(2);
+        let st = step(&mut w, 1, &s);
+        assert_eq!(st.quiet, Duration::from_secs(1), "the write came after t0");
+        assert!(w.processes().eq([("svc", 777, Some(77700))]));
+        assert!(!step(&mut w, 2, &s).stalled);
+        // The write happened after t0 (the read before the one that saw it): stalled once
+        // 3 s have passed since then, which is at most 3 s + one tick after the write.
+        let st = step(&mut w, 3, &s);
+        assert!(st.stalled && st.quiet == Duration::from_secs(3), "{st:?}");
+        // A new process is not stalled yet.
+        std::fs::write(cg.join("cgroup.procs"), "777\n778\n").unwrap();
+        let st = step(&mut w, 5, &s);
+        assert!(!st.stalled && st.processes == 2, "{st:?}");
+        assert_eq!(
+            w.cgroup_progress("svc.service").map(|(_, f)| f),
+            Some(Duration::from_secs(3))
+        );
+        // No live process: down, not stalled.
+        std::fs::write(cg.join("cgroup.procs"), "").unwrap();
+        assert!(!step(&mut w, 20, &s).stalled);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -216,6 +216,7 @@ mod tests {
             recent_kill: None,
             read_failures_total: 0,
             cgroups: vec![format!("{name}.service")],
+            stall: None,
         }
     }
 

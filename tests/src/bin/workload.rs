@@ -3,7 +3,8 @@
 //!
 //! gimbal-workload getppid N | sleep COUNT MS | migrate N | spread DIR N | exit CODE | segv | alloc MB | pause
 //!                 | forks N | tcp-server ADDR | tcp-client ADDR BYTES | spin N | announce SOCKET
-//!                 | reads COUNT MB | http-server ADDR
+//!                 | reads COUNT MB | http-server ADDR | write-then-block COUNT MS
+//!                 | on-usr1 MODE ARGS... (waits for SIGUSR1, then does MODE)
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
@@ -17,7 +18,20 @@ fn arg(args: &[String], i: usize) -> u64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("on-usr1") {
+        // A rank that lives until the test says, then exits or allocates on its own.
+        // SAFETY: a zeroed sigset with SIGUSR1 added, blocked, then waited for.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            let mut sig = 0;
+            libc::sigwait(&set, &mut sig);
+        }
+        args.remove(1);
+    }
     match args.get(1).map(String::as_str) {
         Some("getppid") => {
             for _ in 0..arg(&args, 2) {
@@ -144,6 +158,37 @@ fn main() {
                 let start = std::time::Instant::now();
                 zero.read_exact(&mut buf).expect("read /dev/zero");
                 let _ = writeln!(out, "{}", start.elapsed().as_nanos());
+            }
+        }
+        Some("write-then-block") => {
+            // Progress, then a hang: COUNT write(2)s to /dev/null, MS apart; then the unix
+            // time in ms on stdout (the last write), then a futex wait that never returns.
+            let null = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")
+                .expect("/dev/null");
+            let ms = arg(&args, 3);
+            for _ in 0..arg(&args, 2) {
+                (&null).write_all(b"x").expect("write /dev/null");
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            println!("{now}");
+            let word = 0u32;
+            loop {
+                // SAFETY: waits while `word` is 0, which nothing changes.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        &word as *const u32,
+                        libc::FUTEX_WAIT,
+                        0,
+                        std::ptr::null::<libc::timespec>(),
+                    )
+                };
             }
         }
         Some("pause") => loop {

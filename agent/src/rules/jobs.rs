@@ -1,0 +1,254 @@
+//! The built-in stall and training-job rules: TargetStalled (a target's processes all
+//! alive, none completing a progress syscall for its `stall_for`), TrainingRankFailed (a
+//! rank died: job, rank, how, and what hit it shortly before) and TrainingJobStalled
+//! (every rank of a job here alive and stalled).
+use std::time::{Duration, SystemTime};
+
+use super::{Engine, Map};
+use crate::{
+    model::jobs::{Cause, JobsModel, RankFailure, FAILURE_MEMORY},
+    targets::watch::TargetStatus,
+};
+
+impl Engine {
+    pub(super) fn stall_rules(&mut self, targets: &[TargetStatus], now: SystemTime) {
+        for t in targets {
+            let Some(stall) = &t.stall else { continue };
+            let name = t.config.name.as_str();
+            let labels = self.labels("TargetStalled", "warning", &[("target", name)]);
+            let summary = format!(
+                "{name} is stalled on {}: its {} process(es) are alive, and none completed a progress syscall for {}",
+                self.instance,
+                stall.processes,
+                human(stall.quiet)
+            );
+            let description = format!(
+                "No syscall of [{}] returned in the cgroups matching `{}` for {} (stall_for {}).",
+                t.config.progress_syscalls.join(", "),
+                t.config.selector(),
+                human(stall.quiet),
+                human(stall.stall_for)
+            );
+            let a: Map = [
+                ("summary".to_string(), summary),
+                ("description".to_string(), description),
+            ]
+            .into();
+            self.alerts
+                .set(labels, a, stall.stalled, Duration::ZERO, now);
+        }
+    }
+
+    pub(super) fn job_rules(&mut self, jobs: &JobsModel, now: SystemTime) {
+        for f in &jobs.failures {
+            if now.duration_since(f.at).unwrap_or_default() >= FAILURE_MEMORY {
+                continue;
+            }
+            let rank = f.rank.to_string();
+            let labels = self.labels(
+                "TrainingRankFailed",
+                "critical",
+                &[("job", &*f.job), ("rank", &rank), ("target", &*f.target)],
+            );
+            let a = self.failure_annotations(f);
+            // A later failure of the same rank replaces the earlier one's text.
+            self.alerts.set(labels, a, true, Duration::ZERO, now);
+        }
+        for (job, stall) in &jobs.stalled {
+            let mut extra = vec![("job", &**job)];
+            extra.extend(stall.target.as_deref().map(|t| ("target", t)));
+            let labels = self.labels("TrainingJobStalled", "critical", &extra);
+            let ranks: Vec<String> = stall
+                .ranks
+                .iter()
+                .map(|(rank, pid, cgroup)| format!("rank {rank} (pid {pid}, cgroup {cgroup})"))
+                .collect();
+            let summary = format!(
+                "job {job} is stalled on {}: all {} of its ranks here are alive, and none completed a progress syscall for {}",
+                self.instance,
+                stall.ranks.len(),
+                human(stall.quiet)
+            );
+            let description = format!(
+                "{} (stall_for {}). A hang in a collective (NCCL) looks like this: every rank waits on the others.",
+                ranks.join(", "),
+                human(stall.stall_for)
+            );
+            let a: Map = [
+                ("summary".to_string(), summary),
+                ("description".to_string(), description),
+            ]
+            .into();
+            self.alerts.set(labels, a, true, Duration::ZERO, now);
+        }
+    }
+
+    /// "rank 3 of job X died on node-7: SIGABRT, 2 s after XID 79 on GPU 0000:3b:00".
+    fn failure_annotations(&self, f: &RankFailure) -> Map {
+        let how = match f.reason {
+            "exited" => format!("exit code {}", f.code),
+            "oom_killed" => format!("OOM-killed ({})", f.code),
+            _ if f.core_dumped => format!("{} (core dumped)", f.code),
+            _ => f.code.clone(),
+        };
+        let cause = match (&f.cause, f.reason) {
+            (
+                Some(Cause::Xid {
+                    xid,
+                    gpu,
+                    named: true,
+                    ..
+                }),
+                _,
+            ) => {
+                format!("XID {xid} on GPU {gpu}")
+            }
+            (
+                Some(Cause::Xid {
+                    xid,
+                    gpu,
+                    named: false,
+                    ..
+                }),
+                _,
+            ) => {
+                format!("XID {xid} on GPU {gpu} (the record names no process)")
+            }
+            (Some(Cause::OomKill { pid, comm, .. }), _) => {
+                format!("an OOM kill of {comm} (pid {pid}) in its cgroup")
+            }
+            (None, "oom_killed") => "OOM kill".to_string(),
+            (None, _) => String::new(),
+        };
+        let after = match &f.cause {
+            Some(Cause::Xid { after, .. } | Cause::OomKill { after, .. }) => {
+                format!(", {} after {cause}", human(*after))
+            }
+            None => String::new(),
+        };
+        let summary = format!(
+            "rank {} of job {} died on {}: {how}{after}",
+            f.rank, f.job, self.instance
+        );
+        let world = f.world_size.map(|w| format!(" of {w}")).unwrap_or_default();
+        let description = format!(
+            "pid {} ({}) in cgroup {} (target {}), rank {}{world}, restart {} of the job.",
+            f.pid, f.comm, f.cgroup, f.target, f.rank, f.restart_count
+        );
+        [
+            ("summary".to_string(), summary),
+            ("description".to_string(), description),
+            ("cause".to_string(), cause),
+        ]
+        .into()
+    }
+}
+
+/// "2 s", "850 ms", "5m 3s".
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0..1000 => format!("{ms} ms"),
+        1000..60_000 => format!("{} s", (ms + 500) / 1000),
+        _ => format!("{}m {}s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gimbal_common::ExitEvent;
+
+    use super::*;
+    use crate::{
+        alert::DeliveryStats,
+        config::Config,
+        model::{
+            gpu::{GpuModel, XidSeen},
+            jobs::RankSeen,
+        },
+    };
+
+    fn engine(dir: &std::path::Path) -> Engine {
+        let c = Config::parse("", "t").unwrap();
+        Engine::new(
+            &c.alerting,
+            &c.rules,
+            "http://x".into(),
+            None,
+            Arc::new(DeliveryStats::default()),
+            dir.join("alerts.json"),
+        )
+    }
+
+    #[test]
+    fn a_failure_reads_like_an_sre_would_write_it() {
+        let dir = std::env::temp_dir().join(format!("gimbal-rules-jobs-{}", std::process::id()));
+        let mut e = engine(&dir);
+        e.instance = "node-7".into();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut jobs = JobsModel::new(10);
+        let mut gpu = GpuModel::new(10);
+        jobs.rank_seen(
+            RankSeen {
+                job: Arc::from("llama"),
+                rank: 3,
+                local_rank: Some(3),
+                world_size: Some(8),
+                restart_count: 0,
+                pid: 42,
+                comm: "python3".into(),
+                cgroup: Arc::from("job/r3"),
+                target: Arc::from("trainer"),
+            },
+            t0,
+        );
+        gpu.apply_xid(XidSeen {
+            gpu: Arc::from("0000:3b:00"),
+            xid: 79,
+            action: "reboot-node",
+            cgroup: Arc::from("job/r3"),
+            pid: Some(42),
+            name: None,
+            detail: String::new(),
+            at: t0 + Duration::from_secs(8),
+        });
+        let event = ExitEvent {
+            cgroup_id: 1,
+            lifetime_ns: 0,
+            pid: 42,
+            ppid: 1,
+            exit_code: 6,
+            flags: 0,
+            comm: *b"python3\0\0\0\0\0\0\0\0\0",
+        };
+        let at = t0 + Duration::from_secs(10);
+        jobs.apply_exit(&event, &Arc::from("job/r3"), "python3", &gpu, at);
+        e.job_rules(&jobs, at);
+        e.alerts.sweep(at);
+        let firing = e.alerts.firing();
+        assert_eq!(firing.len(), 1);
+        assert_eq!(firing[0]["job"], "llama");
+        assert_eq!(firing[0]["rank"], "3");
+        let a = e.failure_annotations(&jobs.failures[0]);
+        assert_eq!(
+            a["summary"],
+            "rank 3 of job llama died on node-7: SIGABRT, 2 s after XID 79 on GPU 0000:3b:00"
+        );
+        assert_eq!(a["cause"], "XID 79 on GPU 0000:3b:00");
+        // Past FAILURE_MEMORY it resolves.
+        let later = at + FAILURE_MEMORY;
+        e.job_rules(&jobs, later);
+        e.alerts.sweep(later);
+        assert!(e.alerts.firing().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(human(Duration::from_millis(850)), "850 ms");
+        assert_eq!(human(Duration::from_millis(2_400)), "2 s");
+        assert_eq!(human(Duration::from_secs(303)), "5m 3s");
+    }
+}

@@ -71,7 +71,9 @@ pub async fn run(
     start_gpu(&config, &mut snapshot.write(), gpu_tx);
     let mut catalog = Catalog::new(&config.gpu);
     let (mut watcher, mut engine) = alerting(&config, &cgroup2, addr, &delivery)?;
-    watch_cgroups(&mut snapshot.write().kernel, &config);
+    // The cgroups of targets selected by pod, as the kubelet's layout last resolved them.
+    let pod_globs = PodGlobs::default();
+    watch_cgroups(&mut snapshot.write().kernel, &config, &pod_globs);
     let mut identity = identity(&config);
     // Remediation reports what it did here (from its own thread and the supervisor's); the
     // loop records it in the snapshot, where the rules read it back.
@@ -134,6 +136,7 @@ pub async fn run(
                 let mut s = snapshot.write();
                 s.kernel.apply(sample);
                 let removed = identity_step(&mut identity, &mut s, &mut watcher, &cgroup2, now);
+                *crate::sync::lock(&pod_globs) = watcher.pod_patterns();
                 maps.forget_cgroups(removed);
                 s.gpu.prune(now);
                 watcher.tick(now, &s.kernel.syscall_latency.series);
@@ -225,7 +228,7 @@ pub async fn run(
                         (watcher, engine) = parts;
                         catalog = Catalog::new(&new.gpu);
                         judge.reload(&new);
-                        watch_cgroups(&mut s.kernel, &new);
+                        watch_cgroups(&mut s.kernel, &new, &pod_globs);
                         identity = self::identity(&new);
                         // Rules may have changed: give everything back; the next tick
                         // throttles again what the new rules still call for.
@@ -289,12 +292,25 @@ fn identity_step(
     gone
 }
 
+/// Globs of the cgroups of targets selected by pod (`pod_uid`, `namespace`/`pod`): they
+/// follow the kubelet's layout, so the loop sets them after each refresh.
+type PodGlobs = Arc<std::sync::Mutex<Vec<String>>>;
+
 /// Tells the model which cgroups the targets' latency SLIs read, so their series never
-/// fold. Targets selected by process (comm, exe) move between cgroups and are not known
-/// here.
-fn watch_cgroups(model: &mut Model, config: &Config) {
-    let globs: Vec<String> = config.targets.iter().flat_map(|t| t.patterns()).collect();
-    model.watch_cgroups(move |cgroup| globs.iter().any(|g| crate::targets::glob_match(g, cgroup)));
+/// fold: the targets' globs, and those of targets selected by pod as they are now.
+/// Targets selected by process (comm, exe) move between cgroups and are not known here.
+fn watch_cgroups(model: &mut Model, config: &Config, pods: &PodGlobs) {
+    let globs: Vec<String> = config
+        .targets
+        .iter()
+        .filter(|t| t.pod_uid.is_none())
+        .flat_map(|t| t.patterns())
+        .collect();
+    let pods = pods.clone();
+    model.watch_cgroups(move |cgroup| {
+        let matches = |g: &String| crate::targets::glob_match(g, cgroup);
+        globs.iter().any(matches) || crate::sync::lock(&pods).iter().any(matches)
+    });
 }
 
 /// The parts that follow `[[targets]]`, `[alerting]` and `[[rules]]`: rebuilt on SIGHUP.

@@ -522,3 +522,44 @@ fn kernel_release() -> String {
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gimbal_common::{hist::bucket, SyscallKey};
+
+    use super::*;
+    use crate::model::{HistReading, Sample, WrappedHist};
+
+    #[test]
+    fn the_cgroups_of_a_pod_target_never_fold() {
+        let uid = "0f3c5a6e-2b1d-4c8e-9a7f-1e2d3c4b5a69";
+        let config = Config::parse("[[targets]]\nname = \"t\"\nnamespace = \"ml\"\n", "t").unwrap();
+        let globs = PodGlobs::default();
+        let mut model = Model::new(1);
+        watch_cgroups(&mut model, &config, &globs);
+        *crate::sync::lock(&globs) = vec![format!("**/*pod{uid}/*")];
+        let reading = |id: u64, cgroup: &str| {
+            let mut hist = WrappedHist::default();
+            hist.buckets[bucket(2_000)] = 1;
+            HistReading {
+                raw: SyscallKey {
+                    cgroup_id: id,
+                    nr: 0,
+                    _pad: 0,
+                },
+                labels: [Arc::from("read"), Arc::from(cgroup)],
+                hist,
+            }
+        };
+        let pod = format!("kubepods/burstable/pod{uid}/{}", "a".repeat(64));
+        model.apply(Sample {
+            syscalls: vec![reading(1, "first"), reading(2, "second"), reading(3, &pod)],
+            ..Default::default()
+        });
+        let cgroups: Vec<String> = model.cgroups().iter().map(|c| c.to_string()).collect();
+        // The budget of 1 went to the first; the pod target's cgroup has its own anyway.
+        assert_eq!(cgroups, ["first", pod.as_str(), "other"]);
+    }
+}

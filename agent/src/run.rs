@@ -71,7 +71,9 @@ pub async fn run(
     start_gpu(&config, &mut snapshot.write(), gpu_tx);
     let mut catalog = Catalog::new(&config.gpu);
     let (mut watcher, mut engine) = alerting(&config, &cgroup2, addr, &delivery)?;
-    watch_cgroups(&mut snapshot.write().kernel, &config);
+    // The cgroups of targets selected by pod, as the kubelet's layout last resolved them.
+    let pod_globs = PodGlobs::default();
+    watch_cgroups(&mut snapshot.write().kernel, &config, &pod_globs);
     let mut identity = identity(&config);
     // Remediation reports what it did here (from its own thread and the supervisor's); the
     // loop records it in the snapshot, where the rules read it back.
@@ -139,6 +141,7 @@ pub async fn run(
                 let mut s = snapshot.write();
                 s.kernel.apply(sample);
                 let removed = identity_step(&mut identity, &mut s, &mut watcher, &cgroup2, now);
+                *crate::sync::lock(&pod_globs) = watcher.pod_patterns();
                 maps.forget_cgroups(removed);
                 s.gpu.prune(now);
                 watcher.tick(now, &s.kernel.syscall_latency.series);
@@ -242,7 +245,7 @@ pub async fn run(
                         (watcher, engine) = parts;
                         catalog = Catalog::new(&new.gpu);
                         judge.reload(&new);
-                        watch_cgroups(&mut s.kernel, &new);
+                        watch_cgroups(&mut s.kernel, &new, &pod_globs);
                         identity = self::identity(&new);
                         // Rules may have changed: give everything back; the next tick
                         // throttles again what the new rules still call for.
@@ -309,12 +312,25 @@ fn identity_step(
     gone
 }
 
+/// Globs of the cgroups of targets selected by pod (`pod_uid`, `namespace`/`pod`): they
+/// follow the kubelet's layout, so the loop sets them after each refresh.
+type PodGlobs = Arc<std::sync::Mutex<Vec<String>>>;
+
 /// Tells the model which cgroups the targets' latency SLIs read, so their series never
-/// fold. Targets selected by process (comm, exe) move between cgroups and are not known
-/// here.
-fn watch_cgroups(model: &mut Model, config: &Config) {
-    let globs: Vec<String> = config.targets.iter().flat_map(|t| t.patterns()).collect();
-    model.watch_cgroups(move |cgroup| globs.iter().any(|g| crate::targets::glob_match(g, cgroup)));
+/// fold: the targets' globs, and those of targets selected by pod as they are now.
+/// Targets selected by process (comm, exe) move between cgroups and are not known here.
+fn watch_cgroups(model: &mut Model, config: &Config, pods: &PodGlobs) {
+    let globs: Vec<String> = config
+        .targets
+        .iter()
+        .filter(|t| t.pod_uid.is_none())
+        .flat_map(|t| t.patterns())
+        .collect();
+    let pods = pods.clone();
+    model.watch_cgroups(move |cgroup| {
+        let matches = |g: &String| crate::targets::glob_match(g, cgroup);
+        globs.iter().any(matches) || crate::sync::lock(&pods).iter().any(matches)
+    });
 }
 
 /// The parts that follow `[[targets]]`, `[alerting]` and `[[rules]]`: rebuilt on SIGHUP.
@@ -603,4 +619,45 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gimbal_common::{hist::bucket, SyscallKey};
+
+    use super::*;
+    use crate::model::{HistReading, Sample, WrappedHist};
+
+    #[test]
+    fn the_cgroups_of_a_pod_target_never_fold() {
+        let uid = "0f3c5a6e-2b1d-4c8e-9a7f-1e2d3c4b5a69";
+        let config = Config::parse("[[targets]]\nname = \"t\"\nnamespace = \"ml\"\n", "t").unwrap();
+        let globs = PodGlobs::default();
+        let mut model = Model::new(1);
+        watch_cgroups(&mut model, &config, &globs);
+        *crate::sync::lock(&globs) = vec![format!("**/*pod{uid}/*")];
+        let reading = |id: u64, cgroup: &str| {
+            let mut hist = WrappedHist::default();
+            hist.buckets[bucket(2_000)] = 1;
+            HistReading {
+                raw: SyscallKey {
+                    cgroup_id: id,
+                    nr: 0,
+                    _pad: 0,
+                },
+                labels: [Arc::from("read"), Arc::from(cgroup)],
+                hist,
+            }
+        };
+        let pod = format!("kubepods/burstable/pod{uid}/{}", "a".repeat(64));
+        model.apply(Sample {
+            syscalls: vec![reading(1, "first"), reading(2, "second"), reading(3, &pod)],
+            ..Default::default()
+        });
+        let cgroups: Vec<String> = model.cgroups().iter().map(|c| c.to_string()).collect();
+        // The budget of 1 went to the first; the pod target's cgroup has its own anyway.
+        assert_eq!(cgroups, ["first", pod.as_str(), "other"]);
+    }
 }

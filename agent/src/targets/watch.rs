@@ -320,6 +320,15 @@ impl Watcher {
         })
     }
 
+    /// The cgroup globs of the targets selected by pod, as last resolved.
+    pub fn pod_patterns(&self) -> Vec<String> {
+        self.targets
+            .iter()
+            .filter(|t| t.pods.is_some())
+            .flat_map(|t| t.patterns.iter().cloned())
+            .collect()
+    }
+
     /// Re-reads every target's members and latency, records the tick, saves now and then.
     pub fn tick(&mut self, now: SystemTime, latency: &BTreeMap<Labels<2>, HistTotals>) {
         let ms = unix_ms(now);

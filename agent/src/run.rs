@@ -530,14 +530,45 @@ fn evaluate(
     s.alerts = engine.alert_states();
 }
 
-/// The node's verdict, to the Kubernetes writer (if `[cluster]` writes anything).
+/// The node's verdict and the watched pods' health, to the Kubernetes writer (if
+/// `[cluster]` writes anything).
 fn tell_cluster(cluster: Option<&crate::cluster::Writer>, s: &Snapshot) {
-    if let (Some(c), Some(node)) = (cluster, &s.verdicts.node) {
-        c.set(crate::cluster::Desired {
-            draining: node.state >= crate::verdict::State::Drain,
-            why: node.reason.clone(),
-        });
+    use crate::cluster::{Desired, PodHealth, PodRef};
+    let (Some(c), Some(node)) = (cluster, &s.verdicts.node) else {
+        return;
+    };
+    let mut pods = std::collections::BTreeMap::new();
+    for t in s.targets.iter().filter(|_| c.wants_pods()) {
+        let name = &t.config.name;
+        let Some(v) = s.verdicts.targets.get(name) else {
+            continue;
+        };
+        for cgroup in &t.cgroups {
+            let id = s.pods.resolve(cgroup);
+            if id.namespace.is_empty() || id.pod.is_empty() {
+                continue;
+            }
+            let pod = PodRef {
+                namespace: id.namespace.to_string(),
+                name: id.pod.to_string(),
+            };
+            let health = PodHealth {
+                ready: v.state == crate::verdict::State::Up,
+                why: format!("target {name}: {} ({})", v.state.name(), v.reason),
+            };
+            match pods.entry(pod) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(health);
+                }
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().and(health),
+            }
+        }
     }
+    c.set(Desired {
+        draining: node.state >= crate::verdict::State::Drain,
+        why: node.reason.clone(),
+        pods,
+    });
 }
 
 /// The training-job and stall stage of the loop: progress clocks, ranks, hangs, deaths.

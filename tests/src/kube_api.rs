@@ -36,10 +36,12 @@ impl Request {
             ("PATCH", _) => "patch",
             (m, _) => m,
         };
-        let resource = if self.path.ends_with("/status") {
-            "nodes/status"
-        } else {
-            "nodes"
+        let pods = self.path.contains("/pods/");
+        let resource = match (pods, self.path.ends_with("/status")) {
+            (true, true) => "pods/status",
+            (true, false) => "pods",
+            (false, true) => "nodes/status",
+            (false, false) => "nodes",
         };
         (verb.to_string(), resource.to_string())
     }
@@ -48,6 +50,8 @@ impl Request {
 #[derive(Default)]
 struct State {
     nodes: BTreeMap<String, Value>,
+    /// "namespace/name" -> pod.
+    pods: BTreeMap<String, Value>,
     version: u64,
     requests: Vec<Request>,
     /// Taints another writer adds to a node just before each of the next taint patches,
@@ -103,6 +107,23 @@ impl KubeApi {
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: http://127.0.0.1:{}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\ncurrent-context: test\nusers:\n- name: test\n  user:\n    token: {}\n",
             self.port, self.token
         )
+    }
+
+    /// A pod the server knows, with the kubelet's own Ready condition.
+    pub fn add_pod(&self, namespace: &str, name: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.version += 1;
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": s.version.to_string()},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        });
+        s.pods.insert(format!("{namespace}/{name}"), pod);
+    }
+
+    pub fn pod(&self, namespace: &str, name: &str) -> Value {
+        self.state.lock().unwrap().pods[&format!("{namespace}/{name}")].clone()
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -193,6 +214,9 @@ fn failure(code: u16, reason: &str, message: &str) -> Value {
 }
 
 fn answer(s: &mut State, r: &Request) -> (u16, Value) {
+    if let Some(rest) = r.path.strip_prefix("/api/v1/namespaces/") {
+        return answer_pod(s, r, rest);
+    }
     let node_name = r
         .path
         .strip_prefix("/api/v1/nodes/")
@@ -272,4 +296,52 @@ fn answer(s: &mut State, r: &Request) -> (u16, Value) {
             failure(404, "NotFound", "not a path the agent should use"),
         ),
     }
+}
+
+/// `PATCH /api/v1/namespaces/<ns>/pods/<name>/status`, conditions merged by type; nothing
+/// else under a namespace is a path the agent should use.
+fn answer_pod(s: &mut State, r: &Request, rest: &str) -> (u16, Value) {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [namespace, "pods", name, "status"] = parts.as_slice() else {
+        return (
+            404,
+            failure(404, "NotFound", "not a path the agent should use"),
+        );
+    };
+    if r.method != "PATCH" {
+        return (
+            405,
+            failure(405, "MethodNotAllowed", "only PATCH of pods/status"),
+        );
+    }
+    if r.content_type.as_deref() != Some("application/strategic-merge-patch+json") {
+        return (
+            415,
+            failure(
+                415,
+                "UnsupportedMediaType",
+                "conditions are a strategic merge",
+            ),
+        );
+    }
+    let Some(conditions) = r
+        .body
+        .as_ref()
+        .and_then(|b| b["status"]["conditions"].as_array())
+    else {
+        return (422, failure(422, "Invalid", "expected status.conditions"));
+    };
+    let Some(pod) = s.pods.get_mut(&format!("{namespace}/{name}")) else {
+        return (404, failure(404, "NotFound", "no such pod"));
+    };
+    let existing = pod["status"]["conditions"].as_array_mut().unwrap();
+    for c in conditions {
+        match existing.iter_mut().find(|e| e["type"] == c["type"]) {
+            Some(e) => *e = c.clone(),
+            None => existing.push(c.clone()),
+        }
+    }
+    s.version += 1;
+    pod["metadata"]["resourceVersion"] = json!(s.version.to_string());
+    (200, pod.clone())
 }

@@ -16,6 +16,7 @@ use gimbal::{
 pub mod agent;
 pub mod alertmanager;
 pub mod kube_api;
+pub mod kubelet;
 pub mod prometheus;
 pub mod supervised;
 

@@ -8,7 +8,8 @@ use std::{collections::BTreeSet, io::Write as _, time::Duration};
 use gimbal_tests::{
     agent::Agent,
     kube_api::{KubeApi, Request},
-    require_root, sample, unique, wait_for, wait_until, TempDir,
+    kubelet::{Driver, Node},
+    require_root, sample, spawn_in, unique, wait_for, wait_until, workload, TempDir,
 };
 use serde_json::{json, Value};
 
@@ -90,7 +91,9 @@ fn all_expected(requests: &[Request], node: &str) {
         assert_ne!(r.status, 404, "a path the agent should not use: {r:?}");
         assert_ne!(r.status, 415, "wrong content type: {r:?}");
         assert!(
-            r.path == "/api/v1/nodes" || r.path.starts_with(&format!("/api/v1/nodes/{node}")),
+            r.path == "/api/v1/nodes"
+                || r.path.starts_with(&format!("/api/v1/nodes/{node}"))
+                || r.path.starts_with("/api/v1/namespaces/"),
             "another node touched: {r:?}"
         );
         if r.method == "PATCH" {
@@ -321,26 +324,108 @@ fn the_circuit_breaker_holds_back_a_taint_and_dry_run_writes_nothing() {
     assert_eq!(agent.stop(), 0);
 }
 
+/// The readiness gate on a watched pod: "True" while its target is up, "False" once a
+/// SIGKILL takes it down, "True" again when a new process brings it back; written only
+/// when it flips, merged by type beside the kubelet's own conditions. (The error-budget
+/// burn is not weighed here: one second down burns a 5-minute window for minutes, and the
+/// gate would rightly stay shut while the target is degraded by it.)
+#[test]
+fn a_watched_pods_readiness_gate_follows_its_targets_verdict() {
+    if !require_root("a_watched_pods_readiness_gate_follows_its_targets_verdict") {
+        return;
+    }
+    let mut kubelet = Node::new();
+    let pod = kubelet.pod(Driver::Systemd, "burstable", "shop", "web-0", "app");
+    let first = spawn_in(workload().arg("pause"), &[pod.dir.join("cgroup.procs")]);
+    let node = unique("node");
+    let api = KubeApi::start(&[(node.as_str(), json!([]))]);
+    api.add_pod("shop", "web-0");
+    let target = format!(
+        "readiness_gate = true\n[kubernetes]\nlog_root = \"{}\"\n[[targets]]\nname = \"web\"\nnamespace = \"shop\"\npod = \"web-*\"\n[targets.verdict]\nburn = false\n",
+        kubelet.logs.0.display()
+    );
+    let (agent, _state) = start(&api, &node, &target);
+    let gate = |status: &str| {
+        api.pod("shop", "web-0")["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "gimbal.io/healthy" && c["status"] == status)
+            .cloned()
+    };
+    let healthy = wait_for("the gate True", Duration::from_secs(20), || gate("True"));
+    assert_eq!(healthy["reason"], "TargetHealthy", "{healthy}");
+
+    // The API's times have whole seconds: the flip must come in a later one to show.
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut first = first.into_inner();
+    first.kill().unwrap();
+    assert_eq!(
+        gimbal_tests::wait_status(&mut first),
+        libc::SIGKILL,
+        "killed by our SIGKILL"
+    );
+    let down = wait_for("the gate False", Duration::from_secs(20), || gate("False"));
+    let message = down["message"].as_str().unwrap();
+    assert!(message.starts_with("target web: down"), "{message}");
+    assert_ne!(down["lastTransitionTime"], healthy["lastTransitionTime"]);
+
+    let _second = spawn_in(workload().arg("pause"), &[pod.dir.join("cgroup.procs")]);
+    let back = wait_for("the gate True again", Duration::from_secs(30), || {
+        gate("True").filter(|g| g["lastTransitionTime"] != healthy["lastTransitionTime"])
+    });
+    assert_ne!(back["lastTransitionTime"], down["lastTransitionTime"]);
+    assert_eq!(
+        api.pod("shop", "web-0")["status"]["conditions"][0]["type"],
+        "Ready",
+        "the kubelet's own condition is kept"
+    );
+
+    let requests = api.requests();
+    all_expected(&requests, &node);
+    let gates: Vec<&Request> = requests.iter().filter(|r| r.method == "PATCH").collect();
+    assert_eq!(gates.len(), 3, "written on each flip only: {gates:?}");
+    for r in gates {
+        assert_eq!(r.path, "/api/v1/namespaces/shop/pods/web-0/status");
+        assert_eq!(
+            r.content_type.as_deref(),
+            Some("application/strategic-merge-patch+json")
+        );
+    }
+    wait_until("the three writes counted", Duration::from_secs(5), || {
+        writes(&agent, "readiness_gate", "written") == 3.0
+    });
+    assert_eq!(agent.stop(), 0);
+}
+
 /// The chart's ClusterRole grants exactly what the writer's requests need.
 #[test]
 fn the_requests_need_exactly_the_verbs_the_chart_grants() {
     if !require_root("the_requests_need_exactly_the_verbs_the_chart_grants") {
         return;
     }
+    let mut kubelet = Node::new();
+    let pod = kubelet.pod(Driver::Cgroupfs, "burstable", "shop", "web-1", "app");
+    let _web = spawn_in(workload().arg("pause"), &[pod.dir.join("cgroup.procs")]);
     let node = unique("node");
     let api = KubeApi::start(&[
         (node.as_str(), json!([])),
         (unique("peer").as_str(), json!([])),
     ]);
+    api.add_pod("shop", "web-1");
     let (agent, _state) = start(
         &api,
         &node,
-        "node_condition = true\ntaint = \"NoSchedule\"\ndry_run = false\nmax_tainted_share = 1.0",
+        &format!(
+            "node_condition = true\ntaint = \"NoSchedule\"\ndry_run = false\nmax_tainted_share = 1.0\nreadiness_gate = true\n[kubernetes]\nlog_root = \"{}\"\n[[targets]]\nname = \"web\"\nnamespace = \"shop\"\npod = \"web-*\"\n",
+            kubelet.logs.0.display()
+        ),
     );
     fall_off_the_bus(&unique("rbac"));
     wait_until("taint and untaint", Duration::from_secs(40), || {
         writes(&agent, "untaint", "written") >= 1.0
     });
+    assert!(writes(&agent, "readiness_gate", "written") >= 1.0);
     assert_eq!(agent.stop(), 0);
     let used: BTreeSet<(String, String)> = api.requests().iter().map(Request::rbac).collect();
     let granted = chart_grants();
@@ -355,7 +440,7 @@ fn the_requests_need_exactly_the_verbs_the_chart_grants() {
 fn chart_grants() -> BTreeSet<(String, String)> {
     let text = packaging::helm_template(&[
         "--set",
-        "cluster.nodeCondition=true,cluster.taint=NoSchedule,cluster.dryRun=false",
+        "cluster.nodeCondition=true,cluster.taint=NoSchedule,cluster.dryRun=false,cluster.readinessGate=true",
     ]);
     let docs = packaging::load_yaml(&text);
     let role = packaging::find(&docs, "ClusterRole");
@@ -377,7 +462,7 @@ fn chart_grants() -> BTreeSet<(String, String)> {
         .to_string();
     assert!(
         config
-            .contains("[cluster]\nnode_condition = true\ntaint = \"NoSchedule\"\ndry_run = false"),
+            .contains("[cluster]\nnode_condition = true\ntaint = \"NoSchedule\"\nreadiness_gate = true\ndry_run = false"),
         "{config}"
     );
     grants

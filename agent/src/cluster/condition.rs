@@ -75,6 +75,7 @@ mod tests {
         let d = Desired {
             draining: true,
             why: "GPU 0000:3b:00 XID 79 (reboot-node)".into(),
+            pods: Default::default(),
         };
         let p = patch(&condition(&d, at(1_790_000_000), at(1_790_000_060)));
         assert_eq!(
@@ -96,6 +97,7 @@ mod tests {
             &Desired {
                 draining: false,
                 why: String::new(),
+                pods: Default::default(),
             },
             at(100),
             at(200),

@@ -5,16 +5,19 @@
 //! over a watch channel and never waits for the API server; what it did comes back as
 //! [`Write`] events, which the loop counts in the snapshot.
 //!
-//! - `condition.rs`: the condition and its status patch (pure).
+//! - `condition.rs`: the node condition and its status patch (pure).
+//! - `readiness.rs`: the readiness-gate condition of a watched pod (pure).
 //! - `taint.rs`: the node's taints with or without ours, and the circuit breaker (pure).
 //! - `writer.rs`: the task: the API calls, conflicts retried, heartbeats, dry-run.
 mod condition;
+mod readiness;
 mod taint;
 mod writer;
 
 use std::collections::BTreeMap;
 
 pub use condition::CONDITION;
+pub use readiness::GATE;
 pub use taint::TAINT_KEY;
 pub use writer::Writer;
 
@@ -25,6 +28,31 @@ pub struct Desired {
     pub draining: bool,
     /// Why (the verdict's reason), for the condition's message and the log.
     pub why: String,
+    /// The watched targets' pods and whether each should take traffic (readiness gate).
+    pub pods: BTreeMap<PodRef, PodHealth>,
+}
+
+/// A pod by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What a pod's readiness gate should say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodHealth {
+    pub ready: bool,
+    pub why: String,
+}
+
+impl PodHealth {
+    /// Folds in another target's word on the same pod: not ready if either says so.
+    pub fn and(&mut self, other: PodHealth) {
+        if self.ready && !other.ready {
+            *self = other;
+        }
+    }
 }
 
 /// What was written, by kind.
@@ -33,6 +61,7 @@ pub enum Kind {
     Condition,
     Taint,
     Untaint,
+    ReadinessGate,
 }
 
 impl Kind {
@@ -41,6 +70,7 @@ impl Kind {
             Kind::Condition => "condition",
             Kind::Taint => "taint",
             Kind::Untaint => "untaint",
+            Kind::ReadinessGate => "readiness_gate",
         }
     }
 }

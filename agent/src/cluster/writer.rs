@@ -5,7 +5,9 @@
 //! next heartbeat. It never blocks the loop: the loop only replaces the channel's value.
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::Node;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
     api::{ListParams, Patch, PatchParams},
     config::{KubeConfigOptions, Kubeconfig},
@@ -13,7 +15,7 @@ use kube::{
 };
 use tokio::sync::{mpsc, watch};
 
-use super::{condition, taint, Desired, Kind, Outcome, Write};
+use super::{condition, readiness, taint, Desired, Kind, Outcome, PodRef, Write};
 use crate::config::{ClusterConfig, TaintEffect};
 
 /// Attempts of one taint change before it counts as a conflict.
@@ -22,6 +24,7 @@ const CONFLICT_RETRIES: usize = 5;
 const MANAGER: &str = "gimbal";
 
 pub struct Writer {
+    readiness_gate: bool,
     desired: watch::Sender<Option<Desired>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -42,10 +45,20 @@ impl Writer {
         }
         let (desired, rx) = watch::channel(None);
         let task = tokio::spawn(run(config.clone(), node, rx, events));
-        Some(Self { desired, task })
+        Some(Self {
+            readiness_gate: config.readiness_gate,
+            desired,
+            task,
+        })
     }
 
     /// The node's latest verdict; the task writes what changed.
+    /// Whether the pods' health is wanted (`readiness_gate`): else the loop need not work
+    /// it out.
+    pub fn wants_pods(&self) -> bool {
+        self.readiness_gate
+    }
+
     pub fn set(&self, d: Desired) {
         self.desired.send_if_modified(|cur| {
             let changed = cur.as_ref() != Some(&d);
@@ -88,6 +101,10 @@ struct Written {
     condition: Option<(bool, SystemTime)>,
     /// Whether the node carries our taint (as last read or written; dry-run: as it would).
     tainted: Option<bool>,
+    /// The node's verdict (draining, why) the condition was last written for.
+    node_word: Option<(bool, String)>,
+    /// Each watched pod's gate as last written, and when it last flipped.
+    gates: BTreeMap<PodRef, (bool, SystemTime)>,
 }
 
 async fn run(
@@ -103,7 +120,7 @@ async fn run(
             return;
         }
     };
-    let nodes: Api<Node> = Api::all(client);
+    let nodes: Api<Node> = Api::all(client.clone());
     let report = |kind, outcome| {
         let _ = events.send(Write { kind, outcome });
     };
@@ -111,16 +128,25 @@ async fn run(
     let mut heartbeat = tokio::time::interval(config.heartbeat.get());
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            changed = desired.changed() => if changed.is_err() { return },
-            _ = heartbeat.tick() => {}
-        }
+        let beat = tokio::select! {
+            changed = desired.changed() => if changed.is_err() { return } else { false },
+            _ = heartbeat.tick() => true,
+        };
         let Some(want) = desired.borrow_and_update().clone() else {
             continue;
         };
-        if config.node_condition {
+        // The condition on each heartbeat and when the node's own word changes (not when
+        // only a pod's does).
+        let node_word = Some((want.draining, want.why.clone()));
+        if config.node_condition && (beat || written.node_word != node_word) {
+            written.node_word = node_word;
             let outcome = write_condition(&nodes, &node, &want, &mut written).await;
             report(Kind::Condition, outcome);
+        }
+        if config.readiness_gate {
+            for outcome in write_gates(&client, &want, &mut written).await {
+                report(Kind::ReadinessGate, outcome);
+            }
         }
         if let Some(effect) = config.taint {
             if written.tainted != Some(want.draining) {
@@ -178,6 +204,36 @@ async fn write_condition(
             Outcome::Failed
         }
     }
+}
+
+/// The readiness gates that changed (or were never written, or failed last time); pods
+/// no longer watched are forgotten, not written.
+async fn write_gates(client: &kube::Client, want: &Desired, written: &mut Written) -> Vec<Outcome> {
+    written.gates.retain(|pod, _| want.pods.contains_key(pod));
+    let mut out = Vec::new();
+    for (pod, health) in &want.pods {
+        let now = SystemTime::now();
+        let transition = match written.gates.get(pod) {
+            Some((ready, _)) if *ready == health.ready => continue,
+            Some(_) | None => now,
+        };
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace);
+        let patch = Patch::Strategic(readiness::patch(health, transition));
+        match pods.patch_status(&pod.name, &params(), &patch).await {
+            Ok(_) => {
+                tracing::info!(namespace = %pod.namespace, pod = %pod.name, ready = health.ready, reason = %health.why, "[cluster]: readiness gate {} written", readiness::GATE);
+                written
+                    .gates
+                    .insert(pod.clone(), (health.ready, transition));
+                out.push(Outcome::Written);
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %pod.namespace, pod = %pod.name, "[cluster]: cannot write the readiness gate: {e}");
+                out.push(Outcome::Failed);
+            }
+        }
+    }
+    out
 }
 
 /// Adds or removes our taint; None when the node already is as wanted (nothing to count).

@@ -1,5 +1,5 @@
 //! `[cluster]`: what the agent writes to the Kubernetes API about its own node, from the
-//! node's verdict: a node condition (informational, merged by type as node-problem-detector
+//! node's verdict: a node condition, a readiness-gate condition on the watched pods (informational, merged by type as node-problem-detector
 //! does) and, opt-in and dry-run by default, a taint that keeps new pods off a draining
 //! node, behind a cluster-wide circuit breaker. Off by default: a .deb host has no API.
 use std::path::PathBuf;
@@ -43,6 +43,11 @@ pub struct ClusterConfig {
     /// The condition is written again this often while nothing changes (lastHeartbeatTime),
     /// and a failed write is retried after this long.
     pub heartbeat: HumanDuration,
+    /// Write the `gimbal.io/healthy` condition on the pods of every watched target that
+    /// runs in pods: "True" while the target's verdict is up, "False" while degraded,
+    /// draining or down, so a pod whose spec declares that readiness gate leaves its
+    /// Services' endpoints without being killed (needs `patch pods/status`).
+    pub readiness_gate: bool,
     /// A kubeconfig file; none: in-cluster (the pod's service account), else $KUBECONFIG.
     pub kubeconfig: Option<PathBuf>,
 }
@@ -52,6 +57,7 @@ impl Default for ClusterConfig {
         Self {
             node_condition: false,
             taint: None,
+            readiness_gate: false,
             dry_run: true,
             max_tainted_share: 0.1,
             heartbeat: HumanDuration::from_secs(60),
@@ -63,7 +69,7 @@ impl Default for ClusterConfig {
 impl ClusterConfig {
     /// Whether anything is written at all.
     pub fn enabled(&self) -> bool {
-        self.node_condition || self.taint.is_some()
+        self.node_condition || self.taint.is_some() || self.readiness_gate
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
+    identity,
     model::{HistTotals, Labels},
     probes::ProbeStatus,
     snapshot::Snapshot,
@@ -103,6 +104,8 @@ const fn metric(
 }
 
 const TARGET: &[&str] = &["target"];
+/// The labels of a GPU NVML reads: the bus id (as XID records give it), index, UUID.
+const GPU: &[&str] = &["gpu", "index", "uuid"];
 const TARGET_WINDOW: &[&str] = &["target", "window"];
 
 pub const METRICS: &[Metric] = &[
@@ -111,35 +114,35 @@ pub const METRICS: &[Metric] = &[
         kind: Kind::Histogram,
         help: "Syscall latency from raw_syscalls:sys_enter to sys_exit, per syscall and cgroup",
         seconds: true,
-        labels: &["syscall", "cgroup"],
+        labels: &["syscall", "cgroup", "namespace", "pod", "container"],
         rules: true,
         rows: Rows::Snapshot(|s, sink| {
-            each(&s.kernel.syscall_latency.series, sink, Value::Histogram)
+            by_cgroup(s, &s.kernel.syscall_latency.series, 1, sink, Value::Histogram)
         }),
     },
     metric(
         "gimbal_syscall_errors",
         Kind::Counter,
         "Syscalls that returned an error, per errno",
-        &["syscall", "cgroup", "errno"],
+        &["syscall", "cgroup", "errno", "namespace", "pod", "container"],
         true,
-        Rows::Snapshot(|s, sink| counters(&s.kernel.syscall_errors.series, sink)),
+        Rows::Snapshot(|s, sink| cgroup_counters(s, &s.kernel.syscall_errors.series, 1, sink)),
     ),
     metric(
         "gimbal_tcp_retransmits",
         Kind::Counter,
         "TCP segments retransmitted (tcp:tcp_retransmit_skb), per owning cgroup and remote end",
-        &["cgroup", "remote", "family"],
+        &["cgroup", "remote", "family", "namespace", "pod", "container"],
         true,
-        Rows::Snapshot(|s, sink| counters(&s.kernel.tcp_retransmits.series, sink)),
+        Rows::Snapshot(|s, sink| cgroup_counters(s, &s.kernel.tcp_retransmits.series, 0, sink)),
     ),
     metric(
         "gimbal_process_exits",
         Kind::Counter,
         "Whole-process exits by reason and exit code or signal",
-        &["cgroup", "comm", "reason", "code"],
+        &["cgroup", "comm", "reason", "code", "namespace", "pod", "container"],
         true,
-        Rows::Snapshot(|s, sink| counters(&s.kernel.process_exits.series, sink)),
+        Rows::Snapshot(|s, sink| cgroup_counters(s, &s.kernel.process_exits.series, 0, sink)),
     ),
     metric(
         "gimbal_probe_attached",
@@ -385,9 +388,9 @@ pub const METRICS: &[Metric] = &[
         "gimbal_gpu_xid_errors_by_cgroup",
         Kind::Counter,
         "NVIDIA XID records per cgroup of the process the record names (unknown: none named, or gone before it was read)",
-        &["cgroup", "xid", "action"],
+        &["cgroup", "xid", "action", "namespace", "pod", "container"],
         true,
-        Rows::Snapshot(|s, sink| counters(&s.gpu.xid_by_cgroup.series, sink)),
+        Rows::Snapshot(|s, sink| cgroup_counters(s, &s.gpu.xid_by_cgroup.series, 0, sink)),
     ),
     metric(
         "gimbal_gpu_kmsg_records_dropped",
@@ -416,6 +419,284 @@ pub const METRICS: &[Metric] = &[
                 sink(&[source], Value::WholeGauge(i64::from(*attached)));
             }
         }),
+    ),
+    metric(
+        "gimbal_gpu_info",
+        Kind::Gauge,
+        "Always 1 per GPU NVML reads: its PCI bus id, index, UUID, product name and MIG mode",
+        &["gpu", "index", "uuid", "name", "mig"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for d in &s.gpu.devices {
+                let index = d.index.to_string();
+                sink(&[&d.gpu, &index, &d.uuid, &d.name, d.mig], Value::WholeGauge(1));
+            }
+        }),
+    ),
+    metric(
+        "gimbal_gpu_temperature_celsius",
+        Kind::Gauge,
+        "GPU die temperature (nvmlDeviceGetTemperature)",
+        GPU,
+        true,
+        Rows::Snapshot(|s, sink| per_gpu(s, sink, |d| gauge(d.temperature_celsius))),
+    ),
+    metric(
+        "gimbal_gpu_power_watts",
+        Kind::Gauge,
+        "GPU power draw (nvmlDeviceGetPowerUsage)",
+        GPU,
+        true,
+        Rows::Snapshot(|s, sink| per_gpu(s, sink, |d| gauge(d.power_watts))),
+    ),
+    metric(
+        "gimbal_gpu_utilization_ratio",
+        Kind::Gauge,
+        "Fraction of the last sample period a kernel ran on the GPU (nvmlDeviceGetUtilizationRates gpu)",
+        GPU,
+        true,
+        Rows::Snapshot(|s, sink| per_gpu(s, sink, |d| gauge(d.utilization))),
+    ),
+    metric(
+        "gimbal_gpu_memory_utilization_ratio",
+        Kind::Gauge,
+        "Fraction of the last sample period device memory was read or written (nvmlDeviceGetUtilizationRates memory)",
+        GPU,
+        true,
+        Rows::Snapshot(|s, sink| per_gpu(s, sink, |d| gauge(d.memory_utilization))),
+    ),
+    metric(
+        "gimbal_gpu_memory_used_bytes",
+        Kind::Gauge,
+        "Device memory in use (nvmlDeviceGetMemoryInfo used)",
+        GPU,
+        true,
+        Rows::Snapshot(|s, sink| per_gpu(s, sink, |d| whole(d.memory_used_bytes))),
+    ),
+    metric(
+        "gimbal_gpu_memory_total_bytes",
+        Kind::Gauge,
+        "Device memory in all (nvmlDeviceGetMemoryInfo total)",
+        GPU,
+        true,
+        Rows::Snapshot(|s, sink| per_gpu(s, sink, |d| whole(d.memory_total_bytes))),
+    ),
+    metric(
+        "gimbal_gpu_ecc_enabled",
+        Kind::Gauge,
+        "1 if ECC is on now (nvmlDeviceGetEccMode current)",
+        GPU,
+        true,
+        Rows::Snapshot(|s, sink| per_gpu(s, sink, |d| flag(d.ecc_enabled))),
+    ),
+    metric(
+        "gimbal_gpu_ecc_errors",
+        Kind::Counter,
+        "ECC errors by error (corrected, uncorrected) and counter (volatile: since the driver loaded; aggregate: the GPU's life) (nvmlDeviceGetTotalEccErrors)",
+        &["gpu", "index", "uuid", "error", "counter"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for d in &s.gpu.devices {
+                let index = d.index.to_string();
+                for (error, counter, n) in &d.ecc_errors {
+                    sink(&[&d.gpu, &index, &d.uuid, error, counter], Value::Counter(*n));
+                }
+            }
+        }),
+    ),
+    metric(
+        "gimbal_gpu_retired_pages",
+        Kind::Gauge,
+        "Memory pages retired, by cause (single_bit: multiple single-bit errors; double_bit) (nvmlDeviceGetRetiredPages)",
+        &["gpu", "index", "uuid", "cause"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for d in &s.gpu.devices {
+                let index = d.index.to_string();
+                for (cause, n) in &d.retired_pages {
+                    sink(&[&d.gpu, &index, &d.uuid, cause], whole(Some(*n)).expect("some"));
+                }
+            }
+        }),
+    ),
+    metric(
+        "gimbal_gpu_retired_pages_pending",
+        Kind::Gauge,
+        "1 if a page retirement waits for the next driver reload (nvmlDeviceGetRetiredPagesPendingStatus)",
+        GPU,
+        true,
+        Rows::Snapshot(|s, sink| per_gpu(s, sink, |d| flag(d.retired_pages_pending))),
+    ),
+    metric(
+        "gimbal_gpu_remapped_rows",
+        Kind::Gauge,
+        "Memory rows remapped, by the error that caused it (correctable, uncorrectable) (NVML fields 142, 143)",
+        &["gpu", "index", "uuid", "error"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for d in &s.gpu.devices {
+                let index = d.index.to_string();
+                let r = &d.remapped_rows;
+                for (error, n) in [("correctable", r.correctable), ("uncorrectable", r.uncorrectable)] {
+                    if let Some(n) = n {
+                        sink(&[&d.gpu, &index, &d.uuid, error], whole(Some(n)).expect("some"));
+                    }
+                }
+            }
+        }),
+    ),
+    metric(
+        "gimbal_gpu_remapped_rows_pending",
+        Kind::Gauge,
+        "1 if a row remap waits for a GPU reset (NVML field 144)",
+        GPU,
+        true,
+        Rows::Snapshot(|s, sink| per_gpu(s, sink, |d| flag(d.remapped_rows.pending))),
+    ),
+    metric(
+        "gimbal_gpu_row_remap_failed",
+        Kind::Gauge,
+        "1 if a row remap failed: the GPU needs service (NVML field 145)",
+        GPU,
+        true,
+        Rows::Snapshot(|s, sink| per_gpu(s, sink, |d| flag(d.remapped_rows.failed))),
+    ),
+    metric(
+        "gimbal_gpu_pcie_replays",
+        Kind::Counter,
+        "PCIe replays since the driver loaded (nvmlDeviceGetPcieReplayCounter)",
+        GPU,
+        true,
+        Rows::Snapshot(|s, sink| {
+            for d in &s.gpu.devices {
+                if let Some(n) = d.pcie_replays {
+                    sink(&[&d.gpu, &d.index.to_string(), &d.uuid], Value::Counter(n));
+                }
+            }
+        }),
+    ),
+    metric(
+        "gimbal_gpu_nvlink_errors",
+        Kind::Counter,
+        "NVLink data-link errors per active link and counter (replay, recovery, crc_flit, crc_data) (nvmlDeviceGetNvLinkErrorCounter)",
+        &["gpu", "index", "uuid", "link", "error"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for d in &s.gpu.devices {
+                let index = d.index.to_string();
+                for (link, error, n) in &d.nvlink_errors {
+                    sink(&[&d.gpu, &index, &d.uuid, &link.to_string(), error], Value::Counter(*n));
+                }
+            }
+        }),
+    ),
+    metric(
+        "gimbal_gpu_throttle_reason",
+        Kind::Gauge,
+        "1 for each clock throttle reason active now, 0 for the others (nvmlDeviceGetCurrentClocksThrottleReasons)",
+        &["gpu", "index", "uuid", "reason"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for d in s.gpu.devices.iter().filter(|d| d.throttle_read) {
+                let index = d.index.to_string();
+                for (_, reason) in crate::gpu::readings::THROTTLE_REASONS {
+                    let on = d.throttle_reasons.contains(&reason);
+                    sink(&[&d.gpu, &index, &d.uuid, reason], Value::WholeGauge(i64::from(on)));
+                }
+            }
+        }),
+    ),
+    metric(
+        "gimbal_gpu_recovery_action",
+        Kind::Gauge,
+        "1 for the recovery action the driver asks for now (none, gpu_reset, node_reboot, drain_p2p, drain_and_reset) (NVML field 230)",
+        &["gpu", "index", "uuid", "action"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for d in &s.gpu.devices {
+                if let Some(action) = &d.recovery_action {
+                    sink(&[&d.gpu, &d.index.to_string(), &d.uuid, action], Value::WholeGauge(1));
+                }
+            }
+        }),
+    ),
+    metric(
+        "gimbal_gpu_cgroup_processes",
+        Kind::Gauge,
+        "Compute processes on the GPU per cgroup (pod) they run in: which cgroups hold each GPU (nvmlDeviceGetComputeRunningProcesses, /proc/<pid>/cgroup)",
+        &["gpu", "index", "uuid", "cgroup", "namespace", "pod", "container"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for d in &s.gpu.devices {
+                let index = d.index.to_string();
+                for h in &d.holders {
+                    let id = s.pods.resolve(&h.cgroup);
+                    let [ns, pod, container] = id.values();
+                    let row = [&*d.gpu, &index, &d.uuid, &h.cgroup, ns, pod, container];
+                    sink(&row, Value::WholeGauge(h.processes as i64));
+                }
+            }
+        }),
+    ),
+    metric(
+        "gimbal_gpu_cgroup_memory_used_bytes",
+        Kind::Gauge,
+        "GPU memory used by the cgroup's processes on the GPU, where the driver reports it for each (nvmlDeviceGetComputeRunningProcesses)",
+        &["gpu", "index", "uuid", "cgroup", "namespace", "pod", "container"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for d in &s.gpu.devices {
+                let index = d.index.to_string();
+                for h in &d.holders {
+                    if let Some(b) = h.memory_bytes {
+                        let id = s.pods.resolve(&h.cgroup);
+                        let [ns, pod, container] = id.values();
+                        let row = [&*d.gpu, &index, &d.uuid, &h.cgroup, ns, pod, container];
+                        sink(&row, whole(Some(b)).expect("some"));
+                    }
+                }
+            }
+        }),
+    ),
+    metric(
+        "gimbal_gpu_nvml_xid_events",
+        Kind::Counter,
+        "XID events NVML delivered (nvmlEventTypeXidCriticalError), per GPU and XID; the kernel log's records are counted apart",
+        &["gpu", "xid"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for ((gpu, xid), n) in &s.gpu.nvml_events.xids {
+                sink(&[gpu, &xid.to_string()], Value::Counter(*n));
+            }
+        }),
+    ),
+    metric(
+        "gimbal_gpu_nvml_ecc_events",
+        Kind::Counter,
+        "ECC events NVML delivered, per GPU and error (single_bit, double_bit)",
+        &["gpu", "error"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for ((gpu, error), n) in &s.gpu.nvml_events.ecc {
+                sink(&[gpu, error], Value::Counter(*n));
+            }
+        }),
+    ),
+    metric(
+        "gimbal_pod_identities",
+        Kind::Gauge,
+        "Kubernetes pods named by the kubelet's log layout ([kubernetes] log_root) as last read",
+        &[],
+        false,
+        Rows::Snapshot(|s, sink| sink(&[], Value::WholeGauge(s.pods.pods() as i64))),
+    ),
+    metric(
+        "gimbal_pod_identity_entries_skipped",
+        Kind::Gauge,
+        "Entries of the kubelet's log layout skipped in its last read: not the kubelet's shape, names Kubernetes would not allow, or past the bound",
+        &[],
+        false,
+        Rows::Snapshot(|s, sink| sink(&[], Value::WholeGauge(s.pods.skipped as i64))),
     ),
     metric(
         "gimbal_verdict",
@@ -456,6 +737,18 @@ pub const METRICS: &[Metric] = &[
         Rows::Snapshot(|s, sink| {
             if let Some(load) = &s.verdicts.load {
                 sink(&[&load.node], Value::Gauge(load.score));
+            }
+        }),
+    ),
+    metric(
+        "gimbal_cluster_writes",
+        Kind::Counter,
+        "Writes to the Kubernetes API about this node ([cluster]) by kind (condition, taint, untaint) and outcome (written, dry_run, circuit_open, conflict, failed)",
+        &["kind", "outcome"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for ((kind, outcome), n) in &s.cluster.0 {
+                sink(&[kind.name(), outcome.name()], Value::Counter(*n));
             }
         }),
     ),
@@ -528,6 +821,31 @@ pub const METRICS: &[Metric] = &[
     ),
 ];
 
+/// One gauge per GPU NVML reads, skipping GPUs without that reading.
+fn flag(b: Option<bool>) -> Option<Value<'static>> {
+    b.map(|b| Value::WholeGauge(i64::from(b)))
+}
+
+/// A count or byte figure, written as the whole number it is.
+fn whole(n: Option<u64>) -> Option<Value<'static>> {
+    n.map(|n| Value::WholeGauge(i64::try_from(n).unwrap_or(i64::MAX)))
+}
+
+fn gauge(v: Option<f64>) -> Option<Value<'static>> {
+    v.map(Value::Gauge)
+}
+
+fn per_gpu(
+    s: &Snapshot,
+    sink: &mut Sink,
+    pick: impl Fn(&crate::model::gpu_devices::Device) -> Option<Value<'static>>,
+) {
+    for d in &s.gpu.devices {
+        if let Some(v) = pick(d) {
+            sink(&[&d.gpu, &d.index.to_string(), &d.uuid], v);
+        }
+    }
+}
 const TRAINING_JOB: &[&str] = &["training_job"];
 
 /// Each series of a model family, in the model's (sorted) order.
@@ -543,6 +861,44 @@ fn each<'a, const N: usize, V>(
 
 fn counters<const N: usize>(series: &BTreeMap<Labels<N>, u64>, sink: &mut Sink) {
     each(series, sink, |n| Value::Counter(*n));
+}
+
+/// Whether a label is one of the identity labels that is left out where empty (outside
+/// Kubernetes), in the exposition and in what rules see.
+pub fn omitted_if_empty(name: &str) -> bool {
+    identity::LABELS.contains(&name)
+}
+
+/// Each series of a family keyed by cgroup (its label at `cgroup`), with the cgroup's
+/// namespace, pod and container after its own labels. They are functions of the cgroup,
+/// so they add no series and take no budget of their own.
+fn by_cgroup<'a, const N: usize, V>(
+    s: &'a Snapshot,
+    series: &'a BTreeMap<Labels<N>, V>,
+    cgroup: usize,
+    sink: &mut Sink,
+    value: impl Fn(&'a V) -> Value<'a>,
+) {
+    const MAX: usize = 8;
+    const { assert!(N + identity::LABELS.len() <= MAX) };
+    for (labels, v) in series {
+        let mut row = [""; MAX];
+        for (slot, l) in row.iter_mut().zip(labels) {
+            *slot = l;
+        }
+        let id = s.pods.resolve(&labels[cgroup]);
+        row[N..N + identity::LABELS.len()].copy_from_slice(&id.values());
+        sink(&row[..N + identity::LABELS.len()], value(v));
+    }
+}
+
+fn cgroup_counters<const N: usize>(
+    s: &Snapshot,
+    series: &BTreeMap<Labels<N>, u64>,
+    cgroup: usize,
+    sink: &mut Sink,
+) {
+    by_cgroup(s, series, cgroup, sink, |n| Value::Counter(*n));
 }
 
 /// One gauge per target, skipping targets without a value.

@@ -8,8 +8,8 @@ const LAYERS: &[&[&str]] = &[
     // The one poisoned-mutex policy, under everything that locks.
     &["sync"],
     // Leaves: formats, the host's pseudo-filesystems and state files, the service
-    // manager's protocol.
-    &["units", "names", "host", "service"],
+    // manager's protocol, a cgroup's workload identity (pod, container).
+    &["units", "names", "host", "service", "identity"],
     // The config (sections only), the pure model, alert delivery.
     &["config", "model", "alert"],
     // The stages that read the kernel: the probes, and the GPU source beside them (the
@@ -19,8 +19,9 @@ const LAYERS: &[&[&str]] = &[
     &["targets"],
     // Actions on the host (confined to the cgroups the targets' globs expand to), the
     // load-balancing verdict beside them (from the targets' status and the GPU's faults),
-    // and the training jobs (the targets' processes' launch identities, their hangs).
-    &["remediate", "verdict", "jobs"],
+    // what is written to the Kubernetes API about the node (told the node's verdict), and
+    // the training jobs (the targets' processes' launch identities, their hangs).
+    &["remediate", "verdict", "cluster", "jobs"],
     // What readers see: the model with targets, alert states and the remediation ledger.
     &["snapshot"],
     // The metric table over it: names, types, HELP, labels, and how rows are read.

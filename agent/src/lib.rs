@@ -9,6 +9,7 @@
 //! jobs (the targets' ranks: launch identity from /proc/<pid>/environ, hangs) ─> snapshot
 //! verdict (targets' status, GPU faults, CPU pressure -> up/degraded/drain/down) ─> snapshot
 //!   -> /health/<target>, HAProxy agent-check, /metrics
+//!   -> cluster (node condition, taint: its own task, told the node's verdict)
 //! ```
 //! Below them all, `host` reads the pseudo-filesystems (/proc, cgroupfs, mountinfo,
 //! tracefs, BTF) and the state files, each in one place. `run` wires the stages together;
@@ -17,9 +18,11 @@
 pub mod alert;
 pub mod catalog;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod gpu;
 pub mod host;
+pub mod identity;
 pub mod jobs;
 pub mod metrics;
 pub mod model;

@@ -13,6 +13,7 @@ use crate::{
     config::Config,
     gpu::{self, Catalog, GpuEvent},
     host::cgroupfs::CgroupNames,
+    identity::{Layout, Removed},
     metrics::{self, AgentInfo, Exposition},
     model::Model,
     probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes},
@@ -70,7 +71,10 @@ pub async fn run(
     start_gpu(&config, &mut snapshot.write(), gpu_tx);
     let mut catalog = Catalog::new(&config.gpu);
     let (mut watcher, mut engine) = alerting(&config, &cgroup2, addr, &delivery)?;
-    watch_cgroups(&mut snapshot.write().kernel, &config);
+    // The cgroups of targets selected by pod, as the kubelet's layout last resolved them.
+    let pod_globs = PodGlobs::default();
+    watch_cgroups(&mut snapshot.write().kernel, &config, &pod_globs);
+    let mut identity = identity(&config);
     // Remediation reports what it did here (from its own thread and the supervisor's); the
     // loop records it in the snapshot, where the rules read it back.
     let (actions_tx, mut actions) = tokio::sync::mpsc::unbounded_channel();
@@ -100,6 +104,10 @@ pub async fn run(
         snapshot.clone(),
     ));
     let mut judge = Judge::new(&config);
+    // The Kubernetes writer reports each write here; the loop counts them in the snapshot.
+    let (cluster_tx, mut cluster_writes) = tokio::sync::mpsc::unbounded_channel();
+    let cluster =
+        crate::cluster::Writer::start(&config.cluster, crate::host::node::name(), cluster_tx);
     let mut jobs = JobsStep::new(&probe_status);
     let agent_check = match config.verdict.agent_check_listen {
         Some(at) => {
@@ -132,11 +140,15 @@ pub async fn run(
                 let now = SystemTime::now();
                 let mut s = snapshot.write();
                 s.kernel.apply(sample);
+                let removed = identity_step(&mut identity, &mut s, &mut watcher, &cgroup2, now);
+                *crate::sync::lock(&pod_globs) = watcher.pod_patterns();
+                maps.forget_cgroups(removed);
                 s.gpu.prune(now);
                 watcher.tick(now, &s.kernel.syscall_latency.series);
                 jobs.tick(&mut watcher, &mut s, config.agent.interval.get(), now);
                 evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
                 judge_step(&mut judge, &mut s, &cgroup2, now);
+                tell_cluster(cluster.as_ref(), &s);
                 drop(s);
                 remediator.step(engine.firing(), now);
                 health.turned();
@@ -174,6 +186,7 @@ pub async fn run(
                 if touched {
                     evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
                     s.verdicts = judge.event(&s.targets, &s.gpu, now);
+                    tell_cluster(cluster.as_ref(), &s);
                     drop(s);
                     remediator.step(engine.firing(), now);
                 }
@@ -184,7 +197,8 @@ pub async fn run(
                 let mut xids = false;
                 for event in batch {
                     match event {
-                        GpuEvent::Xid(record) => {
+                        GpuEvent::Xid(mut record) => {
+                            record.attribute_to_holder(&s.gpu.devices);
                             let seen = record.seen(&catalog);
                             tracing::info!(gpu = %seen.gpu, xid = seen.xid, action = seen.action, pid = ?seen.pid, cgroup = %seen.cgroup, detail = %seen.detail, "GPU XID");
                             s.gpu.apply_xid(seen);
@@ -193,17 +207,24 @@ pub async fn run(
                         GpuEvent::Dropped(n) => s.gpu.kmsg_dropped += n,
                         GpuEvent::Malformed(n) => s.gpu.kmsg_malformed += n,
                         GpuEvent::Attached { source, attached } => s.gpu.set_attached(source, attached),
+                        GpuEvent::Devices(devices) => s.gpu.devices = devices,
+                        GpuEvent::NvmlXid { gpu, xid } => s.gpu.nvml_events.xid(gpu, xid),
+                        GpuEvent::NvmlEcc { gpu, kind } => s.gpu.nvml_events.ecc(gpu, kind),
                     }
                 }
                 if xids {
                     evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
                     s.verdicts = judge.event(&s.targets, &s.gpu, now);
+                    tell_cluster(cluster.as_ref(), &s);
                     drop(s);
                     remediator.step(engine.firing(), now);
                 }
             }
             Some(action) = actions.recv() => {
                 snapshot.write().remediations.record(action);
+            }
+            Some(write) = cluster_writes.recv() => {
+                snapshot.write().cluster.record(write);
             }
             _ = sighup.recv() => {
                 let Some(path) = &config_path else {
@@ -224,7 +245,8 @@ pub async fn run(
                         (watcher, engine) = parts;
                         catalog = Catalog::new(&new.gpu);
                         judge.reload(&new);
-                        watch_cgroups(&mut s.kernel, &new);
+                        watch_cgroups(&mut s.kernel, &new, &pod_globs);
+                        identity = self::identity(&new);
                         // Rules may have changed: give everything back; the next tick
                         // throttles again what the new rules still call for.
                         remediator.reload(&new);
@@ -253,16 +275,62 @@ pub async fn run(
     if let Some(a) = agent_check {
         a.abort();
     }
+    if let Some(c) = cluster {
+        c.stop();
+    }
     drop(probes);
     Ok(())
 }
 
+/// The kubelet's layout and the removed-cgroup sweep, from `[kubernetes]`.
+fn identity(config: &Config) -> (Layout, Removed) {
+    let k = &config.kubernetes;
+    (
+        Layout::new(k.log_root.clone()),
+        Removed::new(k.removed_cgroup_grace.get()),
+    )
+}
+
+/// Per tick: re-reads the kubelet's layout if it changed (pod-name targets follow it),
+/// and drops the series of cgroups removed for the grace period; returns those, whose
+/// kernel map keys go next.
+fn identity_step(
+    (layout, removed): &mut (Layout, Removed),
+    s: &mut Snapshot,
+    watcher: &mut Watcher,
+    cgroup2: &std::path::Path,
+    now: SystemTime,
+) -> Vec<Arc<str>> {
+    if let Some(pods) = layout.refresh(now) {
+        s.pods = Arc::new(pods);
+    }
+    watcher.resolve_pods(&s.pods);
+    let gone = removed.sweep(cgroup2, || s.kernel.cgroups(), std::time::Instant::now());
+    for cgroup in &gone {
+        s.kernel.forget_cgroup(cgroup);
+    }
+    gone
+}
+
+/// Globs of the cgroups of targets selected by pod (`pod_uid`, `namespace`/`pod`): they
+/// follow the kubelet's layout, so the loop sets them after each refresh.
+type PodGlobs = Arc<std::sync::Mutex<Vec<String>>>;
+
 /// Tells the model which cgroups the targets' latency SLIs read, so their series never
-/// fold. Targets selected by process (comm, exe) move between cgroups and are not known
-/// here.
-fn watch_cgroups(model: &mut Model, config: &Config) {
-    let globs: Vec<String> = config.targets.iter().flat_map(|t| t.patterns()).collect();
-    model.watch_cgroups(move |cgroup| globs.iter().any(|g| crate::targets::glob_match(g, cgroup)));
+/// fold: the targets' globs, and those of targets selected by pod as they are now.
+/// Targets selected by process (comm, exe) move between cgroups and are not known here.
+fn watch_cgroups(model: &mut Model, config: &Config, pods: &PodGlobs) {
+    let globs: Vec<String> = config
+        .targets
+        .iter()
+        .filter(|t| t.pod_uid.is_none())
+        .flat_map(|t| t.patterns())
+        .collect();
+    let pods = pods.clone();
+    model.watch_cgroups(move |cgroup| {
+        let matches = |g: &String| crate::targets::glob_match(g, cgroup);
+        globs.iter().any(matches) || crate::sync::lock(&pods).iter().any(matches)
+    });
 }
 
 /// The parts that follow `[[targets]]`, `[alerting]` and `[[rules]]`: rebuilt on SIGHUP.
@@ -394,17 +462,30 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.verdict.agent_check_listen != new.verdict.agent_check_listen {
         out.push("[verdict] agent_check_listen");
     }
+    if old.cluster != new.cluster {
+        out.push("[cluster]");
+    }
     let (o, n) = (&old.gpu, &new.gpu);
-    if (o.kmsg, &o.kmsg_path, o.kmsg_user_records, o.nvml)
-        != (n.kmsg, &n.kmsg_path, n.kmsg_user_records, n.nvml)
-    {
-        out.push("[gpu] kmsg, kmsg_path, kmsg_user_records or nvml");
+    if (
+        o.kmsg,
+        &o.kmsg_path,
+        o.kmsg_user_records,
+        o.nvml,
+        o.nvml_interval,
+    ) != (
+        n.kmsg,
+        &n.kmsg_path,
+        n.kmsg_user_records,
+        n.nvml,
+        n.nvml_interval,
+    ) {
+        out.push("[gpu] kmsg, kmsg_path, kmsg_user_records, nvml or nvml_interval");
     }
     out
 }
 
 /// Starts the GPU sources that `[gpu]` enables, each off the loop: the kernel log reader
-/// (a thread of its own) and the NVML probe (a dlopen, on a short-lived thread). A source
+/// and NVML's poller (threads of their own). A source
 /// turned off is reported not attached at once.
 fn start_gpu(config: &Config, s: &mut Snapshot, reports: gpu::Reports) {
     if config.gpu.kmsg {
@@ -414,14 +495,7 @@ fn start_gpu(config: &Config, s: &mut Snapshot, reports: gpu::Reports) {
         s.gpu.set_attached(gpu::KMSG, false);
     }
     if config.gpu.nvml {
-        let spawned = std::thread::Builder::new()
-            .name("gpu-nvml".into())
-            .spawn(move || {
-                let report = gpu::nvml::report(&gpu::nvml::probe());
-                let _ = reports.blocking_send(vec![report]);
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "GPU source nvml not attached: cannot start its thread");
+        if !gpu::nvml::start(config.gpu.nvml_interval.get(), reports) {
             s.gpu.set_attached(gpu::NVML, false);
         }
     } else {
@@ -454,6 +528,16 @@ fn evaluate(
     engine.evaluate(&targets, node, s, now);
     s.targets = targets;
     s.alerts = engine.alert_states();
+}
+
+/// The node's verdict, to the Kubernetes writer (if `[cluster]` writes anything).
+fn tell_cluster(cluster: Option<&crate::cluster::Writer>, s: &Snapshot) {
+    if let (Some(c), Some(node)) = (cluster, &s.verdicts.node) {
+        c.set(crate::cluster::Desired {
+            draining: node.state >= crate::verdict::State::Drain,
+            why: node.reason.clone(),
+        });
+    }
 }
 
 /// The training-job and stall stage of the loop: progress clocks, ranks, hangs, deaths.
@@ -535,4 +619,45 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gimbal_common::{hist::bucket, SyscallKey};
+
+    use super::*;
+    use crate::model::{HistReading, Sample, WrappedHist};
+
+    #[test]
+    fn the_cgroups_of_a_pod_target_never_fold() {
+        let uid = "0f3c5a6e-2b1d-4c8e-9a7f-1e2d3c4b5a69";
+        let config = Config::parse("[[targets]]\nname = \"t\"\nnamespace = \"ml\"\n", "t").unwrap();
+        let globs = PodGlobs::default();
+        let mut model = Model::new(1);
+        watch_cgroups(&mut model, &config, &globs);
+        *crate::sync::lock(&globs) = vec![format!("**/*pod{uid}/*")];
+        let reading = |id: u64, cgroup: &str| {
+            let mut hist = WrappedHist::default();
+            hist.buckets[bucket(2_000)] = 1;
+            HistReading {
+                raw: SyscallKey {
+                    cgroup_id: id,
+                    nr: 0,
+                    _pad: 0,
+                },
+                labels: [Arc::from("read"), Arc::from(cgroup)],
+                hist,
+            }
+        };
+        let pod = format!("kubepods/burstable/pod{uid}/{}", "a".repeat(64));
+        model.apply(Sample {
+            syscalls: vec![reading(1, "first"), reading(2, "second"), reading(3, &pod)],
+            ..Default::default()
+        });
+        let cgroups: Vec<String> = model.cgroups().iter().map(|c| c.to_string()).collect();
+        // The budget of 1 went to the first; the pod target's cgroup has its own anyway.
+        assert_eq!(cgroups, ["first", pod.as_str(), "other"]);
+    }
 }

@@ -12,6 +12,7 @@ use std::{
 };
 
 use crate::{
+    identity::Kubelet,
     model::{gpu::GpuModel, jobs::JobsModel, Model},
     remediate::Ledger,
     sync::lock,
@@ -35,6 +36,11 @@ pub struct Snapshot {
     pub gpu: GpuModel,
     /// The load-balancing verdicts (node and targets), as the loop last judged them.
     pub verdicts: Verdicts,
+    /// What the Kubernetes writer did (`[cluster]`), by kind and outcome.
+    pub cluster: crate::cluster::Writes,
+    /// Pods and containers by name (the kubelet's /var/log layout, as last read): readers
+    /// label each cgroup with its namespace, pod and container from it.
+    pub pods: Arc<Kubelet>,
     /// Training jobs: their ranks, how they ended and why, which hang.
     pub jobs: JobsModel,
 }
@@ -57,6 +63,8 @@ impl Snapshot {
             reloads: Reloads::default(),
             gpu: GpuModel::new(max_series_per_metric),
             verdicts: Verdicts::default(),
+            cluster: crate::cluster::Writes::default(),
+            pods: Arc::default(),
             jobs: JobsModel::new(max_series_per_metric),
         }
     }
@@ -237,6 +245,41 @@ pub fn filled() -> Snapshot {
         detail: "GPU has fallen off the bus.".into(),
         at: std::time::UNIX_EPOCH,
     });
+    s.gpu.devices.push(crate::model::gpu_devices::Device {
+        gpu: Arc::from("0000:3b:00"),
+        index: 0,
+        uuid: Arc::from("GPU-8d5c2b47-0000-1111-2222-333344445555"),
+        name: "NVIDIA H200 \"x\"\n".into(),
+        mig: "disabled",
+        temperature_celsius: Some(41.0),
+        power_watts: Some(123.456),
+        utilization: Some(0.87),
+        memory_utilization: Some(0.25),
+        memory_used_bytes: Some(1 << 30),
+        memory_total_bytes: Some(141 << 30),
+        ecc_enabled: Some(true),
+        ecc_errors: vec![("uncorrected", "volatile", 1)],
+        retired_pages: vec![("double_bit", 2)],
+        retired_pages_pending: Some(false),
+        remapped_rows: crate::model::gpu_devices::RemappedRows {
+            correctable: Some(3),
+            uncorrectable: Some(0),
+            pending: Some(false),
+            failed: Some(false),
+        },
+        pcie_replays: Some(7),
+        nvlink_errors: vec![(2, "crc_flit", 9)],
+        throttle_reasons: vec!["sw_power_cap"],
+        throttle_read: true,
+        recovery_action: Some(Arc::from("none")),
+        holders: vec![crate::model::gpu_devices::Holder {
+            cgroup: Arc::from("kubepods/pod \"b\""),
+            processes: 2,
+            memory_bytes: Some(1 << 20),
+        }],
+    });
+    s.gpu.nvml_events.xid(Arc::from("0000:3b:00"), 79);
+    s.gpu.nvml_events.ecc(Arc::from("0000:3b:00"), "double_bit");
     s.gpu.kmsg_dropped = 3;
     s.gpu.set_attached("kmsg", true);
     s.gpu.set_attached("nvml", false);
@@ -247,6 +290,10 @@ pub fn filled() -> Snapshot {
     );
     s.verdicts.changes.insert(String::new(), 0);
     s.verdicts.changes.insert("svc".into(), 2);
+    s.cluster.record(crate::cluster::Write {
+        kind: crate::cluster::Kind::Taint,
+        outcome: crate::cluster::Outcome::DryRun,
+    });
     s.verdicts.load = Some(crate::verdict::NodeLoad {
         node: Arc::from("gpu-node-7"),
         score: 0.375,

@@ -38,13 +38,23 @@ impl Agent {
         Self::start_limited(args, None)
     }
 
+    /// `start_with`, with `env` set for the agent (e.g. NODE_NAME, as the DaemonSet sets it).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(args, None, env)
+    }
+
     /// `start_with`, the agent's open-file limit (soft and hard) set to `nofile` if given.
     pub fn start_limited(args: &[&str], nofile: Option<u64>) -> Self {
+        Self::spawn(args, nofile, &[])
+    }
+
+    fn spawn(args: &[&str], nofile: Option<u64>, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let mut command = Command::new(sibling_binary("gimbal"));
         command
             .args(["run", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
+            .envs(env.iter().copied())
             .stderr(Stdio::inherit());
         if let Some(n) = nofile {
             let limit = libc::rlimit {

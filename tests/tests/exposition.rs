@@ -70,7 +70,8 @@ fn live_scrape_reports_the_workload_passes_promtool_and_matches_the_docs() {
     );
 }
 
-/// docs/metrics.md's table: name -> (type, label names).
+/// docs/metrics.md's table: name -> (type, label names). A name written `x?` is left out
+/// where its value is unknown (the pod identity labels): kept here as `x?`.
 fn documented() -> BTreeMap<String, (String, BTreeSet<String>)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
     let text = std::fs::read_to_string(path).expect("docs/metrics.md");
@@ -122,7 +123,15 @@ fn check_against_docs(body: &str) {
             types.get(name)
         );
         for got in labels.get(name).into_iter().flatten() {
-            assert_eq!(got, want, "{name}: labels {got:?}, documented {want:?}");
+            // Every label the docs require, and of the optional ones only what is there.
+            let optional = |l: &String| l.ends_with('?');
+            let required: BTreeSet<_> = want.iter().filter(|l| !optional(l)).cloned().collect();
+            let extra: BTreeSet<_> = got.difference(&required).cloned().collect();
+            let allowed = extra.iter().all(|l| want.contains(&format!("{l}?")));
+            assert!(
+                got.is_superset(&required) && allowed,
+                "{name}: labels {got:?}, documented {want:?}"
+            );
         }
     }
     for name in types.keys() {

@@ -166,6 +166,14 @@ fn daemonset_mounts_exactly_the_documented_host_paths() {
         ("/sys/kernel/btf", "Directory", "/sys/kernel/btf", true),
         // GPU XIDs from the kernel log (docs/install-kubernetes.md).
         ("/dev/kmsg", "CharDevice", "/dev/kmsg", true),
+        // Namespace, pod and container names from the kubelet's layout (same document).
+        ("/var/log/pods", "DirectoryOrCreate", "/var/log/pods", true),
+        (
+            "/var/log/containers",
+            "DirectoryOrCreate",
+            "/var/log/containers",
+            true,
+        ),
     ]
     .map(|(h, t, m, ro)| (h.to_string(), t.to_string(), m.to_string(), ro))
     .into();

@@ -91,6 +91,10 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String]) -> anyhow::Result<()> {
         );
         report += &alert_latency(&bin, 20)?;
     }
+    if section("kmsg") {
+        util::step("kernel log reader: CPU per 10,000 records written to /dev/kmsg");
+        report += &kmsg_cost(&bin, 10_000)?;
+    }
     if section("restart") {
         util::step("time to recover: SIGKILL of a supervised process -> its replacement running");
         report += &restart_latency(&bin, 20)?;
@@ -348,6 +352,16 @@ fn alert_latency(bin: &std::path::Path, kills: usize) -> anyhow::Result<String> 
          (polled every 1 ms), {kills} kills.\n\n{}\nFor comparison: a Prometheus pipeline needs up to \
          scrape 1m + evaluation 1m + `for`; a Kubernetes liveness probe 10 s x 3 = 30 s.\n",
         bench_binary(bin, "alert", kills)?
+    ))
+}
+
+fn kmsg_cost(bin: &std::path::Path, records: usize) -> anyhow::Result<String> {
+    Ok(format!(
+        "\nKernel log reader: {records} records written to /dev/kmsg (one in ten an NVIDIA XID \
+         record naming a live process, counted and attributed to its cgroup), the CPU of the \
+         agent's gpu-kmsg thread and of the whole agent, next to the agent idle for the same \
+         time (`cargo xtask bench --only kmsg`). NVML's poll cost needs a GPU: not measured.\n\n{}",
+        bench_binary(bin, "kmsg", records)?
     ))
 }
 

@@ -2,6 +2,7 @@
 //! so that a fresh machine needs nothing but the Rust toolchains.
 mod bench;
 mod deb;
+mod gpu_check;
 mod kube_tools;
 mod setup;
 mod util;
@@ -52,6 +53,11 @@ enum Command {
     /// Regenerate packaging/kubernetes/gimbal.yaml: the Helm chart rendered with its
     /// defaults into namespace `gimbal` (fetches helm into target/tools/ if needed).
     Manifests,
+    /// Compare the agent's GPU readings with `nvidia-smi -q -x` on this node (root): builds
+    /// the agent and target/release/gimbal-gpu-check here; on a GPU node, run that binary
+    /// next to the agent's (it builds nothing). Without a GPU it checks that the agent
+    /// reports NVML not attached, and says so.
+    GpuCheck,
     /// Syscall-overhead benchmark: no tracer, empty raw tracepoints, gimbal, bpftrace.
     Bench {
         /// Syscalls per measured run.
@@ -60,8 +66,8 @@ enum Command {
         /// Interleaved rounds per configuration.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
-        /// Run only these sections (comma-separated): syscalls, alert, restart, noisy, stall, vm.
-        #[arg(long, value_delimiter = ',', value_parser = ["syscalls", "alert", "restart", "noisy", "stall", "vm"])]
+        /// Run only these sections (comma-separated): syscalls, alert, kmsg, restart, noisy, stall, vm.
+        #[arg(long, value_delimiter = ',', value_parser = ["syscalls", "alert", "kmsg", "restart", "noisy", "stall", "vm"])]
         only: Vec<String>,
     },
 }
@@ -91,6 +97,7 @@ fn main() -> anyhow::Result<()> {
             deb::build_as(deb_version.as_deref(), &util::root().join("target/debian")).map(|_| ())
         }
         Command::Manifests => kube_tools::manifests(),
+        Command::GpuCheck => gpu_check::run(),
         Command::Bench {
             syscalls,
             rounds,
@@ -146,6 +153,9 @@ fn test(filter: Option<String>) -> anyhow::Result<()> {
     if filter.is_some() {
         return Ok(());
     }
+    // Under a second here (no GPU: NVML must report not attached); on a GPU node the
+    // comparison with nvidia-smi, a few seconds.
+    gpu_check::run()?;
     // The second kernel and a real systemd: about 5 minutes, 2 more the first time on a
     // machine while the image is built.
     vm::test(std::time::Duration::from_secs(1200))

@@ -21,11 +21,16 @@ pub struct GpuConfig {
     pub kmsg_user_records: bool,
     /// Try NVML (libnvidia-ml.so.1) at start; absent on nodes without the driver.
     pub nvml: bool,
+    /// How often NVML reads every GPU (on a thread of its own).
+    pub nvml_interval: HumanDuration,
     /// What an XID calls for, overriding the built-in catalog: `"13" = "restart-application"`.
     pub xid_actions: BTreeMap<String, XidAction>,
     /// `[[gpu.rules]]`: when XIDs alert (count within a window), overriding the built-in
     /// default (1 within 10m) for the XIDs listed.
     pub rules: Vec<GpuRuleConfig>,
+    /// A target's kill alert names as its cause the latest XID that hit the killed
+    /// process (or, for an XID naming no process, its cgroup) this long before the kill.
+    pub kill_cause_window: HumanDuration,
 }
 
 impl Default for GpuConfig {
@@ -35,8 +40,10 @@ impl Default for GpuConfig {
             kmsg_path: "/dev/kmsg".into(),
             kmsg_user_records: false,
             nvml: true,
+            nvml_interval: HumanDuration::from_secs(10),
             xid_actions: BTreeMap::new(),
             rules: Vec::new(),
+            kill_cause_window: HumanDuration::from_secs(60),
         }
     }
 }
@@ -133,6 +140,20 @@ pub(super) fn validate(
             let msg = format!("key `{key}` must be an XID, a number from 1 to {MAX_XID}");
             errors.push_path(spans, &format!("gpu.xid_actions.{key}"), msg);
         }
+    }
+    let i = gpu.nvml_interval.get();
+    if i < std::time::Duration::from_secs(1) || i > std::time::Duration::from_secs(3600) {
+        errors.push_path(spans, "gpu.nvml_interval", "must be from 1s to 1h".into());
+    }
+    let w = gpu.kill_cause_window.get();
+    if w < std::time::Duration::from_secs(1)
+        || w > std::time::Duration::from_secs(MAX_RULE_WINDOW_SECS)
+    {
+        errors.push_path(
+            spans,
+            "gpu.kill_cause_window",
+            "must be from 1s to 24h (recent XIDs are kept that long)".into(),
+        );
     }
     for (n, rule) in gpu.rules.iter().enumerate() {
         let at = format!("gpu.rules[{n}]");

@@ -4,9 +4,11 @@
 //! error in a file at once, each with its line and column, instead of stopping at the first.
 mod agent;
 mod alerting;
+mod cluster;
 mod errors;
 mod files;
 mod gpu;
+mod kubernetes;
 mod remediation;
 mod spans;
 mod targets;
@@ -25,16 +27,18 @@ pub use agent::{
     TcpRetransmitConfig,
 };
 pub use alerting::{AlertingConfig, RuleConfig};
+pub use cluster::{ClusterConfig, TaintEffect};
 pub use errors::{ConfigError, ConfigErrors};
 pub use gpu::{parse_xid, GpuConfig, GpuRuleConfig, XidAction, MAX_XID};
+pub use kubernetes::KubernetesConfig;
 pub use remediation::{
     RemediationConfig, RemediationMode, RestartConfig, RestartWhen, SignalConfig, SuperviseConfig,
     ThrottleConfig,
 };
-pub use targets::TargetConfig;
+pub use targets::{pod_uid_patterns, TargetConfig};
 pub use verdict::{Signals, SignalsOverride, VerdictConfig};
 
-const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`";
+const SECTIONS: &str = "`agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`, `kubernetes`, `cluster`";
 
 /// The default configuration, embedded in the binary and shipped as /etc/gimbal/gimbal.toml.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -62,6 +66,10 @@ pub struct Config {
     pub gpu: GpuConfig,
     /// `[verdict]`: the load-balancing verdict and HAProxy's agent-check.
     pub verdict: VerdictConfig,
+    /// `[cluster]`: the node condition and taint written to the Kubernetes API.
+    pub cluster: ClusterConfig,
+    /// `[kubernetes]`: the kubelet's layout (pod and container names), removed cgroups.
+    pub kubernetes: KubernetesConfig,
 }
 
 /// The checks that need a module above config (rule expressions and the series they name,
@@ -166,6 +174,8 @@ impl Config {
                 ),
                 "gpu" => section(value, &mut errors, &mut config.gpu),
                 "verdict" => section(value, &mut errors, &mut config.verdict),
+                "cluster" => section(value, &mut errors, &mut config.cluster),
+                "kubernetes" => section(value, &mut errors, &mut config.kubernetes),
                 other => errors.push_at(
                     key.span(),
                     format!("unknown section `{other}`, expected one of {SECTIONS}"),

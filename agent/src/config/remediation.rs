@@ -155,6 +155,11 @@ pub struct SignalConfig {
     pub cgroups: Vec<String>,
     /// A signal name: "SIGUSR1", "SIGTERM", "SIGRTMIN+2".
     pub signal: String,
+    /// Signal only the cgroup each firing alert names in its `cgroup` label (the pod an
+    /// XID hit, say), once per alert, and only where `cgroups` matches it: the globs then
+    /// say which groups may be hit, not which are.
+    #[serde(default)]
+    pub cgroup_from_alert: bool,
 }
 
 mod defaults {

@@ -25,6 +25,14 @@ pub struct TargetConfig {
     /// A container id (or a unique prefix of it), as the runtime names its cgroup.
     #[serde(default)]
     pub container_id: Option<String>,
+    /// Kubernetes pods by name: a glob (`*`) over pod names, resolved to pod UIDs through
+    /// the kubelet's layout (`[kubernetes] log_root`) on every tick. With `namespace`, or
+    /// `namespace` alone for every pod of the namespaces it matches.
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// A glob over namespaces, for `pod` (default: any namespace).
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// Processes by name (`/proc/<pid>/comm`, up to 15 characters), found by scanning /proc
     /// on every tick; their cgroups are the components. May be combined with `exe`.
     #[serde(default)]
@@ -71,20 +79,37 @@ impl TargetConfig {
         out.extend(self.cgroup.clone());
         out.extend(self.unit.as_ref().map(|u| format!("**/{u}")));
         if let Some(uid) = &self.pod_uid {
-            out.push(format!("**/*pod{uid}"));
-            out.push(format!("**/*pod{}.slice", uid.replace('-', "_")));
+            out.extend(pod_uid_patterns(uid));
         }
         out.extend(self.container_id.as_ref().map(|id| format!("**/*{id}*")));
         out
     }
 
+    /// Whether it selects pods by name (`pod`, `namespace`): its cgroups then follow the
+    /// kubelet's layout, not fixed globs.
+    pub fn by_pod_name(&self) -> bool {
+        self.pod.is_some() || self.namespace.is_some()
+    }
+
     /// How the target is selected, for messages.
     pub fn selector(&self) -> String {
         let mut parts = self.patterns();
+        if self.by_pod_name() {
+            let glob = |g: &Option<String>| g.clone().unwrap_or_else(|| "*".into());
+            parts.push(format!("pod {}/{}", glob(&self.namespace), glob(&self.pod)));
+        }
         parts.extend(self.comm.as_ref().map(|c| format!("comm {c}")));
         parts.extend(self.exe.as_ref().map(|e| format!("exe {e}")));
         parts.join(" or ")
     }
+}
+
+/// The pod cgroup of pod `uid`, for both kubelet cgroup drivers, at any depth.
+pub fn pod_uid_patterns(uid: &str) -> [String; 2] {
+    [
+        format!("**/*pod{uid}"),
+        format!("**/*pod{}.slice", uid.replace('-', "_")),
+    ]
 }
 
 mod defaults {

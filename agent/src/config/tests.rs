@@ -67,7 +67,7 @@ fn display_is_file_line_column() {
     let e = Config::parse("[nope]\n", "gimbal.toml").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`"
+        "gimbal.toml:1:2: unknown section `nope`, expected one of `agent`, `probes`, `labels`, `targets`, `alerting`, `rules`, `remediation`, `throttle`, `restart`, `supervise`, `signal`, `gpu`, `verdict`, `kubernetes`, `cluster`"
     );
 }
 
@@ -414,4 +414,28 @@ fn verdict_section_errors_point_at_their_keys() {
         c.verdict.agent_check_listen,
         Some("127.0.0.1:9978".parse().unwrap())
     );
+}
+
+#[test]
+fn targets_by_pod_name_take_kubernetes_globs_and_say_where_one_is_wrong() {
+    let ok = "[[targets]]\nname = \"t\"\nnamespace = \"ml\"\npod = \"trainer-*\"\n\
+              [[targets]]\nname = \"ns\"\nnamespace = \"ml-*\"\n\
+              [[targets]]\nname = \"any\"\npod = \"*\"\n";
+    let c = Config::parse(ok, "t").expect("valid");
+    assert!(c.targets.iter().all(|t| t.by_pod_name()));
+    assert!(
+        c.targets[0].patterns().is_empty(),
+        "resolved per tick, not fixed globs"
+    );
+    assert_eq!(c.targets[0].selector(), "pod ml/trainer-*");
+    let text = "[[targets]]\nname = \"a\"\nnamespace = \"ml\"\npod = \"Trainer_0\"\n\
+                [[targets]]\nname = \"b\"\nnamespace = \"m/../l\"\n\
+                [[targets]]\nname = \"c\"\npod = \"x\"\nunit = \"x.service\"\n\
+                [[targets]]\nname = \"d\"\npod = \"\"\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert_eq!(at(&errs, "`targets.pod` of `a`"), (4, 1));
+    assert_eq!(at(&errs, "`targets.namespace` of `b`"), (7, 1));
+    assert_eq!(at(&errs, "`c` needs exactly one selector"), (9, 1));
+    assert_eq!(at(&errs, "`targets.pod` of `d`"), (14, 1));
 }

@@ -31,6 +31,7 @@ pub(super) fn validate(
     signals(config, spans, errors);
     super::gpu::validate(&config.gpu, spans, errors);
     super::verdict::validate(config, spans, errors);
+    super::cluster::validate(config, spans, errors);
 }
 
 /// `path` must lie within `min..=max`; the reasons say why each bound is what it is.
@@ -221,12 +222,16 @@ fn selectors(t: &super::TargetConfig, at: &str, spans: &Spans, errors: &mut Conf
     // comm and exe, alone or together, are one (process) selector.
     let process = t.comm.clone().or_else(|| t.exe.clone());
     let process_key = if t.comm.is_some() { "comm" } else { "exe" };
+    // pod and namespace, alone or together, are one (pod name) selector.
+    let by_name = t.pod.clone().or_else(|| t.namespace.clone());
+    let by_name_key = if t.pod.is_some() { "pod" } else { "namespace" };
     let selectors = [
         ("cgroup", &t.cgroup),
         ("unit", &t.unit),
         ("pod_uid", &t.pod_uid),
         ("container_id", &t.container_id),
         (process_key, &process),
+        (by_name_key, &by_name),
     ];
     let set: Vec<(&str, &String)> = selectors
         .iter()
@@ -243,8 +248,21 @@ fn selectors(t: &super::TargetConfig, at: &str, spans: &Spans, errors: &mut Conf
             errors.push_path(spans, &path, format!("of `{}`: {e}", t.name));
         }
     }
+    // Both may be set; each is checked where it is written.
+    for (key, glob) in [("namespace", &t.namespace), ("pod", &t.pod)] {
+        if let Some(Err(e)) = glob.as_deref().map(name_glob) {
+            errors.push_path(
+                spans,
+                &format!("{at}.{key}"),
+                format!("of `{}`: {e}", t.name),
+            );
+        }
+    }
     match set.as_slice() {
-        [(key, value)] if value.trim_matches(['/', '*']).is_empty() => {
+        [(key, value)]
+            if !matches!(*key, "pod" | "namespace")
+                && value.trim_matches(['/', '*']).is_empty() =>
+        {
             let msg = format!(
                 "of `{}` must select something below the root cgroup",
                 t.name
@@ -254,12 +272,29 @@ fn selectors(t: &super::TargetConfig, at: &str, spans: &Spans, errors: &mut Conf
         [_] => {}
         _ => {
             let msg = format!(
-                "`{}` needs exactly one selector: cgroup, unit, pod_uid, container_id, or comm/exe",
+                "`{}` needs exactly one selector: cgroup, unit, pod_uid, container_id, comm/exe, or pod/namespace",
                 t.name
             );
             errors.push_path(spans, &format!("{at}.name"), msg);
         }
     }
+}
+
+/// A glob over Kubernetes names (namespaces, pods): what those may hold, and `*`.
+fn name_glob(glob: &str) -> Result<(), String> {
+    if glob.is_empty() || glob.len() > 253 {
+        return Err("must be 1 to 253 characters".into());
+    }
+    if let Some(c) = glob
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '*')))
+    {
+        return Err(format!(
+            "{:?} is not in a Kubernetes name: lowercase letters, digits, `-`, `.`, and `*` as a glob",
+            c
+        ));
+    }
+    Ok(())
 }
 
 fn rules(config: &Config, spans: &Spans, errors: &mut ConfigErrors, checks: &dyn CrossChecks) {
@@ -515,14 +550,14 @@ fn restarts(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
         let target = config.targets.iter().find(|t| t.name == restart.target);
         let problem = match target {
             None => Some("is not a [[targets]] name".to_string()),
-            Some(t) if t.unit.is_none() => {
-                Some(if t.pod_uid.is_some() || t.container_id.is_some() {
+            Some(t) if t.unit.is_none() => Some(
+                if t.pod_uid.is_some() || t.container_id.is_some() || t.by_pod_name() {
                     "selects a pod or container: the kubelet restarts those, the agent only alerts"
                         .into()
                 } else {
                     "does not select a systemd `unit`; only units can be restarted".into()
-                })
-            }
+                },
+            ),
             Some(_) => None,
         };
         if let Some(problem) = problem {

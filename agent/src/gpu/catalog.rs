@@ -39,10 +39,18 @@ pub struct XidRule {
 }
 
 /// The catalog in force: the built-in actions with the config's overrides, and the rules.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Catalog {
     actions: BTreeMap<u32, XidAction>,
     rules: BTreeMap<u32, GpuRuleConfig>,
+    /// `[gpu] kill_cause_window`.
+    pub kill_cause_window: std::time::Duration,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self::new(&GpuConfig::default())
+    }
 }
 
 impl Catalog {
@@ -58,7 +66,11 @@ impl Catalog {
                 rules.insert(*xid, rule.clone());
             }
         }
-        Self { actions, rules }
+        Self {
+            actions,
+            rules,
+            kill_cause_window: config.kill_cause_window.get(),
+        }
     }
 
     pub fn action(&self, xid: u32) -> XidAction {

@@ -84,11 +84,16 @@ impl Family<'_> {
         if names.is_empty() {
             return encode(&mut self.0);
         }
+        // Identity labels are left out where empty: outside Kubernetes nothing changes.
         let escaped: Vec<_> = names
             .iter()
             .zip(values)
+            .filter(|(name, value)| !(value.is_empty() && crate::catalog::omitted_if_empty(name)))
             .map(|(name, value)| (*name, Escaped(value)))
             .collect();
+        if escaped.is_empty() {
+            return encode(&mut self.0);
+        }
         encode(&mut self.0.encode_family(&escaped)?)
     }
 }

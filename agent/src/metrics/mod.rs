@@ -14,6 +14,8 @@ mod golden_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
+mod identity_tests;
+#[cfg(test)]
 mod strict;
 
 pub use exposition::{AgentInfo, Exposition};

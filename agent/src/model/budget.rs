@@ -53,6 +53,11 @@ impl<K: Hash + Eq + Clone> SeriesBudget<K> {
         false
     }
 
+    /// Gives `key`'s unit back (its series is gone), so a later label set can take it.
+    pub fn release(&mut self, key: &K) {
+        self.admitted.remove(key);
+    }
+
     /// Distinct label sets folded into `other` so far.
     pub fn folded(&self) -> u64 {
         self.folded

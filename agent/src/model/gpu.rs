@@ -47,6 +47,10 @@ pub struct GpuModel {
     pub attached: BTreeMap<&'static str, bool>,
     /// Recent XIDs, oldest first, at most RECENT_MAX and RECENT_AGE old.
     pub recent: VecDeque<XidSeen>,
+    /// What NVML last read of each GPU (empty without NVML).
+    pub devices: Vec<super::gpu_devices::Device>,
+    /// NVML's XID and ECC events.
+    pub nvml_events: super::gpu_devices::NvmlEvents,
 }
 
 impl GpuModel {
@@ -64,6 +68,8 @@ impl GpuModel {
             kmsg_malformed: 0,
             attached: BTreeMap::new(),
             recent: VecDeque::new(),
+            devices: Vec::new(),
+            nvml_events: Default::default(),
         }
     }
 

@@ -7,7 +7,9 @@
 mod budget;
 mod counters;
 pub mod exits;
+mod forget;
 pub mod gpu;
+pub mod gpu_devices;
 mod histogram;
 pub mod jobs;
 pub mod text;
@@ -229,6 +231,10 @@ impl Model {
             let last = self.hist_last.entry(r.raw).or_default();
             let delta = r.hist.since(last);
             *last = r.hist;
+            // Nothing new makes no series: a forgotten cgroup's key, read again, stays out.
+            if delta.count() == 0 && delta.sum_ns == 0 {
+                continue;
+            }
             let watched = &self.watched_cgroup.0;
             self.syscall_latency
                 .entry_unless_protected(r.labels, |[_, cgroup]| watched(cgroup))
@@ -236,11 +242,15 @@ impl Model {
         }
         for r in sample.syscall_errors {
             let d = self.errors_last.delta(r.raw, r.value);
-            *self.syscall_errors.entry(r.labels) += d;
+            if d > 0 {
+                *self.syscall_errors.entry(r.labels) += d;
+            }
         }
         for r in sample.tcp_retransmits {
             let d = self.tcp_last.delta(r.raw, r.value);
-            *self.tcp_retransmits.entry(r.labels) += d;
+            if d > 0 {
+                *self.tcp_retransmits.entry(r.labels) += d;
+            }
         }
         // Kernel drop counters are already cumulative and never reset while loaded.
         for (mine, now) in self.drops.iter_mut().zip(sample.drops) {

@@ -21,11 +21,26 @@ impl<K: Hash + Eq + Copy> IdleKeys<K> {
         }
     }
 
-    pub fn observe(&mut self, key: K, fingerprint: u64, now: Instant) {
-        let entry = self.seen.entry(key).or_insert((fingerprint, now));
-        if entry.0 != fingerprint {
-            *entry = (fingerprint, now);
+    /// Records the key's value; true if it is new or changed since the last observation.
+    pub fn observe(&mut self, key: K, fingerprint: u64, now: Instant) -> bool {
+        match self.seen.entry(key) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((fingerprint, now));
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let changed = o.get().0 != fingerprint;
+                if changed {
+                    o.insert((fingerprint, now));
+                }
+                changed
+            }
         }
+    }
+
+    /// Stops tracking a key deleted for another reason.
+    pub fn forget(&mut self, key: &K) {
+        self.seen.remove(key);
     }
 
     /// Keys unchanged for the idle period; forgotten here, to be deleted by the caller.
@@ -51,9 +66,10 @@ mod tests {
     fn only_unchanged_keys_go_idle() {
         let t0 = Instant::now();
         let mut idle = IdleKeys::new(Duration::from_secs(10));
-        idle.observe(1, 5, t0);
-        idle.observe(2, 5, t0);
-        idle.observe(2, 6, t0 + Duration::from_secs(8));
+        assert!(idle.observe(1, 5, t0), "new");
+        assert!(idle.observe(2, 5, t0));
+        assert!(!idle.observe(2, 5, t0), "unchanged");
+        assert!(idle.observe(2, 6, t0 + Duration::from_secs(8)), "changed");
         assert!(idle.take_idle(t0 + Duration::from_secs(9)).is_empty());
         assert_eq!(idle.take_idle(t0 + Duration::from_secs(10)), vec![1]);
         assert_eq!(idle.take_idle(t0 + Duration::from_secs(18)), vec![2]);

@@ -31,6 +31,8 @@ pub struct MapReader {
     /// Syscall names by number, made once: they are read every tick for every key.
     syscall_names: Vec<Arc<str>>,
     unknown: Arc<str>,
+    /// Cgroups (as labelled) whose series left the model: their keys go at the next read.
+    forgotten: std::collections::HashSet<Arc<str>>,
 }
 
 fn take<T>(probes: &mut Probes, name: &'static str) -> Result<T, ProbeError>
@@ -60,6 +62,7 @@ impl MapReader {
             idle_flows: IdleKeys::new(IDLE_PRUNE),
             syscall_names: (0..1024).map(|nr| Arc::from(syscall_name(nr))).collect(),
             unknown: Arc::from("unknown"),
+            forgotten: Default::default(),
         })
     }
 
@@ -101,10 +104,15 @@ impl MapReader {
         let mut sample = Sample::default();
 
         let hists: Vec<_> = self.hist.iter().filter_map(Result::ok).collect();
+        let mut gone = Gone::default();
         for (key, per_cpu) in hists {
             let labels = [self.syscall(key.nr), self.cgroup(key.cgroup_id)];
             let hist = WrappedHist::from_cpus(per_cpu.iter());
-            self.idle_hists.observe(key, hist.fingerprint(), now);
+            let changed = self.idle_hists.observe(key, hist.fingerprint(), now);
+            if self.is_gone(key.cgroup_id, &labels[1], changed) {
+                gone.syscalls.push(key);
+                continue;
+            }
             sample.syscalls.push(HistReading {
                 raw: key,
                 labels,
@@ -120,7 +128,11 @@ impl MapReader {
                 Arc::from(errno_name(key.errno)),
             ];
             let value = per_cpu.iter().sum();
-            self.idle_errors.observe(key, value, now);
+            let changed = self.idle_errors.observe(key, value, now);
+            if self.is_gone(key.cgroup_id, &labels[1], changed) {
+                gone.syscall_errors.push(key);
+                continue;
+            }
             sample.syscall_errors.push(CounterReading {
                 raw: key,
                 labels,
@@ -137,7 +149,11 @@ impl MapReader {
                 Arc::from(family),
             ];
             let value = per_cpu.iter().sum();
-            self.idle_flows.observe(key, value, now);
+            let changed = self.idle_flows.observe(key, value, now);
+            if self.is_gone(key.cgroup_id, &labels[0], changed) {
+                gone.tcp_retransmits.push(key);
+                continue;
+            }
             sample.tcp_retransmits.push(CounterReading {
                 raw: key,
                 labels,
@@ -154,7 +170,50 @@ impl MapReader {
                 .sum();
         }
         self.prune(now, &mut sample);
+        self.prune_gone(gone, &mut sample);
+        self.forgotten.clear();
         Ok(sample)
+    }
+
+    /// Deletes the keys of these cgroups (labels as resolved) at the next read: they were
+    /// removed and their series left the model (`identity::Removed`).
+    pub fn forget_cgroups(&mut self, labels: impl IntoIterator<Item = Arc<str>>) {
+        self.forgotten.extend(labels);
+    }
+
+    /// Whether a key is of a cgroup that is gone and did not change since the last read
+    /// (so deleting it loses nothing): its cgroup was forgotten (removed for the grace),
+    /// or it had one (not 0: no cgroup known) whose id resolves to nothing any more. A
+    /// cgroup made again under a forgotten path has new keys, which are new, so kept.
+    fn is_gone(&self, cgroup_id: u64, label: &Arc<str>, changed: bool) -> bool {
+        !changed
+            && (self.forgotten.contains(label)
+                || (cgroup_id != 0 && Arc::ptr_eq(label, &self.unknown)))
+    }
+
+    /// Deletes at once the keys of cgroups that are gone and that did not change since the
+    /// last read: nothing is lost (their counts were read; the model forgets their last
+    /// values, so a key made again counts from zero), and a node churning pods does not
+    /// fill the maps with dead cgroups' keys for the ten minutes of the idle prune.
+    fn prune_gone(&mut self, gone: Gone, sample: &mut Sample) {
+        for k in gone.syscalls {
+            self.idle_hists.forget(&k);
+            if self.hist.remove(&k).is_ok() {
+                sample.pruned.syscalls.push(k);
+            }
+        }
+        for k in gone.syscall_errors {
+            self.idle_errors.forget(&k);
+            if self.errors.remove(&k).is_ok() {
+                sample.pruned.syscall_errors.push(k);
+            }
+        }
+        for k in gone.tcp_retransmits {
+            self.idle_flows.forget(&k);
+            if self.tcp.remove(&k).is_ok() {
+                sample.pruned.tcp_retransmits.push(k);
+            }
+        }
     }
 
     /// Deletes idle keys. An increment landing between the last read and the delete would
@@ -177,6 +236,9 @@ impl MapReader {
         }
     }
 }
+
+/// Keys of removed cgroups found in one read.
+type Gone = crate::model::Pruned;
 
 /// "addr:port" of the flow's remote end ("[v6]:port" for IPv6) and the family label.
 pub fn remote(key: &FlowKey) -> (String, &'static str) {

@@ -12,10 +12,12 @@ use super::{Engine, Map};
 use crate::{
     gpu::catalog::XidRule,
     model::gpu::{GpuModel, XidSeen},
+    targets::watch::Kill,
 };
 
 impl Engine {
     pub(super) fn gpu_rules(&mut self, gpu: &GpuModel, now: SystemTime) {
+        self.device_rules(gpu, now);
         let mut rules: BTreeMap<u32, Option<XidRule>> = BTreeMap::new();
         // (gpu, xid, cgroup) -> (records in the window, the latest)
         let mut hits: BTreeMap<(&str, u32, &str), (u32, &XidSeen)> = BTreeMap::new();
@@ -75,6 +77,85 @@ impl Engine {
                 now,
             );
         }
+    }
+}
+
+impl Engine {
+    /// What NVML reads that needs a person: uncorrectable ECC errors since the driver
+    /// loaded, a failed row remap, a recovery action other than none. Each fires while
+    /// the reading holds, per GPU (labels gpu, index, uuid; the action for the last).
+    fn device_rules(&mut self, gpu: &GpuModel, now: SystemTime) {
+        for d in &gpu.devices {
+            let index = d.index.to_string();
+            let ids = [("gpu", &*d.gpu), ("index", &index), ("uuid", &*d.uuid)];
+            let uncorrected = d
+                .ecc_errors
+                .iter()
+                .find(|(e, c, _)| *e == "uncorrected" && *c == "volatile")
+                .map_or(0, |(_, _, n)| *n);
+            let l = self.labels("GpuUncorrectableEccError", "critical", &ids);
+            let a: Map = [(
+                "summary".to_string(),
+                format!(
+                    "GPU {} ({}) on {}: {uncorrected} uncorrectable ECC error(s) since the driver loaded (NVML)",
+                    d.index, d.gpu, self.instance
+                ),
+            )]
+            .into();
+            self.alerts.set(l, a, uncorrected > 0, Duration::ZERO, now);
+
+            let l = self.labels("GpuRowRemapFailure", "critical", &ids);
+            let a: Map = [(
+                "summary".to_string(),
+                format!(
+                    "GPU {} ({}) on {}: a memory row remap failed; the GPU needs service (NVML field 145)",
+                    d.index, d.gpu, self.instance
+                ),
+            )]
+            .into();
+            let failed = d.remapped_rows.failed == Some(true);
+            self.alerts.set(l, a, failed, Duration::ZERO, now);
+
+            if let Some(action) = d.recovery_action.as_deref().filter(|a| *a != "none") {
+                let mut labels = ids.to_vec();
+                labels.push(("action", action));
+                let l = self.labels("GpuRecoveryActionRequired", "critical", &labels);
+                let a: Map = [(
+                    "summary".to_string(),
+                    format!(
+                        "GPU {} ({}) on {}: the driver asks for {action} (NVML_FI_DEV_GET_GPU_RECOVERY_ACTION)",
+                        d.index, d.gpu, self.instance
+                    ),
+                )]
+                .into();
+                self.alerts.set(l, a, true, Duration::ZERO, now);
+            }
+        }
+    }
+
+    /// The GPU fault that preceded `kill`: the latest XID on its pid (or, for a record
+    /// naming no process, its cgroup) within `[gpu] kill_cause_window` before it, as
+    /// "XID 79 on GPU 0000:3b:00 (reboot-node), 2.0 s before".
+    pub(super) fn kill_cause(&self, gpu: &GpuModel, kill: &Kill) -> Option<String> {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(kill.at_ms);
+        let x = gpu.xid_before(kill.pid, &kill.cgroup, at, self.gpu.kill_cause_window)?;
+        let before = at.duration_since(x.at).unwrap_or_default();
+        Some(format!(
+            "XID {} on GPU {} ({}), {} before",
+            x.xid,
+            x.gpu,
+            x.action,
+            seconds(before)
+        ))
+    }
+}
+
+/// "2.0 s" below a minute, "75 s" above.
+fn seconds(d: Duration) -> String {
+    if d < Duration::from_secs(60) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{} s", d.as_secs())
     }
 }
 
@@ -195,6 +276,89 @@ mod tests {
         let much_later = t0 + Duration::from_secs(601);
         e.gpu_rules(&m, much_later);
         e.alerts.sweep(much_later);
+        assert!(firing(&e).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_kill_names_the_xid_on_its_process_within_the_window() {
+        let dir = std::env::temp_dir().join(format!("gimbal-rules-kill-{}", std::process::id()));
+        let e = engine("[gpu]\nkill_cause_window = \"30s\"\n", &dir);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut m = GpuModel::new(10);
+        m.apply_xid(seen(79, "reboot-node", "job", t0));
+        let kill = |pid, after_ms: u64| Kill {
+            at_ms: 1_000_000_000 + after_ms,
+            reason: "signaled".into(),
+            code: "SIGKILL".into(),
+            pid,
+            cgroup: "job".into(),
+        };
+        assert_eq!(
+            e.kill_cause(&m, &kill(42, 2_000)).as_deref(),
+            Some("XID 79 on GPU 0000:3b:00 (reboot-node), 2.0 s before")
+        );
+        assert_eq!(e.kill_cause(&m, &kill(43, 2_000)), None, "another process");
+        assert_eq!(e.kill_cause(&m, &kill(42, 31_000)), None, "past the window");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn nvml_readings_fire_for_uncorrectable_ecc_a_failed_remap_and_a_recovery_action() {
+        use crate::model::gpu_devices::{Device, RemappedRows};
+        let dir = std::env::temp_dir().join(format!("gimbal-rules-nvml-{}", std::process::id()));
+        let mut e = engine("", &dir);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let healthy = Device {
+            gpu: Arc::from("0000:3b:00"),
+            index: 0,
+            uuid: Arc::from("GPU-a"),
+            ecc_errors: vec![
+                ("uncorrected", "volatile", 0),
+                ("uncorrected", "aggregate", 5),
+            ],
+            remapped_rows: RemappedRows {
+                failed: Some(false),
+                ..Default::default()
+            },
+            recovery_action: Some(Arc::from("none")),
+            ..Default::default()
+        };
+        let mut m = GpuModel::new(10);
+        m.devices = vec![healthy.clone()];
+        e.gpu_rules(&m, t0);
+        e.alerts.sweep(t0);
+        assert!(
+            firing(&e).is_empty(),
+            "aggregate errors of the GPU's past do not fire"
+        );
+        let mut sick = healthy;
+        sick.ecc_errors[0].2 = 1;
+        sick.remapped_rows.failed = Some(true);
+        sick.recovery_action = Some(Arc::from("gpu_reset"));
+        m.devices = vec![sick];
+        e.gpu_rules(&m, t0);
+        e.alerts.sweep(t0);
+        let names: Vec<String> = firing(&e)
+            .iter()
+            .map(|l| l.iter().find(|(k, _)| k == "alertname").unwrap().1.clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "GpuRecoveryActionRequired",
+                "GpuRowRemapFailure",
+                "GpuUncorrectableEccError"
+            ]
+        );
+        assert!(firing(&e)[0].contains(&("action".to_string(), "gpu_reset".to_string())));
+        assert!(firing(&e)[0].contains(&("uuid".to_string(), "GPU-a".to_string())));
+        // Healthy again (a reset): all three resolve.
+        m.devices[0].ecc_errors[0].2 = 0;
+        m.devices[0].remapped_rows.failed = Some(false);
+        m.devices[0].recovery_action = Some(Arc::from("none"));
+        e.gpu_rules(&m, t0 + Duration::from_secs(1));
+        e.alerts.sweep(t0 + Duration::from_secs(1));
         assert!(firing(&e).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -3,6 +3,8 @@
 //! `[[rules]]` (docs/alerting.md).
 pub mod expr;
 mod gpu;
+#[cfg(test)]
+mod identity_tests;
 mod jobs;
 pub mod series;
 mod user;
@@ -20,6 +22,7 @@ use crate::{
     alert::{Alerts, DeliveryStats, Notification, State},
     config::{AlertingConfig, RuleConfig},
     host::durable,
+    model::gpu::GpuModel,
     probes::ProbeStatus,
     remediate::Ledger,
     snapshot::Snapshot,
@@ -57,6 +60,12 @@ pub struct Engine {
     state_file: PathBuf,
     /// What each XID calls for and when it alerts (`[gpu]`).
     gpu: crate::gpu::Catalog,
+    /// Pods and containers by name, from the snapshot being evaluated: an alert that
+    /// carries a cgroup carries its namespace, pod and container too.
+    pods: Arc<crate::identity::Kubelet>,
+    /// Each target's last known identity labels: kept while its cgroups are gone (a
+    /// deleted pod's TargetDown), so an alert's label set does not change under it.
+    target_identities: BTreeMap<String, Vec<(&'static str, String)>>,
 }
 
 type Map = BTreeMap<String, String>;
@@ -97,6 +106,8 @@ impl Engine {
             stats,
             node_history: VecDeque::new(),
             gpu: crate::gpu::Catalog::default(),
+            pods: Arc::default(),
+            target_identities: BTreeMap::new(),
         }
     }
 
@@ -114,8 +125,21 @@ impl Engine {
         ]);
         for (k, v) in extra {
             l.insert(k.to_string(), v.to_string());
+            if *k == "cgroup" {
+                self.add_identity(&mut l, v);
+            }
         }
         l
+    }
+
+    /// The namespace, pod and container of `cgroup`, those that are known.
+    fn add_identity(&self, l: &mut Map, cgroup: &str) {
+        let id = self.pods.resolve(cgroup);
+        for (name, value) in crate::identity::LABELS.into_iter().zip(id.values()) {
+            if !value.is_empty() {
+                l.insert(name.to_string(), value.to_string());
+            }
+        }
     }
 
     /// Evaluates every rule, then sends what is due.
@@ -126,8 +150,9 @@ impl Engine {
         snapshot: &Snapshot,
         now: SystemTime,
     ) {
+        self.pods = snapshot.pods.clone();
         for t in targets {
-            self.target_rules(t, now);
+            self.target_rules(t, &snapshot.gpu, now);
         }
         self.node_rules(node, now);
         self.remediation_rules(&snapshot.remediations, now);
@@ -157,8 +182,11 @@ impl Engine {
         }
     }
 
-    fn target_rules(&mut self, t: &TargetStatus, now: SystemTime) {
+    fn target_rules(&mut self, t: &TargetStatus, gpu: &GpuModel, now: SystemTime) {
         let name = t.config.name.as_str();
+        let identity = self.target_identity(t);
+        let mut extra = vec![("target", name)];
+        extra.extend(identity.iter().map(|(k, v)| (*k, v.as_str())));
         let glob = t.config.selector();
         let last = t
             .last_exit
@@ -167,7 +195,7 @@ impl Engine {
             .unwrap_or_default();
         let summary = |s: String| map([("summary", s)]);
 
-        let l = self.labels("TargetDown", "critical", &[("target", name)]);
+        let l = self.labels("TargetDown", "critical", &extra);
         let a = map([
             (
                 "summary",
@@ -181,7 +209,7 @@ impl Engine {
         self.alerts
             .set(l, a, !t.up, self.config.target_down_for.get(), now);
 
-        let l = self.labels("TargetCrashLooping", "warning", &[("target", name)]);
+        let l = self.labels("TargetCrashLooping", "warning", &extra);
         let window = t.config.crash_loop_window.get();
         let a = summary(format!(
             "{name} failed {} times in {}s.{last}",
@@ -196,10 +224,22 @@ impl Engine {
             now,
         );
 
-        let l = self.labels("TargetProcessKilled", "warning", &[("target", name)]);
+        let l = self.labels("TargetProcessKilled", "warning", &extra);
         let a = match &t.recent_kill {
-            Some((reason, code)) => {
-                summary(format!("A process of {name} was {reason} ({code}).{last}"))
+            Some(kill) => {
+                let (reason, code) = (&kill.reason, &kill.code);
+                match self.kill_cause(gpu, kill) {
+                    Some(cause) => map([
+                        (
+                            "summary",
+                            format!(
+                                "A process of {name} was {reason} ({code}) after {cause}.{last}"
+                            ),
+                        ),
+                        ("cause", cause),
+                    ]),
+                    None => summary(format!("A process of {name} was {reason} ({code}).{last}")),
+                }
             }
             None => Map::new(),
         };
@@ -209,7 +249,7 @@ impl Engine {
         let burns = BURN_WINDOWS.into_iter().zip(t.burn).zip(BURN_RULES);
         for (((long, short), (bl, bs)), (rate, alertname, severity)) in burns {
             let firing = bl.is_some_and(|b| b > rate) && bs.is_some_and(|b| b > rate);
-            let l = self.labels(alertname, severity, &[("target", name)]);
+            let l = self.labels(alertname, severity, &extra);
             let a = summary(format!(
                 "{name} burns its error budget (objective {}) {:.1}x too fast over {}h and {:.1}x over {}m",
                 t.config.availability_objective,
@@ -227,11 +267,7 @@ impl Engine {
             .find(|(w, _)| *w == "5m")
             .and_then(|(_, v)| *v)
             .map(|(sli, _)| sli);
-        let l = self.labels(
-            "TargetLatencySLIBelowObjective",
-            "warning",
-            &[("target", name)],
-        );
+        let l = self.labels("TargetLatencySLIBelowObjective", "warning", &extra);
         let a = summary(format!(
             "{:.4} of {name}'s syscalls were faster than {:?} over 5m; objective {}",
             sli.unwrap_or(1.0),
@@ -241,6 +277,45 @@ impl Engine {
         let firing = sli.is_some_and(|s| s < t.config.latency_objective);
         self.alerts
             .set(l, a, firing, self.config.latency_for.get(), now);
+    }
+
+    /// The namespace, pod and container a target's cgroups share, those that are known:
+    /// a target selected by pod (or container) alerts in the words of Kubernetes.
+    fn target_identity(&mut self, t: &TargetStatus) -> Vec<(&'static str, String)> {
+        let now = self.identity_now(t);
+        let name = &t.config.name;
+        if now.is_empty() {
+            return self
+                .target_identities
+                .get(name)
+                .cloned()
+                .unwrap_or_default();
+        }
+        self.target_identities.insert(name.clone(), now.clone());
+        now
+    }
+
+    fn identity_now(&self, t: &TargetStatus) -> Vec<(&'static str, String)> {
+        let mut ids = t.cgroups.iter().map(|c| self.pods.resolve(c));
+        let Some(first) = ids.next() else {
+            return Vec::new();
+        };
+        let mut same = [true; 3];
+        for id in ids {
+            for (s, (a, b)) in same
+                .iter_mut()
+                .zip(first.values().into_iter().zip(id.values()))
+            {
+                *s &= a == b;
+            }
+        }
+        crate::identity::LABELS
+            .into_iter()
+            .zip(first.values())
+            .zip(same)
+            .filter(|((_, v), same)| *same && !v.is_empty())
+            .map(|((k, v), _)| (k, v.to_string()))
+            .collect()
     }
 
     fn node_rules(&mut self, node: NodeInputs<'_>, now: SystemTime) {

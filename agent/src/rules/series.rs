@@ -72,6 +72,7 @@ pub fn series(snapshot: &Snapshot, name: &str) -> Series {
             .labels
             .iter()
             .zip(values)
+            .filter(|(k, v)| !(v.is_empty() && crate::catalog::omitted_if_empty(k)))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let v = match (v, pick) {
@@ -89,6 +90,33 @@ pub fn series(snapshot: &Snapshot, name: &str) -> Series {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rules see a pod cgroup's namespace, pod and container as labels, and no such label
+    /// (not an empty one) on other cgroups' series.
+    #[test]
+    fn identity_labels_are_there_where_known_and_absent_elsewhere() {
+        let uid = "0f3c5a6e-2b1d-4c8e-9a7f-1e2d3c4b5a69";
+        let cid = "9ab1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1";
+        let mut s = crate::snapshot::filled();
+        let cgroup = format!("kubepods/burstable/pod{uid}/{cid}");
+        s.kernel
+            .apply_exit([cgroup.as_str(), "python3", "exited", "1"].map(std::sync::Arc::from));
+        s.pods = std::sync::Arc::new(crate::identity::Kubelet::of(
+            &[("ml", "trainer-0", uid)],
+            &[("trainer-0", "ml", "worker", cid)],
+        ));
+        let all = series(&s, "gimbal_process_exits_total");
+        let pod = &all.iter().find(|(l, _)| l["comm"] == "python3").unwrap().0;
+        assert_eq!(
+            [&pod["namespace"], &pod["pod"], &pod["container"]],
+            ["ml", "trainer-0", "worker"]
+        );
+        let svc = &all.iter().find(|(l, _)| l["cgroup"] == "svc").unwrap().0;
+        assert!(
+            !svc.contains_key("pod") && !svc.contains_key("namespace"),
+            "{svc:?}"
+        );
+    }
 
     /// Every name rules may use, with its series read from a filled snapshot, pinned: the
     /// table that drives them must not change what a rule sees.
@@ -111,10 +139,33 @@ mod tests {
         "gimbal_gpu_xid_errors_by_cgroup_total",
         "gimbal_gpu_kmsg_records_dropped_total",
         "gimbal_gpu_source_attached",
+        "gimbal_gpu_info",
+        "gimbal_gpu_temperature_celsius",
+        "gimbal_gpu_power_watts",
+        "gimbal_gpu_utilization_ratio",
+        "gimbal_gpu_memory_utilization_ratio",
+        "gimbal_gpu_memory_used_bytes",
+        "gimbal_gpu_memory_total_bytes",
+        "gimbal_gpu_ecc_enabled",
+        "gimbal_gpu_ecc_errors_total",
+        "gimbal_gpu_retired_pages",
+        "gimbal_gpu_retired_pages_pending",
+        "gimbal_gpu_remapped_rows",
+        "gimbal_gpu_remapped_rows_pending",
+        "gimbal_gpu_row_remap_failed",
+        "gimbal_gpu_pcie_replays_total",
+        "gimbal_gpu_nvlink_errors_total",
+        "gimbal_gpu_throttle_reason",
+        "gimbal_gpu_recovery_action",
+        "gimbal_gpu_cgroup_processes",
+        "gimbal_gpu_cgroup_memory_used_bytes",
+        "gimbal_gpu_nvml_xid_events_total",
+        "gimbal_gpu_nvml_ecc_events_total",
         "gimbal_verdict",
         "gimbal_verdict_weight",
         "gimbal_verdict_changes_total",
         "gimbal_node_load_score",
+        "gimbal_cluster_writes_total",
         "gimbal_target_stalled",
         "gimbal_target_quiet_seconds",
         "gimbal_training_job_ranks_alive",

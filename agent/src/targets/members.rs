@@ -45,12 +45,27 @@ pub fn members(
     patterns: &[String],
     exiting: Option<u32>,
 ) -> Members {
+    members_where(cgroup_root, proc_root, patterns, exiting, &|_| true)
+}
+
+/// [`members`] of the matched cgroups whose path (relative to the root) `keep` accepts.
+pub fn members_where(
+    cgroup_root: &Path,
+    proc_root: &Path,
+    patterns: &[String],
+    exiting: Option<u32>,
+    keep: &dyn Fn(&str) -> bool,
+) -> Members {
     let mut m = Members::default();
     let dirs = expand_all(cgroup_root, patterns, |p, e| match e {
         PathError::Unreadable { path, error } => m.failed(&path, &std::io::Error::other(error)),
         e => say_refused(p, &e),
     });
     for dir in dirs {
+        let relative = dir.strip_prefix(cgroup_root).unwrap_or(&dir);
+        if !keep(&relative.to_string_lossy()) {
+            continue;
+        }
         let meta = match std::fs::metadata(&dir) {
             Ok(meta) => meta,
             Err(e) if is_gone(&e) => continue,

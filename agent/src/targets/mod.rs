@@ -11,6 +11,7 @@
 mod confine;
 mod glob;
 mod members;
+mod pods;
 pub mod slo;
 pub mod stall;
 pub mod watch;
@@ -19,4 +20,4 @@ pub use confine::{
     confine, confine_absolute, expand, expand_all, expand_checked, segments, PathError,
 };
 pub use glob::glob_match;
-pub use members::{members, process_members, Members, ProcessMatch};
+pub use members::{members, members_where, process_members, Members, ProcessMatch};

@@ -9,7 +9,9 @@ use std::{
 };
 
 use super::{
-    members, process_members,
+    members, members_where,
+    pods::PodSelection,
+    process_members,
     slo::{self, LatencyWindows, TargetState, WINDOWS},
     stall::{Clocks, Observed},
     Members, ProcessMatch,
@@ -47,14 +49,16 @@ struct Watched {
     config: TargetConfig,
     /// The cgroup globs that select it.
     patterns: Vec<String>,
+    /// Selected by pod name: which of the matched cgroups are the pods' containers.
+    pods: Option<PodSelection>,
     syscalls: BTreeSet<String>,
     members: Members,
     state: TargetState,
     latency: LatencyWindows,
     /// The last exit of one of its processes, for alert descriptions.
     last_exit: Option<String>,
-    /// Exits by a signal (other than a polite stop) or an OOM kill: (unix ms, reason, code).
-    kills: VecDeque<(u64, String, String)>,
+    /// Exits by a signal (other than a polite stop) or an OOM kill.
+    kills: VecDeque<Kill>,
     /// Membership reads that failed for another reason than a process or cgroup being
     /// gone; each left the target's state as it was (unknown is not down).
     read_failures: u64,
@@ -78,7 +82,12 @@ impl Watched {
             };
             return process_members(cgroup_root, proc_root, &wanted, exiting);
         }
-        members(cgroup_root, proc_root, &self.patterns, exiting)
+        match &self.pods {
+            Some(pods) => members_where(cgroup_root, proc_root, &self.patterns, exiting, &|c| {
+                pods.keeps(c)
+            }),
+            None => members(cgroup_root, proc_root, &self.patterns, exiting),
+        }
     }
 
     /// Cgroups whose syscalls count for its latency SLI.
@@ -121,6 +130,20 @@ impl Watched {
     }
 }
 
+/// A process of a target killed (by a signal other than a polite stop, or the OOM killer):
+/// what the kill alert says, and what joins it to a GPU fault that preceded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kill {
+    pub at_ms: u64,
+    /// "signaled" or "oom_killed".
+    pub reason: String,
+    /// The signal's name.
+    pub code: String,
+    pub pid: u32,
+    /// Its cgroup, relative to the cgroup2 mount.
+    pub cgroup: String,
+}
+
 /// The stall check of one target: all its processes alive, none completed a progress
 /// syscall for `quiet`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -153,8 +176,8 @@ pub struct TargetStatus {
     /// (long, short).
     pub burn: [(Option<f64>, Option<f64>); 2],
     pub last_exit: Option<String>,
-    /// The most recent kill within KILL_MEMORY_MS: (reason, code).
-    pub recent_kill: Option<(String, String)>,
+    /// The most recent kill within KILL_MEMORY_MS.
+    pub recent_kill: Option<Kill>,
     /// Membership reads that failed (the target's state was left unknown).
     pub read_failures_total: u64,
     /// Its components: the matched cgroups, relative to the cgroup2 mount.
@@ -182,7 +205,13 @@ impl Watcher {
                     stall: None,
                     state: slo::load(&store, &c.name, &known),
                     syscalls: c.latency_syscalls.iter().cloned().collect(),
-                    patterns: c.patterns(),
+                    patterns: if c.pod_uid.is_some() {
+                        super::pods::select(c, &Default::default()).patterns
+                    } else {
+                        c.patterns()
+                    },
+                    pods: (c.by_pod_name() || c.pod_uid.is_some())
+                        .then(|| super::pods::select(c, &Default::default())),
                     config: c.clone(),
                     members: Members::default(),
                     latency: LatencyWindows::default(),
@@ -197,6 +226,18 @@ impl Watcher {
             store,
             last_save: Instant::now(),
             clocks,
+        }
+    }
+
+    /// Targets selected by pod take the container cgroups of the pods (by UID, or whose
+    /// names match) in `pods` (the kubelet's layout as last read).
+    pub fn resolve_pods(&mut self, pods: &crate::identity::Kubelet) {
+        for t in &mut self.targets {
+            if t.config.by_pod_name() || t.config.pod_uid.is_some() {
+                let selection = super::pods::select(&t.config, pods);
+                t.patterns = selection.patterns.clone();
+                t.pods = Some(selection);
+            }
         }
     }
 
@@ -279,6 +320,15 @@ impl Watcher {
         })
     }
 
+    /// The cgroup globs of the targets selected by pod, as last resolved.
+    pub fn pod_patterns(&self) -> Vec<String> {
+        self.targets
+            .iter()
+            .filter(|t| t.pods.is_some())
+            .flat_map(|t| t.patterns.iter().cloned())
+            .collect()
+    }
+
     /// Re-reads every target's members and latency, records the tick, saves now and then.
     pub fn tick(&mut self, now: SystemTime, latency: &BTreeMap<Labels<2>, HistTotals>) {
         let ms = unix_ms(now);
@@ -314,13 +364,18 @@ impl Watcher {
             {
                 continue;
             }
-            let [_, comm, reason, code] = &record.labels;
+            let [cgroup, comm, reason, code] = &record.labels;
             t.last_exit = Some(format!("{comm} (pid {}) {reason} {code}", record.event.pid));
             // From the event itself, not parsed back from its labels.
             let exit = crate::model::exits::decode(&record.event);
             if exit.is_kill() {
-                t.kills
-                    .push_back((ms, exit.reason.to_string(), exit.code.into_owned()));
+                t.kills.push_back(Kill {
+                    at_ms: ms,
+                    reason: exit.reason.to_string(),
+                    code: exit.code.into_owned(),
+                    pid,
+                    cgroup: cgroup.to_string(),
+                });
                 if t.kills.len() > 100 {
                     t.kills.pop_front();
                 }
@@ -382,8 +437,8 @@ impl Watcher {
                     recent_kill: t
                         .kills
                         .back()
-                        .filter(|(at, _, _)| ms.saturating_sub(*at) < KILL_MEMORY_MS)
-                        .map(|(_, r, c)| (r.clone(), c.clone())),
+                        .filter(|k| ms.saturating_sub(k.at_ms) < KILL_MEMORY_MS)
+                        .cloned(),
                     read_failures_total: t.read_failures,
                     cgroups: t.members.components.keys().cloned().collect(),
                     stall: t.stall,

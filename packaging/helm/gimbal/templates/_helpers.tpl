@@ -59,3 +59,10 @@ pod on that port; a config that says otherwise would leave the pod never ready.
 {{- fail (printf "config: [agent] listen must be \"0.0.0.0:%v\" (or \"[::]:%v\") so probes and Prometheus reach the pod on `port`; found %q" .Values.port .Values.port (default "nothing" $line)) }}
 {{- end }}
 {{- end }}
+
+{{/*
+Non-empty when the agent writes to the Kubernetes API (.Values.cluster).
+*/}}
+{{- define "gimbal.writesToKubernetes" -}}
+{{- if or .Values.cluster.nodeCondition .Values.cluster.taint }}true{{ end }}
+{{- end }}

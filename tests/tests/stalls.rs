@@ -181,11 +181,25 @@ fn a_process_that_writes_once_a_second_for_5_minutes_is_never_stalled() {
     );
     assert!(t0.elapsed() >= Duration::from_secs(290));
     // The check was armed all along: once the writer blocks, it fires.
-    wait_until(
-        "TargetStalled once it blocks",
-        Duration::from_secs(20),
-        || find(&am, "TargetStalled", "target", "steady").is_some(),
-    );
+    let blocked = Instant::now();
+    while find(&am, "TargetStalled", "target", "steady").is_none() {
+        if blocked.elapsed() > Duration::from_secs(20) {
+            // What the agent saw: its stall figures and the kernel's drops.
+            let m = agent.metrics();
+            let said: Vec<&str> = m
+                .lines()
+                .filter(|l| {
+                    (l.starts_with("gimbal_target_") && l.contains("target=\"steady\""))
+                        || l.starts_with("gimbal_events_dropped_total")
+                })
+                .collect();
+            panic!(
+                "TargetStalled not within 20 s of the block; the agent says:\n{}",
+                said.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(agent.stop(), 0);
 }
 

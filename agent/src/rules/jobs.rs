@@ -6,7 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use super::{Engine, Map};
 use crate::{
-    model::jobs::{Cause, JobsModel, RankFailure, FAILURE_MEMORY},
+    model::{
+        gpu::GpuModel,
+        gpu_devices::Device,
+        jobs::{Cause, JobStall, JobsModel, RankFailure, CAUSE_WINDOW, FAILURE_MEMORY},
+    },
     targets::watch::TargetStatus,
 };
 
@@ -39,7 +43,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn job_rules(&mut self, jobs: &JobsModel, now: SystemTime) {
+    pub(super) fn job_rules(&mut self, jobs: &JobsModel, gpu: &GpuModel, now: SystemTime) {
         for f in &jobs.failures {
             if now.duration_since(f.at).unwrap_or_default() >= FAILURE_MEMORY {
                 continue;
@@ -63,22 +67,32 @@ impl Engine {
                 .iter()
                 .map(|(rank, pid, cgroup)| format!("rank {rank} (pid {pid}, cgroup {cgroup})"))
                 .collect();
+            let evidence = gpu_evidence(stall, gpu, now);
+            let odd = evidence
+                .odd
+                .as_ref()
+                .map(|(rank, why)| format!("; rank {rank} is the odd one out ({why})"))
+                .unwrap_or_default();
             let summary = format!(
-                "job {job} is stalled on {}: all {} of its ranks here are alive, and none completed a progress syscall for {}",
+                "job {job} is stalled on {}: all {} of its ranks here are alive, and none completed a progress syscall for {}{odd}",
                 self.instance,
                 stall.ranks.len(),
                 human(stall.quiet)
             );
             let description = format!(
-                "{} (stall_for {}). A hang in a collective (NCCL) looks like this: every rank waits on the others.",
+                "{} (stall_for {}). {}",
                 ranks.join(", "),
-                human(stall.stall_for)
+                human(stall.stall_for),
+                evidence.text
             );
-            let a: Map = [
+            let mut a: Map = [
                 ("summary".to_string(), summary),
                 ("description".to_string(), description),
             ]
             .into();
+            if let Some((rank, _)) = evidence.odd {
+                a.insert("odd_rank".into(), rank.to_string());
+            }
             self.alerts.set(labels, a, true, Duration::ZERO, now);
         }
     }
@@ -141,6 +155,83 @@ impl Engine {
             ("cause".to_string(), cause),
         ]
         .into()
+    }
+}
+
+/// What the GPU readings (NVML, where attached) and the XIDs say of a stalled job.
+struct Evidence {
+    text: String,
+    /// (rank, why) of the rank unlike the others: its GPUs idle while the others' are
+    /// busy, or an XID on it.
+    odd: Option<(u32, String)>,
+}
+
+/// A GPU counts as busy at this utilization (a NCCL kernel spinning in a hung collective
+/// keeps it near 100 %), as idle under the other.
+const BUSY: f64 = 0.95;
+const IDLE: f64 = 0.05;
+
+fn gpu_evidence(stall: &JobStall, gpu: &GpuModel, now: SystemTime) -> Evidence {
+    // Each rank's GPUs: those whose holders include the rank's cgroup.
+    let per_rank: Vec<(u32, Vec<&Device>)> = stall
+        .ranks
+        .iter()
+        .map(|(rank, _, cgroup)| {
+            let held = gpu
+                .devices
+                .iter()
+                .filter(|d| d.holders.iter().any(|h| h.cgroup == *cgroup))
+                .collect();
+            (*rank, held)
+        })
+        .collect();
+    let xid = stall.ranks.iter().find_map(|(rank, pid, cgroup)| {
+        gpu.xid_before(*pid, cgroup, now, CAUSE_WINDOW)
+            .map(|x| (*rank, format!("XID {} on GPU {}", x.xid, x.gpu)))
+    });
+    if per_rank.iter().all(|(_, d)| d.is_empty()) {
+        let text = "No GPU readings for its ranks (NVML not attached, or they hold no GPU): \
+                    the busy-GPU signature of a hang in a collective is not checked."
+            .to_string();
+        return Evidence { text, odd: xid };
+    }
+    let busy = |d: &&Device| d.utilization.is_some_and(|u| u >= BUSY);
+    let idle = |d: &&Device| d.utilization.is_some_and(|u| u < IDLE);
+    let readings: Vec<String> = per_rank
+        .iter()
+        .flat_map(|(rank, ds)| {
+            ds.iter().map(move |d| {
+                let util = d
+                    .utilization
+                    .map_or("?".into(), |u| format!("{:.0} %", u * 100.0));
+                let power = d.power_watts.map_or("?".into(), |w| format!("{w:.0} W"));
+                format!("rank {rank}: GPU {} {util} busy, {power}", d.gpu)
+            })
+        })
+        .collect();
+    let all_busy = per_rank
+        .iter()
+        .all(|(_, ds)| !ds.is_empty() && ds.iter().all(busy));
+    let odd = xid.or_else(|| {
+        let others_busy = per_rank.iter().any(|(_, ds)| ds.iter().any(busy));
+        per_rank
+            .iter()
+            .find(|(_, ds)| others_busy && !ds.is_empty() && ds.iter().all(idle))
+            .map(|(rank, ds)| {
+                (
+                    *rank,
+                    format!("its GPU {} idle while the others spin", ds[0].gpu),
+                )
+            })
+    });
+    let verdict = if all_busy {
+        "Every GPU of its ranks is busy while none makes progress: the signature of a hang in a collective (NCCL)."
+    } else {
+        "Not every GPU of its ranks is busy."
+    };
+    Evidence {
+        text: format!("{} {verdict}", readings.join("; ")),
+        odd,
     }
 }
 
@@ -225,7 +316,7 @@ mod tests {
         };
         let at = t0 + Duration::from_secs(10);
         jobs.apply_exit(&event, &Arc::from("job/r3"), "python3", &gpu, at);
-        e.job_rules(&jobs, at);
+        e.job_rules(&jobs, &gpu, at);
         e.alerts.sweep(at);
         let firing = e.alerts.firing();
         assert_eq!(firing.len(), 1);
@@ -239,10 +330,65 @@ mod tests {
         assert_eq!(a["cause"], "XID 79 on GPU 0000:3b:00");
         // Past FAILURE_MEMORY it resolves.
         let later = at + FAILURE_MEMORY;
-        e.job_rules(&jobs, later);
+        e.job_rules(&jobs, &gpu, later);
         e.alerts.sweep(later);
         assert!(e.alerts.firing().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_stalled_job_names_its_busy_gpus_and_the_odd_rank_out() {
+        use crate::model::gpu_devices::Holder;
+        let cg = |r: u32| Arc::<str>::from(format!("job/r{r}"));
+        let stall = JobStall {
+            quiet: Duration::from_secs(400),
+            stall_for: Duration::from_secs(300),
+            ranks: (0..3).map(|r| (r, 100 + r, cg(r))).collect(),
+            target: None,
+        };
+        let mut gpu = GpuModel::new(10);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let none = gpu_evidence(&stall, &gpu, now);
+        assert!(
+            none.text.contains("not checked") && none.odd.is_none(),
+            "{}",
+            none.text
+        );
+        for (r, util) in [(0, 0.99), (1, 0.98), (2, 0.0)] {
+            gpu.devices.push(Device {
+                gpu: Arc::from(format!("0000:3{r}:00")),
+                utilization: Some(util),
+                power_watts: Some(70.0),
+                holders: vec![Holder {
+                    cgroup: cg(r),
+                    processes: 1,
+                    memory_bytes: None,
+                }],
+                ..Default::default()
+            });
+        }
+        let e = gpu_evidence(&stall, &gpu, now);
+        assert_eq!(
+            e.odd,
+            Some((2, "its GPU 0000:32:00 idle while the others spin".into()))
+        );
+        assert!(
+            e.text.contains("rank 0: GPU 0000:30:00 99 % busy, 70 W"),
+            "{}",
+            e.text
+        );
+        assert!(
+            e.text.ends_with("Not every GPU of its ranks is busy."),
+            "{}",
+            e.text
+        );
+        gpu.devices[2].utilization = Some(0.97);
+        let e = gpu_evidence(&stall, &gpu, now);
+        assert!(
+            e.odd.is_none() && e.text.contains("signature of a hang"),
+            "{}",
+            e.text
+        );
     }
 
     #[test]

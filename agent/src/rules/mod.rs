@@ -158,7 +158,7 @@ impl Engine {
         self.remediation_rules(&snapshot.remediations, now);
         self.gpu_rules(&snapshot.gpu, now);
         self.stall_rules(targets, now);
-        self.job_rules(&snapshot.jobs, now);
+        self.job_rules(&snapshot.jobs, &snapshot.gpu, now);
         self.user_rules(snapshot, now);
         self.alerts.sweep(now);
         if self.alerts.take_dirty() {

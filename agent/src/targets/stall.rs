@@ -40,8 +40,10 @@ pub struct Observed {
     /// The agent's tick: how far back a change seen now may lie.
     pub interval: Duration,
     /// False while the histograms cannot be trusted to show every syscall (the latency
-    /// probe is not attached, or its map was full this tick): every clock restarts, since
-    /// unknown is not stalled.
+    /// probe is not attached, or its map was full this tick: a new (cgroup, syscall) pair
+    /// was not counted). The clocks of cgroups with no progress counted yet restart, since
+    /// unknown is not stalled; a cgroup whose progress pair is in the map is counted
+    /// whatever else is dropped, so a full map elsewhere on the node does not blind it.
     pub complete: bool,
 }
 
@@ -99,7 +101,7 @@ impl Clocks {
                     count,
                     since_ms: now,
                 },
-                Some(_) if !seen.complete => Clock {
+                Some(_) if !seen.complete && count == 0 => Clock {
                     count,
                     since_ms: now,
                 },
@@ -206,16 +208,27 @@ mod tests {
     }
 
     #[test]
-    fn an_incomplete_reading_restarts_every_clock() {
+    fn an_incomplete_reading_restarts_the_clocks_of_cgroups_never_seen_progressing() {
         let mut c = Clocks::default();
         let set = c.set_index(&["write".into()]);
-        let s = series(&[("write", "x", 1)]);
-        c.tick([(set, "x")], &s, at(10_000));
-        c.tick([(set, "x")], &s, at(20_000));
+        let s = series(&[("write", "x", 1), ("read", "y", 1)]);
+        let both = [(set, "x"), (set, "y")];
+        c.tick(both, &s, at(10_000));
+        c.tick(both, &s, at(20_000));
         assert_eq!(c.since_ms(set, "x"), Some(10_000));
+        assert_eq!(c.since_ms(set, "y"), Some(10_000));
         let mut incomplete = at(21_000);
         incomplete.complete = false;
-        c.tick([(set, "x")], &s, incomplete);
-        assert_eq!(c.since_ms(set, "x"), Some(21_000), "unknown is not stalled");
+        c.tick(both, &s, incomplete);
+        assert_eq!(
+            c.since_ms(set, "y"),
+            Some(21_000),
+            "y's writes may be the ones not counted: unknown is not stalled"
+        );
+        assert_eq!(
+            c.since_ms(set, "x"),
+            Some(10_000),
+            "x's write pair is in the map: still counted"
+        );
     }
 }

@@ -14,17 +14,25 @@ use serde::{
 /// The kernel bucket indices whose upper bounds are exported as `le`, increasing; +Inf
 /// (the last kernel bucket) always follows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClassicBuckets(Vec<usize>);
+pub struct ClassicBuckets(Vec<usize>, Problems);
+
+/// The list's bounds that are none, by their place in it: reported by validate.rs at the
+/// element's own line and column (a deserializer's error has only the list's).
+pub(super) type Problems = Vec<(usize, String)>;
 
 impl ClassicBuckets {
     /// Every kernel bound (today's 98 buckets with +Inf).
     pub fn full() -> Self {
-        Self((0..hist::BUCKETS - 1).collect())
+        Self((0..hist::BUCKETS - 1).collect(), Vec::new())
     }
 
     /// The finite kernel bucket indices exported, increasing.
     pub fn indices(&self) -> &[usize] {
         &self.0
+    }
+
+    pub(super) fn problems(&self) -> &Problems {
+        &self.1
     }
 }
 
@@ -39,6 +47,7 @@ impl Default for ClassicBuckets {
                     ns.is_power_of_two() && (1 << 12..=1 << 33).contains(&ns)
                 })
                 .collect(),
+            Vec::new(),
         )
     }
 }
@@ -60,7 +69,7 @@ fn kernel_index(text: &str) -> Result<usize, String> {
         (None, None) => unreachable!("the kernel has bounds"),
     };
     Err(format!(
-        "`{text}` is not a kernel bucket bound (4 per doubling from 1.024us); {nearest}"
+        "is `{text}`, not a kernel bucket bound (4 per doubling from 1.024us); {nearest}"
     ))
 }
 
@@ -78,19 +87,19 @@ fn parse_ns(text: &str) -> Result<u64, String> {
         "s" => 9,
         _ => {
             return Err(format!(
-                "`{text}` is not a bucket bound: expected a number and ns, us, ms or s, like \"4.096us\""
+                "is `{text}`: expected a number and ns, us, ms or s, like \"4.096us\""
             ))
         }
     };
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    let bad = || format!("`{text}` is not a number of {unit}");
+    let bad = || format!("is `{text}`, not a number of {unit}");
     if whole.is_empty() || fraction.contains('.') || !whole.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
     let fraction = fraction.trim_end_matches('0');
     if fraction.len() > scale_digits as usize {
         return Err(format!(
-            "`{text}` is not a whole number of nanoseconds, so not a kernel bucket bound"
+            "is `{text}`, not a whole number of nanoseconds, so not a kernel bucket bound"
         ));
     }
     // Digits as nanoseconds: "4.096" us -> "4096" followed by 3 - 3 zeros.
@@ -100,7 +109,7 @@ fn parse_ns(text: &str) -> Result<u64, String> {
     );
     digits
         .parse::<u64>()
-        .map_err(|_| format!("`{text}` is too large for a bucket bound"))
+        .map_err(|_| format!("is `{text}`, too large for a bucket bound"))
 }
 
 /// Nanoseconds in the largest unit that keeps them at least 1, exactly ("3.584us").
@@ -127,16 +136,6 @@ impl<'de> Deserialize<'de> for ClassicBuckets {
 
 struct BucketsVisitor;
 
-/// One bound of the list, deserialized on its own so that its error points at it.
-struct Bound(usize);
-
-impl<'de> Deserialize<'de> for Bound {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        kernel_index(&text).map(Bound).map_err(de::Error::custom)
-    }
-}
-
 impl<'de> Visitor<'de> for BucketsVisitor {
     type Value = ClassicBuckets;
 
@@ -154,25 +153,25 @@ impl<'de> Visitor<'de> for BucketsVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut indices = Vec::new();
-        while let Some(Bound(i)) = seq.next_element()? {
-            if let Some(&last) = indices.last() {
-                if i <= last {
-                    return Err(de::Error::custom(format!(
-                        "bucket bounds must increase: {} after {}",
-                        human(hist::upper_bound_ns(i).unwrap_or(0)),
-                        human(hist::upper_bound_ns(last).unwrap_or(0)),
-                    )));
-                }
+        let (mut indices, mut problems): (Vec<usize>, Problems) = (Vec::new(), Vec::new());
+        let mut place = 0;
+        while let Some(text) = seq.next_element::<String>()? {
+            match kernel_index(&text) {
+                Ok(i) if indices.last().is_some_and(|&last| i <= last) => problems.push((
+                    place,
+                    format!("is `{text}`: the bounds must increase, and it follows a larger or equal one"),
+                )),
+                Ok(i) => indices.push(i),
+                Err(why) => problems.push((place, why)),
             }
-            indices.push(i);
+            place += 1;
         }
-        if indices.is_empty() {
+        if place == 0 {
             return Err(de::Error::custom(
                 "no bucket bounds: name at least one, or \"full\"",
             ));
         }
-        Ok(ClassicBuckets(indices))
+        Ok(ClassicBuckets(indices, problems))
     }
 }
 
@@ -203,7 +202,11 @@ mod tests {
         assert_eq!(kernel_index("0.000004096s"), Ok(8));
         assert_eq!(kernel_index("17.179869184s"), Ok(hist::BUCKETS - 2));
         let e = kernel_index("4us").unwrap_err();
-        assert!(e.contains("the nearest are 3.584us and 4.096us"), "{e}");
+        assert!(
+            e.starts_with("is `4us`, not a kernel bucket bound")
+                && e.contains("the nearest are 3.584us and 4.096us"),
+            "{e}"
+        );
         let e = kernel_index("1us").unwrap_err();
         assert!(e.contains("the smallest is 1.024us"), "{e}");
         let e = kernel_index("20s").unwrap_err();

@@ -61,10 +61,11 @@ pub async fn run(
         probes: probes.status.clone(),
     };
     let delivery = Arc::new(DeliveryStats::default());
-    let registry = Arc::new(Exposition::registry(
+    let registry = Arc::new(Exposition::registry_with(
         snapshot.clone(),
         info,
         delivery.clone(),
+        &config.labels.classic_buckets,
     ));
     let addr: SocketAddr = listener.local_addr()?;
     let (gpu_tx, mut gpu_events) = tokio::sync::mpsc::channel(gpu::CHANNEL_BATCHES);

@@ -149,17 +149,34 @@ pub fn http_get_as(port: u16, path: &str, authorization: Option<&str>) -> Option
 
 /// One HTTP/1.0 GET (never chunked) with an optional extra header: (status, head, body).
 fn request(port: u16, path: &str, header: Option<&str>) -> Option<(u16, String, String)> {
+    let (status, head, body) = request_raw(port, "GET", path, header.into_iter())?;
+    Some((status, head, String::from_utf8(body).ok()?))
+}
+
+/// One HTTP/1.0 request with extra header lines (no CRLF): (status, head, body bytes),
+/// for bodies that are not text (gzip) and methods other than GET.
+pub fn request_raw<'h>(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: impl Iterator<Item = &'h str>,
+) -> Option<(u16, String, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     // A stalled agent fails the test instead of hanging it.
     s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
     s.set_write_timeout(Some(Duration::from_secs(20))).ok()?;
-    let extra = header.map(|h| format!("{h}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let extra: String = headers.map(|h| format!("{h}\r\n")).collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8(raw[..end].to_vec()).ok()?;
     let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, head.to_string(), body.to_string()))
+    Some((status, head, raw[end + 4..].to_vec()))
 }
 
 impl Drop for Agent {

@@ -70,6 +70,77 @@ fn live_scrape_reports_the_workload_passes_promtool_and_matches_the_docs() {
     );
 }
 
+/// The exported buckets are exact at their bounds: five sleeps of 68 ms (just above the
+/// 67.1 ms kernel bound) are in no bucket up to 67.108864 ms, in every one from the next
+/// exported bound on (134.217728 ms at the default buckets, 83.88608 ms in a chosen list),
+/// where each sleep, timed by the workload, really ended below that bound.
+#[test]
+fn exported_buckets_count_exactly_at_their_bounds() {
+    if !require_root!() {
+        return;
+    }
+    let dir = gimbal_tests::TempDir::new("buckets");
+    for (labels, bounds, next) in [
+        ("", 23, "0.134217728"),
+        (
+            "classic_buckets = [\"16.384us\", \"67.108864ms\", \"83.88608ms\", \"1.073741824s\"]",
+            5,
+            "0.08388608",
+        ),
+    ] {
+        let config = dir.0.join("gimbal.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nstate_dir = \"{}\"\n[labels]\n{labels}\n",
+                dir.0.display()
+            ),
+        )
+        .unwrap();
+        let agent = Agent::start_with(&["--config", config.to_str().unwrap()]);
+        let cgroup = TestCgroup::new("buckets");
+        let child = cgroup.spawn_into(
+            workload()
+                .args(["sleep", "5", "68"])
+                .stdout(std::process::Stdio::piped()),
+        );
+        let out = child.into_inner().wait_with_output().unwrap();
+        assert!(out.status.success());
+        let longest_ns = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().parse::<u64>().unwrap())
+            .max()
+            .unwrap();
+        let cg = &cgroup.name;
+        let series = format!("syscall=\"clock_nanosleep\",cgroup=\"{cg}\"}} ");
+        let body = wait_for_value(
+            &agent,
+            &format!("gimbal_syscall_latency_seconds_count{{{series}"),
+            5.0,
+        );
+        let bucket = |le: &str| {
+            sample(
+                &body,
+                &format!("gimbal_syscall_latency_seconds_bucket{{le=\"{le}\",{series}"),
+            )
+        };
+        let exported = body
+            .lines()
+            .filter(|l| {
+                l.starts_with("gimbal_syscall_latency_seconds_bucket{") && l.contains(&series)
+            })
+            .count();
+        assert_eq!(exported, bounds, "{labels}: {body}");
+        assert_eq!(bucket("0.067108864"), Some(0.0), "{labels}");
+        assert_eq!(bucket("+Inf"), Some(5.0), "{labels}");
+        let next_ns = (next.parse::<f64>().unwrap() * 1e9).round() as u64;
+        if longest_ns <= next_ns {
+            assert_eq!(bucket(next), Some(5.0), "{labels}: longest {longest_ns} ns");
+        }
+        assert_eq!(agent.stop(), 0);
+    }
+}
+
 /// docs/metrics.md's table: name -> (type, label names). A name written `x?` is left out
 /// where its value is unknown (the pod identity labels): kept here as `x?`.
 fn documented() -> BTreeMap<String, (String, BTreeSet<String>)> {

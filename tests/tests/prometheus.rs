@@ -39,5 +39,48 @@ fn prometheus_scrapes_the_agent_and_promql_sees_the_workload() {
         1.0,
     );
     wait("sum(gimbal_probe_attached)", 3.0);
+
+    // Prometheus asks for gzip (the agent answers it, metrics/http_tests.rs) and reads
+    // the same samples as an identity scrape: every bucket of the workload's histogram at
+    // the same `le` with the same count, and as many samples per scrape.
+    let body = agent.metrics();
+    let prefix = "gimbal_syscall_latency_seconds_bucket{le=\"";
+    let ours = format!("\",syscall=\"getppid\",cgroup=\"{cg}\"}} ");
+    let buckets: Vec<(&str, f64)> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|l| l.split_once(ours.as_str()))
+        .map(|(le, v)| (le, v.parse().unwrap()))
+        .collect();
+    assert_eq!(
+        buckets.len(),
+        23,
+        "the default buckets: 22 bounds and +Inf\n{body}"
+    );
+    assert_eq!(buckets.last(), Some(&("+Inf", 4321.0)));
+    for (le, n) in &buckets {
+        wait(
+            &format!("gimbal_syscall_latency_seconds_bucket{{syscall=\"getppid\",cgroup=\"{cg}\",le=\"{le}\"}}"),
+            *n,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Other cgroups may add series between two scrapes: equal once both saw the same.
+        let samples = agent
+            .metrics()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count() as f64;
+        let scraped = prometheus.query_one("scrape_samples_scraped{job=\"gimbal\"}");
+        if scraped == Some(samples) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus scraped {scraped:?} samples, the agent serves {samples}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     assert_eq!(agent.stop(), 0);
 }

@@ -111,6 +111,10 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String]) -> anyhow::Result<()> {
         );
         report += &stall_check(&bin, 1000)?;
     }
+    if section("scrape") {
+        util::step("a busy scrape: series and bytes on the wire, gzip and identity, default and full buckets");
+        report += &scrape_cost(&bin, 25)?;
+    }
     if section("vm") {
         util::step(
             "time to recover of a systemd unit in the VM: gimbal's RestartUnit next to Restart=",
@@ -387,5 +391,15 @@ fn restart_latency(bin: &std::path::Path, kills: usize) -> anyhow::Result<String
         "\nTime to recover: SIGKILL of a `[[supervise]]` process to its replacement announcing \
          itself, {kills} kills, next to a direct spawn of the same command.\n\n{}",
         bench_binary(bin, "restart", kills)?
+    ))
+}
+
+fn scrape_cost(bin: &std::path::Path, cgroups: usize) -> anyhow::Result<String> {
+    Ok(format!(
+        "\nA busy scrape (`cargo xtask bench --only scrape`): {cgroups} cgroups, each a shell loop \
+         of a few dozen distinct syscalls; two agents side by side, the default classic buckets \
+         (one per doubling, 4.096us to 8.59s) and `classic_buckets = \"full\"`; scraped as \
+         Prometheus does (OpenMetrics, Accept-Encoding: gzip) and without gzip.\n\n{}",
+        bench_binary(bin, "scrape", cgroups)?
     ))
 }

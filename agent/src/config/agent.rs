@@ -95,12 +95,15 @@ pub struct LabelsConfig {
     /// Distinct label sets kept per metric; later ones are folded into `other` and counted
     /// in gimbal_series_folded_total.
     pub max_series_per_metric: usize,
+    /// The `le` bounds of the classic latency histograms: kernel bucket bounds, or "full".
+    pub classic_buckets: super::ClassicBuckets,
 }
 
 impl Default for LabelsConfig {
     fn default() -> Self {
         Self {
             max_series_per_metric: 500,
+            classic_buckets: super::ClassicBuckets::default(),
         }
     }
 }

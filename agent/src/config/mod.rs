@@ -4,6 +4,7 @@
 //! error in a file at once, each with its line and column, instead of stopping at the first.
 mod agent;
 mod alerting;
+mod buckets;
 mod cluster;
 mod errors;
 mod files;
@@ -27,6 +28,7 @@ pub use agent::{
     TcpRetransmitConfig,
 };
 pub use alerting::{AlertingConfig, RuleConfig};
+pub use buckets::ClassicBuckets;
 pub use cluster::{ClusterConfig, TaintEffect};
 pub use errors::{ConfigError, ConfigErrors};
 pub use gpu::{parse_xid, GpuConfig, GpuRuleConfig, XidAction, MAX_XID};

@@ -439,3 +439,48 @@ fn targets_by_pod_name_take_kubernetes_globs_and_say_where_one_is_wrong() {
     assert_eq!(at(&errs, "`c` needs exactly one selector"), (9, 1));
     assert_eq!(at(&errs, "`targets.pod` of `d`"), (14, 1));
 }
+
+#[test]
+fn classic_buckets_that_are_no_kernel_bound_are_named_where_written() {
+    let text = "[labels]\nclassic_buckets = [\"4.096us\", \"4us\", \"1ms\"]\n";
+    let e = Config::parse(text, "gimbal.toml").unwrap_err().to_string();
+    assert!(
+        e.contains(
+            "gimbal.toml:2:31: `labels.classic_buckets` is `4us`, not a kernel bucket bound"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("the nearest are 3.584us and 4.096us"), "{e}");
+    assert!(
+        e.contains(
+            "gimbal.toml:2:38: `labels.classic_buckets` is `1ms`, not a kernel bucket bound"
+        ),
+        "{e}"
+    );
+    let e = Config::parse(
+        "[labels]\nclassic_buckets = [\"8.192us\", \"4.096us\"]\n",
+        "t",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("t:2:31: `labels.classic_buckets` is `4.096us`: the bounds must increase"),
+        "{e}"
+    );
+    let e = Config::parse("[labels]\nclassic_buckets = \"some\"\n", "t")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("t:2:19:") && e.contains("expected \"full\""),
+        "{e}"
+    );
+    let full = Config::parse("[labels]\nclassic_buckets = \"full\"\n", "t").unwrap();
+    assert_eq!(
+        full.labels.classic_buckets,
+        crate::config::ClassicBuckets::full()
+    );
+    let e = Config::parse("[labels]\nclassic_buckets = []\n", "t")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no bucket bounds"), "{e}");
+}

@@ -432,6 +432,10 @@ fn alerting(config: &Config, spans: &Spans, errors: &mut ConfigErrors, checks: &
             "must be at least 1".into(),
         );
     }
+    for (place, why) in config.labels.classic_buckets.problems() {
+        let path = format!("labels.classic_buckets[{place}]");
+        errors.push_path(spans, &path, why.clone());
+    }
 }
 
 fn throttles(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {

@@ -15,6 +15,7 @@ use super::families::{Families, Family};
 use crate::{
     alert::DeliveryStats,
     catalog::{AgentView, Delivery, Kind, Rows, Value, METRICS},
+    config::ClassicBuckets,
     probes::ProbeStatus,
     snapshot::Published,
 };
@@ -32,25 +33,48 @@ pub struct Exposition {
     snapshot: Published,
     info: AgentInfo,
     delivery: Arc<DeliveryStats>,
-    bounds_seconds: Vec<f64>,
+    /// The classic histogram's buckets: (last kernel bucket index it takes in, `le` in
+    /// seconds), the last being +Inf.
+    bounds: Vec<(usize, f64)>,
 }
 
 impl Exposition {
+    /// With the default classic buckets (one per doubling).
     pub fn registry(
         snapshot: Published,
         info: AgentInfo,
         delivery: Arc<DeliveryStats>,
     ) -> Registry {
+        Self::registry_with(snapshot, info, delivery, &ClassicBuckets::default())
+    }
+
+    /// With the classic histogram's `le` bounds chosen from the kernel's (`[labels]
+    /// classic_buckets`).
+    pub fn registry_with(
+        snapshot: Published,
+        info: AgentInfo,
+        delivery: Arc<DeliveryStats>,
+        classic: &ClassicBuckets,
+    ) -> Registry {
         // +Inf is encoded by prometheus-client as f64::MAX.
-        let bounds_seconds = (0..hist::BUCKETS)
-            .map(|i| hist::upper_bound_ns(i).map_or(f64::MAX, |ns| ns as f64 / 1e9))
+        let bounds = classic
+            .indices()
+            .iter()
+            .copied()
+            .chain([hist::BUCKETS - 1])
+            .map(|i| {
+                (
+                    i,
+                    hist::upper_bound_ns(i).map_or(f64::MAX, |ns| ns as f64 / 1e9),
+                )
+            })
             .collect();
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Exposition {
             snapshot,
             info,
             delivery,
-            bounds_seconds,
+            bounds,
         }));
         registry
     }
@@ -117,11 +141,20 @@ impl Exposition {
             Value::Gauge(v) => m.gauge_row(names, values, v),
             Value::WholeGauge(v) => m.gauge_row(names, values, v),
             Value::Histogram(totals) => {
+                // Each exported bucket sums the kernel buckets since the previous bound:
+                // whole buckets, so the counts stay exact.
+                let mut from = 0;
                 let buckets: Vec<(f64, u64)> = self
-                    .bounds_seconds
+                    .bounds
                     .iter()
-                    .copied()
-                    .zip(totals.buckets)
+                    .map(|&(last, le)| {
+                        let n = totals
+                            .buckets
+                            .get(from..=last)
+                            .map_or(0, |b| b.iter().fold(0u64, |sum, &n| sum.wrapping_add(n)));
+                        from = last + 1;
+                        (le, n)
+                    })
                     .collect();
                 m.histogram_row(
                     names,

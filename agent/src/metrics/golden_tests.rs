@@ -46,3 +46,62 @@ fn the_exposition_of_a_filled_snapshot_is_unchanged() {
     }
     assert_eq!(om, GOLDEN);
 }
+
+/// A coarser classic histogram is the full one read at fewer bounds: every bucket line it
+/// exports is, byte for byte, the full resolution's line at that bound (counts exact).
+#[test]
+fn chosen_bounds_export_the_full_resolution_s_counts_at_those_bounds() {
+    let scrape = |classic: &crate::config::ClassicBuckets| {
+        let registry = Exposition::registry_with(
+            snapshot::Published::new(snapshot::filled()),
+            AgentInfo {
+                version: "1",
+                kernel: "6.1.0".into(),
+                probes: vec![],
+            },
+            Arc::new(DeliveryStats::default()),
+            classic,
+        );
+        let mut om = String::new();
+        encode(&mut om, &registry).expect("encoding into a String");
+        om
+    };
+    let full = scrape(&crate::config::ClassicBuckets::full());
+    let buckets = |om: &str| -> Vec<String> {
+        om.lines()
+            .filter(|l| l.contains("_bucket{"))
+            .map(String::from)
+            .collect()
+    };
+    let all = buckets(&full);
+    assert_eq!(all.len(), 98);
+    for text in [
+        "[labels]\nclassic_buckets = [\"2.048us\", \"1.28us\"]",
+        "[labels]\nclassic_buckets = [\"1.28us\", \"2.048us\", \"8.388608ms\"]",
+        "",
+    ] {
+        let config = crate::config::Config::parse(text, "t");
+        let Ok(config) = config else {
+            // Bounds out of order are refused.
+            assert!(text.contains("\"2.048us\", \"1.28us\""), "{text}");
+            continue;
+        };
+        let chosen = buckets(&scrape(&config.labels.classic_buckets));
+        assert_eq!(
+            chosen.len(),
+            config.labels.classic_buckets.indices().len() + 1
+        );
+        for line in &chosen {
+            assert!(all.contains(line), "{line} not in the full exposition");
+        }
+    }
+    // Lines other than the buckets are the same.
+    let others = |om: &str| -> Vec<String> {
+        om.lines()
+            .filter(|l| !l.contains("_bucket{"))
+            .map(String::from)
+            .collect()
+    };
+    let default = scrape(&crate::config::ClassicBuckets::default());
+    assert_eq!(others(&full), others(&default));
+}

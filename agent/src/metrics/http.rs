@@ -1,8 +1,9 @@
-//! A deliberately small HTTP/1.1 server for a few GET endpoints: /metrics, /healthz
+//! A deliberately small HTTP/1.1 server for a few GET (and HEAD) endpoints: /metrics, /healthz
 //! (liveness: the main loop turns), /readyz (readiness: probes attached, first sample in)
 //! and /health, /health/<target> (the load-balancing verdict, verdict/health.rs).
 //! One request per connection, bounded request size and time, so a slow or hostile client
-//! cannot hold the agent's memory or its only thread.
+//! cannot hold the agent's memory or its only thread. `/metrics` is gzipped when the
+//! request allows it (coding.rs); HEAD gets GET's head without the body.
 //!
 //! Open connections are capped (`MAX_CONNECTIONS`, slots.rs: at the cap the oldest
 //! connection idle past a grace is evicted), so `/healthz` still answers a flood of idle
@@ -12,6 +13,7 @@ use std::{sync::Arc, time::Duration};
 use prometheus_client::registry::Registry;
 
 use super::{
+    coding,
     slots::{Slot, Slots},
     text_format,
 };
@@ -88,7 +90,7 @@ async fn handle(
     slot.got_request();
     let Some(buf) = buf else {
         return respond(
-            &mut stream,
+            &mut Answer::get(&mut stream),
             "431 Request Header Fields Too Large",
             "text/plain",
             "request too large\n",
@@ -99,49 +101,60 @@ async fn handle(
     let mut parts = std::str::from_utf8(request_line).unwrap_or("").split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    let stream = &mut Answer {
+        stream: &mut stream,
+        head_only: method == "HEAD",
+    };
+    // HEAD is answered as GET is, less the body.
+    let method = if method == "HEAD" { "GET" } else { method };
     match (method, path) {
         ("GET", "/metrics") => {
             let openmetrics = accepts_openmetrics(&buf);
+            let gzip = coding::accepts_gzip(&buf);
             let permit = encoders
                 .acquire_owned()
                 .await
                 .map_err(std::io::Error::other)?;
             let encoded = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                encode(&registry, openmetrics)
+                let (content_type, body) = encode(&registry, openmetrics)?;
+                Some(match gzip {
+                    true => (content_type, GZIP, coding::gzip(body.as_bytes()).ok()?),
+                    false => (content_type, IDENTITY, body.into_bytes()),
+                })
             })
             .await;
             match encoded {
-                Ok(Some((content_type, body))) => {
-                    respond(&mut stream, "200 OK", content_type, &body).await
+                Ok(Some((content_type, coding, body))) => {
+                    respond_with(stream, "200 OK", content_type, coding, &body).await
                 }
                 _ => {
                     let msg = "encoding failed\n";
-                    respond(&mut stream, "500 Internal Server Error", "text/plain", msg).await
+                    respond(stream, "500 Internal Server Error", "text/plain", msg).await
                 }
             }
         }
         ("GET", "/healthz") if health.alive() => {
-            respond(&mut stream, "200 OK", "text/plain", "ok\n").await
+            respond(stream, "200 OK", "text/plain", "ok\n").await
         }
         ("GET", "/healthz") => {
             let body = format!("main loop stalled for {:.0?}\n", health.stalled_for());
-            respond(&mut stream, "503 Service Unavailable", "text/plain", &body).await
+            respond(stream, "503 Service Unavailable", "text/plain", &body).await
         }
         ("GET", "/readyz") if health.ready() => {
-            respond(&mut stream, "200 OK", "text/plain", "ready\n").await
+            respond(stream, "200 OK", "text/plain", "ready\n").await
         }
         ("GET", "/readyz") => {
             let body = "not ready: loading probes or taking the first sample\n";
-            respond(&mut stream, "503 Service Unavailable", "text/plain", body).await
+            respond(stream, "503 Service Unavailable", "text/plain", body).await
         }
-        ("GET", "/health") => verdict(&mut stream, None, snapshot).await,
+        ("GET", "/health") => verdict(stream, None, snapshot).await,
         ("GET", p) if p.starts_with("/health/") => {
-            verdict(&mut stream, p.strip_prefix("/health/"), snapshot).await
+            verdict(stream, p.strip_prefix("/health/"), snapshot).await
         }
         ("GET", _) => {
             respond(
-                &mut stream,
+                stream,
                 "404 Not Found",
                 "text/plain",
                 "not found: try /metrics, /healthz, /readyz, /health or /health/<target>\n",
@@ -150,10 +163,10 @@ async fn handle(
         }
         _ => {
             respond(
-                &mut stream,
+                stream,
                 "405 Method Not Allowed",
                 "text/plain",
-                "only GET\n",
+                "only GET and HEAD\n",
             )
             .await
         }
@@ -191,7 +204,7 @@ fn accepts_openmetrics(request: &[u8]) -> bool {
 
 /// The verdict of the node (`name` None) or of a target (its name still percent-encoded).
 async fn verdict(
-    stream: &mut TcpStream,
+    stream: &mut Answer<'_>,
     name: Option<&str>,
     snapshot: &Published,
 ) -> std::io::Result<()> {
@@ -206,32 +219,59 @@ async fn verdict(
         answer.status,
         "application/json",
         extra,
-        &answer.body,
+        answer.body.as_bytes(),
     )
     .await
 }
 
+/// `/metrics`' coding headers: the answer depends on Accept-Encoding, so a cache must key
+/// on it either way.
+const GZIP: &str = "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n";
+const IDENTITY: &str = "Vary: Accept-Encoding\r\n";
+
+/// Where an answer goes, and whether it is to a HEAD (the head alone).
+struct Answer<'s> {
+    stream: &'s mut TcpStream,
+    head_only: bool,
+}
+
+impl<'s> Answer<'s> {
+    fn get(stream: &'s mut TcpStream) -> Self {
+        Self {
+            stream,
+            head_only: false,
+        }
+    }
+}
+
 async fn respond(
-    stream: &mut TcpStream,
+    stream: &mut Answer<'_>,
     status: &str,
     content_type: &str,
     body: &str,
 ) -> std::io::Result<()> {
-    respond_with(stream, status, content_type, "", body).await
+    let extra = match status.starts_with("405") {
+        true => "Allow: GET, HEAD\r\n",
+        false => "",
+    };
+    respond_with(stream, status, content_type, extra, body.as_bytes()).await
 }
 
-/// `extra`: header lines, each ending in CRLF.
+/// `extra`: header lines, each ending in CRLF. Content-Length is the body's, also to a
+/// HEAD, which gets no body.
 async fn respond_with(
-    stream: &mut TcpStream,
+    answer: &mut Answer<'_>,
     status: &str,
     content_type: &str,
     extra: &str,
-    body: &str,
+    body: &[u8],
 ) -> std::io::Result<()> {
     let head = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+    answer.stream.write_all(head.as_bytes()).await?;
+    if !answer.head_only {
+        answer.stream.write_all(body).await?;
+    }
+    answer.stream.shutdown().await
 }
 
 /// The exposition in the format asked for: (content type, body); None if encoding failed.

@@ -2,6 +2,7 @@
 //! and the HTTP endpoint that serves it (with the verdicts' /health), and the HAProxy
 //! agent-check listener.
 pub mod agent_check;
+mod coding;
 mod escape;
 mod exposition;
 mod families;
@@ -13,6 +14,8 @@ mod text_format;
 mod golden_tests;
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod http_tests;
 #[cfg(test)]
 mod identity_tests;
 #[cfg(test)]

@@ -241,26 +241,8 @@ fn answer(s: &mut State, r: &Request) -> (u16, Value) {
                     ),
                 );
             }
-            let Some(conditions) = r
-                .body
-                .as_ref()
-                .and_then(|b| b["status"]["conditions"].as_array())
-            else {
-                return (422, failure(422, "Invalid", "expected status.conditions"));
-            };
-            let Some(node) = s.nodes.get_mut(name) else {
-                return (404, failure(404, "NotFound", "no such node"));
-            };
-            let existing = node["status"]["conditions"].as_array_mut().unwrap();
-            for c in conditions {
-                match existing.iter_mut().find(|e| e["type"] == c["type"]) {
-                    Some(e) => *e = c.clone(),
-                    None => existing.push(c.clone()),
-                }
-            }
             s.version += 1;
-            node["metadata"]["resourceVersion"] = json!(s.version.to_string());
-            (200, node.clone())
+            merge_conditions(s.nodes.get_mut(name), r, s.version)
         }
         ("PATCH", _, Some(name)) => {
             if r.content_type.as_deref() != Some("application/merge-patch+json") {
@@ -324,6 +306,13 @@ fn answer_pod(s: &mut State, r: &Request, rest: &str) -> (u16, Value) {
             ),
         );
     }
+    s.version += 1;
+    merge_conditions(s.pods.get_mut(&format!("{namespace}/{name}")), r, s.version)
+}
+
+/// A strategic-merge patch of `status.conditions` into `object`: merged by `type`, as the
+/// API server does for nodes and pods (other writers' conditions stay).
+fn merge_conditions(object: Option<&mut Value>, r: &Request, version: u64) -> (u16, Value) {
     let Some(conditions) = r
         .body
         .as_ref()
@@ -331,17 +320,16 @@ fn answer_pod(s: &mut State, r: &Request, rest: &str) -> (u16, Value) {
     else {
         return (422, failure(422, "Invalid", "expected status.conditions"));
     };
-    let Some(pod) = s.pods.get_mut(&format!("{namespace}/{name}")) else {
-        return (404, failure(404, "NotFound", "no such pod"));
+    let Some(object) = object else {
+        return (404, failure(404, "NotFound", "no such object"));
     };
-    let existing = pod["status"]["conditions"].as_array_mut().unwrap();
+    let existing = object["status"]["conditions"].as_array_mut().unwrap();
     for c in conditions {
         match existing.iter_mut().find(|e| e["type"] == c["type"]) {
             Some(e) => *e = c.clone(),
             None => existing.push(c.clone()),
         }
     }
-    s.version += 1;
-    pod["metadata"]["resourceVersion"] = json!(s.version.to_string());
-    (200, pod.clone())
+    object["metadata"]["resourceVersion"] = json!(version.to_string());
+    (200, object.clone())
 }

@@ -3,22 +3,13 @@
 //! overfilled, and after SIGCONT the agent counts the records it never saw as dropped
 //! (EPIPE on /dev/kmsg), exactly the gap in sequence numbers the kernel shows: from the
 //! record after the one it read last to the oldest record the ring still holds.
-use std::{
-    io::{Read as _, Write as _},
-    os::unix::fs::OpenOptionsExt as _,
-    time::Duration,
-};
+use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _, time::Duration};
 
 use gimbal_tests::{agent::Agent, require_root, sample, unique, wait_until, TempDir};
 
-/// Writes one record (a fresh open: each open of /dev/kmsg has its own rate limit).
+/// Writes one record at the info level.
 fn log(text: &str) {
-    let mut kmsg = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/kmsg")
-        .expect("open /dev/kmsg for writing (root)");
-    kmsg.write_all(format!("<6>{text}\n").as_bytes())
-        .expect("write a record to /dev/kmsg");
+    gimbal_tests::kmsg::log_at(6, text);
 }
 
 /// Every record the kernel holds now: (sequence number, text), oldest first.

@@ -8,23 +8,12 @@
 //! agent ignores by default (no process can forge an XID); the agent under test is told
 //! to count them (`kmsg_user_records = true`). Each run uses a PCI domain made of its own
 //! pid and a marker text, so nothing else on the machine is confused.
-use std::{io::Write as _, time::Duration};
+use std::time::Duration;
 
 use gimbal_tests::{
-    agent::Agent, alertmanager::Alertmanager, promtool_check_metrics, require_root, sample, unique,
-    wait_status, wait_until, workload, TempDir, TestCgroup,
+    agent::Agent, alertmanager::Alertmanager, kmsg::log, promtool_check_metrics, require_root,
+    sample, unique, wait_status, wait_until, workload, TempDir, TestCgroup,
 };
-
-/// Writes one record to the kernel log. Each open of /dev/kmsg has its own rate limit
-/// (10 records per 5 s), so every record gets a fresh one.
-fn log(text: &str) {
-    let mut kmsg = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/kmsg")
-        .expect("open /dev/kmsg for writing (root)");
-    kmsg.write_all(format!("<4>{text}\n").as_bytes())
-        .expect("write a record to /dev/kmsg");
-}
 
 /// The agent's config: its own state, the test's Alertmanager, user-space records
 /// counted, and `extra` (top-level tables: targets, remediation) after them.

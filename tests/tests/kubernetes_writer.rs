@@ -3,10 +3,11 @@
 //! are checked instead; this is not a cluster test). The node's verdict is flipped the real
 //! way: a real-format NVRM XID 79 record written to /dev/kmsg as root (records from user
 //! space are counted only with `kmsg_user_records = true`, as in gpu_xid.rs).
-use std::{collections::BTreeSet, io::Write as _, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
 use gimbal_tests::{
     agent::Agent,
+    kmsg::gpu_fell_off_the_bus,
     kube_api::{KubeApi, Request},
     kubelet::{Driver, Node},
     require_root, sample, spawn_in, unique, wait_for, wait_until, workload, TempDir,
@@ -14,19 +15,6 @@ use gimbal_tests::{
 use serde_json::{json, Value};
 
 mod packaging;
-
-fn fall_off_the_bus(marker: &str) {
-    let bus = format!("{:04x}:3b:00", std::process::id() & 0xffff);
-    let mut kmsg = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/kmsg")
-        .expect("open /dev/kmsg for writing (root)");
-    kmsg.write_all(
-        format!("<4>NVRM: Xid (PCI:{bus}): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus. {marker}\n")
-            .as_bytes(),
-    )
-    .expect("write a record to /dev/kmsg");
-}
 
 /// The agent as the node `node`, writing to `api` with `cluster` added to `[cluster]`;
 /// a GPU fault drains the node for 4 s.
@@ -130,7 +118,7 @@ fn the_condition_merges_by_type_and_its_transition_time_moves_only_on_a_flip() {
     assert_eq!(beat["status"], "False");
     assert_eq!(beat["lastTransitionTime"], since, "no flip, no transition");
 
-    fall_off_the_bus(&unique("condition"));
+    gpu_fell_off_the_bus(&unique("condition"));
     let drained = wait_for("the condition to flip", Duration::from_secs(20), || {
         condition(&api, &node, "GimbalNodeDrain").filter(|c| c["status"] == "True")
     });
@@ -202,7 +190,7 @@ fn a_taint_is_read_modified_written_with_a_conflict_retried_and_others_kept() {
         "a healthy node is not written"
     );
 
-    fall_off_the_bus(&unique("taint"));
+    gpu_fell_off_the_bus(&unique("taint"));
     wait_until("the taint", Duration::from_secs(20), || {
         taint_keys(&api, &node).contains(&("gimbal.io/drain".into(), "NoSchedule".into()))
     });
@@ -286,7 +274,7 @@ fn the_circuit_breaker_holds_back_a_taint_and_dry_run_writes_nothing() {
         &node,
         "taint = \"NoSchedule\"\ndry_run = false\nmax_tainted_share = 0.5",
     );
-    fall_off_the_bus(&unique("breaker"));
+    gpu_fell_off_the_bus(&unique("breaker"));
     wait_until(
         "the breaker to hold the taint back",
         Duration::from_secs(20),
@@ -307,7 +295,7 @@ fn the_circuit_breaker_holds_back_a_taint_and_dry_run_writes_nothing() {
         &node,
         "taint = \"PreferNoSchedule\"\nmax_tainted_share = 1.0",
     );
-    fall_off_the_bus(&unique("dry-run"));
+    gpu_fell_off_the_bus(&unique("dry-run"));
     wait_until("a dry-run taint", Duration::from_secs(20), || {
         writes(&agent, "taint", "dry_run") >= 1.0
     });
@@ -421,7 +409,7 @@ fn the_requests_need_exactly_the_verbs_the_chart_grants() {
             kubelet.logs.0.display()
         ),
     );
-    fall_off_the_bus(&unique("rbac"));
+    gpu_fell_off_the_bus(&unique("rbac"));
     wait_until("taint and untaint", Duration::from_secs(40), || {
         writes(&agent, "untaint", "written") >= 1.0
     });

@@ -17,6 +17,7 @@ pub mod agent;
 pub mod alertmanager;
 pub mod haproxy;
 pub mod kube_api;
+pub mod loadgen;
 pub mod prometheus;
 pub mod supervised;
 

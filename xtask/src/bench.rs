@@ -111,6 +111,12 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String]) -> anyhow::Result<()> {
         );
         report += &stall_check(&bin, 1000)?;
     }
+    if section("lb") {
+        util::step(
+            "traffic moved off a squeezed backend: HAProxy with and without Gimbal's agent-check",
+        );
+        report += &traffic_share(&bin, 2)?;
+    }
     if section("vm") {
         util::step(
             "time to recover of a systemd unit in the VM: gimbal's RestartUnit next to Restart=",
@@ -387,5 +393,14 @@ fn restart_latency(bin: &std::path::Path, kills: usize) -> anyhow::Result<String
         "\nTime to recover: SIGKILL of a `[[supervise]]` process to its replacement announcing \
          itself, {kills} kills, next to a direct spawn of the same command.\n\n{}",
         bench_binary(bin, "restart", kills)?
+    ))
+}
+
+fn traffic_share(bin: &std::path::Path, rounds: usize) -> anyhow::Result<String> {
+    Ok(format!(
+        "\nTraffic share: a real HAProxy in front of three backends in cgroups, one squeezed by CPU \
+         hogs under a CFS quota; {rounds} rounds per mode, interleaved, with Gimbal's agent-check \
+         and without (`cargo xtask bench --only lb`).\n\n{}",
+        bench_binary(bin, "lb", rounds)?
     ))
 }

@@ -11,7 +11,7 @@
 //! reversals of the weight HAProxy shows until b is back at 100. Last, c is SIGKILLed
 //! and the time to DOWN is taken in both HAProxy backends. Prints Markdown.
 //!
-//! gimbal-bench-lb ROUNDS (rounds per mode, interleaved)
+//! gimbal-bench-lb [ROUNDS [FLOOR]] (rounds per mode, interleaved: 2; the verdict's floor: 10)
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -81,10 +81,10 @@ struct Round {
 }
 
 fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
+    let arg = |i: usize| std::env::args().nth(i).and_then(|s| s.parse::<u8>().ok());
+    let rounds = usize::from(arg(1).unwrap_or(2));
+    // The verdict's floor (its default unless given): a lower one sends b less at the bottom.
+    let floor = arg(2).unwrap_or(10);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("gimbal-bench-lb needs root (cgroups, eBPF)");
@@ -102,7 +102,7 @@ fn main() {
         .collect();
 
     let mut config = format!(
-        "[agent]\nstate_dir = \"{}\"\n[gpu]\nnvml = false\n[verdict]\nagent_check_listen = \"127.0.0.1:{ac}\"\n# The 5m latency window would hold b down for up to 5 minutes after the squeeze.\nlatency = false\n",
+        "[agent]\nstate_dir = \"{}\"\n[gpu]\nnvml = false\n[verdict]\nagent_check_listen = \"127.0.0.1:{ac}\"\n# The 5m latency window would hold b down for up to 5 minutes after the squeeze.\nlatency = false\nfloor = {floor}\n",
         state.0.display()
     );
     for (t, g) in targets.iter().zip(&groups) {
@@ -264,7 +264,7 @@ fn main() {
         .server(Mode::Gimbal.backend(), "c")
         .and_then(|r| r.get("last_agt").cloned())
         .unwrap_or_default();
-    print!("{}", report(&results, &down, &said));
+    print!("{}", report(&results, &down, &said, floor));
     assert_eq!(agent.stop(), 0, "the agent stops cleanly");
 }
 
@@ -354,11 +354,11 @@ fn latencies(records: &[Record]) -> String {
     )
 }
 
-fn report(rounds: &[Round], down: &BTreeMap<Mode, Duration>, said: &str) -> String {
+fn report(rounds: &[Round], down: &BTreeMap<Mode, Duration>, said: &str, floor: u8) -> String {
     let mut s = format!(
         "HAProxy (roundrobin, 3 servers at weight 100) under {CONCURRENCY} clients, each at most one \
          request per {} ms; b squeezed for {} s (its server and {HOGS} spinners held to {QUOTA_CPUS} CPU); \
-         agent-inter {AGENT_INTER_MS} ms; rounds interleaved, the two modes over the same servers, \
+         agent-inter {AGENT_INTER_MS} ms; the verdict's floor {floor} %; rounds interleaved, the two modes over the same servers, \
          agent and HAProxy.\n\n\
          | mode | requests in the squeeze | share a / b / c, whole squeeze (%) | share a / b / c, its last {} s (%) | client p50 / p90 / p99 in the squeeze (ms) | the same, its last {} s | failed |\n|---|---|---|---|---|---|---|\n",
         PACE.as_millis(),

@@ -58,22 +58,23 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String]) -> anyhow::Result<()> {
     util::require_root("the benchmark attaches eBPF programs")?;
     util::step("building (release)");
     util::build_release_binaries()?;
-    // The floors' programs are not in the shipped object: their binary alone is built with
-    // them (its own gimbal library; target/release/gimbal stays the shipped one).
-    util::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "gimbal-tests",
-        "--bin",
-        "gimbal-bench-floor",
-        "--features",
-        "gimbal-tests/bench",
-    ])?;
     let bin = util::root().join("target/release");
     let section = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut report = String::new();
     if section("syscalls") {
+        // The floors' programs are not in the shipped object: their binary alone is built
+        // with them (its own gimbal library; target/release/gimbal stays the shipped one).
+        // Only this section needs it, and it is a second build of the agent's library.
+        util::cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "gimbal-tests",
+            "--bin",
+            "gimbal-bench-floor",
+            "--features",
+            "gimbal-tests/bench",
+        ])?;
         let mut runs: Vec<(Tracer, Run)> = Vec::new();
         for round in 1..=rounds {
             for tracer in Tracer::ALL {

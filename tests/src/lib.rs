@@ -15,9 +15,11 @@ use gimbal::{
 
 pub mod agent;
 pub mod alertmanager;
+pub mod haproxy;
 pub mod kmsg;
 pub mod kube_api;
 pub mod kubelet;
+pub mod loadgen;
 pub mod prometheus;
 pub mod supervised;
 
@@ -503,4 +505,54 @@ fn own_v1_cgroup(controller: &str) -> Option<String> {
             .any(|c| c == controller)
             .then(|| path.trim_start_matches('/').to_string())
     })
+}
+
+/// A process group the agent watches as a target and whose CPU can be capped: the cgroup2
+/// group the probes see and, where the cpu controller is v1, a v1 cpu group beside it
+/// (its processes join both); on a pure cgroup2 host the one group is both.
+pub struct CpuTarget {
+    pub cpu: CpuGroup,
+    pub v2: Option<TestCgroup>,
+}
+
+impl CpuTarget {
+    pub fn new(what: &str) -> Self {
+        let cpu = CpuGroup::new();
+        let v2 = matches!(cpu, CpuGroup::V1(_)).then(|| TestCgroup::new(what));
+        Self { cpu, v2 }
+    }
+
+    /// The cgroup the agent's target names (`cgroup = "..."`), relative to the cgroup2 mount.
+    pub fn target(&self) -> String {
+        match (&self.v2, &self.cpu) {
+            (Some(g), _) => g.name.clone(),
+            (None, cpu) => cpu.relative(),
+        }
+    }
+
+    /// The `cgroup.procs` files a process of this group joins.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.cpu.dir().join("cgroup.procs")];
+        files.extend(self.v2.as_ref().map(|g| g.path.join("cgroup.procs")));
+        files
+    }
+
+    /// Spawns `cmd` into the group (both hierarchies) between fork and exec.
+    pub fn spawn(&self, cmd: &mut Command) -> Proc {
+        spawn_in(cmd, &self.procs_files())
+    }
+
+    /// Caps the group at `cpus` CPUs (a 100 ms CFS period), or lifts the cap (None).
+    pub fn set_quota(&self, cpus: Option<f64>) {
+        let period = 100_000u64;
+        let text = match (&self.cpu, cpus) {
+            (CpuGroup::V1(_), Some(c)) => format!("{}", (c * period as f64) as u64),
+            (CpuGroup::V1(_), None) => "-1".to_string(),
+            (CpuGroup::V2(_), Some(c)) => format!("{} {period}", (c * period as f64) as u64),
+            (CpuGroup::V2(_), None) => format!("max {period}"),
+        };
+        let file = self.cpu.quota_file();
+        std::fs::write(&file, &text)
+            .unwrap_or_else(|e| panic!("write {text:?} to {}: {e}", file.display()));
+    }
 }

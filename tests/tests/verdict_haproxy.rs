@@ -17,57 +17,23 @@
 //! - hostile input to the agent-check (4 KiB without a line end, a name that is a reply,
 //!   300 idle connections) is answered without echo and does not silence it for long.
 use std::{
-    collections::BTreeMap,
     io::{Read, Write},
     net::TcpStream,
-    os::unix::net::UnixStream,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use gimbal_tests::{
-    agent::Agent, free_port, require_root, sample, spawn_in, unique, wait_for, workload, CpuGroup,
-    Proc, TempDir, TestCgroup,
+    agent::Agent,
+    free_port,
+    haproxy::{reversals, server, Haproxy},
+    require_root, sample, spawn_in, unique, wait_for, workload, CpuGroup, Proc, TempDir,
+    TestCgroup,
 };
 
 /// HAProxy's agent-inter in this test: the bound on the time from an exit to DOWN.
 const AGENT_INTER: Duration = Duration::from_millis(500);
-
-/// `show stat` on HAProxy's admin socket: one map per row (proxy, server), by column name.
-fn show_stat(socket: &Path) -> Vec<BTreeMap<String, String>> {
-    let Ok(mut s) = UnixStream::connect(socket) else {
-        return Vec::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"show stat\n").is_err() {
-        return Vec::new();
-    }
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let mut lines = text.lines();
-    let Some(header) = lines.next().and_then(|h| h.strip_prefix("# ")) else {
-        return Vec::new();
-    };
-    let names: Vec<&str> = header.split(',').collect();
-    lines
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            names
-                .iter()
-                .zip(l.split(','))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
-fn server(socket: &Path, proxy: &str, name: &str) -> Option<BTreeMap<String, String>> {
-    show_stat(socket).into_iter().find(|r| {
-        r.get("pxname").map(String::as_str) == Some(proxy)
-            && r.get("svname").map(String::as_str) == Some(name)
-    })
-}
 
 fn weight(socket: &Path, server_name: &str) -> Option<u32> {
     server(socket, "be", server_name)?
@@ -125,9 +91,9 @@ fn haproxy_config(
     (ta, tb): (&str, &str),
     agent_check: u16,
     metrics: u16,
-) -> PathBuf {
+) -> String {
     let inter = AGENT_INTER.as_millis();
-    let text = format!(
+    format!(
         "global
     stats socket {dir}/admin.sock mode 600 level admin
 defaults
@@ -147,28 +113,7 @@ backend be_http
     server a 127.0.0.1:{a} check port {metrics} inter {inter}ms fall 1 rise 1
 ",
         dir = dir.display()
-    );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, text).unwrap();
-    let check = Command::new("haproxy")
-        .args(["-c", "-f"])
-        .arg(&path)
-        .output()
-        .expect("run haproxy -c (cargo xtask setup installs haproxy)");
-    assert!(
-        check.status.success(),
-        "haproxy refuses the config: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    path
-}
-
-/// Direction reversals in a series once repeats are removed: 1 for down-then-up.
-fn reversals(series: &[u32]) -> usize {
-    let mut distinct = series.to_vec();
-    distinct.dedup();
-    let signs: Vec<bool> = distinct.windows(2).map(|w| w[1] > w[0]).collect();
-    signs.windows(2).filter(|w| w[0] != w[1]).count()
+    )
 }
 
 #[test]
@@ -238,21 +183,18 @@ fn haproxy_follows_the_verdict() {
     assert_eq!(get(agent.port, "/health/%zz").0, 400);
 
     let dir = TempDir::new("haproxy");
-    let cfg = haproxy_config(
+    let haproxy = Haproxy::start(
         &dir.0,
-        frontend,
-        (port_a, port_b),
-        (&ta, &tb),
-        ac,
-        agent.port,
+        &haproxy_config(
+            &dir.0,
+            frontend,
+            (port_a, port_b),
+            (&ta, &tb),
+            ac,
+            agent.port,
+        ),
     );
-    let socket = dir.0.join("admin.sock");
-    let _haproxy = Proc::spawn(
-        Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(&cfg)
-            .stdout(Stdio::null()),
-    );
+    let socket = haproxy.socket.clone();
     wait_for(
         "HAProxy shows both servers up at weight 100",
         Duration::from_secs(20),

@@ -58,22 +58,23 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String]) -> anyhow::Result<()> {
     util::require_root("the benchmark attaches eBPF programs")?;
     util::step("building (release)");
     util::build_release_binaries()?;
-    // The floors' programs are not in the shipped object: their binary alone is built with
-    // them (its own gimbal library; target/release/gimbal stays the shipped one).
-    util::cargo(&[
-        "build",
-        "--release",
-        "-p",
-        "gimbal-tests",
-        "--bin",
-        "gimbal-bench-floor",
-        "--features",
-        "gimbal-tests/bench",
-    ])?;
     let bin = util::root().join("target/release");
     let section = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut report = String::new();
     if section("syscalls") {
+        // The floors' programs are not in the shipped object: their binary alone is built
+        // with them (its own gimbal library; target/release/gimbal stays the shipped one).
+        // Only this section needs it, and it is a second build of the agent's library.
+        util::cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "gimbal-tests",
+            "--bin",
+            "gimbal-bench-floor",
+            "--features",
+            "gimbal-tests/bench",
+        ])?;
         let mut runs: Vec<(Tracer, Run)> = Vec::new();
         for round in 1..=rounds {
             for tracer in Tracer::ALL {
@@ -114,6 +115,12 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String]) -> anyhow::Result<()> {
     if section("scrape") {
         util::step("a busy scrape: series and bytes on the wire, gzip and identity, default and full buckets");
         report += &scrape_cost(&bin, 25)?;
+    }
+    if section("lb") {
+        util::step(
+            "traffic moved off a squeezed backend: HAProxy with and without Gimbal's agent-check",
+        );
+        report += &traffic_share(&bin, 2)?;
     }
     if section("vm") {
         util::step(
@@ -401,5 +408,14 @@ fn scrape_cost(bin: &std::path::Path, cgroups: usize) -> anyhow::Result<String> 
          (one per doubling, 4.096us to 8.59s) and `classic_buckets = \"full\"`; scraped as \
          Prometheus does (OpenMetrics, Accept-Encoding: gzip) and without gzip.\n\n{}",
         bench_binary(bin, "scrape", cgroups)?
+    ))
+}
+
+fn traffic_share(bin: &std::path::Path, rounds: usize) -> anyhow::Result<String> {
+    Ok(format!(
+        "\nTraffic share: a real HAProxy in front of three backends in cgroups, one squeezed by CPU \
+         hogs under a CFS quota; {rounds} rounds per mode, interleaved, with Gimbal's agent-check \
+         and without (`cargo xtask bench --only lb`).\n\n{}",
+        bench_binary(bin, "lb", rounds)?
     ))
 }

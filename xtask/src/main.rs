@@ -66,8 +66,8 @@ enum Command {
         /// Interleaved rounds per configuration.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
-        /// Run only these sections (comma-separated): syscalls, alert, kmsg, restart, noisy, stall, scrape, vm.
-        #[arg(long, value_delimiter = ',', value_parser = ["syscalls", "alert", "kmsg", "restart", "noisy", "stall", "scrape", "vm"])]
+        /// Run only these sections (comma-separated): syscalls, alert, kmsg, restart, noisy, stall, scrape, lb, vm.
+        #[arg(long, value_delimiter = ',', value_parser = ["syscalls", "alert", "kmsg", "restart", "noisy", "stall", "scrape", "lb", "vm"])]
         only: Vec<String>,
     },
 }

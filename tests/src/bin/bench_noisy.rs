@@ -12,8 +12,8 @@ use std::{
 };
 
 use gimbal_tests::{
-    agent::Agent, quantiles_ms, sibling_binary, spawn_in, wait_until, CpuGroup, Proc, TempDir,
-    TestCgroup,
+    agent::Agent, quantiles_ms, sibling_binary, spawn_in, wait_until, CpuGroup, CpuTarget, Proc,
+    TempDir,
 };
 
 /// Per batch group: 0.05 CPU, 0.2 of a CPU for the four together.
@@ -24,34 +24,23 @@ const MIB: u64 = 8;
 /// A read slower than this is slow for the latency SLI.
 const THRESHOLD_MS: f64 = 2.0;
 
-/// The service's cgroups: for the CPU controller and, where that is cgroup v1, for the
-/// agent's target (cgroup2, where the probes see it).
-struct Service {
-    cpu: CpuGroup,
-    v2: Option<TestCgroup>,
-}
+/// The service's cgroups: for the CPU controller and for the agent's target.
+struct Service(CpuTarget);
 
 impl Service {
     fn new() -> Self {
-        let cpu = CpuGroup::new();
-        let v2 = matches!(cpu, CpuGroup::V1(_)).then(|| TestCgroup::new("critical"));
-        Self { cpu, v2 }
+        Self(CpuTarget::new("critical"))
     }
 
     fn target(&self) -> String {
-        match (&self.v2, &self.cpu) {
-            (Some(g), _) => g.name.clone(),
-            (None, cpu) => cpu.relative(),
-        }
+        self.0.target()
     }
 
     fn spawn(&self, reads: u64, out: Stdio) -> Proc {
-        let mut files = vec![self.cpu.dir().join("cgroup.procs")];
-        files.extend(self.v2.as_ref().map(|g| g.path.join("cgroup.procs")));
         let mut cmd = Command::new(sibling_binary("gimbal-workload"));
         cmd.args(["reads", &reads.to_string(), &MIB.to_string()])
             .stdout(out);
-        spawn_in(&mut cmd, &files)
+        self.0.spawn(&mut cmd)
     }
 
     /// One measured run: each read's duration.

@@ -8,8 +8,9 @@ const LAYERS: &[&[&str]] = &[
     // The one poisoned-mutex policy, under everything that locks.
     &["sync"],
     // Leaves: formats, the host's pseudo-filesystems and state files, the service
-    // manager's protocol, a cgroup's workload identity (pod, container).
-    &["units", "names", "host", "service", "identity"],
+    // manager's protocol, a cgroup's workload identity (pod, container), the Kubernetes
+    // API client.
+    &["units", "names", "host", "service", "identity", "kubeapi"],
     // The config (sections only), the pure model, alert delivery.
     &["config", "model", "alert"],
     // The stages that read the kernel: the probes, and the GPU source beside them (the

@@ -24,6 +24,7 @@ pub mod gpu;
 pub mod host;
 pub mod identity;
 pub mod jobs;
+pub mod kubeapi;
 pub mod metrics;
 pub mod model;
 pub mod names;

@@ -34,10 +34,12 @@ impl Request {
             ("GET", "/api/v1/nodes") => "list",
             ("GET", _) => "get",
             ("PATCH", _) => "patch",
+            ("POST", _) => "create",
             (m, _) => m,
         };
         let pods = self.path.contains("/pods/");
         let resource = match (pods, self.path.ends_with("/status")) {
+            _ if self.path.ends_with("/eviction") => "pods/eviction",
             (true, true) => "pods/status",
             (true, false) => "pods",
             (false, true) => "nodes/status",
@@ -52,6 +54,8 @@ struct State {
     nodes: BTreeMap<String, Value>,
     /// "namespace/name" -> pod.
     pods: BTreeMap<String, Value>,
+    /// Evictions to refuse (429, as a PodDisruptionBudget does) before granting one.
+    refuse_evictions: usize,
     version: u64,
     requests: Vec<Request>,
     /// Taints another writer adds to a node just before each of the next taint patches,
@@ -120,6 +124,20 @@ impl KubeApi {
             "status": {"conditions": [{"type": "Ready", "status": "True"}]},
         });
         s.pods.insert(format!("{namespace}/{name}"), pod);
+    }
+
+    /// The next `n` evictions are refused as a PodDisruptionBudget refuses them (429).
+    pub fn refuse_evictions(&self, n: usize) {
+        self.state.lock().unwrap().refuse_evictions = n;
+    }
+
+    /// Whether the pod is still there (not evicted).
+    pub fn has_pod(&self, namespace: &str, name: &str) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .pods
+            .contains_key(&format!("{namespace}/{name}"))
     }
 
     pub fn pod(&self, namespace: &str, name: &str) -> Value {
@@ -284,6 +302,9 @@ fn answer(s: &mut State, r: &Request) -> (u16, Value) {
 /// else under a namespace is a path the agent should use.
 fn answer_pod(s: &mut State, r: &Request, rest: &str) -> (u16, Value) {
     let parts: Vec<&str> = rest.split('/').collect();
+    if let [namespace, "pods", name, "eviction"] = parts.as_slice() {
+        return evict(s, r, namespace, name);
+    }
     let [namespace, "pods", name, "status"] = parts.as_slice() else {
         return (
             404,
@@ -332,4 +353,58 @@ fn merge_conditions(object: Option<&mut Value>, r: &Request, version: u64) -> (u
     }
     object["metadata"]["resourceVersion"] = json!(version.to_string());
     (200, object.clone())
+}
+
+/// `POST .../pods/<name>/eviction` with a policy/v1 Eviction naming the pod: refused (429)
+/// while `refuse_evictions` lasts, as a PodDisruptionBudget refuses it; then the pod goes.
+fn evict(s: &mut State, r: &Request, namespace: &str, name: &str) -> (u16, Value) {
+    if r.method != "POST" {
+        return (
+            405,
+            failure(405, "MethodNotAllowed", "evictions are created"),
+        );
+    }
+    if r.content_type.as_deref() != Some("application/json") {
+        return (
+            415,
+            failure(415, "UnsupportedMediaType", "an Eviction is JSON"),
+        );
+    }
+    // As the API server checks it: the object names the pod of the URL; its type, where
+    // given, is an Eviction (the server takes it from the URL otherwise).
+    let body = r.body.clone().unwrap_or(Value::Null);
+    let typed = |k: &str, v: &str| body[k].is_null() || body[k] == v;
+    if body["metadata"]["name"] != name
+        || !typed("kind", "Eviction")
+        || !typed("apiVersion", "policy/v1")
+    {
+        return (
+            400,
+            failure(
+                400,
+                "BadRequest",
+                "name in URL does not match name in Eviction object",
+            ),
+        );
+    }
+    let key = format!("{namespace}/{name}");
+    if !s.pods.contains_key(&key) {
+        return (404, failure(404, "NotFound", "no such pod"));
+    }
+    if s.refuse_evictions > 0 {
+        s.refuse_evictions -= 1;
+        return (
+            429,
+            failure(
+                429,
+                "TooManyRequests",
+                "Cannot evict pod as it would violate the pod's disruption budget.",
+            ),
+        );
+    }
+    s.pods.remove(&key);
+    (
+        201,
+        json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 201}),
+    )
 }

@@ -386,6 +386,99 @@ fn a_watched_pods_readiness_gate_follows_its_targets_verdict() {
     assert_eq!(agent.stop(), 0);
 }
 
+/// A pod target's `[[restart]]` is an eviction: the first refused by the pod's
+/// PodDisruptionBudget (429), audited as failed and retried after the backoff, the second
+/// granted; in dry-run (the default) the eviction is audited and nothing is sent.
+#[test]
+fn a_pod_targets_restart_is_an_eviction_retried_past_its_disruption_budget() {
+    if !require_root("a_pod_targets_restart_is_an_eviction_retried_past_its_disruption_budget") {
+        return;
+    }
+    for mode in ["enforce", "dry-run"] {
+        let mut kubelet = Node::new();
+        let pod = kubelet.pod(Driver::Systemd, "burstable", "shop", "web-2", "app");
+        let web = spawn_in(workload().arg("pause"), &[pod.dir.join("cgroup.procs")]);
+        let node = unique("node");
+        let api = KubeApi::start(&[(node.as_str(), json!([]))]);
+        api.add_pod("shop", "web-2");
+        api.refuse_evictions(1);
+        let (agent, state) = start(
+            &api,
+            &node,
+            &format!(
+                "evictions = true\n[kubernetes]\nlog_root = \"{}\"\n[[targets]]\nname = \"web\"\nnamespace = \"shop\"\npod = \"web-*\"\n[[restart]]\ntarget = \"web\"\n[remediation]\nmode = \"{mode}\"\nbackoff = \"1s\"\n",
+                kubelet.logs.0.display()
+            ),
+        );
+        let mut web = web.into_inner();
+        web.kill().unwrap();
+        assert_eq!(gimbal_tests::wait_status(&mut web), libc::SIGKILL);
+        let evictions = |api: &KubeApi| -> Vec<Request> {
+            api.requests()
+                .into_iter()
+                .filter(|r| r.path.ends_with("/eviction"))
+                .collect()
+        };
+        let outcomes = |what: &str| -> Vec<Value> {
+            gimbal_tests::audit(&state)
+                .into_iter()
+                .filter(|e| {
+                    e["action"] == "evict" && e["phase"] == "outcome" && e["result"] == what
+                })
+                .collect()
+        };
+        if mode == "enforce" {
+            wait_until("the pod evicted", Duration::from_secs(40), || {
+                !api.has_pod("shop", "web-2")
+            });
+            // What the kubelet does once the API deleted the pod.
+            kubelet.remove(&pod);
+            let posts = evictions(&api);
+            assert_eq!(
+                posts.iter().take(2).map(|r| r.status).collect::<Vec<_>>(),
+                [429, 201],
+                "refused by the budget, then granted: {posts:?}"
+            );
+            assert!(
+                posts.iter().skip(2).all(|r| r.status == 404),
+                "later tries while the alert still names it find it gone: {posts:?}"
+            );
+            for p in &posts {
+                assert_eq!(p.method, "POST");
+                assert_eq!(p.path, "/api/v1/namespaces/shop/pods/web-2/eviction");
+            }
+            wait_until("both outcomes audited", Duration::from_secs(10), || {
+                !outcomes("failed").is_empty() && !outcomes("done").is_empty()
+            });
+            assert_eq!(
+                outcomes("failed").len(),
+                1,
+                "only the budget's refusal failed"
+            );
+            let failed = &outcomes("failed")[0];
+            assert!(
+                failed["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("PodDisruptionBudget"),
+                "{failed}"
+            );
+            assert_eq!(failed["cgroup"], "shop/web-2", "{failed}");
+        } else {
+            wait_until(
+                "the dry-run eviction audited",
+                Duration::from_secs(20),
+                || !outcomes("dry_run").is_empty(),
+            );
+            assert_eq!(outcomes("dry_run")[0]["detail"], "would evict shop/web-2");
+            assert!(evictions(&api).is_empty(), "dry-run sends no eviction");
+            assert!(api.has_pod("shop", "web-2"));
+        }
+        all_expected(&api.requests(), &node);
+        assert_eq!(agent.stop(), 0);
+    }
+}
+
 /// The chart's ClusterRole grants exactly what the writer's requests need.
 #[test]
 fn the_requests_need_exactly_the_verbs_the_chart_grants() {
@@ -394,7 +487,7 @@ fn the_requests_need_exactly_the_verbs_the_chart_grants() {
     }
     let mut kubelet = Node::new();
     let pod = kubelet.pod(Driver::Cgroupfs, "burstable", "shop", "web-1", "app");
-    let _web = spawn_in(workload().arg("pause"), &[pod.dir.join("cgroup.procs")]);
+    let web = spawn_in(workload().arg("pause"), &[pod.dir.join("cgroup.procs")]);
     let node = unique("node");
     let api = KubeApi::start(&[
         (node.as_str(), json!([])),
@@ -405,7 +498,7 @@ fn the_requests_need_exactly_the_verbs_the_chart_grants() {
         &api,
         &node,
         &format!(
-            "node_condition = true\ntaint = \"NoSchedule\"\ndry_run = false\nmax_tainted_share = 1.0\nreadiness_gate = true\n[kubernetes]\nlog_root = \"{}\"\n[[targets]]\nname = \"web\"\nnamespace = \"shop\"\npod = \"web-*\"\n",
+            "node_condition = true\ntaint = \"NoSchedule\"\ndry_run = false\nmax_tainted_share = 1.0\nreadiness_gate = true\nevictions = true\n[kubernetes]\nlog_root = \"{}\"\n[[targets]]\nname = \"web\"\nnamespace = \"shop\"\npod = \"web-*\"\n[[restart]]\ntarget = \"web\"\n[remediation]\nmode = \"enforce\"\n",
             kubelet.logs.0.display()
         ),
     );
@@ -414,6 +507,12 @@ fn the_requests_need_exactly_the_verbs_the_chart_grants() {
         writes(&agent, "untaint", "written") >= 1.0
     });
     assert!(writes(&agent, "readiness_gate", "written") >= 1.0);
+    let mut web = web.into_inner();
+    web.kill().unwrap();
+    gimbal_tests::wait_status(&mut web);
+    wait_until("an eviction", Duration::from_secs(20), || {
+        !api.has_pod("shop", "web-1")
+    });
     assert_eq!(agent.stop(), 0);
     let used: BTreeSet<(String, String)> = api.requests().iter().map(Request::rbac).collect();
     let granted = chart_grants();
@@ -428,7 +527,7 @@ fn the_requests_need_exactly_the_verbs_the_chart_grants() {
 fn chart_grants() -> BTreeSet<(String, String)> {
     let text = packaging::helm_template(&[
         "--set",
-        "cluster.nodeCondition=true,cluster.taint=NoSchedule,cluster.dryRun=false,cluster.readinessGate=true",
+        "cluster.nodeCondition=true,cluster.taint=NoSchedule,cluster.dryRun=false,cluster.readinessGate=true,cluster.evictions=true",
     ]);
     let docs = packaging::load_yaml(&text);
     let role = packaging::find(&docs, "ClusterRole");
@@ -450,7 +549,7 @@ fn chart_grants() -> BTreeSet<(String, String)> {
         .to_string();
     assert!(
         config
-            .contains("[cluster]\nnode_condition = true\ntaint = \"NoSchedule\"\nreadiness_gate = true\ndry_run = false"),
+            .contains("[cluster]\nnode_condition = true\ntaint = \"NoSchedule\"\nreadiness_gate = true\nevictions = true\ndry_run = false"),
         "{config}"
     );
     grants

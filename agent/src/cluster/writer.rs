@@ -3,14 +3,13 @@
 //! the node's resourceVersion, a 409 re-read and retried), behind the circuit breaker and
 //! dry-run. Every API call has a timeout; a failure is logged, counted and retried at the
 //! next heartbeat. It never blocks the loop: the loop only replaces the channel's value.
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{
     api::{ListParams, Patch, PatchParams},
-    config::{KubeConfigOptions, Kubeconfig},
     Api,
 };
 use tokio::sync::{mpsc, watch};
@@ -80,20 +79,6 @@ fn params() -> PatchParams {
     }
 }
 
-async fn client(config: &ClusterConfig) -> anyhow::Result<kube::Client> {
-    let mut c = match &config.kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)?;
-            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
-        }
-        None => kube::Config::infer().await?,
-    };
-    c.connect_timeout = Some(Duration::from_secs(5));
-    c.read_timeout = Some(Duration::from_secs(10));
-    c.write_timeout = Some(Duration::from_secs(10));
-    Ok(kube::Client::try_from(c)?)
-}
-
 /// What the task knows it wrote.
 #[derive(Default)]
 struct Written {
@@ -113,7 +98,7 @@ async fn run(
     mut desired: watch::Receiver<Option<Desired>>,
     events: mpsc::UnboundedSender<Write>,
 ) {
-    let client = match client(&config).await {
+    let client = match crate::kubeapi::client(config.kubeconfig.as_deref(), true).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("[cluster]: no Kubernetes API client, nothing is written: {e:#}");

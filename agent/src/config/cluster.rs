@@ -48,6 +48,10 @@ pub struct ClusterConfig {
     /// draining or down, so a pod whose spec declares that readiness gate leaves its
     /// Services' endpoints without being killed (needs `patch pods/status`).
     pub readiness_gate: bool,
+    /// A `[[restart]]` of a target selected by pod evicts the pod it alerted on through the
+    /// API (honouring its PodDisruptionBudgets; needs `create pods/eviction`), under the
+    /// remediation's mode, guards, cap, backoff and audit.
+    pub evictions: bool,
     /// A kubeconfig file; none: in-cluster (the pod's service account), else $KUBECONFIG.
     pub kubeconfig: Option<PathBuf>,
 }
@@ -58,6 +62,7 @@ impl Default for ClusterConfig {
             node_condition: false,
             taint: None,
             readiness_gate: false,
+            evictions: false,
             dry_run: true,
             max_tainted_share: 0.1,
             heartbeat: HumanDuration::from_secs(60),

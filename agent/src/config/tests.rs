@@ -175,7 +175,7 @@ fn restarts_need_a_unit_target_and_supervised_commands_an_absolute_program() {
     assert!(
         messages
             .iter()
-            .any(|m| m.contains("`pod` selects a pod or container: the kubelet restarts those")),
+            .any(|m| m.contains("`pod` selects a pod: set [cluster] evictions = true")),
         "{messages:#?}"
     );
     assert!(

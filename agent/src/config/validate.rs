@@ -554,14 +554,18 @@ fn restarts(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
         let target = config.targets.iter().find(|t| t.name == restart.target);
         let problem = match target {
             None => Some("is not a [[targets]] name".to_string()),
-            Some(t) if t.unit.is_none() => Some(
-                if t.pod_uid.is_some() || t.container_id.is_some() || t.by_pod_name() {
-                    "selects a pod or container: the kubelet restarts those, the agent only alerts"
+            Some(t) if t.pod_uid.is_some() || t.by_pod_name() => {
+                (!config.cluster.evictions).then(|| {
+                    "selects a pod: set [cluster] evictions = true to restart it by an eviction \
+                     through the API (the kubelet restarts its containers itself)"
                         .into()
-                } else {
-                    "does not select a systemd `unit`; only units can be restarted".into()
-                },
-            ),
+                })
+            }
+            Some(t) if t.unit.is_none() => Some(if t.container_id.is_some() {
+                "selects a container: the kubelet restarts those, the agent only alerts".into()
+            } else {
+                "does not select a systemd `unit` or a pod; only those can be restarted".into()
+            }),
             Some(_) => None,
         };
         if let Some(problem) = problem {

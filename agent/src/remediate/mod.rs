@@ -10,6 +10,7 @@ mod actor;
 mod audit;
 mod backoff;
 mod cap;
+mod evict;
 mod guard;
 mod ledger;
 mod limits;

@@ -17,6 +17,7 @@ use crate::config::RemediationMode;
 /// sorted labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
+    Evict,
     Freeze,
     Restart,
     Signal,
@@ -30,6 +31,7 @@ pub enum Kind {
 impl Kind {
     pub fn name(self) -> &'static str {
         match self {
+            Kind::Evict => "evict",
             Kind::Freeze => "freeze",
             Kind::Restart => "restart",
             Kind::Signal => "signal",

@@ -1,6 +1,9 @@
 //! `[[restart]]`: when a target's alert (TargetDown by default) fires, restart its systemd
-//! unit through systemd's D-Bus API (`RestartUnit`), with the backoff and give-up budget of
-//! `backoff.rs`: a unit that goes down again soon after a restart is a crash loop.
+//! unit through systemd's D-Bus API (`RestartUnit`), or, for a target selected by pod
+//! (`[cluster] evictions`), evict the pod the alert names through the Kubernetes API
+//! (`evict.rs`: its PodDisruptionBudgets decide), with the backoff and give-up budget of
+//! `backoff.rs`: a unit that goes down again soon after a restart is a crash loop, and a
+//! refused eviction is retried the same way.
 use std::{
     collections::BTreeMap,
     time::{Duration, SystemTime},
@@ -9,6 +12,7 @@ use std::{
 use super::{
     backoff::{Backoff, Next, Policy},
     cap::{ActionCap, Slot, SETTLE},
+    evict::Evictor,
     guard::Guard,
     record::{Act, Kind, Outcome, Recorder},
     systemd::Systemd,
@@ -22,12 +26,36 @@ pub struct Restarter {
     policy: Policy,
     guard: Guard,
     recorder: Recorder,
-    /// Target -> (alertname, unit, state).
-    rules: BTreeMap<String, (String, String, State)>,
+    /// Target -> (alertname, what to restart, state).
+    rules: BTreeMap<String, (String, How, State)>,
     /// The agent's own unit, never restarted by itself.
     own_unit: Option<String>,
     /// Connected on the first restart (hosts without [[restart]] never touch D-Bus).
     systemd: Option<Systemd>,
+    /// Pods are evicted through the API (opened on the first eviction).
+    evictor: Evictor,
+}
+
+/// What a target's restart restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum How {
+    Unit(String),
+    /// The pod its alert names (`namespace`, `pod` labels), evicted.
+    Pod,
+}
+
+impl How {
+    /// What it acts on, as the audit names it: the unit, or `namespace/pod`.
+    fn subject(&self, alert: Option<&AlertLabels>) -> Option<String> {
+        match self {
+            How::Unit(unit) => Some(unit.clone()),
+            How::Pod => {
+                let alert = alert?;
+                let (ns, pod) = (alert.get("namespace")?, alert.get("pod")?);
+                (!ns.is_empty() && !pod.is_empty()).then(|| format!("{ns}/{pod}"))
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -47,8 +75,16 @@ impl Restarter {
             .iter()
             .filter_map(|r| {
                 let target = config.targets.iter().find(|t| t.name == r.target)?;
-                let unit = target.unit.clone()?;
-                Some((r.target.clone(), (r.when.clone(), unit, State::default())))
+                let how = match &target.unit {
+                    Some(unit) => How::Unit(unit.clone()),
+                    None if config.cluster.evictions
+                        && (target.pod_uid.is_some() || target.by_pod_name()) =>
+                    {
+                        How::Pod
+                    }
+                    None => return None,
+                };
+                Some((r.target.clone(), (r.when.clone(), how, State::default())))
             })
             .collect();
         Self {
@@ -62,13 +98,14 @@ impl Restarter {
             recorder,
             rules,
             systemd: None,
+            evictor: Evictor::new(config.cluster.kubeconfig.clone()),
         }
     }
 
     pub fn step(&mut self, firing: &[AlertLabels], now: SystemTime, cap: &mut ActionCap) {
         let targets: Vec<String> = self.rules.keys().cloned().collect();
         for target in targets {
-            let (when, unit, state) = self.rules.get_mut(&target).expect("listed");
+            let (when, how, state) = self.rules.get_mut(&target).expect("listed");
             let down = super::fires(firing, when, Some(&target));
             let key = format!("restart:{target}");
             if !down {
@@ -84,7 +121,15 @@ impl Restarter {
             if !down || state.gave_up || since_restart.is_some_and(|d| d < SETTLE) {
                 continue;
             }
-            let unit = unit.clone();
+            let alert = firing
+                .iter()
+                .find(|l| l.get("alertname") == Some(&*when) && l.get("target") == Some(&target));
+            let Some(unit) = how.subject(alert) else {
+                tracing::debug!(target = %target, "the alert names no pod to evict");
+                continue;
+            };
+            let how = how.clone();
+            let kind = how.kind();
             if state.due.is_none() {
                 let ran_for = since_restart.unwrap_or(Duration::MAX);
                 match state.backoff.on_failure(ran_for, &self.policy) {
@@ -95,8 +140,12 @@ impl Restarter {
                             state.backoff.failures() - 1
                         );
                         tracing::error!(target = %target, "{detail}");
-                        self.recorder
-                            .outcome(act(&target, &unit), &detail, Outcome::GaveUp, now);
+                        self.recorder.outcome(
+                            act(kind, &target, &unit),
+                            &detail,
+                            Outcome::GaveUp,
+                            now,
+                        );
                         continue;
                     }
                     Next::RestartAfter(delay) => {
@@ -112,53 +161,80 @@ impl Restarter {
                     Slot::Granted => {
                         state.due = None;
                         state.last_restart = Some(now);
-                        if !self.restart(&target, &unit, now) {
+                        if !self.restart(&target, &how, &unit, now) {
                             cap.release(&key);
                         }
                     }
-                    Slot::Deferred => super::record_deferred(
-                        &self.recorder,
-                        Kind::Restart,
-                        &target,
-                        &cap.why(),
-                        now,
-                    ),
+                    Slot::Deferred => {
+                        super::record_deferred(&self.recorder, kind, &target, &cap.why(), now)
+                    }
                     Slot::StillDeferred => {}
                 }
             }
         }
     }
 
-    /// False when refused: nothing was (or would be) done.
-    fn restart(&mut self, target: &str, unit: &str, now: SystemTime) -> bool {
-        let own =
-            (self.own_unit.as_deref() == Some(unit)).then(|| "the agent's own unit".to_string());
-        if let Some(why) = own.or_else(|| self.guard.refusal(unit)) {
+    /// False when refused: nothing was (or would be) done. `unit`: the unit, or the pod
+    /// (`namespace/pod`) to evict.
+    fn restart(&mut self, target: &str, how: &How, unit: &str, now: SystemTime) -> bool {
+        let kind = how.kind();
+        let own = (*how == How::Unit(unit.to_string()) && self.own_unit.as_deref() == Some(unit))
+            .then(|| "the agent's own unit".to_string());
+        let guarded = match how {
+            How::Unit(_) => self.guard.refusal(unit),
+            How::Pod => None,
+        };
+        if let Some(why) = own.or(guarded) {
             let detail = format!("refused: {why}");
             tracing::warn!(unit, "restart {detail}");
             self.recorder
-                .outcome(act(target, unit), &detail, Outcome::Refused, now);
+                .outcome(act(kind, target, unit), &detail, Outcome::Refused, now);
             return false;
         }
-        self.recorder.intent(act(target, unit), "target down", now);
-        let (result, detail) = match self.recorder.mode() {
-            RemediationMode::DryRun => {
+        self.recorder
+            .intent(act(kind, target, unit), "target down", now);
+        let (result, detail) = match (self.recorder.mode(), how) {
+            (RemediationMode::DryRun, How::Unit(_)) => {
                 tracing::info!(unit, "dry-run: would restart {unit}");
                 (Outcome::DryRun, format!("would restart {unit}"))
             }
-            RemediationMode::Enforce => match self.connected().and_then(|s| s.restart_unit(unit)) {
-                Ok(job) => {
-                    tracing::info!(unit, job = %job, "restarted through systemd");
-                    (Outcome::Done, format!("RestartUnit({unit}) queued {job}"))
+            (RemediationMode::DryRun, How::Pod) => {
+                tracing::info!(pod = unit, "dry-run: would evict {unit}");
+                (Outcome::DryRun, format!("would evict {unit}"))
+            }
+            (RemediationMode::Enforce, How::Pod) => {
+                let (ns, pod) = unit.split_once('/').expect("namespace/pod");
+                match self.evictor.evict(ns, pod) {
+                    Ok(()) => {
+                        tracing::warn!(pod = unit, "evicted through the Kubernetes API");
+                        (Outcome::Done, format!("evicted {unit}"))
+                    }
+                    // Its replacement may not be up yet while the alert still names it.
+                    Err(super::evict::EvictError::Gone) => {
+                        tracing::info!(pod = unit, "nothing to evict: the pod is gone");
+                        (Outcome::Done, format!("{unit} is already gone"))
+                    }
+                    Err(e) => {
+                        tracing::error!(pod = unit, error = %e, "eviction failed");
+                        (Outcome::Failed, e.to_string())
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(unit, error = %format!("{e:#}"), "restart failed");
-                    (Outcome::Failed, format!("{e:#}"))
+            }
+            (RemediationMode::Enforce, How::Unit(_)) => {
+                match self.connected().and_then(|s| s.restart_unit(unit)) {
+                    Ok(job) => {
+                        tracing::info!(unit, job = %job, "restarted through systemd");
+                        (Outcome::Done, format!("RestartUnit({unit}) queued {job}"))
+                    }
+                    Err(e) => {
+                        tracing::error!(unit, error = %format!("{e:#}"), "restart failed");
+                        (Outcome::Failed, format!("{e:#}"))
+                    }
                 }
-            },
+            }
         };
         self.recorder
-            .outcome(act(target, unit), &detail, result, now);
+            .outcome(act(kind, target, unit), &detail, result, now);
         true
     }
 
@@ -173,10 +249,19 @@ impl Restarter {
     }
 }
 
-/// A restart of `unit` for target `target`.
-fn act<'a>(target: &'a str, unit: &'a str) -> Act<'a> {
+impl How {
+    fn kind(&self) -> Kind {
+        match self {
+            How::Unit(_) => Kind::Restart,
+            How::Pod => Kind::Evict,
+        }
+    }
+}
+
+/// A restart (or eviction) of `unit` for target `target`.
+fn act<'a>(kind: Kind, target: &'a str, unit: &'a str) -> Act<'a> {
     Act {
-        kind: Kind::Restart,
+        kind,
         rule: target,
         cgroup: unit,
     }

@@ -64,5 +64,5 @@ pod on that port; a config that says otherwise would leave the pod never ready.
 Non-empty when the agent writes to the Kubernetes API (.Values.cluster).
 */}}
 {{- define "gimbal.writesToKubernetes" -}}
-{{- if or .Values.cluster.nodeCondition .Values.cluster.taint .Values.cluster.readinessGate }}true{{ end }}
+{{- if or .Values.cluster.nodeCondition .Values.cluster.taint .Values.cluster.readinessGate .Values.cluster.evictions }}true{{ end }}
 {{- end }}

@@ -173,7 +173,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{alert::DeliveryStats, config::Config, gpu::Catalog, model::gpu::XidSeen};
+    use crate::model::gpu::XidSeen;
 
     fn seen(xid: u32, action: &'static str, cgroup: &str, at: SystemTime) -> XidSeen {
         XidSeen {
@@ -189,16 +189,7 @@ mod tests {
     }
 
     fn engine(config: &str, dir: &std::path::Path) -> Engine {
-        let c = Config::parse(config, "t").unwrap();
-        Engine::new(
-            &c.alerting,
-            &c.rules,
-            "http://x".into(),
-            None,
-            Arc::new(DeliveryStats::default()),
-            dir.join("alerts.json"),
-        )
-        .with_gpu(Catalog::new(&c.gpu))
+        super::super::test_engine(config, dir)
     }
 
     fn firing(e: &Engine) -> Vec<Vec<(String, String)>> {

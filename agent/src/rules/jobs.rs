@@ -252,25 +252,13 @@ mod tests {
     use gimbal_common::ExitEvent;
 
     use super::*;
-    use crate::{
-        alert::DeliveryStats,
-        config::Config,
-        model::{
-            gpu::{GpuModel, XidSeen},
-            jobs::RankSeen,
-        },
+    use crate::model::{
+        gpu::{GpuModel, XidSeen},
+        jobs::RankSeen,
     };
 
     fn engine(dir: &std::path::Path) -> Engine {
-        let c = Config::parse("", "t").unwrap();
-        Engine::new(
-            &c.alerting,
-            &c.rules,
-            "http://x".into(),
-            None,
-            Arc::new(DeliveryStats::default()),
-            dir.join("alerts.json"),
-        )
+        super::super::test_engine("", dir)
     }
 
     #[test]

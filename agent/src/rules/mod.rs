@@ -442,3 +442,19 @@ impl Engine {
         out
     }
 }
+
+/// An engine on `config` (its `[gpu]` catalog and rules too) with no Alertmanager, its
+/// state in `dir`: for the rules' unit tests.
+#[cfg(test)]
+pub(crate) fn test_engine(config: &str, dir: &std::path::Path) -> Engine {
+    let c = crate::config::Config::parse(config, "t").unwrap();
+    Engine::new(
+        &c.alerting,
+        &c.rules,
+        "http://x".into(),
+        None,
+        Arc::new(DeliveryStats::default()),
+        dir.join("alerts.json"),
+    )
+    .with_gpu(crate::gpu::Catalog::new(&c.gpu))
+}

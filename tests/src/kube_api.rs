@@ -249,16 +249,6 @@ fn answer(s: &mut State, r: &Request) -> (u16, Value) {
             None => (404, failure(404, "NotFound", "no such node")),
         },
         ("PATCH", path, Some(name)) if path.ends_with("/status") => {
-            if r.content_type.as_deref() != Some("application/strategic-merge-patch+json") {
-                return (
-                    415,
-                    failure(
-                        415,
-                        "UnsupportedMediaType",
-                        "conditions are a strategic merge",
-                    ),
-                );
-            }
             s.version += 1;
             merge_conditions(s.nodes.get_mut(name), r, s.version)
         }
@@ -317,16 +307,6 @@ fn answer_pod(s: &mut State, r: &Request, rest: &str) -> (u16, Value) {
             failure(405, "MethodNotAllowed", "only PATCH of pods/status"),
         );
     }
-    if r.content_type.as_deref() != Some("application/strategic-merge-patch+json") {
-        return (
-            415,
-            failure(
-                415,
-                "UnsupportedMediaType",
-                "conditions are a strategic merge",
-            ),
-        );
-    }
     s.version += 1;
     merge_conditions(s.pods.get_mut(&format!("{namespace}/{name}")), r, s.version)
 }
@@ -334,6 +314,10 @@ fn answer_pod(s: &mut State, r: &Request, rest: &str) -> (u16, Value) {
 /// A strategic-merge patch of `status.conditions` into `object`: merged by `type`, as the
 /// API server does for nodes and pods (other writers' conditions stay).
 fn merge_conditions(object: Option<&mut Value>, r: &Request, version: u64) -> (u16, Value) {
+    if r.content_type.as_deref() != Some("application/strategic-merge-patch+json") {
+        let why = "conditions are a strategic merge";
+        return (415, failure(415, "UnsupportedMediaType", why));
+    }
     let Some(conditions) = r
         .body
         .as_ref()

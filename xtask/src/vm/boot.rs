@@ -22,6 +22,19 @@ pub struct Outcome {
     /// The guest script reached its end (`VMTEST: DONE`).
     pub finished: bool,
     pub timed_out: bool,
+    /// The guest kernel reported a CPU stuck for longer than `LOCKUP_GIVE_UP`.
+    pub locked_up: bool,
+}
+
+/// A soft lockup this long is a hung guest, not a slow emulated CPU: stop there instead of
+/// waiting out the whole timeout.
+pub const LOCKUP_GIVE_UP_SECS: u64 = 120;
+
+/// Seconds from the kernel's `watchdog: BUG: soft lockup - CPU#1 stuck for 182s!`.
+fn stuck_for_secs(line: &str) -> Option<u64> {
+    let rest = line.split("soft lockup - CPU#").nth(1)?;
+    let secs = rest.split("stuck for ").nth(1)?;
+    secs.split('s').next()?.parse().ok()
 }
 
 pub fn boot(
@@ -40,7 +53,10 @@ pub fn boot(
         .arg(initrd)
         .args([
             "-append",
-            "console=ttyS0 rdinit=/sbin/init panic=-1 quiet systemd.show_status=false",
+            // loglevel=5: a lockup's register dump and call trace (KERN_DEFAULT) reach the
+            // console; every CPU's backtrace, not just the stuck one's.
+            "console=ttyS0 rdinit=/sbin/init panic=-1 quiet loglevel=5 \
+             softlockup_all_cpu_backtrace=1 systemd.show_status=false",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -64,6 +80,13 @@ pub fn boot(
         match rx.recv_timeout(left.min(Duration::from_secs(1))) {
             Ok(line) => {
                 writeln!(file, "{line}")?;
+                if stuck_for_secs(&line).is_some_and(|s| s >= LOCKUP_GIVE_UP_SECS) {
+                    println!("vm: the guest kernel reports a soft lockup: {line}");
+                    outcome.locked_up = true;
+                    let _ = child.kill();
+                    stopped = true;
+                    break;
+                }
                 if let Some(event) = line.split("VMTEST: ").nth(1) {
                     println!("vm [{:>4}s] {event}", started.elapsed().as_secs());
                     if let Some(name) = event.strip_prefix("PASS ") {
@@ -113,5 +136,17 @@ fn forward(pipe: impl std::io::Read, tx: mpsc::Sender<String>) {
             return;
         }
         buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stuck_for_secs;
+
+    #[test]
+    fn reads_how_long_a_cpu_is_stuck() {
+        let line = "[  369.101926] watchdog: BUG: soft lockup - CPU#0 stuck for 182s! [systemd:1]";
+        assert_eq!(stuck_for_secs(line), Some(182));
+        assert_eq!(stuck_for_secs("[ 1.0] systemd[1]: stuck for 3s"), None);
     }
 }

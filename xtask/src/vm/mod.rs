@@ -125,8 +125,21 @@ fn failure(outcome: &boot::Outcome, log: &Path) -> anyhow::Error {
     for line in tail.iter().rev() {
         println!("    {line}");
     }
+    if let Some(report) = first_kernel_report(&text) {
+        println!("vm: the guest kernel's first report (call traces of every CPU):");
+        for line in report {
+            println!("    {line}");
+        }
+    }
     for f in &outcome.failed {
         println!("vm: FAILED {f}");
+    }
+    if outcome.locked_up {
+        return anyhow::anyhow!(
+            "the guest kernel locked up (a CPU stuck for {}s or more); whole console kept at {}",
+            boot::LOCKUP_GIVE_UP_SECS,
+            kept.display()
+        );
     }
     if !outcome.finished {
         return anyhow::anyhow!(
@@ -140,6 +153,24 @@ fn failure(outcome: &boot::Outcome, log: &Path) -> anyhow::Error {
         outcome.failed.len(),
         kept.display()
     )
+}
+
+/// The first oops, lockup or hung-task report of the guest kernel and what follows it
+/// (its call traces), or None when the kernel reported nothing.
+fn first_kernel_report(console: &str) -> Option<Vec<&str>> {
+    let lines: Vec<&str> = console.lines().collect();
+    let start = lines.iter().position(|l| {
+        [
+            "BUG:",
+            "Oops",
+            "blocked for more than",
+            "WARNING:",
+            "Kernel panic",
+        ]
+        .iter()
+        .any(|m| l.contains(m))
+    })?;
+    Some(lines[start..].iter().take(150).copied().collect())
 }
 
 /// Builds the integration tests and returns (name, executable) for those the guest runs.

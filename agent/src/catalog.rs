@@ -22,6 +22,8 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy)]
 pub enum Value<'a> {
     Counter(u64),
+    /// A counter of a continuous quantity (seconds).
+    FloatCounter(f64),
     Gauge(f64),
     /// A gauge that is a whole number by nature (a flag, a count), written as one (`1`,
     /// not `1.0`), as these always were.
@@ -168,6 +170,31 @@ pub const METRICS: &[Metric] = &[
             }
         }),
     ),
+    metric(
+        "gimbal_bpf_program_runs",
+        Kind::Counter,
+        "Runs of each of the agent's kernel programs, as the kernel counts them while kernel.bpf_stats_enabled is 1",
+        &["program"],
+        false,
+        Rows::Snapshot(|s, sink| {
+            for (program, r) in &s.kernel.programs {
+                sink(&[program], Value::Counter(r.runs));
+            }
+        }),
+    ),
+    Metric {
+        name: "gimbal_bpf_program_run",
+        kind: Kind::Counter,
+        help: "Time spent in each of the agent's kernel programs, as the kernel counts it while kernel.bpf_stats_enabled is 1",
+        seconds: true,
+        labels: &["program"],
+        rules: false,
+        rows: Rows::Snapshot(|s, sink| {
+            for (program, r) in &s.kernel.programs {
+                sink(&[program], Value::FloatCounter(r.run_ns as f64 / 1e9));
+            }
+        }),
+    },
     metric(
         "gimbal_series_folded",
         Kind::Counter,

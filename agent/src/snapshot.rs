@@ -158,6 +158,13 @@ pub fn filled() -> Snapshot {
             labels: ["svc", "10.0.0.1:80", "ipv4"].map(Arc::from),
             value: 2,
         }],
+        programs: vec![(
+            "sys_enter",
+            crate::model::ProgramRuns {
+                runs: 1000,
+                run_ns: 81_500,
+            },
+        )],
         ..Default::default()
     });
     s.kernel.drops[0] = 5;

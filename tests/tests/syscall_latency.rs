@@ -203,3 +203,70 @@ fn idle_keys_are_deleted_from_the_kernel_map_without_losing_counts() {
         "counts before and after the prune add up"
     );
 }
+
+/// Restores `kernel.bpf_stats_enabled` to what it was, also when the test panics.
+struct BpfStats(String);
+
+impl BpfStats {
+    const PATH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+    fn set(on: bool) -> Self {
+        let before = std::fs::read_to_string(Self::PATH).expect("read bpf_stats_enabled");
+        std::fs::write(Self::PATH, if on { "1" } else { "0" }).expect("set bpf_stats_enabled");
+        Self(before.trim().to_string())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, &self.0);
+    }
+}
+
+fn sys_enter_runs(reader: &mut MapReader) -> (u64, u64) {
+    let sample = reader.read().expect("read maps");
+    let (_, runs) = sample
+        .programs
+        .iter()
+        .find(|(name, _)| *name == "sys_enter")
+        .expect("sys_enter among the agent's programs");
+    (runs.runs, runs.run_ns)
+}
+
+#[test]
+fn the_programs_own_runs_are_counted_while_the_kernel_counts_them() {
+    if !require_root!() {
+        return;
+    }
+    let mut probes = load_attached(&options());
+    let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap()).unwrap();
+    let cgroup = TestCgroup::new("bpfstats");
+    let n = 20_000u64;
+    let run = || {
+        let mut child = cgroup.spawn_into(workload().args(["getppid", &n.to_string()]));
+        assert_eq!(wait_status(&mut child), 0, "workload failed");
+    };
+
+    let (runs_on, ns_on) = {
+        let _stats = BpfStats::set(true);
+        let (runs0, ns0) = sys_enter_runs(&mut reader);
+        run();
+        let (runs1, ns1) = sys_enter_runs(&mut reader);
+        (runs1 - runs0, ns1 - ns0)
+    };
+    // The workload alone made n syscalls into sys_enter; the rest of the host adds more.
+    assert!(
+        runs_on >= n,
+        "sys_enter ran {runs_on} times while a child made {n} getppid calls"
+    );
+    assert!(ns_on > 0, "sys_enter took no time over {runs_on} runs");
+
+    let _stats = BpfStats::set(false);
+    let before = sys_enter_runs(&mut reader);
+    run();
+    assert_eq!(
+        sys_enter_runs(&mut reader),
+        before,
+        "the kernel counts nothing while its BPF statistics are off"
+    );
+}

@@ -138,6 +138,7 @@ impl Exposition {
     ) -> Result<(), std::fmt::Error> {
         match v {
             Value::Counter(n) => m.counter_row(names, values, n),
+            Value::FloatCounter(v) => m.counter_row(names, values, v),
             Value::Gauge(v) => m.gauge_row(names, values, v),
             Value::WholeGauge(v) => m.gauge_row(names, values, v),
             Value::Histogram(totals) => {

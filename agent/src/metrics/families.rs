@@ -4,7 +4,9 @@
 use std::fmt;
 
 use prometheus_client::{
-    encoding::{DescriptorEncoder, EncodeGaugeValue, MetricEncoder, NoLabelSet},
+    encoding::{
+        DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, MetricEncoder, NoLabelSet,
+    },
     metrics::MetricType,
     registry::Unit,
 };
@@ -41,7 +43,12 @@ pub struct Family<'s>(MetricEncoder<'s>);
 
 impl Family<'_> {
     /// One series: label `names` (code) and `values` (any text, escaped on the way) pair up.
-    pub fn counter_row(&mut self, names: &[&'static str], values: &[&str], n: u64) -> fmt::Result {
+    pub fn counter_row<C: EncodeCounterValue>(
+        &mut self,
+        names: &[&'static str],
+        values: &[&str],
+        n: C,
+    ) -> fmt::Result {
         self.with_row(names, values, |m| {
             m.encode_counter::<NoLabelSet, _, u64>(&n, None)
         })

@@ -31,14 +31,14 @@ impl Collector for Every {
         let v = self.0.as_str();
         let help = format!("help {v} end");
         e.family("t_count", &help, None, MetricType::Counter)?
-            .counter_row(&["a", "b"], &[v, "fixed"], 3)?;
+            .counter_row(&["a", "b"], &[v, "fixed"], 3u64)?;
         let mut g = e.family("t_gauge", &help, None, MetricType::Gauge)?;
         g.gauge_row(&["a"], &[v], 1.5)?;
         g.gauge_row(&["a", "b", "c"], &["fixed", v, v], 2i64)?;
         e.family("t_lat", &help, Some(&Unit::Seconds), MetricType::Histogram)?
             .histogram_row(&["a"], &[v], 0.5, 2, &[(0.1, 1), (f64::MAX, 1)])?;
         e.family("t_plain", &help, None, MetricType::Counter)?
-            .counter_row(&[], &[], 7)
+            .counter_row(&[], &[], 7u64)
     }
 }
 

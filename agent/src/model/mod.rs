@@ -54,6 +54,16 @@ pub struct Sample {
     pub drops: [u64; DROP_KINDS as usize],
     /// Raw keys deleted from the kernel maps after this sample was read.
     pub pruned: Pruned,
+    /// The kernel's own counts of each loaded program, by program name.
+    pub programs: Vec<(&'static str, ProgramRuns)>,
+}
+
+/// What the kernel counted for one program since it was loaded (run count and time grow
+/// only while its BPF statistics are on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProgramRuns {
+    pub runs: u64,
+    pub run_ns: u64,
 }
 
 /// Raw keys the probe stage deleted from the kernel maps: if they come back, they count
@@ -155,6 +165,8 @@ pub struct Model {
     /// [cgroup, comm, reason, code]
     pub process_exits: Family<4, u64>,
     pub drops: [u64; DROP_KINDS as usize],
+    /// The latest program counts (cumulative in the kernel already).
+    pub programs: Vec<(&'static str, ProgramRuns)>,
     hist_last: std::collections::HashMap<SyscallKey, WrappedHist>,
     errors_last: Deltas<ErrnoKey>,
     tcp_last: Deltas<FlowKey>,
@@ -212,6 +224,7 @@ impl Model {
                 },
             ),
             drops: [0; DROP_KINDS as usize],
+            programs: Vec::new(),
             hist_last: Default::default(),
             errors_last: Deltas::default(),
             tcp_last: Deltas::default(),
@@ -256,6 +269,7 @@ impl Model {
         for (mine, now) in self.drops.iter_mut().zip(sample.drops) {
             *mine = (*mine).max(now);
         }
+        self.programs = sample.programs;
         // Forget pruned raw keys, keeping their totals.
         for k in &sample.pruned.syscalls {
             self.hist_last.remove(k);

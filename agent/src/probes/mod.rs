@@ -4,10 +4,12 @@ mod exits;
 mod idle;
 mod load;
 mod offsets;
+mod program_stats;
 mod reader;
 
 pub use exits::{ExitReader, ExitRecord};
 pub use load::{LoadOptions, Probe, ProbeStatus, Probes};
+pub use program_stats::ProgramStats;
 pub use reader::MapReader;
 
 /// Errors of the probe stage, each naming the map, program or file involved.

@@ -9,7 +9,7 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use gimbal_common::{names, ErrnoKey, FlowKey, LatencyHist, SyscallKey, AF_INET, DROP_KINDS};
 
-use super::{idle::IdleKeys, ProbeError, Probes};
+use super::{idle::IdleKeys, ProbeError, Probes, ProgramStats};
 
 /// Kernel map keys unchanged this long are deleted (their cgroup or flow is likely gone).
 const IDLE_PRUNE: Duration = Duration::from_secs(600);
@@ -33,6 +33,7 @@ pub struct MapReader {
     unknown: Arc<str>,
     /// Cgroups (as labelled) whose series left the model: their keys go at the next read.
     forgotten: std::collections::HashSet<Arc<str>>,
+    programs: ProgramStats,
 }
 
 fn take<T>(probes: &mut Probes, name: &'static str) -> Result<T, ProbeError>
@@ -63,6 +64,7 @@ impl MapReader {
             syscall_names: (0..1024).map(|nr| Arc::from(syscall_name(nr))).collect(),
             unknown: Arc::from("unknown"),
             forgotten: Default::default(),
+            programs: ProgramStats::new(probes),
         })
     }
 
@@ -172,6 +174,7 @@ impl MapReader {
         self.prune(now, &mut sample);
         self.prune_gone(gone, &mut sample);
         self.forgotten.clear();
+        sample.programs = self.programs.read();
         Ok(sample)
     }
 

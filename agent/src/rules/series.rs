@@ -77,6 +77,7 @@ pub fn series(snapshot: &Snapshot, name: &str) -> Series {
             .collect();
         let v = match (v, pick) {
             (Value::Counter(n), _) => n as f64,
+            (Value::FloatCounter(v), _) => v,
             (Value::Gauge(v), _) => v,
             (Value::WholeGauge(v), _) => v as f64,
             (Value::Histogram(h), Pick::Count) => h.count() as f64,

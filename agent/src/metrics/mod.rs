@@ -3,10 +3,12 @@
 //! agent-check listener.
 pub mod agent_check;
 mod coding;
+mod conn;
 mod escape;
 mod exposition;
 mod families;
 mod http;
+mod routes;
 mod slots;
 mod text_format;
 

@@ -6,20 +6,25 @@
 //! A slow or hostile client cannot hold the agent's memory or descriptors: open connections
 //! are capped (`MAX_CONNECTIONS`, slots.rs: at the cap the oldest connection idle past a
 //! grace is evicted), a request head is at most `MAX_HEAD` bytes (431 past it) and must
-//! arrive in time, and so must the answer go out (conn.rs).
+//! arrive in time, and so must the answer go out (conn.rs). TLS, client certificates,
+//! basic auth and extra headers come from the web config (web/).
 use std::{sync::Arc, time::Duration};
 
-use hyper::{body::Incoming, service::service_fn, Request};
+use hyper::{
+    body::Incoming,
+    header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE},
+    service::service_fn,
+    Request, StatusCode,
+};
 use hyper_util::rt::TokioIo;
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use super::{
     conn::{self, Phase, Reply, Watched},
-    routes::Routes,
+    routes::{self, Routes},
     slots::Slots,
+    web::{Refusals, Web, WebConfig},
 };
-use crate::{service::Health, snapshot::Published};
 
 /// The largest request head (request line and headers) read.
 const MAX_HEAD: usize = 8 * 1024;
@@ -30,23 +35,19 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// Scrapes encoded at once, each on a blocking thread: a scrape of a large exposition never
 /// holds up the loop's thread (exit events, watchdog pings), and a flood of scrapes costs
 /// at most this many cores.
-const ENCODERS: usize = 2;
+pub const ENCODERS: usize = 2;
 
 /// Serves forever. Accept errors (out of file descriptors, say) are logged and retried,
-/// so a passing shortage cannot silence the endpoint for good.
+/// so a passing shortage cannot silence the endpoint for good. Each connection takes the
+/// web config in force when it comes in (TLS, auth, headers), for its whole life.
 pub async fn serve(
     listener: TcpListener,
-    registry: Arc<Registry>,
-    health: Arc<Health>,
-    snapshot: Published,
+    routes: Routes,
+    web: Arc<WebConfig>,
+    refused: Arc<Refusals>,
 ) {
     let slots = Slots::new(MAX_CONNECTIONS);
-    let routes = Arc::new(Routes {
-        registry,
-        health,
-        snapshot,
-        encoders: Arc::new(tokio::sync::Semaphore::new(ENCODERS)),
-    });
+    let routes = Arc::new(routes);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.keep_alive(true)
         // Header names as most servers write them (and some clients match them).
@@ -65,30 +66,98 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some(slot) = slots.admit() else {
+        let Some(mut slot) = slots.admit() else {
             // Every slot is busy or just opened: closing this one costs nobody a request.
             tracing::debug!(%peer, "metrics connection closed: {MAX_CONNECTIONS} connections open");
             continue;
         };
-        let (routes, http) = (routes.clone(), http.clone());
+        let web = web.current();
+        let (routes, http, refused) = (routes.clone(), http.clone(), refused.clone());
         tokio::spawn(async move {
             let phase = Phase::new();
-            let io = TokioIo::new(Watched::new(stream, phase.clone()));
-            let service = {
-                let phase = phase.clone();
-                service_fn(move |req: Request<Incoming>| {
-                    let (routes, phase) = (routes.clone(), phase.clone());
-                    async move {
-                        phase.answering();
-                        let answer = routes.answer(&req).await;
-                        Ok::<_, std::convert::Infallible>(answer.map(|b| Reply::new(b, phase)))
-                    }
-                })
+            let io = Watched::new(stream, phase.clone());
+            let Some(tls) = web.tls.clone() else {
+                let served = connection(&http, io, &phase, routes, web, refused);
+                return ended(peer, conn::drive(served, &phase, slot).await);
             };
-            let served = http.serve_connection(io, service);
-            if let Err(e) = conn::drive(served, &phase, slot).await {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            // The handshake is the head's first part: same deadline, still evictable.
+            let handshake = tokio::time::timeout(conn::HEAD_TIMEOUT, tls.accept(io));
+            let stream = tokio::select! {
+                done = handshake => done,
+                _ = &mut slot.evicted => return,
+            };
+            match stream {
+                Ok(Ok(stream)) => {
+                    let served = connection(&http, stream, &phase, routes, web, refused);
+                    ended(peer, conn::drive(served, &phase, slot).await)
+                }
+                Ok(Err(e)) => {
+                    Refusals::count(match no_client_cert(&e) {
+                        true => &refused.no_client_cert,
+                        false => &refused.tls_handshake,
+                    });
+                    tracing::debug!(%peer, error = %e, "TLS handshake refused");
+                }
+                Err(_) => {
+                    Refusals::count(&refused.tls_handshake);
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
             }
         });
     }
+}
+
+/// hyper serving one connection: every request checked against the web config's users
+/// (401 otherwise), every answer with its headers.
+fn connection<I>(
+    http: &hyper::server::conn::http1::Builder,
+    io: I,
+    phase: &Arc<Phase>,
+    routes: Arc<Routes>,
+    web: Arc<Web>,
+    refused: Arc<Refusals>,
+) -> impl std::future::Future<Output = hyper::Result<()>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let phase = phase.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let (routes, phase, web, refused) =
+            (routes.clone(), phase.clone(), web.clone(), refused.clone());
+        async move {
+            phase.answering();
+            let authorized =
+                web.users.is_empty() || web.users.allows(req.headers().get(AUTHORIZATION)).await;
+            let mut answer = match authorized {
+                true => routes.answer(&req).await,
+                false => {
+                    Refusals::count(&refused.unauthorized);
+                    let mut r = routes::text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+                    r.headers_mut().insert(
+                        WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"gimbal\""),
+                    );
+                    r
+                }
+            };
+            for (name, value) in &web.headers {
+                answer.headers_mut().insert(name.clone(), value.clone());
+            }
+            Ok::<_, std::convert::Infallible>(answer.map(|b| Reply::new(b, phase)))
+        }
+    });
+    http.serve_connection(TokioIo::new(io), service)
+}
+
+fn ended(peer: std::net::SocketAddr, result: Result<(), conn::Ended>) {
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "HTTP connection ended");
+    }
+}
+
+/// Whether a handshake failed for want of a client certificate.
+fn no_client_cert(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<tokio_rustls::rustls::Error>())
+        .is_some_and(|e| matches!(e, tokio_rustls::rustls::Error::NoCertificatesPresented))
 }

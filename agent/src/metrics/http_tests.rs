@@ -27,6 +27,7 @@ fn server() -> u16 {
                 version: "1",
                 kernel: "6.1.0".into(),
                 probes: vec![],
+                refused: Default::default(),
             };
             let registry = Arc::new(Exposition::registry(
                 published.clone(),
@@ -34,7 +35,9 @@ fn server() -> u16 {
                 Arc::new(DeliveryStats::default()),
             ));
             let health = Arc::new(Health::new(Duration::from_secs(1)));
-            super::serve(listener, registry, health, published).await;
+            let routes = super::Routes::new(registry, health, published);
+            let web = Arc::new(super::web::WebConfig::none());
+            super::serve(listener, routes, web, Arc::default()).await;
         });
     });
     port

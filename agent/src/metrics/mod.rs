@@ -11,6 +11,7 @@ mod http;
 mod routes;
 mod slots;
 mod text_format;
+pub mod web;
 
 #[cfg(test)]
 mod golden_tests;
@@ -22,6 +23,9 @@ mod http_tests;
 mod identity_tests;
 #[cfg(test)]
 mod strict;
+#[cfg(test)]
+mod web_tests;
 
 pub use exposition::{AgentInfo, Exposition};
 pub use http::serve;
+pub use routes::Routes;

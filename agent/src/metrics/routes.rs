@@ -28,6 +28,17 @@ pub struct Routes {
 }
 
 impl Routes {
+    pub fn new(registry: Arc<Registry>, health: Arc<Health>, snapshot: Published) -> Self {
+        Self {
+            registry,
+            health,
+            snapshot,
+            encoders: Arc::new(Semaphore::new(super::http::ENCODERS)),
+        }
+    }
+}
+
+impl Routes {
     pub async fn answer<B: Body>(&self, req: &Request<B>) -> Response<Bytes> {
         let body_len = req.body().size_hint().upper();
         if body_len.is_none_or(|n| n > MAX_BODY) {

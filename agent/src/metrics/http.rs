@@ -23,7 +23,7 @@ use super::{
     conn::{self, Phase, Reply, Watched},
     routes::{self, Routes},
     slots::Slots,
-    web::{Refusals, Web, WebConfig},
+    web::{Refusals, WebConfig},
 };
 
 /// The largest request head (request line and headers) read.
@@ -38,8 +38,9 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const ENCODERS: usize = 2;
 
 /// Serves forever. Accept errors (out of file descriptors, say) are logged and retried,
-/// so a passing shortage cannot silence the endpoint for good. Each connection takes the
-/// web config in force when it comes in (TLS, auth, headers), for its whole life.
+/// so a passing shortage cannot silence the endpoint for good. A connection is TLS or not
+/// as the web config in force when it came in says; auth and headers follow the config
+/// in force at each request.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
@@ -71,12 +72,12 @@ pub async fn serve(
             tracing::debug!(%peer, "metrics connection closed: {MAX_CONNECTIONS} connections open");
             continue;
         };
-        let web = web.current();
-        let (routes, http, refused) = (routes.clone(), http.clone(), refused.clone());
+        let (routes, http, refused, web) =
+            (routes.clone(), http.clone(), refused.clone(), web.clone());
         tokio::spawn(async move {
             let phase = Phase::new();
             let io = Watched::new(stream, phase.clone());
-            let Some(tls) = web.tls.clone() else {
+            let Some(tls) = web.current().tls.clone() else {
                 let served = connection(&http, io, &phase, routes, web, refused);
                 return ended(peer, conn::drive(served, &phase, slot).await);
             };
@@ -107,14 +108,15 @@ pub async fn serve(
     }
 }
 
-/// hyper serving one connection: every request checked against the web config's users
-/// (401 otherwise), every answer with its headers.
+/// hyper serving one connection: every request checked against the users of the web
+/// config in force then (401 otherwise; a user removed is refused on a kept-alive
+/// connection too), every answer with its headers.
 fn connection<I>(
     http: &hyper::server::conn::http1::Builder,
     io: I,
     phase: &Arc<Phase>,
     routes: Arc<Routes>,
-    web: Arc<Web>,
+    web: Arc<WebConfig>,
     refused: Arc<Refusals>,
 ) -> impl std::future::Future<Output = hyper::Result<()>>
 where
@@ -126,6 +128,7 @@ where
             (routes.clone(), phase.clone(), web.clone(), refused.clone());
         async move {
             phase.answering();
+            let web = web.current();
             let authorized =
                 web.users.is_empty() || web.users.allows(req.headers().get(AUTHORIZATION)).await;
             let mut answer = match authorized {

@@ -1,7 +1,7 @@
 //! The web config (`[agent] web_config`): TLS, client certificates, basic auth and extra
 //! headers for the HTTP endpoint, in the exporter-toolkit's file format (file.rs). The file
-//! is looked at (stat: device, inode, size, mtime) as each connection comes in and read
-//! again when it changed; a file that no longer loads keeps the last good config and is
+//! is looked at (stat: device, inode, size, mtime) as each connection and each request
+//! comes in and read again when it changed; a file that no longer loads keeps the last good config and is
 //! logged (with line and column for YAML errors) once per change.
 mod auth;
 mod file;

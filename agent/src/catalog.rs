@@ -39,6 +39,8 @@ pub struct AgentView<'a> {
     pub probes: &'a [ProbeStatus],
     pub deliveries: &'a [Delivery],
     pub batches_dropped: u64,
+    /// HTTP requests and connections refused, by reason.
+    pub http_refused: &'a [(&'static str, u64)],
 }
 
 /// One Alertmanager's delivery counters.
@@ -402,6 +404,18 @@ pub const METRICS: &[Metric] = &[
         &[],
         false,
         Rows::Agent(|a, sink| sink(&[], Value::Counter(a.batches_dropped))),
+    ),
+    metric(
+        "gimbal_http_requests_refused",
+        Kind::Counter,
+        "Requests and connections the HTTP endpoint refused under its web config, by reason: unauthorized (basic auth), no_client_cert, tls_handshake",
+        &["reason"],
+        false,
+        Rows::Agent(|a, sink| {
+            for &(reason, n) in a.http_refused {
+                sink(&[reason], Value::Counter(n));
+            }
+        }),
     ),
     metric(
         "gimbal_gpu_xid_errors",

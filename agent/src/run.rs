@@ -55,10 +55,17 @@ pub async fn run(
     let mut exits = ExitReader::new(&mut probes, names)?;
 
     let snapshot = Published::new(Snapshot::new(config.labels.max_series_per_metric));
+    let refused = Arc::new(metrics::web::Refusals::default());
+    let web = Arc::new(match &config.agent.web_config {
+        Some(path) => metrics::web::WebConfig::from_file(path)
+            .map_err(|e| anyhow::anyhow!("[agent] web_config: {e}"))?,
+        None => metrics::web::WebConfig::none(),
+    });
     let info = AgentInfo {
         version: env!("CARGO_PKG_VERSION"),
         kernel: kernel_release(),
         probes: probes.status.clone(),
+        refused: refused.clone(),
     };
     let delivery = Arc::new(DeliveryStats::default());
     let registry = Arc::new(Exposition::registry_with(
@@ -100,9 +107,9 @@ pub async fn run(
     let mut notifier = Notifier::from_env();
     let http = tokio::spawn(metrics::serve(
         listener,
-        registry,
-        health.clone(),
-        snapshot.clone(),
+        metrics::Routes::new(registry, health.clone(), snapshot.clone()),
+        web,
+        refused,
     ));
     let mut judge = Judge::new(&config);
     // The Kubernetes writer reports each write here; the loop counts them in the snapshot.

@@ -22,13 +22,19 @@ impl Prometheus {
 
     /// `start`, evaluating the rule file `rules` (recording and alerting rules) each second.
     pub fn start_with_rules(target: &str, rules: Option<&std::path::Path>) -> Self {
-        let dir = TempDir::new("prometheus");
         let rule_files = rules.map_or(String::new(), |r| {
             format!("rule_files:\n  - '{}'\n", r.display())
         });
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{rule_files}scrape_configs:\n  - job_name: gimbal\n    static_configs:\n      - targets: ['{target}']\n"
-        );
+        Self::start_config(&format!(
+            "{rule_files}scrape_configs:\n  - job_name: gimbal\n    static_configs:\n      - targets: ['{target}']\n"
+        ))
+    }
+
+    /// Scrapes as `config` says (its `scrape_configs`, and `rule_files` if any), each
+    /// second.
+    pub fn start_config(config: &str) -> Self {
+        let dir = TempDir::new("prometheus");
+        let config = format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{config}");
         std::fs::write(dir.0.join("prometheus.yml"), config).unwrap();
         let port = free_port();
         let child = Command::new("prometheus")

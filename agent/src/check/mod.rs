@@ -23,6 +23,10 @@ impl CrossChecks for Checks {
             .map(drop)
             .map_err(|e| e.to_string())
     }
+
+    fn web_config(&self, path: &Path) -> Result<(), String> {
+        crate::metrics::web::Web::load(path).map(drop)
+    }
 }
 
 /// Reads and validates a config file, every check included.

@@ -16,6 +16,9 @@ pub struct AgentConfig {
     pub interval: HumanDuration,
     /// The agent's own state (alert spool); created when first needed.
     pub state_dir: std::path::PathBuf,
+    /// TLS, client certificates and basic auth for `listen`, in the exporter-toolkit's web
+    /// config format (docs/web-config.md); re-read when it changes. None: plain HTTP.
+    pub web_config: Option<std::path::PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -24,6 +27,7 @@ impl Default for AgentConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9977)),
             interval: HumanDuration::from_secs(1),
             state_dir: "/var/lib/gimbal".into(),
+            web_config: None,
         }
     }
 }

@@ -84,6 +84,8 @@ pub trait CrossChecks {
     fn alertmanager_is_https(&self, url: &str) -> Result<bool, String>;
     /// Why a readable CA file holds nothing a TLS client can trust.
     fn tls_ca(&self, path: &Path) -> Result<(), String>;
+    /// Why a web config file (`[agent] web_config`) would not load.
+    fn web_config(&self, path: &Path) -> Result<(), String>;
 }
 
 /// Accepts what only other modules can judge: for tests and the embedded defaults
@@ -98,6 +100,9 @@ impl CrossChecks for SectionsOnly {
         Ok(false)
     }
     fn tls_ca(&self, _: &Path) -> Result<(), String> {
+        Ok(())
+    }
+    fn web_config(&self, _: &Path) -> Result<(), String> {
         Ok(())
     }
 }

@@ -24,6 +24,14 @@ pub(super) fn validate(
     targets(config, spans, errors);
     rules(config, spans, errors, checks);
     alerting(config, spans, errors, checks);
+    if let Some(Err(e)) = config
+        .agent
+        .web_config
+        .as_deref()
+        .map(|p| checks.web_config(p))
+    {
+        errors.push_path(spans, "agent.web_config", e);
+    }
     throttles(config, spans, errors);
     remediation(config, spans, errors);
     restarts(config, spans, errors);

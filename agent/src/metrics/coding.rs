@@ -4,18 +4,17 @@
 use std::io::Write;
 
 use flate2::{write::GzEncoder, Compression};
+use hyper::header::{HeaderMap, ACCEPT_ENCODING};
 
-/// Whether the request head's Accept-Encoding allows gzip (RFC 9110 12.5.3): `gzip` or
+/// Whether the request's Accept-Encoding allows gzip (RFC 9110 12.5.3): `gzip` or
 /// `x-gzip` with a non-zero weight, else `*` with one. No header: identity.
-pub fn accepts_gzip(request: &[u8]) -> bool {
-    let head = String::from_utf8_lossy(request);
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
     let mut gzip = None;
     let mut any = None;
-    for value in head
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("accept-encoding"))
-        .map(|(_, v)| v)
+    for value in headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
     {
         for item in value.split(',') {
             let mut params = item.split(';');
@@ -50,10 +49,16 @@ pub fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::HeaderValue;
 
-    fn head(accept_encoding: &str) -> Vec<u8> {
-        format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: {accept_encoding}\r\n\r\n")
-            .into_bytes()
+    fn head(accept_encoding: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("x"));
+        h.insert(
+            ACCEPT_ENCODING,
+            HeaderValue::from_str(accept_encoding).unwrap(),
+        );
+        h
     }
 
     #[test]
@@ -69,11 +74,16 @@ mod tests {
         assert!(!accepts_gzip(&head("identity")));
         assert!(!accepts_gzip(&head("gzipper")));
         assert!(!accepts_gzip(&head("gzip;q=junk")));
-        assert!(!accepts_gzip(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"));
+        let mut no_header = head("gzip");
+        no_header.remove(ACCEPT_ENCODING);
+        assert!(!accepts_gzip(&no_header));
         // Not the header's name in a value.
-        assert!(!accepts_gzip(
-            b"GET /metrics HTTP/1.1\r\nX: accept-encoding: gzip\r\n\r\n"
-        ));
+        no_header.insert("x", HeaderValue::from_static("accept-encoding: gzip"));
+        assert!(!accepts_gzip(&no_header));
+        // Named in two header lines: each counts.
+        let mut two = head("br");
+        two.append(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        assert!(accepts_gzip(&two));
     }
 
     #[test]

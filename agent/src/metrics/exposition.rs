@@ -11,7 +11,10 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use super::families::{Families, Family};
+use super::{
+    families::{Families, Family},
+    web::Refusals,
+};
 use crate::{
     alert::DeliveryStats,
     catalog::{AgentView, Delivery, Kind, Rows, Value, METRICS},
@@ -26,6 +29,8 @@ pub struct AgentInfo {
     pub version: &'static str,
     pub kernel: String,
     pub probes: Vec<ProbeStatus>,
+    /// The HTTP endpoint's refusals (web config), counted by http.rs.
+    pub refused: Arc<Refusals>,
 }
 
 #[derive(Debug)]
@@ -96,12 +101,14 @@ impl Collector for Exposition {
                 last_latency_seconds: s.last_latency.as_secs_f64(),
             })
             .collect();
+        let http_refused = self.info.refused.rows();
         let agent = AgentView {
             version: self.info.version,
             kernel: &self.info.kernel,
             probes: &self.info.probes,
             deliveries: &deliveries,
             batches_dropped: self.delivery.dropped.load(Ordering::Relaxed),
+            http_refused: &http_refused,
         };
         let snapshot = self.snapshot.read();
         for metric in METRICS {

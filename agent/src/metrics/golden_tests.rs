@@ -29,6 +29,7 @@ fn the_exposition_of_a_filled_snapshot_is_unchanged() {
             enabled: true,
             error: None,
         }],
+        refused: Default::default(),
     };
     let registry = Exposition::registry(
         snapshot::Published::new(snapshot::filled()),
@@ -58,6 +59,7 @@ fn chosen_bounds_export_the_full_resolution_s_counts_at_those_bounds() {
                 version: "1",
                 kernel: "6.1.0".into(),
                 probes: vec![],
+                refused: Default::default(),
             },
             Arc::new(DeliveryStats::default()),
             classic,

@@ -96,6 +96,7 @@ fn agent(v: &str) -> Registry {
         version: "1",
         kernel: v.to_string(),
         probes: vec![],
+        refused: Default::default(),
     };
     Exposition::registry(
         crate::snapshot::Published::new(snapshot),

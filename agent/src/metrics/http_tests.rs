@@ -27,6 +27,7 @@ fn server() -> u16 {
                 version: "1",
                 kernel: "6.1.0".into(),
                 probes: vec![],
+                refused: Default::default(),
             };
             let registry = Arc::new(Exposition::registry(
                 published.clone(),
@@ -34,28 +35,41 @@ fn server() -> u16 {
                 Arc::new(DeliveryStats::default()),
             ));
             let health = Arc::new(Health::new(Duration::from_secs(1)));
-            super::serve(listener, registry, health, published).await;
+            let routes = super::Routes::new(registry, health, published);
+            let web = Arc::new(super::web::WebConfig::none());
+            super::serve(listener, routes, web, Arc::default()).await;
         });
     });
     port
 }
 
-/// (head, body bytes) of one request.
+/// (head, body bytes) of one request on a new connection.
 fn request(port: u16, method: &str, path: &str, headers: &str) -> (String, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    send(&mut s, method, path, headers)
+}
+
+/// One request on `s`, read to the end of its answer (the connection stays open).
+fn send(s: &mut TcpStream, method: &str, path: &str, headers: &str) -> (String, Vec<u8>) {
     write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a head")
-        + 4;
-    (
-        String::from_utf8(raw[..end].to_vec()).unwrap(),
-        raw[end..].to_vec(),
-    )
+    let mut byte = [0u8];
+    while !raw.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("a head");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8(raw).unwrap();
+    let length: usize = match method {
+        "HEAD" => 0,
+        _ => header(&head, "Content-Length")
+            .expect("a Content-Length")
+            .parse()
+            .unwrap(),
+    };
+    let mut body = vec![0; length];
+    s.read_exact(&mut body).expect("the body");
+    (head, body)
 }
 
 fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
@@ -129,4 +143,69 @@ fn head_gets_the_head_of_get_and_no_body() {
     let (head, _) = request(port, "POST", "/metrics", "");
     assert!(head.starts_with("HTTP/1.1 405"), "{head}");
     assert_eq!(header(&head, "Allow"), Some("GET, HEAD"), "{head}");
+}
+
+#[test]
+fn a_connection_is_kept_alive_across_requests() {
+    let port = server();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    for (method, path) in [("GET", "/metrics"), ("HEAD", "/healthz"), ("GET", "/nope")] {
+        let (head, _) = send(&mut s, method, path, "Accept-Encoding: gzip\r\n");
+        assert!(head.starts_with("HTTP/1.1 "), "{head}");
+        assert_eq!(header(&head, "Connection"), None, "{head}");
+    }
+    // `Connection: close` is honoured: the answer, then end of stream.
+    let (head, _) = send(&mut s, "GET", "/healthz", "Connection: close\r\n");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("closed");
+    assert!(rest.is_empty());
+}
+
+/// Raw bytes in, the whole answer out (the server closes after an error).
+fn raw(port: u16, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn malformed_oversized_and_unknown_requests_get_their_status() {
+    let port = server();
+    let long = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+    assert!(raw(port, long.as_bytes()).starts_with("HTTP/1.1 431"));
+    assert!(raw(port, b"\x00\x01junk\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let big = b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+    assert!(raw(port, big).starts_with("HTTP/1.1 413"));
+    let (head, body) = request(port, "GET", "/nope", "");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    assert!(String::from_utf8(body).unwrap().contains("/metrics"));
+    let (head, _) = request(port, "DELETE", "/healthz", "");
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+}
+
+#[test]
+fn a_slow_head_is_cut_off_and_healthz_answers_meanwhile() {
+    let port = server();
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let (head, _) = request(port, "GET", "/healthz", "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = slow.read_to_end(&mut out);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= super::conn::HEAD_TIMEOUT - Duration::from_millis(100)
+            && waited < super::conn::HEAD_TIMEOUT + Duration::from_secs(3),
+        "closed after {waited:?}"
+    );
 }

@@ -26,6 +26,7 @@ fn scrape(s: snapshot::Snapshot) -> String {
         version: "1",
         kernel: "6.1.0".into(),
         probes: Vec::new(),
+        refused: Default::default(),
     };
     let registry = Exposition::registry(
         snapshot::Published::new(s),

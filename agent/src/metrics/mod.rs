@@ -3,12 +3,15 @@
 //! agent-check listener.
 pub mod agent_check;
 mod coding;
+mod conn;
 mod escape;
 mod exposition;
 mod families;
 mod http;
+mod routes;
 mod slots;
 mod text_format;
+pub mod web;
 
 #[cfg(test)]
 mod golden_tests;
@@ -20,6 +23,9 @@ mod http_tests;
 mod identity_tests;
 #[cfg(test)]
 mod strict;
+#[cfg(test)]
+mod web_tests;
 
 pub use exposition::{AgentInfo, Exposition};
 pub use http::serve;
+pub use routes::Routes;

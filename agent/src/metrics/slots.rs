@@ -3,7 +3,9 @@
 //! cgroups and /proc and to save its state. At the cap, a new connection evicts the oldest
 //! one that has waited more than `GRACE` without sending its request, or is closed at once
 //! if none has. Real clients (Prometheus, the kubelet, HAProxy) send their request as soon
-//! as they connect, so idle connections held open on purpose are the ones that go.
+//! as they connect, so idle connections held open on purpose are the ones that go. A
+//! kept-alive HTTP connection waits again after each answer (`Slot::idle`), and may be
+//! evicted again from then on.
 use std::{
     collections::VecDeque,
     sync::{
@@ -65,16 +67,10 @@ impl Slots {
         }
         self.shared.open.fetch_add(1, Ordering::Relaxed);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (evict, evicted) = oneshot::channel();
-        self.shared.lock().push_back(Waiting {
-            id,
-            since: Instant::now(),
-            _evict: evict,
-        });
         Some(Slot {
             shared: self.shared.clone(),
             id,
-            evicted,
+            evicted: self.shared.wait(id),
         })
     }
 
@@ -88,6 +84,17 @@ impl Slots {
 }
 
 impl Shared {
+    /// Queues connection `id` as waiting for a request, from now.
+    fn wait(&self, id: u64) -> oneshot::Receiver<()> {
+        let (evict, evicted) = oneshot::channel();
+        self.lock().push_back(Waiting {
+            id,
+            since: Instant::now(),
+            _evict: evict,
+        });
+        evicted
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
         crate::sync::lock(&self.waiting)
     }
@@ -98,6 +105,13 @@ impl Slot {
     pub fn got_request(&self) {
         let id = self.id;
         self.shared.lock().retain(|w| w.id != id);
+    }
+
+    /// The answer is out and the connection waits for its next request: evictable again
+    /// once idle past the grace. `evicted` is armed anew.
+    pub fn idle(&mut self) {
+        self.got_request();
+        self.evicted = self.shared.wait(self.id);
     }
 }
 
@@ -139,5 +153,23 @@ mod tests {
             "a closed connection frees its slot"
         );
         drop(third);
+    }
+
+    #[test]
+    fn a_kept_alive_connection_is_evictable_again_once_idle() {
+        let slots = Slots::new(1);
+        let mut only = slots.admit().expect("room");
+        only.got_request();
+        std::thread::sleep(GRACE + Duration::from_millis(20));
+        assert!(slots.admit().is_none(), "serving: not evictable");
+        only.idle();
+        assert!(slots.admit().is_none(), "idle, but within the grace");
+        std::thread::sleep(GRACE + Duration::from_millis(20));
+        let next = slots.admit().expect("idle past the grace: evicted");
+        assert!(matches!(
+            only.evicted.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        drop((only, next));
     }
 }

@@ -131,13 +131,15 @@ pub fn render(
 
 fn render_breakdown(b: &Breakdown, unit: &str, server_added_us: f64) -> String {
     let reqs = b.load.requests.max(1) as f64;
-    let runs_of = |name: &str| {
+    // (runs, ns) of the programs called `name`.
+    let of = |name: &str| {
         b.programs
             .iter()
             .filter(|(n, _, _)| n == name)
-            .map(|(_, r, _)| *r)
-            .sum::<u64>()
+            .fold((0u64, 0u64), |(r, t), (_, pr, pt)| (r + pr, t + pt))
     };
+    let runs_of = |name: &str| of(name).0;
+    let ns_of = |name: &str| of(name).1;
     let mut s = format!(
         "\nWhere gimbal's cost goes: one more round at the embedded defaults with the kernel's BPF \
          run-time statistics on (BPF_ENABLE_STATS, the switch behind kernel.bpf_stats_enabled, \
@@ -170,7 +172,8 @@ fn render_breakdown(b: &Breakdown, unit: &str, server_added_us: f64) -> String {
     );
     let syscalls = runs_of("sys_enter");
     let switches = runs_of("sched_switch");
-    let per = |what: u64| {
+    let pair = ns_of("sys_enter") + ns_of("sys_exit");
+    let per = |ns: u64, what: u64| {
         if what == 0 {
             "-".to_string()
         } else {
@@ -179,13 +182,14 @@ fn render_breakdown(b: &Breakdown, unit: &str, server_added_us: f64) -> String {
     };
     s += &format!(
         "\nPer {unit}: {:.1} syscalls (sys_enter runs) and {:.2} context switches (sched_switch \
-         runs). All of gimbal's programs together: {} per syscall, {} per context switch, \
-         {:.2} µs per {unit} (the server's own CPU per {unit} grew by {:+.2} µs at the defaults, \
-         median of the rounds above).\n",
+         runs), node-wide. The syscall pair (sys_enter + sys_exit): {} per syscall; \
+         sched_switch: {} per context switch. All of gimbal's programs: {:.2} µs per {unit}, \
+         against the server's own CPU per {unit} grown by {:+.2} µs at the defaults (median of \
+         the rounds above; the server's share of the syscalls only).\n",
         syscalls as f64 / reqs,
         switches as f64 / reqs,
-        per(syscalls),
-        per(switches),
+        per(pair, syscalls),
+        per(ns_of("sched_switch"), switches),
         ns as f64 / reqs / 1000.0,
         server_added_us
     );

@@ -14,9 +14,9 @@ use anyhow::{bail, Context as _};
 
 use crate::util;
 
-/// bpftrace's per-syscall latency histogram keyed like gimbal's (cgroup, syscall).
-const BPFTRACE_HIST: &str = "tracepoint:raw_syscalls:sys_enter { @start[tid] = nsecs; } \
-    tracepoint:raw_syscalls:sys_exit /@start[tid]/ { @lat[cgroup, args->id] = hist(nsecs - @start[tid]); delete(@start[tid]); }";
+/// bpftrace's per-syscall latency histogram keyed like gimbal's (cgroup, syscall); the cost
+/// sections (redis, nginx, pipe) run the same file.
+const BPFTRACE_HIST: &str = include_str!("../../tests/bench/syscall-hist.bt");
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Tracer {
@@ -54,7 +54,14 @@ struct Run {
     tracer_rss_kib: Option<u64>,
 }
 
-pub fn run(syscalls: u64, rounds: u32, only: &[String]) -> anyhow::Result<()> {
+/// How much load each run of the cost sections (redis, nginx, pipe) puts on its server.
+pub struct Load {
+    pub redis_requests: u64,
+    pub wrk_seconds: u32,
+    pub pipe_loops: u64,
+}
+
+pub fn run(syscalls: u64, rounds: u32, only: &[String], load: &Load) -> anyhow::Result<()> {
     util::require_root("the benchmark attaches eBPF programs")?;
     util::step("building (release)");
     util::build_release_binaries()?;
@@ -121,6 +128,15 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String]) -> anyhow::Result<()> {
             "traffic moved off a squeezed backend: HAProxy with and without Gimbal's agent-check",
         );
         report += &traffic_share(&bin, 2)?;
+    }
+    for (name, amount) in [
+        ("redis", load.redis_requests.to_string()),
+        ("nginx", load.wrk_seconds.to_string()),
+        ("pipe", load.pipe_loops.to_string()),
+    ] {
+        if section(name) {
+            report += &crate::bench_cost::section(&bin, name, rounds, &amount)?;
+        }
     }
     if section("vm") {
         util::step(
@@ -209,7 +225,7 @@ fn start(tracer: Tracer, bin: &std::path::Path) -> anyhow::Result<Option<Child>>
         Tracer::Bpftrace => {
             let mut c = Command::new("bpftrace");
             // "Attaching N probes" comes before the attach; this line after every probe is in.
-            c.args(["-e", BPFTRACE_HIST])
+            c.args(["-e", BPFTRACE_HIST.trim()])
                 .env("__BPFTRACE_NOTIFY_PROBES_ATTACHED", "1");
             (c, |l| l.contains("__BPFTRACE_NOTIFY_PROBES_ATTACHED"))
         }

@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's own set-up, build, run, test and bench steps,
 //! so that a fresh machine needs nothing but the Rust toolchains.
 mod bench;
+mod bench_cost;
 mod deb;
 mod gpu_check;
 mod kube_tools;
@@ -66,9 +67,18 @@ enum Command {
         /// Interleaved rounds per configuration.
         #[arg(long, default_value_t = 5)]
         rounds: u32,
-        /// Run only these sections (comma-separated): syscalls, alert, kmsg, restart, noisy, stall, scrape, lb, vm.
-        #[arg(long, value_delimiter = ',', value_parser = ["syscalls", "alert", "kmsg", "restart", "noisy", "stall", "scrape", "lb", "vm"])]
+        /// Run only these sections (comma-separated): syscalls, alert, kmsg, restart, noisy, stall, scrape, lb, redis, nginx, pipe, vm.
+        #[arg(long, value_delimiter = ',', value_parser = ["syscalls", "alert", "kmsg", "restart", "noisy", "stall", "scrape", "lb", "redis", "nginx", "pipe", "vm"])]
         only: Vec<String>,
+        /// redis section: SETs and then GETs per run.
+        #[arg(long, default_value_t = 50_000)]
+        redis_requests: u64,
+        /// nginx section: seconds of wrk per run.
+        #[arg(long, default_value_t = 5)]
+        wrk_seconds: u32,
+        /// pipe section: `perf bench sched pipe` loops per run.
+        #[arg(long, default_value_t = 300_000)]
+        pipe_loops: u64,
     },
 }
 
@@ -102,9 +112,17 @@ fn main() -> anyhow::Result<()> {
             syscalls,
             rounds,
             only,
+            redis_requests,
+            wrk_seconds,
+            pipe_loops,
         } => {
             setup::run()?;
-            bench::run(syscalls, rounds, &only)
+            let load = bench::Load {
+                redis_requests,
+                wrk_seconds,
+                pipe_loops,
+            };
+            bench::run(syscalls, rounds, &only, &load)
         }
     }
 }

@@ -66,7 +66,12 @@ fn installed(package: &str) -> bool {
 }
 
 fn apt() -> anyhow::Result<()> {
-    let missing: Vec<_> = APT_PACKAGES.iter().filter(|(p, _)| !installed(p)).collect();
+    ensure_packages(APT_PACKAGES)
+}
+
+/// Installs those of `packages` (name, why) that are missing, saying why; needs root then.
+pub fn ensure_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<_> = packages.iter().filter(|(p, _)| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -1,0 +1,215 @@
+//! The cost benchmarks' Markdown: medians and spread per configuration, ratios against the
+//! no-agent baseline of the same run, gimbal's added cost as a share of bpftrace's, and the
+//! per-program breakdown.
+use super::{Breakdown, Config, FullMode, Sample, Section};
+
+pub fn name(config: Config, full: &FullMode) -> String {
+    match config {
+        Config::None => "no agent".into(),
+        Config::Defaults => "gimbal, embedded defaults".into(),
+        Config::Full if full.is_defaults() => {
+            "gimbal, every syscall timed (= defaults today)".into()
+        }
+        Config::Full => "gimbal, every syscall timed".into(),
+        Config::Bpftrace => "bpftrace, same histogram".into(),
+    }
+}
+
+/// Median, min and max.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+pub fn spread(mut v: Vec<f64>) -> Spread {
+    assert!(!v.is_empty(), "no samples");
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Spread {
+        median,
+        min: v[0],
+        max: v[n - 1],
+    }
+}
+
+fn rate(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1} k", v / 1000.0)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn pct(ratio: f64) -> String {
+    format!("{:.3} ({:+.1} %)", ratio, (ratio - 1.0) * 100.0)
+}
+
+pub fn render(
+    section: &Section,
+    samples: &[Sample],
+    breakdown: &Breakdown,
+    foreign_rounds: u32,
+) -> String {
+    let of = |c: Config| samples.iter().filter(move |s| s.config == c);
+    let tput = |c: Config| spread(of(c).map(|s| s.load.throughput).collect());
+    let cpu = |c: Config| spread(of(c).map(|s| s.load.cpu_per_request_us()).collect());
+    let (base_t, base_c) = (tput(Config::None).median, cpu(Config::None).median);
+    let unit = section.unit;
+    let mut s = format!(
+        "{}\n{} interleaved rounds of each configuration; medians (min-max over the rounds), \
+         ratios of medians against the no-agent rows of the same run.\n\nCommand: `{}`\n\n\
+         | configuration | throughput ({unit}s/s) | vs no agent | server CPU per {unit} (µs) | vs no agent | added µs per {unit} | tracer CPU (share of a core) |\n\
+         |---|---|---|---|---|---|---|\n",
+        section.what, section.rounds, section.command
+    );
+    for c in Config::ALL {
+        let (t, u) = (tput(c), cpu(c));
+        let tracer: Vec<f64> = of(c).filter_map(|s| s.tracer_cpu).collect();
+        s += &format!(
+            "| {} | {} ({}-{}) | {} | {:.2} ({:.2}-{:.2}) | {} | {:+.2} | {} |\n",
+            name(c, &section.full),
+            rate(t.median),
+            rate(t.min),
+            rate(t.max),
+            pct(t.median / base_t),
+            u.median,
+            u.min,
+            u.max,
+            pct(u.median / base_c),
+            u.median - base_c,
+            if tracer.is_empty() {
+                "-".into()
+            } else {
+                format!("{:.1} %", spread(tracer).median * 100.0)
+            },
+        );
+    }
+    let loss = |c: Config| 1.0 - tput(c).median / base_t;
+    let added = |c: Config| cpu(c).median - base_c;
+    let (bl, ba) = (loss(Config::Bpftrace), added(Config::Bpftrace));
+    s += &format!(
+        "\ngimbal's added cost as a share of bpftrace's (bpftrace: {:.1} % throughput lost, {:+.2} µs CPU per {unit}):\n\n\
+         | configuration | throughput lost | x bpftrace's | CPU per {unit} added | x bpftrace's |\n|---|---|---|---|---|\n",
+        bl * 100.0,
+        ba
+    );
+    for c in [Config::Defaults, Config::Full] {
+        s += &format!(
+            "| {} | {:.1} % | {:.2} | {:+.2} µs | {:.2} |\n",
+            name(c, &section.full),
+            loss(c) * 100.0,
+            loss(c) / bl,
+            added(c),
+            added(c) / ba
+        );
+    }
+    if section.full.is_defaults() {
+        s += &format!(
+            "\n(The two gimbal rows run the same configuration: {} sets nothing yet, so their \
+             difference is this machine's noise.)\n",
+            section.full.path.display()
+        );
+    }
+    if foreign_rounds > 0 {
+        s += &format!(
+            "\nIn {foreign_rounds} of {} rounds another tracer of syscalls or context switches \
+             was loaded on the node (another agent or bpftrace): it slowed every configuration \
+             of those rounds.\n",
+            section.rounds
+        );
+    }
+    s += &render_breakdown(breakdown, unit, added(Config::Defaults));
+    s
+}
+
+fn render_breakdown(b: &Breakdown, unit: &str, server_added_us: f64) -> String {
+    let reqs = b.load.requests.max(1) as f64;
+    // (runs, ns) of the programs called `name`.
+    let of = |name: &str| {
+        b.programs
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .fold((0u64, 0u64), |(r, t), (_, pr, pt)| (r + pr, t + pt))
+    };
+    let runs_of = |name: &str| of(name).0;
+    let ns_of = |name: &str| of(name).1;
+    let mut s = format!(
+        "\nWhere gimbal's cost goes: one more round at the embedded defaults with the kernel's BPF \
+         run-time statistics on (BPF_ENABLE_STATS, the switch behind kernel.bpf_stats_enabled, \
+         off again after the round), {} {unit}s. Runs are node-wide (the load generator's \
+         syscalls too), and each run's time includes the statistics' own two clock reads.\n\n\
+         | program | runs | runs per {unit} | ns per run | ns per {unit} |\n|---|---|---|---|---|\n",
+        b.load.requests
+    );
+    let mut programs = b.programs.clone();
+    programs.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    let (mut runs, mut ns) = (0u64, 0u64);
+    for (name, r, t) in &programs {
+        runs += r;
+        ns += t;
+        s += &format!(
+            "| {name} | {r} | {:.2} | {} | {:.0} |\n",
+            *r as f64 / reqs,
+            if *r > 0 {
+                format!("{:.0}", *t as f64 / *r as f64)
+            } else {
+                "-".into()
+            },
+            *t as f64 / reqs
+        );
+    }
+    s += &format!(
+        "| all | {runs} | {:.2} | - | {:.0} |\n",
+        runs as f64 / reqs,
+        ns as f64 / reqs
+    );
+    let syscalls = runs_of("sys_enter");
+    let switches = runs_of("sched_switch");
+    let pair = ns_of("sys_enter") + ns_of("sys_exit");
+    let per = |ns: u64, what: u64| {
+        if what == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.0} ns", ns as f64 / what as f64)
+        }
+    };
+    s += &format!(
+        "\nPer {unit}: {:.1} syscalls (sys_enter runs) and {:.2} context switches (sched_switch \
+         runs), node-wide. The syscall pair (sys_enter + sys_exit): {} per syscall; \
+         sched_switch: {} per context switch. All of gimbal's programs: {:.2} µs per {unit}, \
+         against the server's own CPU per {unit} grown by {:+.2} µs at the defaults (median of \
+         the rounds above; the server's share of the syscalls only).\n",
+        syscalls as f64 / reqs,
+        switches as f64 / reqs,
+        per(pair, syscalls),
+        per(ns_of("sched_switch"), switches),
+        ns as f64 / reqs / 1000.0,
+        server_added_us
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_takes_the_middle_of_odd_and_even_counts() {
+        assert_eq!(
+            spread(vec![3.0, 1.0, 2.0]),
+            Spread {
+                median: 2.0,
+                min: 1.0,
+                max: 3.0
+            }
+        );
+        assert_eq!(spread(vec![4.0, 1.0, 2.0, 3.0]).median, 2.5);
+    }
+}

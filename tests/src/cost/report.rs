@@ -180,16 +180,23 @@ fn render_breakdown(b: &Breakdown, unit: &str, server_added_us: f64) -> String {
             format!("{:.0} ns", ns as f64 / what as f64)
         }
     };
+    // Agents since issue 16 keep syscall starts in task storage and run nothing per switch.
+    let switch_cost = if switches == 0 {
+        "no program runs per context switch".to_string()
+    } else {
+        format!(
+            "{:.2} context switches per {unit} (sched_switch runs), {} each",
+            switches as f64 / reqs,
+            per(ns_of("sched_switch"), switches)
+        )
+    };
     s += &format!(
-        "\nPer {unit}: {:.1} syscalls (sys_enter runs) and {:.2} context switches (sched_switch \
-         runs), node-wide. The syscall pair (sys_enter + sys_exit): {} per syscall; \
-         sched_switch: {} per context switch. All of gimbal's programs: {:.2} µs per {unit}, \
+        "\nPer {unit}: {:.1} syscalls (sys_enter runs), node-wide. The syscall pair (sys_enter + \
+         sys_exit): {} per syscall; {switch_cost}. All of gimbal's programs: {:.2} µs per {unit}, \
          against the server's own CPU per {unit} grown by {:+.2} µs at the defaults (median of \
          the rounds above; the server's share of the syscalls only).\n",
         syscalls as f64 / reqs,
-        switches as f64 / reqs,
         per(pair, syscalls),
-        per(ns_of("sched_switch"), switches),
         ns as f64 / reqs / 1000.0,
         server_added_us
     );

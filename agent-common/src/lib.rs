@@ -27,6 +27,7 @@ pub mod names {
 pub mod programs {
     pub const SYS_ENTER: &str = "sys_enter";
     pub const SYS_EXIT: &str = "sys_exit";
+    pub const SCHED_SWITCH: &str = "sched_switch";
     pub const TCP_RETRANSMIT: &str = "tcp_retransmit_skb";
     pub const PROCESS_EXIT: &str = "sched_process_exit";
     pub const OOM_MARK_VICTIM: &str = "oom_mark_victim";
@@ -69,9 +70,9 @@ pub enum Drop {
     /// A read of the socket's owner cgroup failed: the retransmit was counted under the
     /// `unknown` cgroup.
     TcpCgroupReadFailed = 7,
-    /// `sys_enter` could not get the thread's task storage (out of memory): that syscall is
-    /// not timed.
-    SyscallStartFailed = 8,
+    /// `sched_switch` could not get the outgoing thread's task storage (out of memory):
+    /// its pending syscall is not timed.
+    SyscallSpillFailed = 8,
 }
 pub const DROP_KINDS: u32 = 9;
 /// The probe whose loss each `Drop` counts, by index (the `probe` label).
@@ -259,7 +260,7 @@ mod tests {
     fn every_drop_kind_has_a_probe_and_the_numbers_are_dense() {
         // DROPS is indexed by the enum's number: a gap or a kind past DROP_KINDS would be
         // counted nowhere (the kernel's lookup fails) or read nowhere (userspace stops early).
-        let last = Drop::SyscallStartFailed as u32;
+        let last = Drop::SyscallSpillFailed as u32;
         assert_eq!(last + 1, DROP_KINDS);
         assert_eq!(DROP_PROBES.len(), DROP_KINDS as usize);
     }

@@ -11,6 +11,8 @@ use aya_ebpf::{
     helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
 };
 
+pub type TaskStruct = task_struct;
+
 const BPF_MAP_TYPE_TASK_STORAGE: usize = 29;
 const BPF_F_NO_PREALLOC: usize = 1;
 const BPF_LOCAL_STORAGE_GET_F_CREATE: u64 = 1;
@@ -44,11 +46,11 @@ impl<T> TaskStorage<T> {
         self.current(0)
     }
 
-    /// The current thread's slot, created zeroed on first use (None when the kernel has no
-    /// memory for it).
+    /// `task`'s slot, created zeroed on first use. `task` must be a BTF task pointer the
+    /// verifier trusts (a tp_btf argument).
     #[inline(always)]
-    pub fn current_or_create(&self) -> Option<*mut T> {
-        self.current(BPF_LOCAL_STORAGE_GET_F_CREATE)
+    pub fn task_or_create(&self, task: *mut TaskStruct) -> Option<*mut T> {
+        self.get(task, BPF_LOCAL_STORAGE_GET_F_CREATE)
     }
 
     #[inline(always)]
@@ -58,7 +60,7 @@ impl<T> TaskStorage<T> {
     }
 
     #[inline(always)]
-    fn get(&self, task: *mut task_struct, flags: u64) -> Option<*mut T> {
+    fn get(&self, task: *mut TaskStruct, flags: u64) -> Option<*mut T> {
         // SAFETY: the map pointer is this map; the verifier checks the task pointer.
         let p = unsafe {
             bpf_task_storage_get(

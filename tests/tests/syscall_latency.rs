@@ -145,8 +145,8 @@ fn syscalls_that_return_on_another_cpu_are_counted() {
         cpus >= 2,
         "this test needs two CPUs to move a thread between; this host has {cpus}"
     );
-    // Each sched_setaffinity enters on one CPU and returns on the other: the start time
-    // must follow the thread, not stay with the CPU.
+    // Each sched_setaffinity enters on one CPU and returns on the other: only the start
+    // time spilled to task storage at the context switch can time it.
     let n = 500u64;
     let h = measure(&["migrate", &n.to_string()], "sched_setaffinity");
     assert_eq!(

@@ -2,7 +2,10 @@
 //! own: a probe that cannot attach is reported and the others keep working.
 use std::path::{Path, PathBuf};
 
-use aya::{programs::RawTracePoint, Ebpf, EbpfLoader};
+use aya::{
+    programs::{BtfTracePoint, RawTracePoint},
+    Ebpf, EbpfLoader,
+};
 use gimbal_common::{names, programs, LatencyHist, OFFSET_UNKNOWN};
 
 use super::{offsets, ProbeError};
@@ -158,7 +161,11 @@ impl Probes {
                 Ok(())
             } else {
                 match probe {
-                    Probe::SyscallLatency => attach_syscalls(&mut ebpf).map_err(|e| e.to_string()),
+                    Probe::SyscallLatency => aya::Btf::from_sys_fs()
+                        .map_err(|e| format!("kernel BTF: {e}"))
+                        .and_then(|btf| {
+                            attach_syscalls(&mut ebpf, &btf).map_err(|e| e.to_string())
+                        }),
                     Probe::TcpRetransmit => tcp_tp.clone().map(drop).and_then(|()| {
                         attach_raw_tracepoint(
                             &mut ebpf,
@@ -204,9 +211,18 @@ impl Probes {
     }
 }
 
-fn attach_syscalls(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-    // Exit before enter: an exit without its enter is ignored, while an enter recorded
-    // with no exit attached would never be consumed.
+fn attach_syscalls(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), ProbeError> {
+    // sched_switch, then exit, then enter: an exit without its enter is ignored, and an
+    // enter must never be recorded without the switch hook that keeps it across CPUs.
+    let prog = programs::SCHED_SWITCH;
+    let p: &mut BtfTracePoint = ebpf
+        .program_mut(prog)
+        .ok_or(ProbeError::MissingProgram(prog))?
+        .try_into()
+        .map_err(|e| program_error(prog, e))?;
+    p.load("sched_switch", btf)
+        .map_err(|e| program_error(prog, e))?;
+    p.attach().map_err(|e| program_error(prog, e))?;
     attach_raw_tracepoint(ebpf, programs::SYS_EXIT, "sys_exit")?;
     attach_raw_tracepoint(ebpf, programs::SYS_ENTER, "sys_enter")
 }

@@ -19,6 +19,7 @@ impl ProgramStats {
         let names = [
             programs::SYS_ENTER,
             programs::SYS_EXIT,
+            programs::SCHED_SWITCH,
             programs::TCP_RETRANSMIT,
             programs::PROCESS_EXIT,
             programs::OOM_MARK_VICTIM,

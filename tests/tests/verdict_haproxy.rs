@@ -240,7 +240,11 @@ fn haproxy_follows_the_verdict() {
     eprintln!("b's weight {low} after {:?} of squeeze", squeezed.elapsed());
     let (code, head, body) = get(agent.port, &format!("/health/{tb}"));
     assert_eq!(code, 200, "{head}\n{body}");
-    assert!(head.contains("x-envoy-degraded: true"), "{head}");
+    // Header names are case-insensitive (RFC 9110); the server writes them title-cased.
+    assert!(
+        head.to_ascii_lowercase().contains("x-envoy-degraded: true"),
+        "{head}"
+    );
     assert!(
         body.contains("\"state\":\"degraded\"") && body.contains("CPU pressure"),
         "{body}"

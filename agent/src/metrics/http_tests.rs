@@ -7,11 +7,17 @@ use std::{
     time::Duration,
 };
 
-use super::{AgentInfo, Exposition};
+use super::{web::Refusals, AgentInfo, Exposition};
 use crate::{alert::DeliveryStats, service::Health, snapshot};
 
 /// Serves a filled snapshot on a thread of its own; returns the port.
 fn server() -> u16 {
+    serve_filled(Arc::new(super::web::WebConfig::none()), Arc::default())
+}
+
+/// Serves a filled snapshot under `web` on a thread of its own, counting refusals in
+/// `refused`; returns the port.
+pub(super) fn serve_filled(web: Arc<super::web::WebConfig>, refused: Arc<Refusals>) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
@@ -27,7 +33,7 @@ fn server() -> u16 {
                 version: "1",
                 kernel: "6.1.0".into(),
                 probes: vec![],
-                refused: Default::default(),
+                refused: refused.clone(),
             };
             let registry = Arc::new(Exposition::registry(
                 published.clone(),
@@ -36,8 +42,7 @@ fn server() -> u16 {
             ));
             let health = Arc::new(Health::new(Duration::from_secs(1)));
             let routes = super::Routes::new(registry, health, published);
-            let web = Arc::new(super::web::WebConfig::none());
-            super::serve(listener, routes, web, Arc::default()).await;
+            super::serve(listener, routes, web, refused).await;
         });
     });
     port

@@ -21,11 +21,7 @@ use tokio_rustls::{
     TlsConnector,
 };
 
-use super::{
-    web::{Refusals, Web, WebConfig},
-    AgentInfo, Exposition, Routes,
-};
-use crate::{alert::DeliveryStats, service::Health, snapshot};
+use super::web::{Refusals, Web, WebConfig};
 
 /// A temporary directory with a CA, a server certificate for 127.0.0.1, a client
 /// certificate and an expired one, all signed by the CA.
@@ -79,34 +75,7 @@ impl Drop for Pki {
 fn server(file: &Path) -> (u16, Arc<Refusals>) {
     let web = Arc::new(WebConfig::from_file(file).expect("a good web config"));
     let refused = Arc::new(Refusals::default());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    let counted = refused.clone();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let published = snapshot::Published::new(snapshot::filled());
-            let info = AgentInfo {
-                version: "1",
-                kernel: "6.1.0".into(),
-                probes: vec![],
-                refused: counted.clone(),
-            };
-            let registry = Arc::new(Exposition::registry(
-                published.clone(),
-                info,
-                Arc::new(DeliveryStats::default()),
-            ));
-            let health = Arc::new(Health::new(Duration::from_secs(1)));
-            let routes = Routes::new(registry, health, published);
-            super::serve(listener, routes, web, counted).await;
-        });
-    });
+    let port = super::http_tests::serve_filled(web, refused.clone());
     (port, refused)
 }
 

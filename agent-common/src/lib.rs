@@ -12,6 +12,9 @@ pub mod names {
     pub const SYSCALL_START: &str = "SYSCALL_START";
     pub const SYSCALL_HIST: &str = "SYSCALL_HIST";
     pub const SYSCALL_ERRORS: &str = "SYSCALL_ERRORS";
+    pub const SYSCALL_COUNTS: &str = "SYSCALL_COUNTS";
+    pub const TIMED_SYSCALLS: &str = "TIMED_SYSCALLS";
+    pub const TIMED_CGROUPS: &str = "TIMED_CGROUPS";
     pub const TCP_RETRANS: &str = "TCP_RETRANS";
     pub const EXIT_EVENTS: &str = "EXIT_EVENTS";
     pub const OOM_VICTIMS: &str = "OOM_VICTIMS";
@@ -41,12 +44,32 @@ pub mod programs {
 
 /// Capacity of the kernel maps whose size does not depend on the CPU count.
 pub const SYSCALL_ERRORS_ENTRIES: u32 = 16_384;
+/// (cgroup, syscall) pairs counted without a histogram: 8 bytes per CPU each.
+pub const SYSCALL_COUNTS_ENTRIES: u32 = 16_384;
+/// Syscall numbers TIMED_SYSCALLS covers; higher ones are counted, never timed.
+pub const TIMED_SYSCALLS_ENTRIES: u32 = 1_024;
+/// Cgroups whose `Timing::TargetCgroups` syscalls are timed (the watched targets').
+pub const TIMED_CGROUPS_ENTRIES: u32 = 4_096;
 pub const TCP_RETRANS_ENTRIES: u32 = 8_192;
 pub const OOM_VICTIMS_ENTRIES: u32 = 1_024;
 /// Default SYSCALL_HIST capacity; the loader resizes it to fit a memory budget.
 pub const SYSCALL_HIST_DEFAULT_ENTRIES: u32 = 4_096;
 /// Default ring buffer size for exit events (bytes, a power of two pages).
 pub const EXIT_RING_DEFAULT_BYTES: u32 = 256 * 1024;
+
+/// How a syscall number is handled, the value of TIMED_SYSCALLS: whether its latency
+/// goes into a histogram (which costs a clock read at each end and a program on every
+/// context switch) or it is only counted at its exit.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timing {
+    /// Counted (with its errors), never timed.
+    Counted = 0,
+    /// Timed in every cgroup.
+    AllCgroups = 1,
+    /// Timed in the cgroups of TIMED_CGROUPS, counted elsewhere.
+    TargetCgroups = 2,
+}
 
 /// Why the kernel side could not record something: index into the `DROPS` per-CPU array.
 #[repr(u32)]
@@ -73,8 +96,10 @@ pub enum Drop {
     /// `sched_switch` could not get the outgoing thread's task storage (out of memory):
     /// its pending syscall is not timed.
     SyscallSpillFailed = 8,
+    /// SYSCALL_COUNTS full: a new (cgroup, syscall) pair could not be counted.
+    SyscallCountsFull = 9,
 }
-pub const DROP_KINDS: u32 = 9;
+pub const DROP_KINDS: u32 = 10;
 /// The probe whose loss each `Drop` counts, by index (the `probe` label).
 pub const DROP_PROBES: [&str; DROP_KINDS as usize] = [
     "syscall_latency",
@@ -85,6 +110,7 @@ pub const DROP_PROBES: [&str; DROP_KINDS as usize] = [
     "process_exit",
     "tcp_retransmit",
     "tcp_retransmit",
+    "syscall_latency",
     "syscall_latency",
 ];
 

@@ -116,7 +116,7 @@ pub const METRICS: &[Metric] = &[
     Metric {
         name: "gimbal_syscall_latency",
         kind: Kind::Histogram,
-        help: "Syscall latency from raw_syscalls:sys_enter to sys_exit, per syscall and cgroup",
+        help: "Syscall latency from raw_syscalls:sys_enter to sys_exit, per syscall and cgroup, for the syscalls timed (targets' latency_syscalls in their cgroups, [probes.syscall_latency] timed_syscalls everywhere)",
         seconds: true,
         labels: &["syscall", "cgroup", "namespace", "pod", "container"],
         rules: true,
@@ -124,6 +124,14 @@ pub const METRICS: &[Metric] = &[
             by_cgroup(s, &s.kernel.syscall_latency.series, 1, sink, Value::Histogram)
         }),
     },
+    metric(
+        "gimbal_syscalls",
+        Kind::Counter,
+        "Syscalls completed (seen at raw_syscalls:sys_exit), timed or not, per syscall and cgroup",
+        &["syscall", "cgroup", "namespace", "pod", "container"],
+        true,
+        Rows::Snapshot(|s, sink| cgroup_counters(s, &s.kernel.syscalls.series, 1, sink)),
+    ),
     metric(
         "gimbal_syscall_errors",
         Kind::Counter,
@@ -207,6 +215,7 @@ pub const METRICS: &[Metric] = &[
             let k = &s.kernel;
             for (metric, n) in [
                 ("gimbal_syscall_latency_seconds", k.syscall_latency.folded()),
+                ("gimbal_syscalls_total", k.syscalls.folded()),
                 ("gimbal_syscall_errors_total", k.syscall_errors.folded()),
                 ("gimbal_tcp_retransmits_total", k.tcp_retransmits.folded()),
                 ("gimbal_process_exits_total", k.process_exits.folded()),

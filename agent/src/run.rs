@@ -16,7 +16,7 @@ use crate::{
     identity::{Layout, Removed},
     metrics::{self, AgentInfo, Exposition},
     model::Model,
-    probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes},
+    probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes, TimingPlan},
     remediate::{AuditLog, Recorder, Remediator, Supervisor},
     rules::{Engine, NodeInputs},
     service::{Health, Notifier},
@@ -52,6 +52,7 @@ pub async fn run(
     // One name cache for both readers (see CgroupNames).
     let names = CgroupNames::new(cgroup2.clone(), CGROUP_RESCAN);
     let mut maps = MapReader::new(&mut probes, names.clone())?;
+    probes.set_timing(&TimingPlan::from_config(&config))?;
     let mut exits = ExitReader::new(&mut probes, names)?;
 
     let snapshot = Published::new(Snapshot::new(config.labels.max_series_per_metric));
@@ -153,6 +154,7 @@ pub async fn run(
                 maps.forget_cgroups(removed);
                 s.gpu.prune(now);
                 watcher.tick(now, &s.kernel.syscall_latency.series);
+                probes.set_timed_cgroups(watcher.latency_cgroup_ids());
                 jobs.tick(&mut watcher, &mut s, config.agent.interval.get(), now);
                 evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
                 judge_step(&mut judge, &mut s, &cgroup2, now);
@@ -260,6 +262,9 @@ pub async fn run(
                         remediator.reload(&new);
                         s.remediations.forget_gave_up();
                         supervisor.reload(&new);
+                        if let Err(e) = probes.set_timing(&TimingPlan::from_config(&new)) {
+                            tracing::error!("SIGHUP: the syscalls to time could not be changed: {e}");
+                        }
                         config = new;
                         s.reloads.accepted += 1;
                         tracing::info!(path = %path.display(), "SIGHUP: config reloaded (targets, alerting, rules)");
@@ -461,7 +466,13 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.agent != new.agent {
         out.push("[agent]");
     }
-    if old.probes != new.probes {
+    // Which syscalls are timed changes at once (the kernel's table is rewritten).
+    let timed = |c: &Config| {
+        let mut p = c.probes.clone();
+        p.syscall_latency.timed_syscalls.clear();
+        p
+    };
+    if timed(old) != timed(new) {
         out.push("[probes]");
     }
     if old.labels != new.labels {
@@ -611,15 +622,17 @@ impl JobsStep {
         interval: Duration,
         now: SystemTime,
     ) {
-        let full = s.kernel.drops[gimbal_common::Drop::SyscallHistFull as usize];
+        let drops = &s.kernel.drops;
+        let full = drops[gimbal_common::Drop::SyscallHistFull as usize]
+            + drops[gimbal_common::Drop::SyscallCountsFull as usize];
         let seen = crate::targets::stall::Observed {
             now_ms: crate::targets::watch::unix_ms(now),
             interval,
             complete: self.latency_attached && full == self.hist_full,
         };
         self.hist_full = full;
-        let latency = &s.kernel.syscall_latency;
-        watcher.progress(&latency.series, seen, latency.folded() > 0);
+        let counts = &s.kernel.syscalls;
+        watcher.progress(&counts.series, seen, counts.folded() > 0);
         self.launchers.observe(watcher, &mut s.jobs, now);
         crate::jobs::judge_stalls(watcher, &mut s.jobs, now);
         s.jobs.prune(now);

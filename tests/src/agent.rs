@@ -21,11 +21,16 @@ impl Agent {
     /// The default config, except for a state directory of its own (never the host's
     /// /var/lib/gimbal).
     pub fn start() -> Self {
+        Self::start_config("")
+    }
+
+    /// `start`, with `extra` TOML after the `[agent]` table (other tables).
+    pub fn start_config(extra: &str) -> Self {
         let state = TempDir::new("agent-state");
         let config = state.0.join("gimbal.toml");
         std::fs::write(
             &config,
-            format!("[agent]\nstate_dir = \"{}\"\n", state.0.display()),
+            format!("[agent]\nstate_dir = \"{}\"\n{extra}", state.0.display()),
         )
         .unwrap();
         let mut agent = Self::start_with(&["--config", config.to_str().unwrap()]);

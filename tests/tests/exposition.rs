@@ -39,13 +39,17 @@ fn live_scrape_reports_the_workload_passes_promtool_and_matches_the_docs() {
     assert_eq!(wait_status(&mut child), 0);
 
     let cg = &cgroup.name;
-    // The child made exactly 777 getppid calls and exited once, with 0.
+    // The child made exactly 777 getppid calls and exited once, with 0. At the defaults
+    // they are counted, not timed (no target asks for them).
     wait_for_value(
         &agent,
-        &format!("gimbal_syscall_latency_seconds_count{{syscall=\"getppid\",cgroup=\"{cg}\"}} "),
+        &format!("gimbal_syscalls_total{{syscall=\"getppid\",cgroup=\"{cg}\"}} "),
         777.0,
     );
     let body = wait_for_value(&agent, &format!("gimbal_process_exits_total{{cgroup=\"{cg}\",comm=\"gimbal-workload\",reason=\"exited\",code=\"0\"}} "), 1.0);
+    let timed =
+        format!("gimbal_syscall_latency_seconds_count{{syscall=\"getppid\",cgroup=\"{cg}\"}} ");
+    assert_eq!(sample(&body, &timed), None, "timed at the defaults");
 
     let (ok, said) = promtool_check_metrics(&body);
     assert!(ok, "promtool check metrics: {said}");
@@ -92,7 +96,8 @@ fn exported_buckets_count_exactly_at_their_bounds() {
         std::fs::write(
             &config,
             format!(
-                "[agent]\nstate_dir = \"{}\"\n[labels]\n{labels}\n",
+                "[agent]\nstate_dir = \"{}\"\n[labels]\n{labels}\n\
+                 [probes.syscall_latency]\ntimed_syscalls = [\"clock_nanosleep\"]\n",
                 dir.0.display()
             ),
         )

@@ -36,7 +36,8 @@ fn config(dir: &TempDir, node: &Node, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[agent]\nstate_dir = \"{}\"\n[kubernetes]\nlog_root = \"{}\"\n{extra}",
+            "[agent]\nstate_dir = \"{}\"\n[probes.syscall_latency]\ntimed_syscalls = [\"*\"]\n\
+             [kubernetes]\nlog_root = \"{}\"\n{extra}",
             dir.0.display(),
             node.logs.0.display()
         ),

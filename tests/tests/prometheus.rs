@@ -11,7 +11,8 @@ fn prometheus_scrapes_the_agent_and_promql_sees_the_workload() {
     if !require_root!() {
         return;
     }
-    let agent = Agent::start();
+    // getppid timed in every cgroup: its histogram is what PromQL reads below.
+    let agent = Agent::start_config("[probes.syscall_latency]\ntimed_syscalls = [\"getppid\"]\n");
     let prometheus = Prometheus::start(&format!("127.0.0.1:{}", agent.port));
     let cgroup = TestCgroup::new("promql");
     let mut child = cgroup.spawn_into(workload().args(["getppid", "4321"]));

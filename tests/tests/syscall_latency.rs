@@ -1,12 +1,13 @@
 //! Syscall latency against ground truth the workload defines: exactly N calls of one
 //! syscall, and M sleeps of a known length, from a child alone in a new cgroup.
-use std::{io::Read, process::Stdio};
+use std::{io::Read, process::Stdio, sync::Arc};
 
 use gimbal::{
+    config::Config,
     host::cgroupfs::CgroupNames,
     model::{HistTotals, Model},
     names::syscall_name,
-    probes::{LoadOptions, MapReader, Probes},
+    probes::{LoadOptions, MapReader, Probes, TimingPlan},
 };
 use gimbal_common::hist::{bucket, upper_bound_ns};
 use gimbal_tests::{load_attached, require_root, wait_status, workload, TestCgroup};
@@ -20,6 +21,22 @@ fn options() -> LoadOptions {
     }
 }
 
+/// The timing plan of a config with `toml` in it.
+fn plan(toml: &str) -> TimingPlan {
+    TimingPlan::from_config(&Config::parse(toml, "test").expect("a valid config"))
+}
+
+/// The probes with every syscall timed (the full mode).
+fn load_timing_all() -> Probes {
+    let mut probes = load_attached(&options());
+    probes
+        .set_timing(&plan(
+            "[probes.syscall_latency]\ntimed_syscalls = [\"*\"]\n",
+        ))
+        .expect("time every syscall");
+    probes
+}
+
 /// Runs the workload with `args` in a fresh cgroup and returns the model's histogram of
 /// `syscall` for that cgroup.
 fn measure(args: &[&str], syscall: &str) -> HistTotals {
@@ -28,7 +45,7 @@ fn measure(args: &[&str], syscall: &str) -> HistTotals {
 
 /// `measure`, with what the workload printed.
 fn measure_with_output(args: &[&str], syscall: &str) -> (HistTotals, String) {
-    let mut probes = load_attached(&options());
+    let mut probes = load_timing_all();
     let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap()).unwrap();
     let cgroup = TestCgroup::new("syscalls");
     let mut child = cgroup.spawn_into(workload().args(args).stdout(Stdio::piped()));
@@ -161,7 +178,7 @@ fn idle_keys_are_deleted_from_the_kernel_map_without_losing_counts() {
     if !require_root!() {
         return;
     }
-    let mut probes = Probes::load(&options()).expect("load probes");
+    let mut probes = load_timing_all();
     let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap())
         .unwrap()
         .with_idle_prune(std::time::Duration::from_millis(500));
@@ -223,14 +240,18 @@ impl Drop for BpfStats {
     }
 }
 
-fn sys_enter_runs(reader: &mut MapReader) -> (u64, u64) {
+fn program_runs(reader: &mut MapReader, program: &str) -> (u64, u64) {
     let sample = reader.read().expect("read maps");
     let (_, runs) = sample
         .programs
         .iter()
-        .find(|(name, _)| *name == "sys_enter")
-        .expect("sys_enter among the agent's programs");
+        .find(|(name, _)| *name == program)
+        .unwrap_or_else(|| panic!("{program} among the agent's programs"));
     (runs.runs, runs.run_ns)
+}
+
+fn sys_enter_runs(reader: &mut MapReader) -> (u64, u64) {
+    program_runs(reader, "sys_enter")
 }
 
 #[test]
@@ -238,7 +259,7 @@ fn the_programs_own_runs_are_counted_while_the_kernel_counts_them() {
     if !require_root!() {
         return;
     }
-    let mut probes = load_attached(&options());
+    let mut probes = load_timing_all();
     let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap()).unwrap();
     let cgroup = TestCgroup::new("bpfstats");
     let n = 20_000u64;
@@ -269,4 +290,104 @@ fn the_programs_own_runs_are_counted_while_the_kernel_counts_them() {
         before,
         "the kernel counts nothing while its BPF statistics are off"
     );
+}
+
+/// Runs `getppid` `n` times and a failing `close(-1)` `n` times in `cgroup`.
+fn getppid_and_failed_closes(cgroup: &TestCgroup, n: u64) {
+    for mode in ["getppid", "badclose"] {
+        let mut child = cgroup.spawn_into(workload().args([mode, &n.to_string()]));
+        assert_eq!(wait_status(&mut child), 0, "workload failed");
+    }
+}
+
+#[test]
+fn by_default_every_syscall_is_counted_exactly_and_none_is_timed() {
+    if !require_root!() {
+        return;
+    }
+    let mut probes = load_attached(&options());
+    probes.set_timing(&plan("")).expect("the default plan");
+    let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap()).unwrap();
+    let cgroup = TestCgroup::new("counted");
+    let n = 4_321u64;
+    let (enter_before, _) = sys_enter_runs(&mut reader);
+    getppid_and_failed_closes(&cgroup, n);
+    let mut model = Model::new(100_000);
+    model.apply(reader.read().expect("read maps"));
+    let cg = cgroup.name.as_str();
+    let key = |s: &str| [s.into(), cg.into()];
+    assert_eq!(model.syscalls.series.get(&key("getppid")), Some(&n));
+    let ebadf = [Arc::from("close"), cg.into(), Arc::from("EBADF")];
+    assert_eq!(
+        model.syscall_errors.series.get(&ebadf),
+        Some(&n),
+        "failed closes counted by errno"
+    );
+    let timed: Vec<_> = model
+        .syscall_latency
+        .series
+        .keys()
+        .filter(|k| *k[1] == *cg)
+        .collect();
+    assert!(timed.is_empty(), "nothing is timed by default: {timed:?}");
+    // Not attached at all: the kernel's own count of its runs (0 whether or not its
+    // statistics are on, since it never ran) does not move.
+    assert_eq!(sys_enter_runs(&mut reader).0, enter_before);
+}
+
+#[test]
+fn a_target_syscall_is_timed_in_the_targets_cgroups_and_counted_elsewhere() {
+    if !require_root!() {
+        return;
+    }
+    let mut probes = load_attached(&options());
+    probes
+        .set_timing(&plan(
+            "[[targets]]\nname = \"t\"\ncgroup = \"x\"\nlatency_syscalls = [\"getppid\"]\n",
+        ))
+        .expect("a target's plan");
+    let watched = TestCgroup::new("timed");
+    let other = TestCgroup::new("untimed");
+    probes.set_timed_cgroups([watched.id].into());
+    let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap()).unwrap();
+    let n = 1_234u64;
+    getppid_and_failed_closes(&watched, n);
+    getppid_and_failed_closes(&other, n);
+    let mut model = Model::new(100_000);
+    model.apply(reader.read().expect("read maps"));
+    let key = |s: &str, c: &TestCgroup| [s.into(), c.name.as_str().into()];
+    let timed = model.syscall_latency.series.get(&key("getppid", &watched));
+    assert_eq!(
+        timed.map(|h| h.count()),
+        Some(n),
+        "timed in the target's cgroup"
+    );
+    assert!(
+        !model
+            .syscall_latency
+            .series
+            .contains_key(&key("getppid", &other)),
+        "not timed outside the target's cgroups"
+    );
+    assert!(
+        !model
+            .syscall_latency
+            .series
+            .contains_key(&key("close", &watched)),
+        "a syscall outside the SLI is not timed in the target's cgroup"
+    );
+    for c in [&watched, &other] {
+        assert_eq!(model.syscalls.series.get(&key("getppid", c)), Some(&n));
+    }
+
+    // Back to nothing timed: the same workload is counted, and the histogram stays.
+    probes.set_timing(&plan("")).expect("the default plan");
+    getppid_and_failed_closes(&watched, n);
+    model.apply(reader.read().expect("read maps"));
+    assert_eq!(
+        model.syscalls.series.get(&key("getppid", &watched)),
+        Some(&(2 * n))
+    );
+    let timed = model.syscall_latency.series.get(&key("getppid", &watched));
+    assert_eq!(timed.map(|h| h.count()), Some(n));
 }

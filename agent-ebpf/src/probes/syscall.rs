@@ -1,7 +1,9 @@
-//! Syscall latency: `raw_syscalls:sys_enter` -> `sys_exit`, aggregated in the kernel into
-//! per-CPU log-linear histograms per (cgroup, syscall) and error counts per errno.
-//!
-//! Raw tracepoints, because they cost least: no argument copying into a trace record.
+//! Syscalls: every one counted per (cgroup, syscall) at its exit, with its errors per
+//! errno; the ones asked for (TIMED_SYSCALLS, TIMED_CGROUPS: the targets' latency SLIs and
+//! `timed_syscalls`) also timed from `raw_syscalls:sys_enter` to `sys_exit` into per-CPU
+//! log-linear histograms. A counted syscall costs one program at its exit; a timed one a
+//! clock read at each end, and the agent attaches `sys_enter` and `sched_switch` only
+//! while anything is timed at all.
 //!
 //! Start times live in a per-CPU slot: an array lookup the verifier inlines, no hashing.
 //! A thread that is switched out inside a syscall may come back on another CPU, so
@@ -11,12 +13,13 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use gimbal_common::{
-    hist, Drop, ErrnoKey, LatencyHist, SyscallKey, SyscallStart, SYSCALL_ERRORS_ENTRIES,
-    SYSCALL_HIST_DEFAULT_ENTRIES,
+    hist, Drop, ErrnoKey, LatencyHist, SyscallKey, SyscallStart, Timing, SYSCALL_COUNTS_ENTRIES,
+    SYSCALL_ERRORS_ENTRIES, SYSCALL_HIST_DEFAULT_ENTRIES, TIMED_CGROUPS_ENTRIES,
+    TIMED_SYSCALLS_ENTRIES,
 };
 
 use crate::{
@@ -53,6 +56,19 @@ static SYSCALL_START: TaskStorage<SyscallStart> = TaskStorage::new();
 static SYSCALL_HIST: PerCpuHashMap<SyscallKey, LatencyHist> =
     PerCpuHashMap::with_max_entries(SYSCALL_HIST_DEFAULT_ENTRIES, 0);
 
+/// Syscalls counted without a histogram (not timed), per (cgroup, syscall).
+#[map(name = "SYSCALL_COUNTS")]
+static SYSCALL_COUNTS: PerCpuHashMap<SyscallKey, u64> =
+    PerCpuHashMap::with_max_entries(SYSCALL_COUNTS_ENTRIES, 0);
+
+/// A `Timing` per syscall number, written by the agent (all `Counted` until it does).
+#[map(name = "TIMED_SYSCALLS")]
+static TIMED_SYSCALLS: Array<u32> = Array::with_max_entries(TIMED_SYSCALLS_ENTRIES, 0);
+
+/// The cgroup ids where `Timing::TargetCgroups` syscalls are timed; the value is unused.
+#[map(name = "TIMED_CGROUPS")]
+static TIMED_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(TIMED_CGROUPS_ENTRIES, 0);
+
 #[map(name = "SYSCALL_ERRORS")]
 static SYSCALL_ERRORS: PerCpuHashMap<ErrnoKey, u64> =
     PerCpuHashMap::with_max_entries(SYSCALL_ERRORS_ENTRIES, 0);
@@ -65,6 +81,9 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(struct pt_regs *regs, long id)
     let regs: u64 = ctx.arg(0);
     let nr: i64 = ctx.arg(1);
+    if !timed_here(nr as u32) {
+        return 0;
+    }
     if let Some(slot) = SYSCALL_CPU_SLOT.get_ptr_mut(0) {
         let start = SyscallStart {
             // SAFETY: a helper without arguments.
@@ -78,31 +97,95 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+/// Whether syscall `nr` of the running thread is to be timed.
+#[inline(always)]
+fn timed_here(nr: u32) -> bool {
+    match TIMED_SYSCALLS.get(nr) {
+        Some(&t) if t == Timing::AllCgroups as u32 => true,
+        Some(&t) if t == Timing::TargetCgroups as u32 => {
+            // SAFETY: a helper without arguments.
+            let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+            // SAFETY: the value is only tested for presence.
+            unsafe { TIMED_CGROUPS.get(cgroup_id) }.is_some()
+        }
+        _ => false,
+    }
+}
+
+/// The start of the kernel's `struct pt_regs`, up to the syscall number the thread
+/// entered with; the verifier checks the access against the kernel's own type (BTF).
+/// x86_64's, also where no target architecture is given (clippy on the bpf target).
+#[cfg(not(bpf_target_arch = "aarch64"))]
+#[repr(C)]
+pub struct PtRegs {
+    _gprs: [u64; 15],
+    orig_ax: u64,
+}
+
+#[cfg(not(bpf_target_arch = "aarch64"))]
+impl PtRegs {
+    #[inline(always)]
+    fn nr(&self) -> u32 {
+        self.orig_ax as u32
+    }
+}
+
+/// arm64 (Grace Hopper nodes): `user_regs` (x0-x30, sp, pc, pstate), `orig_x0`, then
+/// `syscallno`.
+#[cfg(bpf_target_arch = "aarch64")]
+#[repr(C)]
+pub struct PtRegs {
+    _user_regs_and_orig_x0: [u64; 35],
+    syscallno: i32,
+}
+
+#[cfg(bpf_target_arch = "aarch64")]
+impl PtRegs {
+    #[inline(always)]
+    fn nr(&self) -> u32 {
+        self.syscallno as u32
+    }
+}
+
+/// A typed tracepoint (not raw) so that the syscall number is a plain load from the
+/// thread's registers: a counted syscall never had a `sys_enter` that noted it.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     // TP_PROTO(struct pt_regs *regs, long ret)
-    let regs: u64 = ctx.arg(0);
+    let regs: *const PtRegs = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    let Some(start) = take_start(regs) else {
-        // No matching enter: attached mid-syscall, or a new thread's first return (clone).
-        return 0;
-    };
-    // SAFETY: helpers without arguments.
-    let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts_ns);
-    // SAFETY: as above.
+    // SAFETY: `regs` is the tracepoint's own argument, which the kernel passes non-null;
+    // the verifier checks the load against pt_regs' layout. The kernel's own `id` of this
+    // event: -1 after rt_sigreturn restored the registers, or a syscall skipped by ptrace.
+    let exit_nr = unsafe { (*regs).nr() };
+    // SAFETY: a helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    record_latency(
-        SyscallKey {
-            cgroup_id,
-            nr: start.nr,
-            _pad: 0,
-        },
-        latency,
-    );
+    let nr = match take_start(regs as u64, exit_nr) {
+        Some(start) => {
+            // SAFETY: as above.
+            let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts_ns);
+            // The number it entered with, as its histogram has always been keyed.
+            let key = SyscallKey {
+                cgroup_id,
+                nr: start.nr,
+                _pad: 0,
+            };
+            record_latency(key, latency);
+            start.nr
+        }
+        None => {
+            record_count(SyscallKey {
+                cgroup_id,
+                nr: exit_nr,
+                _pad: 0,
+            });
+            exit_nr
+        }
+    };
     if (-MAX_ERRNO..0).contains(&ret) {
         record_error(ErrnoKey {
             cgroup_id,
-            nr: start.nr,
+            nr,
             errno: (-ret) as u32,
         });
     }
@@ -110,9 +193,10 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
 }
 
 /// The current thread's syscall start, from this CPU's slot or, if the thread was switched
-/// out meanwhile, from its task storage; consumed so it is counted once.
+/// out meanwhile, from its task storage; consumed so it is counted once. None for a
+/// syscall that was not timed (or whose enter came before the agent attached).
 #[inline(always)]
-fn take_start(regs: u64) -> Option<SyscallStart> {
+fn take_start(regs: u64, nr: u32) -> Option<SyscallStart> {
     let slot = SYSCALL_CPU_SLOT.get_ptr_mut(0)?;
     // SAFETY: `slot` is this CPU's map value and `spilled` the current thread's storage;
     // only the running thread touches either (see CpuSlot).
@@ -120,6 +204,13 @@ fn take_start(regs: u64) -> Option<SyscallStart> {
         if (*slot).owner == regs {
             (*slot).owner = 0;
             return Some((*slot).start);
+        }
+        // Task storage only for syscalls that may have been timed: a counted one skips it.
+        if TIMED_SYSCALLS
+            .get(nr)
+            .is_none_or(|&t| t == Timing::Counted as u32)
+        {
+            return None;
         }
         let spilled = SYSCALL_START.current_if_any()?;
         if (*spilled).ts_ns == 0 {
@@ -175,6 +266,16 @@ fn record_latency(key: SyscallKey, latency_ns: u64) {
         if let Some(b) = (*h).buckets.get_mut(i) {
             *b = b.wrapping_add(1);
         }
+    }
+}
+
+#[inline(always)]
+fn record_count(key: SyscallKey) {
+    // A stack zero, not `&0` (see main.rs: promoted constants can alias loader globals).
+    let zero = 0u64;
+    if let Some(n) = per_cpu_slot(&SYSCALL_COUNTS, &key, &zero, Drop::SyscallCountsFull) {
+        // SAFETY: a valid per-CPU map value, written by this CPU only.
+        unsafe { *n += 1 };
     }
 }
 

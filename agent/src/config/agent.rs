@@ -49,6 +49,18 @@ pub struct SyscallLatencyConfig {
     /// tracked is this divided by (histogram size x CPU count). Pairs beyond it are counted
     /// in gimbal_events_dropped_total{probe="syscall_latency"}.
     pub map_memory_mb: u32,
+    /// Syscalls timed into latency histograms in every cgroup ("*": all of them), on top
+    /// of each target's `latency_syscalls` in its own cgroups. Every syscall is counted
+    /// either way; timing costs a clock read at each end and a program on every context
+    /// switch (docs/metrics.md has the measurements).
+    pub timed_syscalls: Vec<String>,
+}
+
+impl SyscallLatencyConfig {
+    /// Whether `timed_syscalls` asks for every syscall.
+    pub fn times_all(&self) -> bool {
+        self.timed_syscalls.iter().any(|s| s == "*")
+    }
 }
 
 impl Default for SyscallLatencyConfig {
@@ -56,6 +68,7 @@ impl Default for SyscallLatencyConfig {
         Self {
             enabled: true,
             map_memory_mb: 16,
+            timed_syscalls: Vec::new(),
         }
     }
 }

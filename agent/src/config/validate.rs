@@ -93,6 +93,19 @@ fn agent_and_probes(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
             max,
         );
     }
+    for (i, name) in config
+        .probes
+        .syscall_latency
+        .timed_syscalls
+        .iter()
+        .enumerate()
+    {
+        if name != "*" && crate::names::syscall_number(name).is_none() {
+            let msg = format!("`{name}` is not a syscall on this architecture (or \"*\" for all)");
+            let path = format!("probes.syscall_latency.timed_syscalls[{i}]");
+            errors.push_path(spans, &path, msg);
+        }
+    }
     if config.probes.syscall_latency.map_memory_mb == 0 {
         let path = "probes.syscall_latency.map_memory_mb";
         errors.push_path(spans, path, "must be at least 1".into());

@@ -32,6 +32,7 @@ impl Model {
     pub fn cgroups(&self) -> BTreeSet<Arc<str>> {
         let mut out = BTreeSet::new();
         self.syscall_latency.label_values(1, &mut out);
+        self.syscalls.label_values(1, &mut out);
         self.syscall_errors.label_values(1, &mut out);
         self.tcp_retransmits.label_values(0, &mut out);
         self.process_exits.label_values(0, &mut out);
@@ -42,6 +43,7 @@ impl Model {
     /// maps add nothing (a zero delta creates no series), so it does not come back.
     pub fn forget_cgroup(&mut self, label: &str) {
         self.syscall_latency.forget(1, label);
+        self.syscalls.forget(1, label);
         self.syscall_errors.forget(1, label);
         self.tcp_retransmits.forget(0, label);
         self.process_exits.forget(0, label);

@@ -46,6 +46,8 @@ pub struct HistReading {
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
     pub syscalls: Vec<HistReading>,
+    /// Syscalls counted without a histogram: [syscall, cgroup]
+    pub syscall_counts: Vec<CounterReading<SyscallKey, 2>>,
     /// [syscall, cgroup, errno]
     pub syscall_errors: Vec<CounterReading<ErrnoKey, 3>>,
     /// [cgroup, remote, family]
@@ -71,6 +73,7 @@ pub struct ProgramRuns {
 #[derive(Debug, Clone, Default)]
 pub struct Pruned {
     pub syscalls: Vec<SyscallKey>,
+    pub syscall_counts: Vec<SyscallKey>,
     pub syscall_errors: Vec<ErrnoKey>,
     pub tcp_retransmits: Vec<FlowKey>,
 }
@@ -156,8 +159,10 @@ impl<const N: usize, V: Default> Family<N, V> {
 
 #[derive(Debug, Clone)]
 pub struct Model {
-    /// [syscall, cgroup]
+    /// Timed syscalls: [syscall, cgroup]
     pub syscall_latency: Family<2, HistTotals>,
+    /// Every syscall, timed or only counted: [syscall, cgroup]
+    pub syscalls: Family<2, u64>,
     /// [syscall, cgroup, errno]
     pub syscall_errors: Family<3, u64>,
     /// [cgroup, remote, family]
@@ -169,6 +174,7 @@ pub struct Model {
     pub programs: Vec<(&'static str, ProgramRuns)>,
     hist_last: std::collections::HashMap<SyscallKey, WrappedHist>,
     errors_last: Deltas<ErrnoKey>,
+    counts_last: Deltas<SyscallKey>,
     tcp_last: Deltas<FlowKey>,
     /// Cgroups whose latency series never fold: the watched targets', whose latency SLIs
     /// read them. Anyone who can make cgroups could otherwise fill the budget first and
@@ -193,6 +199,13 @@ impl Model {
             // with a budget of their own, because a process can pass any syscall number
             // and (through seccomp) return any errno.
             syscall_latency: Family::new(
+                max_series_per_metric,
+                Fold {
+                    keep: [true, false],
+                    unbounded: true,
+                },
+            ),
+            syscalls: Family::new(
                 max_series_per_metric,
                 Fold {
                     keep: [true, false],
@@ -227,6 +240,7 @@ impl Model {
             programs: Vec::new(),
             hist_last: Default::default(),
             errors_last: Deltas::default(),
+            counts_last: Deltas::default(),
             tcp_last: Deltas::default(),
             watched_cgroup: WatchedCgroups(Arc::new(|_| false)),
         }
@@ -249,9 +263,22 @@ impl Model {
                 continue;
             }
             let watched = &self.watched_cgroup.0;
+            *self
+                .syscalls
+                .entry_unless_protected(r.labels.clone(), |[_, cgroup]| watched(cgroup)) +=
+                delta.count();
             self.syscall_latency
                 .entry_unless_protected(r.labels, |[_, cgroup]| watched(cgroup))
                 .add(&delta);
+        }
+        for r in sample.syscall_counts {
+            let d = self.counts_last.delta(r.raw, r.value);
+            if d > 0 {
+                let watched = &self.watched_cgroup.0;
+                *self
+                    .syscalls
+                    .entry_unless_protected(r.labels, |[_, cgroup]| watched(cgroup)) += d;
+            }
         }
         for r in sample.syscall_errors {
             let d = self.errors_last.delta(r.raw, r.value);
@@ -273,6 +300,9 @@ impl Model {
         // Forget pruned raw keys, keeping their totals.
         for k in &sample.pruned.syscalls {
             self.hist_last.remove(k);
+        }
+        for k in &sample.pruned.syscall_counts {
+            self.counts_last.forget(k);
         }
         for k in &sample.pruned.syscall_errors {
             self.errors_last.forget(k);

@@ -40,6 +40,43 @@ fn cumulative_readings_become_totals() {
 }
 
 #[test]
+fn every_syscall_is_counted_whether_timed_or_only_counted() {
+    let mut m = Model::new(10);
+    // The same pair first counted (nothing timed), then timed: one running total.
+    for (counted, timed) in [(5, 0), (8, 0), (8, 4)] {
+        m.apply(Sample {
+            syscall_counts: vec![CounterReading {
+                raw: key(7, 0),
+                labels: labels(["read", "a"]),
+                value: counted,
+            }],
+            syscalls: vec![HistReading {
+                raw: key(7, 0),
+                labels: labels(["read", "a"]),
+                hist: hist(2_000, timed),
+            }],
+            ..Default::default()
+        });
+    }
+    assert_eq!(m.syscalls.series[&labels(["read", "a"])], 12);
+    assert_eq!(m.syscall_latency.series[&labels(["read", "a"])].count(), 4);
+    // A counted-only pair has no histogram series.
+    m.apply(Sample {
+        syscall_counts: vec![CounterReading {
+            raw: key(7, 39),
+            labels: labels(["getpid", "a"]),
+            value: 3,
+        }],
+        ..Default::default()
+    });
+    assert_eq!(m.syscalls.series[&labels(["getpid", "a"])], 3);
+    assert!(!m
+        .syscall_latency
+        .series
+        .contains_key(&labels(["getpid", "a"])));
+}
+
+#[test]
 fn series_past_the_budget_fold_into_other_and_are_counted() {
     let mut m = Model::new(1);
     let reading = |flow: u16, remote: &str, v| CounterReading {

@@ -93,6 +93,8 @@ pub struct Probes {
     pub status: Vec<ProbeStatus>,
     /// (cgroup, syscall) pairs the latency map holds on this host.
     pub syscall_hist_entries: u32,
+    /// Which syscalls are timed; None when the syscall probe is not attached.
+    pub(super) timer: Option<super::timing::Timer>,
 }
 
 /// Entries of SYSCALL_HIST that fit the memory budget on this many CPUs.
@@ -203,28 +205,59 @@ impl Probes {
                 "sched_process_exit has no group_dead field on this kernel; using signal->live"
             );
         }
+        let syscalls_attached = status
+            .iter()
+            .any(|s| s.probe == Probe::SyscallLatency && s.attached());
+        let timer = if syscalls_attached {
+            Some(super::timing::Timer::new(&mut ebpf)?)
+        } else {
+            None
+        };
         Ok(Self {
             ebpf,
             status,
             syscall_hist_entries: hist_entries,
+            timer,
         })
     }
 }
 
+/// Loads the three syscall programs (so that the verifier's verdict on each is known at
+/// start) and attaches the exit, which counts every syscall. The enter and the switch hook
+/// time syscalls: `Probes::set_timing` attaches them when something is to be timed.
 fn attach_syscalls(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), ProbeError> {
-    // sched_switch, then exit, then enter: an exit without its enter is ignored, and an
-    // enter must never be recorded without the switch hook that keeps it across CPUs.
-    let prog = programs::SCHED_SWITCH;
+    load_btf_tracepoint(ebpf, programs::SCHED_SWITCH, "sched_switch", btf)?;
+    load_btf_tracepoint(ebpf, programs::SYS_EXIT, "sys_exit", btf)?;
+    let enter: &mut RawTracePoint = ebpf
+        .program_mut(programs::SYS_ENTER)
+        .ok_or(ProbeError::MissingProgram(programs::SYS_ENTER))?
+        .try_into()
+        .map_err(|e| program_error(programs::SYS_ENTER, e))?;
+    enter
+        .load()
+        .map_err(|e| program_error(programs::SYS_ENTER, e))?;
+    let exit: &mut BtfTracePoint = ebpf
+        .program_mut(programs::SYS_EXIT)
+        .ok_or(ProbeError::MissingProgram(programs::SYS_EXIT))?
+        .try_into()
+        .map_err(|e| program_error(programs::SYS_EXIT, e))?;
+    exit.attach()
+        .map_err(|e| program_error(programs::SYS_EXIT, e))?;
+    Ok(())
+}
+
+fn load_btf_tracepoint(
+    ebpf: &mut Ebpf,
+    prog: &'static str,
+    tracepoint: &str,
+    btf: &aya::Btf,
+) -> Result<(), ProbeError> {
     let p: &mut BtfTracePoint = ebpf
         .program_mut(prog)
         .ok_or(ProbeError::MissingProgram(prog))?
         .try_into()
         .map_err(|e| program_error(prog, e))?;
-    p.load("sched_switch", btf)
-        .map_err(|e| program_error(prog, e))?;
-    p.attach().map_err(|e| program_error(prog, e))?;
-    attach_raw_tracepoint(ebpf, programs::SYS_EXIT, "sys_exit")?;
-    attach_raw_tracepoint(ebpf, programs::SYS_ENTER, "sys_enter")
+    p.load(tracepoint, btf).map_err(|e| program_error(prog, e))
 }
 
 fn attach_exits(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
@@ -249,7 +282,7 @@ fn attach_raw_tracepoint(
     Ok(())
 }
 
-fn program_error(name: &'static str, e: aya::programs::ProgramError) -> ProbeError {
+pub(super) fn program_error(name: &'static str, e: aya::programs::ProgramError) -> ProbeError {
     ProbeError::Program {
         name,
         error: Box::new(e),

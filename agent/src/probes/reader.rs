@@ -22,11 +22,13 @@ use crate::{
 pub struct MapReader {
     hist: PerCpuHashMap<MapData, SyscallKey, LatencyHist>,
     errors: PerCpuHashMap<MapData, ErrnoKey, u64>,
+    counts: PerCpuHashMap<MapData, SyscallKey, u64>,
     tcp: PerCpuHashMap<MapData, FlowKey, u64>,
     drops: PerCpuArray<MapData, u64>,
     cgroups: CgroupNames,
     idle_hists: IdleKeys<SyscallKey>,
     idle_errors: IdleKeys<ErrnoKey>,
+    idle_counts: IdleKeys<SyscallKey>,
     idle_flows: IdleKeys<FlowKey>,
     /// Syscall names by number, made once: they are read every tick for every key.
     syscall_names: Vec<Arc<str>>,
@@ -40,10 +42,15 @@ fn take<T>(probes: &mut Probes, name: &'static str) -> Result<T, ProbeError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = probes
-        .ebpf
-        .take_map(name)
-        .ok_or(ProbeError::MissingMap(name))?;
+    take_map(&mut probes.ebpf, name)
+}
+
+/// Takes map `name` out of the loaded object, typed.
+pub(super) fn take_map<T>(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<T, ProbeError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
     T::try_from(map).map_err(|e| ProbeError::Map {
         name,
         error: Box::new(e),
@@ -55,11 +62,13 @@ impl MapReader {
         Ok(Self {
             hist: take(probes, names::SYSCALL_HIST)?,
             errors: take(probes, names::SYSCALL_ERRORS)?,
+            counts: take(probes, names::SYSCALL_COUNTS)?,
             tcp: take(probes, names::TCP_RETRANS)?,
             drops: take(probes, names::DROPS)?,
             cgroups,
             idle_hists: IdleKeys::new(IDLE_PRUNE),
             idle_errors: IdleKeys::new(IDLE_PRUNE),
+            idle_counts: IdleKeys::new(IDLE_PRUNE),
             idle_flows: IdleKeys::new(IDLE_PRUNE),
             syscall_names: (0..1024).map(|nr| Arc::from(syscall_name(nr))).collect(),
             unknown: Arc::from("unknown"),
@@ -88,6 +97,7 @@ impl MapReader {
     pub fn with_idle_prune(mut self, after: Duration) -> Self {
         self.idle_hists = IdleKeys::new(after);
         self.idle_errors = IdleKeys::new(after);
+        self.idle_counts = IdleKeys::new(after);
         self.idle_flows = IdleKeys::new(after);
         self
     }
@@ -119,6 +129,22 @@ impl MapReader {
                 raw: key,
                 labels,
                 hist,
+            });
+        }
+
+        let counts: Vec<_> = self.counts.iter().filter_map(Result::ok).collect();
+        for (key, per_cpu) in counts {
+            let labels = [self.syscall(key.nr), self.cgroup(key.cgroup_id)];
+            let value = per_cpu.iter().sum();
+            let changed = self.idle_counts.observe(key, value, now);
+            if self.is_gone(key.cgroup_id, &labels[1], changed) {
+                gone.syscall_counts.push(key);
+                continue;
+            }
+            sample.syscall_counts.push(CounterReading {
+                raw: key,
+                labels,
+                value,
             });
         }
 
@@ -205,6 +231,12 @@ impl MapReader {
                 sample.pruned.syscalls.push(k);
             }
         }
+        for k in gone.syscall_counts {
+            self.idle_counts.forget(&k);
+            if self.counts.remove(&k).is_ok() {
+                sample.pruned.syscall_counts.push(k);
+            }
+        }
         for k in gone.syscall_errors {
             self.idle_errors.forget(&k);
             if self.errors.remove(&k).is_ok() {
@@ -225,6 +257,11 @@ impl MapReader {
         for k in self.idle_hists.take_idle(now) {
             if self.hist.remove(&k).is_ok() {
                 sample.pruned.syscalls.push(k);
+            }
+        }
+        for k in self.idle_counts.take_idle(now) {
+            if self.counts.remove(&k).is_ok() {
+                sample.pruned.syscall_counts.push(k);
             }
         }
         for k in self.idle_errors.take_idle(now) {

@@ -126,6 +126,7 @@ mod tests {
         "gimbal_syscall_latency_seconds_count",
         "gimbal_syscall_latency_seconds_sum",
         "gimbal_syscall_errors_total",
+        "gimbal_syscalls_total",
         "gimbal_tcp_retransmits_total",
         "gimbal_process_exits_total",
         "gimbal_events_dropped_total",

@@ -1,8 +1,8 @@
 //! Progress clocks: when each watched cgroup last completed a "progress" syscall (the
-//! write and send families by default), read from the cumulative latency histograms the
-//! model already keeps per (syscall, cgroup). A histogram's count only grows when a
-//! syscall returns, so a process blocked in a futex, or spinning without I/O, leaves its
-//! progress count still. No kernel work beyond what the histograms cost anyway.
+//! write and send families by default), read from the cumulative syscall counts the
+//! model already keeps per (syscall, cgroup). A count only grows when a syscall returns,
+//! so a process blocked in a futex, or spinning without I/O, leaves its progress count
+//! still. No kernel work beyond the count every syscall gets anyway.
 //!
 //! The kernel maps are read once a tick, so a change seen at tick T happened after the
 //! tick before; the clock takes the earliest such time (at most one interval before T),
@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use crate::model::{HistTotals, Labels};
+use crate::model::Labels;
 
 /// One progress set's view of one cgroup.
 #[derive(Debug, Clone, Copy)]
@@ -39,9 +39,9 @@ pub struct Observed {
     pub now_ms: u64,
     /// The agent's tick: how far back a change seen now may lie.
     pub interval: Duration,
-    /// False while the histograms cannot be trusted to show every syscall (the latency
-    /// probe is not attached, or its map was full this tick: a new (cgroup, syscall) pair
-    /// was not counted). The clocks of cgroups with no progress counted yet restart, since
+    /// False while the counts cannot be trusted to show every syscall (the syscall probe
+    /// is not attached, or a map was full this tick: a new (cgroup, syscall) pair was not
+    /// counted). The clocks of cgroups with no progress counted yet restart, since
     /// unknown is not stalled; a cgroup whose progress pair is in the map is counted
     /// whatever else is dropped, so a full map elsewhere on the node does not blind it.
     pub complete: bool,
@@ -66,7 +66,7 @@ impl Clocks {
     pub fn tick<'a>(
         &mut self,
         wanted: impl IntoIterator<Item = (usize, &'a str)>,
-        series: &BTreeMap<Labels<2>, HistTotals>,
+        series: &BTreeMap<Labels<2>, u64>,
         seen: Observed,
     ) {
         let mut counts: HashMap<(usize, &str), u64> = HashMap::new();
@@ -76,13 +76,13 @@ impl Clocks {
                 by_cgroup.entry(cgroup).or_default().push(set);
             }
         }
-        for ([syscall, cgroup], h) in series {
+        for ([syscall, cgroup], n) in series {
             let Some(sets) = by_cgroup.get(&**cgroup) else {
                 continue;
             };
             for &set in sets {
                 if self.sets[set].contains(&**syscall) {
-                    *counts.entry((set, cgroup)).or_default() += h.count();
+                    *counts.entry((set, cgroup)).or_default() += *n;
                 }
             }
         }
@@ -130,18 +130,12 @@ impl Clocks {
 mod tests {
     use std::sync::Arc;
 
-    use gimbal_common::hist;
-
     use super::*;
 
-    fn series(entries: &[(&str, &str, u64)]) -> BTreeMap<Labels<2>, HistTotals> {
+    fn series(entries: &[(&str, &str, u64)]) -> BTreeMap<Labels<2>, u64> {
         entries
             .iter()
-            .map(|&(syscall, cgroup, n)| {
-                let mut h = HistTotals::default();
-                h.buckets[hist::bucket(1_000)] = n;
-                ([Arc::from(syscall), Arc::from(cgroup)], h)
-            })
+            .map(|&(syscall, cgroup, n)| ([Arc::from(syscall), Arc::from(cgroup)], n))
             .collect()
     }
 

@@ -250,12 +250,7 @@ impl Watcher {
     /// After `tick`: moves the progress clocks of the targets with `stall_for` and judges
     /// each. `folded`: the latency family folded series into `other`, so a cgroup that no
     /// target glob protects (targets selected by comm or exe) may have lost its own.
-    pub fn progress(
-        &mut self,
-        series: &BTreeMap<Labels<2>, HistTotals>,
-        seen: Observed,
-        folded: bool,
-    ) {
+    pub fn progress(&mut self, series: &BTreeMap<Labels<2>, u64>, seen: Observed, folded: bool) {
         let wanted: Vec<(usize, &str)> = self
             .targets
             .iter()
@@ -318,6 +313,15 @@ impl Watcher {
             t.members.components.contains_key(cgroup).then_some(())?;
             Some((self.clocks.since_ms(t.progress_set, cgroup)?, stall_for))
         })
+    }
+
+    /// The cgroups (ids) whose syscalls the targets' latency SLIs read, as last read: the
+    /// kernel times their `latency_syscalls` there.
+    pub fn latency_cgroup_ids(&self) -> std::collections::BTreeSet<u64> {
+        self.targets
+            .iter()
+            .flat_map(|t| t.members.cgroups.iter().copied())
+            .collect()
     }
 
     /// The cgroup globs of the targets selected by pod, as last resolved.
@@ -480,15 +484,13 @@ mod tests {
         w.proc_root = root.join("proc");
         let mut series = BTreeMap::new();
         let mut writes = |n: u64| {
-            let mut h = HistTotals::default();
-            h.buckets[3] = n;
-            series.insert([Arc::from("write"), Arc::from("svc.service")], h);
+            series.insert([Arc::from("write"), Arc::from("svc.service")], n);
             series.clone()
         };
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let step = |w: &mut Watcher, s: u64, series: &BTreeMap<Labels<2>, HistTotals>| {
+        let step = |w: &mut Watcher, s: u64, series: &BTreeMap<Labels<2>, u64>| {
             let now = t0 + Duration::from_secs(s);
-            w.tick(now, series);
+            w.tick(now, &BTreeMap::new());
             let seen = Observed {
                 now_ms: unix_ms(now),
                 interval: Duration::from_secs(1),

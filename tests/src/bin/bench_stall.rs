@@ -100,7 +100,7 @@ fn main() {
                         interval: Duration::from_secs(1),
                         complete: true,
                     };
-                    watcher.progress(&model.syscall_latency.series, seen, false);
+                    watcher.progress(&model.syscalls.series, seen, false);
                     launchers.observe(&watcher, &mut jobs, now);
                     judge_stalls(&watcher, &mut jobs, now);
                     jobs.prune(now);

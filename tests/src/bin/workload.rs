@@ -1,7 +1,7 @@
 //! The test workload: does exactly what it is told, and nothing else that the tests count
 //! (it never calls getppid or clock_nanosleep except when told to).
 //!
-//! gimbal-workload getppid N | sleep COUNT MS | migrate N | spread DIR N | exit CODE | segv | alloc MB | pause
+//! gimbal-workload getppid N | badclose N | sleep COUNT MS | migrate N | spread DIR N | exit CODE | segv | alloc MB | pause
 //!                 | forks N | tcp-server ADDR | tcp-client ADDR BYTES | spin N | announce SOCKET
 //!                 | reads COUNT MB | http-server ADDR | write-then-block COUNT MS
 //!                 | on-usr1 MODE ARGS... (waits for SIGUSR1, then does MODE)
@@ -37,6 +37,13 @@ fn main() {
             for _ in 0..arg(&args, 2) {
                 // SAFETY: a raw syscall without arguments.
                 unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+        }
+        Some("badclose") => {
+            for _ in 0..arg(&args, 2) {
+                // SAFETY: closing fd -1 only fails (EBADF); nothing else in this process
+                // closes an invalid fd, so each EBADF of `close` is one of these.
+                unsafe { libc::syscall(libc::SYS_close, -1) };
             }
         }
         Some("spin") => {

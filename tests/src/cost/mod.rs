@@ -1,7 +1,8 @@
 //! What the agent costs a real service (`cargo xtask bench --only redis,nginx,pipe`): a
 //! workload runs against its server in interleaved rounds of four configurations (no agent,
 //! gimbal at its embedded defaults, gimbal with every syscall timed, bpftrace doing the same
-//! work), then once more under the kernel's BPF statistics for a per-program breakdown.
+//! work), then once more per gimbal configuration under the kernel's BPF statistics for a
+//! per-program breakdown.
 //! Each workload (tests/src/bin/bench_{redis,nginx,pipe}.rs) owns its server and load
 //! generator; this module owns the rounds, the tracers and the report.
 pub mod bpf_stats;
@@ -94,9 +95,15 @@ pub fn run(section: &Section, workload: &mut dyn Workload) -> String {
             samples.push(sample);
         }
     }
-    eprintln!("breakdown round: gimbal at its defaults with the kernel's BPF statistics on");
-    let breakdown = breakdown(&section.full, workload);
-    report::render(section, &samples, &breakdown, foreign_rounds)
+    let mut breakdowns = Vec::new();
+    for config in [Config::Defaults, Config::Full] {
+        eprintln!(
+            "breakdown round: {} with the kernel's BPF statistics on",
+            report::name(config, &section.full)
+        );
+        breakdowns.push((config, breakdown(config, &section.full, workload)));
+    }
+    report::render(section, &samples, &breakdowns, foreign_rounds)
 }
 
 fn measure(config: Config, full: &FullMode, workload: &mut dyn Workload) -> Sample {
@@ -117,9 +124,9 @@ fn measure(config: Config, full: &FullMode, workload: &mut dyn Workload) -> Samp
     }
 }
 
-fn breakdown(full: &FullMode, workload: &mut dyn Workload) -> Breakdown {
+fn breakdown(config: Config, full: &FullMode, workload: &mut dyn Workload) -> Breakdown {
     let stats = bpf_stats::StatsOn::enable();
-    let tracer = tracer::Tracer::start(Config::Defaults, full);
+    let tracer = tracer::Tracer::start(config, full);
     let ids = bpf_stats::prog_ids_of(tracer.pid().expect("the agent runs"));
     assert!(!ids.is_empty(), "the agent holds no BPF programs");
     let before = bpf_stats::snapshot(&ids);

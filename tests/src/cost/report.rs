@@ -54,7 +54,7 @@ fn pct(ratio: f64) -> String {
 pub fn render(
     section: &Section,
     samples: &[Sample],
-    breakdown: &Breakdown,
+    breakdowns: &[(Config, Breakdown)],
     foreign_rounds: u32,
 ) -> String {
     let of = |c: Config| samples.iter().filter(move |s| s.config == c);
@@ -125,11 +125,13 @@ pub fn render(
             section.rounds
         );
     }
-    s += &render_breakdown(breakdown, unit, added(Config::Defaults));
+    for (c, b) in breakdowns {
+        s += &render_breakdown(b, &name(*c, &section.full), unit, added(*c));
+    }
     s
 }
 
-fn render_breakdown(b: &Breakdown, unit: &str, server_added_us: f64) -> String {
+fn render_breakdown(b: &Breakdown, config: &str, unit: &str, server_added_us: f64) -> String {
     let reqs = b.load.requests.max(1) as f64;
     // (runs, ns) of the programs called `name`.
     let of = |name: &str| {
@@ -141,7 +143,7 @@ fn render_breakdown(b: &Breakdown, unit: &str, server_added_us: f64) -> String {
     let runs_of = |name: &str| of(name).0;
     let ns_of = |name: &str| of(name).1;
     let mut s = format!(
-        "\nWhere gimbal's cost goes: one more round at the embedded defaults with the kernel's BPF \
+        "\nWhere the cost of \"{config}\" goes: one more round with the kernel's BPF \
          run-time statistics on (BPF_ENABLE_STATS, the switch behind kernel.bpf_stats_enabled, \
          off again after the round), {} {unit}s. Runs are node-wide (the load generator's \
          syscalls too), and each run's time includes the statistics' own two clock reads.\n\n\
@@ -170,7 +172,9 @@ fn render_breakdown(b: &Breakdown, unit: &str, server_added_us: f64) -> String {
         runs as f64 / reqs,
         ns as f64 / reqs
     );
-    let syscalls = runs_of("sys_enter");
+    // sys_exit runs for every syscall in every configuration; sys_enter only while
+    // something is timed.
+    let syscalls = runs_of("sys_exit");
     let switches = runs_of("sched_switch");
     let pair = ns_of("sys_enter") + ns_of("sys_exit");
     let per = |ns: u64, what: u64| {
@@ -180,7 +184,6 @@ fn render_breakdown(b: &Breakdown, unit: &str, server_added_us: f64) -> String {
             format!("{:.0} ns", ns as f64 / what as f64)
         }
     };
-    // Agents since issue 16 keep syscall starts in task storage and run nothing per switch.
     let switch_cost = if switches == 0 {
         "no program runs per context switch".to_string()
     } else {
@@ -191,10 +194,10 @@ fn render_breakdown(b: &Breakdown, unit: &str, server_added_us: f64) -> String {
         )
     };
     s += &format!(
-        "\nPer {unit}: {:.1} syscalls (sys_enter runs), node-wide. The syscall pair (sys_enter + \
-         sys_exit): {} per syscall; {switch_cost}. All of gimbal's programs: {:.2} µs per {unit}, \
-         against the server's own CPU per {unit} grown by {:+.2} µs at the defaults (median of \
-         the rounds above; the server's share of the syscalls only).\n",
+        "\nPer {unit}: {:.1} syscalls (sys_exit runs), node-wide. The syscall programs (sys_enter, \
+         when attached, + sys_exit): {} per syscall; {switch_cost}. All of gimbal's programs: \
+         {:.2} µs per {unit}, against the server's own CPU per {unit} grown by {:+.2} µs in this \
+         configuration (median of the rounds above; the server's share of the syscalls only).\n",
         syscalls as f64 / reqs,
         per(pair, syscalls),
         ns as f64 / reqs / 1000.0,

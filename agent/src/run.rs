@@ -352,7 +352,7 @@ fn alerting(
     let authorization = authorization(&config.alerting)?;
     let tls = match &config.alerting.tls_ca_file {
         Some(ca) => Some(
-            crate::alert::tls_connector(ca)
+            crate::alert::tls_config(ca, None)
                 .map_err(|e| anyhow::anyhow!("[alerting] tls_ca_file: {e}"))?,
         ),
         None => None,

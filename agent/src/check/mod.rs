@@ -19,7 +19,7 @@ impl CrossChecks for Checks {
     }
 
     fn tls_ca(&self, path: &Path) -> Result<(), String> {
-        crate::alert::tls_connector(path)
+        crate::alert::tls_config(path, None)
             .map(drop)
             .map_err(|e| e.to_string())
     }

@@ -15,7 +15,10 @@ use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioTimer},
 };
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::{
+    pki_types::{CertificateDer, PrivateKeyDer},
+    ClientConfig, RootCertStore,
+};
 
 use super::error::{DeliveryError, TlsError};
 
@@ -134,10 +137,18 @@ fn builder() -> Result<
         .map_err(TlsError::Protocols)
 }
 
+fn no_roots_builder() -> Result<
+    tokio_rustls::rustls::ConfigBuilder<
+        ClientConfig,
+        tokio_rustls::rustls::client::WantsClientCert,
+    >,
+    TlsError,
+> {
+    Ok(builder()?.with_root_certificates(RootCertStore::empty()))
+}
+
 fn no_roots() -> Result<ClientConfig, TlsError> {
-    Ok(builder()?
-        .with_root_certificates(RootCertStore::empty())
-        .with_no_client_auth())
+    Ok(no_roots_builder()?.with_no_client_auth())
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -169,32 +180,56 @@ pub fn tls_config(
         return Err(TlsError::Empty(path()));
     }
     let builder = builder()?.with_root_certificates(roots);
-    let Some((cert_file, key_file)) = client else {
-        return Ok(Arc::new(builder.with_no_client_auth()));
-    };
-    let certs = rustls_pemfile::certs(&mut read(cert_file)?.as_slice())
+    match client {
+        None => Ok(Arc::new(builder.with_no_client_auth())),
+        Some((cert, key)) => {
+            let (chain, private) = identity(cert, key)?;
+            let config = builder
+                .with_client_auth_cert(chain, private)
+                .map_err(|source| mismatch(cert, key, source))?;
+            Ok(Arc::new(config))
+        }
+    }
+}
+
+/// Whether a client certificate and key load as `tls_config` loads them, the key
+/// belonging to the certificate.
+pub fn check_client_certificate(cert: &Path, key: &Path) -> Result<(), TlsError> {
+    let (chain, private) = identity(cert, key)?;
+    no_roots_builder()?
+        .with_client_auth_cert(chain, private)
+        .map(drop)
+        .map_err(|source| mismatch(cert, key, source))
+}
+
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// The certificate chain and private key of PEM files.
+fn identity(cert: &Path, key: &Path) -> Result<Identity, TlsError> {
+    let chain = rustls_pemfile::certs(&mut read(cert)?.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsError::NotPem {
-            path: cert_file.display().to_string(),
+            path: cert.display().to_string(),
             source,
         })?;
-    if certs.is_empty() {
-        return Err(TlsError::Empty(cert_file.display().to_string()));
+    if chain.is_empty() {
+        return Err(TlsError::Empty(cert.display().to_string()));
     }
-    let key = rustls_pemfile::private_key(&mut read(key_file)?.as_slice())
+    let private = rustls_pemfile::private_key(&mut read(key)?.as_slice())
         .map_err(|source| TlsError::NotPem {
-            path: key_file.display().to_string(),
+            path: key.display().to_string(),
             source,
         })?
-        .ok_or_else(|| TlsError::NoKey(key_file.display().to_string()))?;
-    let config = builder
-        .with_client_auth_cert(certs, key)
-        .map_err(|source| TlsError::ClientCertificate {
-            cert: cert_file.display().to_string(),
-            key: key_file.display().to_string(),
-            source,
-        })?;
-    Ok(Arc::new(config))
+        .ok_or_else(|| TlsError::NoKey(key.display().to_string()))?;
+    Ok((chain, private))
+}
+
+fn mismatch(cert: &Path, key: &Path, source: tokio_rustls::rustls::Error) -> TlsError {
+    TlsError::ClientCertificate {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        source,
+    }
 }
 
 #[cfg(test)]

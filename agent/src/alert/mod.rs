@@ -8,7 +8,7 @@ mod spool;
 mod time;
 
 pub use alertmanager::{basic_auth, Deliverer, DeliveryStats, Endpoint};
-pub use client::tls_config;
+pub use client::{check_client_certificate, tls_config};
 pub use error::{DeliveryError, TlsError, UrlError};
 pub use lifecycle::{AlertLabels, Alerts, Notification, Snapshot, State};
 pub use time::rfc3339;

@@ -24,6 +24,10 @@ impl CrossChecks for Checks {
             .map_err(|e| e.to_string())
     }
 
+    fn tls_client(&self, cert: &Path, key: &Path) -> Result<(), String> {
+        crate::alert::check_client_certificate(cert, key).map_err(|e| e.to_string())
+    }
+
     fn web_config(&self, path: &Path) -> Result<(), String> {
         crate::metrics::web::Web::load(path).map(drop)
     }

@@ -185,6 +185,7 @@ fn client_certificates_are_checked_as_delivery_loads_them_at_their_field() {
         "[alerting]\ntls_ca_file = \"{ca}\"\ntls_cert_file = \"{a_crt}\"\ntls_key_file = \"{a_crt}\"\n"
     );
     let errs = errors(&text);
+    assert_eq!(at(&errs, "`alerting.tls_key_file`"), (4, 1), "{errs:#?}");
     assert!(errs[0].2.contains("holds no private key"), "{errs:#?}");
 
     // An entry's own: missing file, a lone key, settings on a plain http URL.

@@ -84,8 +84,9 @@ pub trait CrossChecks {
     fn alertmanager_is_https(&self, url: &str) -> Result<bool, String>;
     /// Why a readable CA file holds nothing a TLS client can trust.
     fn tls_ca(&self, path: &Path) -> Result<(), String>;
-    /// Why readable client certificate and key files make no TLS client identity.
-    fn tls_client(&self, cert: &Path, key: &Path) -> Result<(), String>;
+    /// Why readable client certificate and key files make no TLS client identity, and the
+    /// field to blame (`tls_cert_file` or `tls_key_file`).
+    fn tls_client(&self, cert: &Path, key: &Path) -> Result<(), (&'static str, String)>;
     /// Why a web config file (`[agent] web_config`) would not load.
     fn web_config(&self, path: &Path) -> Result<(), String>;
 }
@@ -104,7 +105,7 @@ impl CrossChecks for SectionsOnly {
     fn tls_ca(&self, _: &Path) -> Result<(), String> {
         Ok(())
     }
-    fn tls_client(&self, _: &Path, _: &Path) -> Result<(), String> {
+    fn tls_client(&self, _: &Path, _: &Path) -> Result<(), (&'static str, String)> {
         Ok(())
     }
     fn web_config(&self, _: &Path) -> Result<(), String> {

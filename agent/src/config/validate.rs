@@ -480,8 +480,8 @@ fn endpoint_settings(
     }
     // The pair as delivery loads it: PEM, a key, and a key that belongs to the certificate.
     if let (true, Some(cert), Some(key)) = (readable, &e.tls_cert_file, &e.tls_key_file) {
-        if let Err(msg) = checks.tls_client(cert, key) {
-            errors.push_path(spans, &format!("{at}.tls_cert_file"), msg);
+        if let Err((field, msg)) = checks.tls_client(cert, key) {
+            errors.push_path(spans, &format!("{at}.{field}"), msg);
         }
     }
 }

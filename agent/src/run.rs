@@ -354,26 +354,12 @@ fn alerting(
     addr: SocketAddr,
     delivery: &Arc<DeliveryStats>,
 ) -> anyhow::Result<(Watcher, Engine)> {
-    let authorization = authorization(&config.alerting)?;
-    let tls = match &config.alerting.tls_ca_file {
-        Some(ca) => Some(
-            crate::alert::tls_connector(ca)
-                .map_err(|e| anyhow::anyhow!("[alerting] tls_ca_file: {e}"))?,
-        ),
-        None => None,
-    };
     let endpoints = config
         .alerting
-        .alertmanagers
+        .endpoints()
         .iter()
-        .map(|u| {
-            Endpoint::parse(u).map(|e| {
-                e.with_authorization(authorization.clone())
-                    .with_tls(tls.clone())
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
+        .map(alertmanager)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let outbox = if endpoints.is_empty() {
         None
     } else {
@@ -440,24 +426,38 @@ fn state_unsaveable(state_dir: &std::path::Path) -> Option<String> {
     }
 }
 
-/// The `Authorization` header for Alertmanager, from the secret files (read now, so a
-/// reload picks up a rotated secret).
-fn authorization(a: &crate::config::AlertingConfig) -> anyhow::Result<Option<String>> {
+/// One Alertmanager as delivery uses it: its URL, `Authorization` header and TLS client,
+/// from its settings (files read now, so a reload picks up a rotated secret or certificate).
+fn alertmanager(e: &crate::config::AlertmanagerEntry) -> anyhow::Result<Endpoint> {
+    let endpoint = Endpoint::parse(&e.url).map_err(anyhow::Error::msg)?;
+    let field = |key: &str| format!("[alerting] {key} (for {})", e.url);
     let read = |p: &std::path::Path, key: &str| {
         std::fs::read_to_string(p)
             .map(|s| s.trim().to_string())
-            .with_context(|| format!("cannot read [alerting] {key} {}", p.display()))
+            .with_context(|| format!("cannot read {} {}", field(key), p.display()))
     };
-    if let Some(p) = &a.bearer_token_file {
-        return Ok(Some(format!("Bearer {}", read(p, "bearer_token_file")?)));
-    }
-    match (&a.basic_auth_username, &a.basic_auth_password_file) {
-        (Some(user), Some(p)) => Ok(Some(crate::alert::basic_auth(
-            user,
-            &read(p, "basic_auth_password_file")?,
-        ))),
-        _ => Ok(None),
-    }
+    let authorization = match (&e.bearer_token_file, &e.basic_auth_username) {
+        (Some(p), _) => Some(format!("Bearer {}", read(p, "bearer_token_file")?)),
+        (None, Some(user)) => match &e.basic_auth_password_file {
+            Some(p) => Some(crate::alert::basic_auth(
+                user,
+                &read(p, "basic_auth_password_file")?,
+            )),
+            None => None,
+        },
+        (None, None) => None,
+    };
+    let tls = match (&e.tls_ca_file, endpoint.is_https()) {
+        (Some(ca), true) => {
+            let client = e.tls_cert_file.as_deref().zip(e.tls_key_file.as_deref());
+            Some(
+                crate::alert::tls_config(ca, client)
+                    .map_err(|err| anyhow::anyhow!("{}: {err}", field("tls_*_file")))?,
+            )
+        }
+        _ => None,
+    };
+    Ok(endpoint.with_authorization(authorization).with_tls(tls))
 }
 
 /// Settings a reload cannot change in a running agent.

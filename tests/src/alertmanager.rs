@@ -15,6 +15,8 @@ pub struct Alertmanager {
     auth: Option<String>,
     /// CA file when serving TLS.
     tls_ca: Option<PathBuf>,
+    /// The certificate and key the harness presents when the instance requires one.
+    tls_client: Option<(PathBuf, PathBuf)>,
     _pki: Option<TempDir>,
     _dir: TempDir,
 }
@@ -37,13 +39,29 @@ impl Alertmanager {
     /// Serving HTTPS with a certificate for 127.0.0.1 from a CA made for the test; returns
     /// the CA file the agent must trust.
     pub fn start_with_tls() -> (Self, PathBuf) {
+        let (am, pki) = Self::start_tls(false);
+        (am, pki.join("ca.crt"))
+    }
+
+    /// Serving HTTPS and requiring a client certificate signed by the test CA
+    /// (`RequireAndVerifyClientCert`); returns the directory of `crate::pki::pki`'s files
+    /// (ca.crt, client.crt/.key, expired.crt/.key...).
+    pub fn start_with_mtls() -> (Self, PathBuf) {
+        Self::start_tls(true)
+    }
+
+    fn start_tls(require_client: bool) -> (Self, PathBuf) {
         let pki = TempDir::new("pki");
-        let ca = make_test_pki(&pki.0);
-        let mut am = Self::start_with(free_port(), None, Some(&pki.0));
-        am.tls_ca = Some(ca.clone());
+        crate::pki::pki(&pki.0);
+        let mut am = Self::start_with(free_port(), None, Some((&pki.0, require_client)));
+        am.tls_ca = Some(pki.0.join("ca.crt"));
+        if require_client {
+            am.tls_client = Some((pki.0.join("client.crt"), pki.0.join("client.key")));
+        }
         am.wait_ready();
+        let dir = pki.0.clone();
         am._pki = Some(pki);
-        (am, ca)
+        (am, dir)
     }
 
     /// Requiring HTTP basic auth: `user` with the password whose bcrypt hash is given; the
@@ -57,7 +75,7 @@ impl Alertmanager {
     fn start_with(
         port: u16,
         basic_auth: Option<(&str, &str, &str)>,
-        tls_dir: Option<&Path>,
+        tls_dir: Option<(&Path, bool)>,
     ) -> Self {
         let dir = TempDir::new("alertmanager");
         std::fs::write(dir.0.join("alertmanager.yml"), CONFIG).unwrap();
@@ -69,13 +87,19 @@ impl Alertmanager {
             cmd.arg(format!("--web.config.file={}", web.display()));
             auth = Some(gimbal::alert::basic_auth(user, password));
         }
-        if let Some(pki) = tls_dir {
+        if let Some((pki, require_client)) = tls_dir {
             let web = dir.0.join("web.yml");
-            let conf = format!(
+            let mut conf = format!(
                 "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
-                pki.join("server.pem").display(),
+                pki.join("server.crt").display(),
                 pki.join("server.key").display()
             );
+            if require_client {
+                conf.push_str(&format!(
+                    "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+                    pki.join("ca.crt").display()
+                ));
+            }
             std::fs::write(&web, conf).unwrap();
             cmd.arg(format!("--web.config.file={}", web.display()));
         }
@@ -97,6 +121,7 @@ impl Alertmanager {
             port,
             auth,
             tls_ca: None,
+            tls_client: None,
             _pki: None,
             _dir: dir,
         }
@@ -122,15 +147,16 @@ impl Alertmanager {
         };
         let script = "import ssl,sys,urllib.request\n\
 ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+if len(sys.argv) > 3: ctx.load_cert_chain(sys.argv[3], sys.argv[4])\n\
 r = urllib.request.urlopen(sys.argv[2], context=ctx, timeout=5)\n\
 print(r.status); sys.stdout.write(r.read().decode())\n";
         let url = format!("https://127.0.0.1:{}{path}", self.port);
-        let out = Command::new("python3")
-            .args(["-c", script])
-            .arg(ca)
-            .arg(url)
-            .output()
-            .ok()?;
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", script]).arg(ca).arg(url);
+        if let Some((cert, key)) = &self.tls_client {
+            cmd.arg(cert).arg(key);
+        }
+        let out = cmd.output().ok()?;
         let text = String::from_utf8(out.stdout).ok()?;
         let (status, body) = text.split_once('\n')?;
         Some((status.trim().parse().ok()?, body.to_string()))
@@ -158,79 +184,4 @@ impl Drop for Alertmanager {
     fn drop(&mut self) {
         crate::terminate(&mut self.child);
     }
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI:
-/// writes ca.pem, server.pem and server.key into `dir`, returns the CA file.
-fn make_test_pki(dir: &Path) -> PathBuf {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (cargo xtask setup installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=gimbal-test-ca",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    ]
-    .concat());
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    dir.join("ca.pem")
 }

@@ -21,6 +21,7 @@ pub mod kmsg;
 pub mod kube_api;
 pub mod kubelet;
 pub mod loadgen;
+pub mod pki;
 pub mod prometheus;
 pub mod supervised;
 

@@ -6,28 +6,9 @@
 //! change is taken without a restart. Certificates come from the openssl CLI.
 use std::{path::Path, process::Command, time::Duration};
 
-use gimbal_tests::{agent::Agent, prometheus::Prometheus, require_root, wait_for, TempDir};
-
-/// A CA, a server certificate for 127.0.0.1, a client certificate and an expired one.
-fn pki(dir: &Path) {
-    let key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
-    let mut script = format!(
-        "openssl req -x509 {key} -keyout ca.key -out ca.crt -days 2 -subj /CN=gimbal-test-ca\n\
-         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext\n"
-    );
-    for (name, days) in [("server", 2), ("client", 2), ("expired", -1)] {
-        script.push_str(&format!(
-            "openssl req {key} -keyout {name}.key -out {name}.csr -subj /CN={name}\n\
-             openssl x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days {days} -extfile ext -out {name}.crt\n"
-        ));
-    }
-    let out = Command::new("sh")
-        .args(["-ec", &script])
-        .current_dir(dir)
-        .output()
-        .expect("sh");
-    assert!(out.status.success(), "openssl: {out:?}");
-}
+use gimbal_tests::{
+    agent::Agent, pki::pki, prometheus::Prometheus, require_root, wait_for, TempDir,
+};
 
 /// Replaces the file whole (a new inode), as a Secret update or an editor does.
 fn write(path: &Path, text: &str) {

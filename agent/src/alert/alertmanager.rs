@@ -1,7 +1,7 @@
 //! Delivery to Alertmanager's API v2 (`POST /api/v2/alerts`), to every configured instance:
 //! an Alertmanager HA cluster deduplicates, so each must get every notification (never
-//! load-balance). HTTP/1.1 on tokio, over TLS (rustls) for https:// endpoints. What an instance does not accept
-//! waits in its on-disk spool and is retried every second, in order.
+//! load-balance). Each instance has its own pooled HTTP client (client.rs). What an
+//! instance does not accept waits in its on-disk spool and is retried every second, in order.
 use std::{
     collections::BTreeMap,
     path::Path,
@@ -9,16 +9,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpStream,
-    sync::mpsc,
-};
-
-use tokio_rustls::{rustls::pki_types::ServerName, TlsConnector};
+use hyper::{body::Bytes, header::HeaderValue, Uri};
+use tokio::sync::mpsc;
+use tokio_rustls::rustls::ClientConfig;
 
 use super::{
-    error::{DeliveryError, TlsError, UrlError},
+    client::Http,
+    error::{DeliveryError, UrlError},
     spool::{self, Spool},
     Notification,
 };
@@ -29,12 +26,11 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Endpoint {
     /// As configured, used as the `endpoint` label.
     pub url: String,
-    host_port: String,
-    path: String,
+    uri: Uri,
     /// `Authorization` header value (Bearer or Basic), if configured.
     authorization: Option<String>,
     https: bool,
-    tls: Option<TlsConnector>,
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -80,13 +76,19 @@ impl Endpoint {
         } else {
             format!("/{prefix}/api/v2/alerts")
         };
+        let scheme = if https { "https" } else { "http" };
+        let uri = format!("{scheme}://{host_port}{path}")
+            .parse()
+            .map_err(|_| UrlError::Host {
+                url: url.into(),
+                host: host_port.into(),
+            })?;
         Ok(Self {
             authorization: None,
             https,
             tls: None,
+            uri,
             url: url.to_string(),
-            host_port: host_port.to_string(),
-            path,
         })
     }
 
@@ -100,54 +102,30 @@ impl Endpoint {
         self
     }
 
-    /// The TLS client for an https endpoint (its trust roots come from the config).
-    pub fn with_tls(mut self, tls: Option<TlsConnector>) -> Self {
+    /// The TLS settings of an https endpoint (trust roots, client certificate).
+    pub fn with_tls(mut self, tls: Option<Arc<ClientConfig>>) -> Self {
         self.tls = tls;
         self
     }
 
-    async fn post(&self, body: &[u8]) -> Result<(), DeliveryError> {
-        let tcp = TcpStream::connect(&self.host_port)
-            .await
-            .map_err(DeliveryError::Connect)?;
-        let auth = match &self.authorization {
+    async fn post(&self, http: &Http, body: &str) -> Result<(), DeliveryError> {
+        if self.https && self.tls.is_none() {
+            return Err(DeliveryError::NoTls);
+        }
+        let authorization = match &self.authorization {
             // Read from a secret file at each (re)load: a line break would inject headers.
             Some(a) if a.chars().any(|c| c.is_ascii_control()) => {
                 return Err(DeliveryError::Authorization)
             }
-            Some(a) => format!("Authorization: {a}\r\n"),
-            None => String::new(),
+            Some(a) => {
+                let mut v = HeaderValue::from_str(a).map_err(|_| DeliveryError::Authorization)?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
         };
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.path,
-            self.host_port,
-            body.len()
-        );
-        let response = if self.https {
-            let tls = self.tls.as_ref().ok_or(DeliveryError::NoTls)?;
-            let host = self
-                .host_port
-                .rsplit_once(':')
-                .map_or(self.host_port.as_str(), |(h, _)| h);
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let name =
-                ServerName::try_from(host.to_string()).map_err(|e| DeliveryError::ServerName {
-                    host: host.into(),
-                    reason: e.to_string(),
-                })?;
-            let stream = tls.connect(name, tcp).await.map_err(DeliveryError::Tls)?;
-            exchange(stream, head.as_bytes(), body).await?
-        } else {
-            exchange(tcp, head.as_bytes(), body).await?
-        };
-        match status(&response)? {
-            200 => Ok(()),
-            code => Err(DeliveryError::Status {
-                code,
-                status: status_line(&response),
-            }),
-        }
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        http.post(&self.uri, authorization.as_ref(), body).await
     }
 }
 
@@ -179,107 +157,6 @@ fn check_host_port(url: &str, host_port: &str) -> Result<(), UrlError> {
         })
     }
 }
-/// The most of a reply that is read. Alertmanager's is a status line, a few headers and an
-/// empty body (a short JSON error at worst): a peer sending more is not Alertmanager, and
-/// must not grow the agent's memory.
-pub const REPLY_CAP: usize = 64 * 1024;
-
-/// Writes one request and reads the response until the server closes the connection, at
-/// most `REPLY_CAP` bytes (the caller bounds the time). A longer reply is an error even
-/// after a 200 status line: delivery is at-least-once, so a reply that cannot be read
-/// whole is not taken as an acceptance (a resend costs a duplicate Alertmanager drops;
-/// a wrong "sent" would lose the alert).
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
-    head: &[u8],
-    body: &[u8],
-) -> Result<Vec<u8>, DeliveryError> {
-    s.write_all(head).await.map_err(DeliveryError::Send)?;
-    s.write_all(body).await.map_err(DeliveryError::Send)?;
-    s.flush().await.map_err(DeliveryError::Send)?;
-    let mut response = Vec::with_capacity(1024);
-    // One byte past the cap tells a reply of exactly REPLY_CAP from a longer one.
-    let mut bounded = (&mut s).take(REPLY_CAP as u64 + 1);
-    let read = bounded.read_to_end(&mut response).await;
-    match read {
-        Ok(_) if response.len() > REPLY_CAP => Err(DeliveryError::TooLong {
-            status: status_line(&response),
-        }),
-        Ok(_) => Ok(response),
-        // A TLS peer that closes without close_notify still sent a complete response.
-        Err(e) if !response.is_empty() && e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Ok(response)
-        }
-        Err(e) => Err(DeliveryError::Receive(e)),
-    }
-}
-
-/// The status code of an HTTP/1.x reply, read strictly: `HTTP/1.1 200 OK` + CRLF, then
-/// headers ending in an empty line.
-fn status(reply: &[u8]) -> Result<u16, DeliveryError> {
-    let bad = || DeliveryError::NotHttp(status_line(reply));
-    let end = reply
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .ok_or_else(bad)?;
-    let line = &reply[..end];
-    let rest = line
-        .strip_prefix(b"HTTP/1.1 ")
-        .or_else(|| line.strip_prefix(b"HTTP/1.0 "))
-        .ok_or_else(bad)?;
-    let (code, reason) = rest.split_at(rest.len().min(3));
-    let reason_ok = reason.is_empty()
-        || (reason[0] == b' ' && reason.iter().all(|&b| b == b'\t' || !b.is_ascii_control()));
-    if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) || code[0] == b'0' || !reason_ok {
-        return Err(bad());
-    }
-    if !reply[end..].windows(4).any(|w| w == b"\r\n\r\n") {
-        return Err(DeliveryError::Truncated(status_line(reply)));
-    }
-    // Three ASCII digits.
-    Ok(code.iter().fold(0, |n, d| n * 10 + u16::from(d - b'0')))
-}
-
-/// The first line of a reply, escaped and shortened, for messages.
-fn status_line(reply: &[u8]) -> String {
-    let first = reply.split(|&b| b == b'\n').next().unwrap_or_default();
-    let first = &first[..first.len().min(80)];
-    match String::from_utf8_lossy(first).trim_end_matches('\r') {
-        "" => "(no response)".into(),
-        line => format!("`{}`", line.escape_debug()),
-    }
-}
-
-/// A TLS client that trusts the CA certificates in a PEM file.
-pub fn tls_connector(ca_file: &Path) -> Result<TlsConnector, TlsError> {
-    let path = || ca_file.display().to_string();
-    let pem = std::fs::read(ca_file).map_err(|source| TlsError::Read {
-        path: path(),
-        source,
-    })?;
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|source| TlsError::NotPem {
-            path: path(),
-            source,
-        })?;
-        roots.add(cert).map_err(|source| TlsError::Certificate {
-            path: path(),
-            source,
-        })?;
-    }
-    if roots.is_empty() {
-        return Err(TlsError::Empty(path()));
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(TlsError::Protocols)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
-}
-
 /// Per-endpoint delivery counters, read by the exposition.
 #[derive(Debug, Default, Clone)]
 pub struct EndpointStats {
@@ -364,6 +241,8 @@ async fn endpoint_task(
     mut spool: Spool,
     stats: Arc<DeliveryStats>,
 ) {
+    // One client per lane, so its kept connection goes to this Alertmanager only.
+    let http = Http::new(e.tls.clone());
     let mut retry = tokio::time::interval(RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -371,7 +250,7 @@ async fn endpoint_task(
             batch = rx.recv() => {
                 let Some(batch) = batch else { return };
                 // Straight out when nothing is waiting; behind the queue otherwise, to keep order.
-                if spool.is_empty() && post(&e, &batch, &stats).await {
+                if spool.is_empty() && post(&e, &http, &batch, &stats).await {
                     continue;
                 }
                 if let Err(err) = spool.push(batch.to_string()) {
@@ -382,7 +261,7 @@ async fn endpoint_task(
         }
         while let Some(front) = spool.front() {
             let front: Arc<str> = front.into();
-            if !post(&e, &front, &stats).await {
+            if !post(&e, &http, &front, &stats).await {
                 break;
             }
             if let Err(err) = spool.pop_front() {
@@ -397,13 +276,13 @@ async fn endpoint_task(
 }
 
 /// One delivery attempt, counted; true if Alertmanager accepted it.
-async fn post(e: &Endpoint, batch: &str, stats: &DeliveryStats) -> bool {
+async fn post(e: &Endpoint, http: &Http, batch: &str, stats: &DeliveryStats) -> bool {
     let alerts = serde_json::from_str::<serde_json::Value>(batch)
         .ok()
         .and_then(|v| v.as_array().map(Vec::len))
         .unwrap_or(0) as u64;
     let t0 = Instant::now();
-    let result = tokio::time::timeout(TIMEOUT, e.post(batch.as_bytes()))
+    let result = tokio::time::timeout(TIMEOUT, e.post(http, batch))
         .await
         .unwrap_or(Err(DeliveryError::TimedOut));
     let took = t0.elapsed();
@@ -466,11 +345,11 @@ mod tests {
     fn parses_endpoints_and_explains_what_it_cannot_use() {
         let e = Endpoint::parse("http://127.0.0.1:9093").unwrap();
         assert_eq!(
-            (e.host_port.as_str(), e.path.as_str()),
+            (e.uri.authority().unwrap().as_str(), e.uri.path()),
             ("127.0.0.1:9093", "/api/v2/alerts")
         );
         let e = Endpoint::parse("http://am.local:80/alertmanager/").unwrap();
-        assert_eq!(e.path, "/alertmanager/api/v2/alerts");
+        assert_eq!(e.uri.path(), "/alertmanager/api/v2/alerts");
         assert!(Endpoint::parse("https://am:9093").unwrap().is_https());
         assert!(Endpoint::parse("am:9093")
             .unwrap_err()
@@ -482,7 +361,7 @@ mod tests {
             .contains("needs a host and a port"));
         let e = Endpoint::parse("http://[::1]:9093/am").unwrap();
         assert_eq!(
-            (e.host_port.as_str(), e.path.as_str()),
+            (e.uri.authority().unwrap().as_str(), e.uri.path()),
             ("[::1]:9093", "/am/api/v2/alerts")
         );
     }
@@ -507,68 +386,5 @@ mod tests {
             let err = Endpoint::parse(url).unwrap_err().to_string();
             assert!(err.contains(why), "{url:?}: {err}");
         }
-    }
-
-    #[test]
-    fn status_lines_are_read_strictly() {
-        assert_eq!(
-            status(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").ok(),
-            Some(200)
-        );
-        assert_eq!(
-            status(b"HTTP/1.0 400 Bad Request\r\n\r\n{}").ok(),
-            Some(400)
-        );
-        assert_eq!(status(b"HTTP/1.1 200\r\n\r\n").ok(), Some(200));
-        for bad in [
-            &b""[..],
-            b"HTTP/1.1 200 OK",
-            b"HTTP/1.1 200 OK\r\n",
-            b"HTTP/1.1 200 OK\r\nX: y\r\n",
-            b"HTTP/2 200\r\n\r\n",
-            b"HTTP/1.1 2000 OK\r\n\r\n",
-            b"HTTP/1.1 20 OK\r\n\r\n",
-            b"HTTP/1.1 099 OK\r\n\r\n",
-            b"HTTP/1.1 200OK\r\n\r\n",
-            b"HTTP/1.1 200 O\x00K\r\n\r\n",
-            b"xHTTP/1.1 200 OK\r\n\r\n",
-            b"HTTP/1.1 +20 OK\r\n\r\n",
-        ] {
-            assert!(status(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
-        }
-    }
-
-    /// A peer on a real socket: replies up to the cap are read, a longer one (an endless
-    /// body after 200) is cut at the cap and is a failure.
-    #[tokio::test]
-    async fn replies_are_read_up_to_the_cap_and_no_further() {
-        async fn reply_of(body_len: usize) -> Result<Vec<u8>, DeliveryError> {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let server = tokio::spawn(async move {
-                let (mut s, _) = listener.accept().await.unwrap();
-                // The whole request first: unread data would turn the close into a reset.
-                let mut request = Vec::new();
-                while !request.ends_with(b"\r\n\r\n") {
-                    let mut byte = [0];
-                    s.read_exact(&mut byte).await.unwrap();
-                    request.push(byte[0]);
-                }
-                let head = b"HTTP/1.1 200 OK\r\n\r\n";
-                let _ = s.write_all(head).await;
-                let _ = s.write_all(&vec![b'x'; body_len - head.len()]).await;
-            });
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            let r = exchange(tcp, b"POST / HTTP/1.1\r\n\r\n", b"").await;
-            server.abort();
-            r
-        }
-        assert_eq!(reply_of(REPLY_CAP).await.unwrap().len(), REPLY_CAP);
-        let err = reply_of(REPLY_CAP + 1).await.unwrap_err().to_string();
-        assert!(
-            err.contains("reply longer than 64 KiB (`HTTP/1.1 200 OK`)"),
-            "{err}"
-        );
-        assert!(reply_of(50 << 20).await.is_err());
     }
 }

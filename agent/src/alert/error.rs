@@ -22,7 +22,7 @@ pub enum UrlError {
     Traversal(String),
 }
 
-/// A `[alerting] tls_ca_file` that cannot be trusted.
+/// A `tls_ca_file`, or a `tls_cert_file` and `tls_key_file`, that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
@@ -42,6 +42,14 @@ pub enum TlsError {
     },
     #[error("{0} holds no certificate")]
     Empty(String),
+    #[error("{0} holds no private key (PKCS#8, PKCS#1 or SEC1 PEM)")]
+    NoKey(String),
+    #[error("{cert} with the key in {key}: {source}")]
+    ClientCertificate {
+        cert: String,
+        key: String,
+        source: tokio_rustls::rustls::Error,
+    },
     #[error("TLS settings: {0}")]
     Protocols(tokio_rustls::rustls::Error),
 }
@@ -50,25 +58,17 @@ pub enum TlsError {
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
     #[error("connect: {0}")]
-    Connect(std::io::Error),
+    Connect(String),
     #[error("the Authorization value (bearer token or user) holds a control character; not sent")]
     Authorization,
     #[error("https endpoint without TLS settings")]
     NoTls,
-    #[error("server name `{host}`: {reason}")]
-    ServerName { host: String, reason: String },
-    #[error("TLS: {0}")]
-    Tls(std::io::Error),
-    #[error("send: {0}")]
-    Send(std::io::Error),
+    #[error("request: {0}")]
+    Request(String),
     #[error("receive: {0}")]
-    Receive(std::io::Error),
-    #[error("reply longer than {} KiB ({status}): not an Alertmanager reply; not read further", super::alertmanager::REPLY_CAP / 1024)]
+    Receive(String),
+    #[error("reply longer than {} KiB ({status}): not an Alertmanager reply; not read further", super::client::REPLY_CAP / 1024)]
     TooLong { status: String },
-    #[error("not an HTTP reply: {0}")]
-    NotHttp(String),
-    #[error("reply ends inside its headers: {0}")]
-    Truncated(String),
     #[error("HTTP {code}: {status}")]
     Status { code: u16, status: String },
     #[error("timed out")]

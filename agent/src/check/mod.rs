@@ -19,9 +19,24 @@ impl CrossChecks for Checks {
     }
 
     fn tls_ca(&self, path: &Path) -> Result<(), String> {
-        crate::alert::tls_connector(path)
+        crate::alert::tls_config(path, None)
             .map(drop)
             .map_err(|e| e.to_string())
+    }
+
+    fn tls_client(&self, cert: &Path, key: &Path) -> Result<(), (&'static str, String)> {
+        use crate::alert::TlsError;
+        crate::alert::check_client_certificate(cert, key).map_err(|e| {
+            let key_file = key.display().to_string();
+            let field = match &e {
+                TlsError::NoKey(p) | TlsError::Read { path: p, .. } if *p == key_file => {
+                    "tls_key_file"
+                }
+                TlsError::NotPem { path, .. } if *path == key_file => "tls_key_file",
+                _ => "tls_cert_file",
+            };
+            (field, e.to_string())
+        })
     }
 
     fn web_config(&self, path: &Path) -> Result<(), String> {

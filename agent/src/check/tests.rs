@@ -113,3 +113,94 @@ fn an_alertmanager_listed_twice_is_refused_at_the_second() {
     assert_eq!(errs.len(), 1, "{errs:#?}");
     assert_eq!(at(&errs, "listed twice"), (5, 3));
 }
+
+/// Two self-signed certificates with their keys, made by the openssl CLI (cargo xtask
+/// setup installs it) in a directory removed on drop.
+struct Pki(std::path::PathBuf);
+
+impl Pki {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("gimbal-check-pki-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["a", "b"] {
+            let out = std::process::Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+                .args(["-subj", &format!("/CN={name}")])
+                .args([
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.crt"),
+                ])
+                .current_dir(&dir)
+                .output()
+                .expect("openssl");
+            assert!(out.status.success(), "openssl: {out:?}");
+        }
+        Self(dir)
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn client_certificates_are_checked_as_delivery_loads_them_at_their_field() {
+    let pki = Pki::new();
+    let (ca, a_crt, a_key, b_key) = (
+        pki.file("a.crt"),
+        pki.file("a.crt"),
+        pki.file("a.key"),
+        pki.file("b.key"),
+    );
+    let good = format!(
+        "[alerting]\ntls_ca_file = \"{ca}\"\ntls_cert_file = \"{a_crt}\"\ntls_key_file = \"{a_key}\"\nalertmanagers = [\"https://127.0.0.1:9093\"]\n"
+    );
+    let config = config_text(&good, "t").unwrap();
+    let e = &config.alerting.endpoints()[0];
+    assert_eq!(
+        e.tls_cert_file.as_deref(),
+        Some(std::path::Path::new(&a_crt))
+    );
+
+    // [alerting]'s own: a key of another certificate, a key file that is no key.
+    let text = format!(
+        "[alerting]\ntls_ca_file = \"{ca}\"\ntls_cert_file = \"{a_crt}\"\ntls_key_file = \"{b_key}\"\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(at(&errs, "`alerting.tls_cert_file`"), (3, 1), "{errs:#?}");
+    assert!(
+        errs[0].2.contains(&format!("with the key in {b_key}")),
+        "{errs:#?}"
+    );
+    let text = format!(
+        "[alerting]\ntls_ca_file = \"{ca}\"\ntls_cert_file = \"{a_crt}\"\ntls_key_file = \"{a_crt}\"\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(at(&errs, "`alerting.tls_key_file`"), (4, 1), "{errs:#?}");
+    assert!(errs[0].2.contains("holds no private key"), "{errs:#?}");
+
+    // An entry's own: missing file, a lone key, settings on a plain http URL.
+    let text = format!(
+        "[alerting]\nalertmanagers = [\n  {{ url = \"https://127.0.0.1:9093\", tls_ca_file = \"{ca}\",\n    tls_cert_file = \"/nonexistent/gimbal-client.crt\", tls_key_file = \"{a_key}\" }},\n  {{ url = \"https://127.0.0.1:9094\", tls_ca_file = \"{ca}\", tls_key_file = \"{a_key}\" }},\n  {{ url = \"http://127.0.0.1:9095\", tls_ca_file = \"{ca}\" }},\n]\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert_eq!(
+        at(
+            &errs,
+            "`alerting.alertmanagers.tls_cert_file` cannot read /nonexistent/gimbal-client.crt"
+        ),
+        (4, 5)
+    );
+    assert_eq!(at(&errs, "needs tls_key_file too"), (5, 3));
+    assert_eq!(at(&errs, "plain http"), (6, 3));
+}

@@ -1,4 +1,4 @@
-//! The files `[alerting]` names (token, password, CA), checked the way `run` and every
+//! The files `[alerting]` names (token, password, CA, client certificate and key), checked the way `run` and every
 //! reload read them, so that check-config refuses what would fail later.
 use std::path::Path;
 
@@ -38,6 +38,11 @@ pub(super) fn check_token(path: &Path) -> Result<(), String> {
 
 /// A password file: readable (it is sent base64-encoded, so any bytes are safe).
 pub(super) fn check_password(path: &Path) -> Result<(), String> {
+    read_regular(path).map(drop)
+}
+
+/// A client certificate or key file: readable (what it holds is `checks`' to say).
+pub(super) fn check_readable(path: &Path) -> Result<(), String> {
     read_regular(path).map(drop)
 }
 

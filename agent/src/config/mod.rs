@@ -27,7 +27,7 @@ pub use agent::{
     AgentConfig, LabelsConfig, ProbesConfig, ProcessExitConfig, SyscallLatencyConfig,
     TcpRetransmitConfig,
 };
-pub use alerting::{AlertingConfig, RuleConfig};
+pub use alerting::{AlertingConfig, AlertmanagerEntry, RuleConfig};
 pub use buckets::ClassicBuckets;
 pub use cluster::{ClusterConfig, TaintEffect};
 pub use errors::{ConfigError, ConfigErrors};
@@ -84,6 +84,9 @@ pub trait CrossChecks {
     fn alertmanager_is_https(&self, url: &str) -> Result<bool, String>;
     /// Why a readable CA file holds nothing a TLS client can trust.
     fn tls_ca(&self, path: &Path) -> Result<(), String>;
+    /// Why readable client certificate and key files make no TLS client identity, and the
+    /// field to blame (`tls_cert_file` or `tls_key_file`).
+    fn tls_client(&self, cert: &Path, key: &Path) -> Result<(), (&'static str, String)>;
     /// Why a web config file (`[agent] web_config`) would not load.
     fn web_config(&self, path: &Path) -> Result<(), String>;
 }
@@ -100,6 +103,9 @@ impl CrossChecks for SectionsOnly {
         Ok(false)
     }
     fn tls_ca(&self, _: &Path) -> Result<(), String> {
+        Ok(())
+    }
+    fn tls_client(&self, _: &Path, _: &Path) -> Result<(), (&'static str, String)> {
         Ok(())
     }
     fn web_config(&self, _: &Path) -> Result<(), String> {

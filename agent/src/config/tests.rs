@@ -484,3 +484,34 @@ fn classic_buckets_that_are_no_kernel_bound_are_named_where_written() {
         .to_string();
     assert!(e.contains("no bucket bounds"), "{e}");
 }
+
+#[test]
+fn an_alertmanager_entry_takes_what_it_leaves_out_from_alerting_by_group() {
+    let text = "[alerting]\ntls_ca_file = \"/ca\"\ntls_cert_file = \"/c\"\ntls_key_file = \"/k\"\nbearer_token_file = \"/t\"\nalertmanagers = [\n  \"https://a:9093\",\n  { url = \"https://b:9093\", tls_cert_file = \"/b.crt\", tls_key_file = \"/b.key\", basic_auth_username = \"u\", basic_auth_password_file = \"/p\" },\n]\n";
+    // The files are not there: the shape alone, as deserialized.
+    let c: toml::Table = toml::from_str(text).unwrap();
+    let alerting: AlertingConfig = c["alerting"].clone().try_into().unwrap();
+    let [a, b] = &alerting.endpoints()[..] else {
+        panic!("two endpoints")
+    };
+    let p = |s: &str| Some(std::path::PathBuf::from(s));
+    assert_eq!(
+        (&a.url[..], &a.tls_cert_file, &a.bearer_token_file),
+        ("https://a:9093", &p("/c"), &p("/t"))
+    );
+    assert_eq!(
+        (&b.tls_ca_file, &b.tls_cert_file, &b.tls_key_file),
+        (&p("/ca"), &p("/b.crt"), &p("/b.key"))
+    );
+    assert_eq!(
+        (&b.bearer_token_file, b.basic_auth_username.as_deref()),
+        (&None, Some("u"))
+    );
+    let err = Config::parse(
+        "[alerting]\nalertmanagers = [{ url = \"http://a:1\", tls_crt = \"/x\" }]\n",
+        "t",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("tls_crt"), "{err}");
+}

@@ -356,59 +356,35 @@ fn rules(config: &Config, spans: &Spans, errors: &mut ConfigErrors, checks: &dyn
 
 fn alerting(config: &Config, spans: &Spans, errors: &mut ConfigErrors, checks: &dyn CrossChecks) {
     let a = &config.alerting;
-    if a.bearer_token_file.is_some() && a.basic_auth_username.is_some() {
-        let msg = "and basic_auth_username are exclusive: choose one".into();
-        errors.push_path(spans, "alerting.bearer_token_file", msg);
-    }
-    if a.basic_auth_username.is_some() != a.basic_auth_password_file.is_some() {
-        let msg = "needs basic_auth_password_file too (and the other way round)".into();
-        errors.push_path(spans, "alerting.basic_auth_username", msg);
-    }
-    if let Some(user) = &a.basic_auth_username {
-        if user.is_empty() || user.contains(':') || user.chars().any(|c| c.is_control()) {
-            let msg = format!(
-                "`{}` must be non-empty, without `:` or control characters (RFC 7617)",
-                user.escape_debug()
-            );
-            errors.push_path(spans, "alerting.basic_auth_username", msg);
-        }
-    }
-    type Check<'c> = &'c dyn Fn(&std::path::Path) -> Result<(), String>;
-    let check_ca = |p: &std::path::Path| files::check_ca(p, checks);
-    let file_checks: [(&str, &Option<std::path::PathBuf>, Check); 3] = [
-        (
-            "alerting.bearer_token_file",
-            &a.bearer_token_file,
-            &files::check_token,
-        ),
-        (
-            "alerting.basic_auth_password_file",
-            &a.basic_auth_password_file,
-            &files::check_password,
-        ),
-        ("alerting.tls_ca_file", &a.tls_ca_file, &check_ca),
-    ];
-    for (path, file, check) in file_checks {
-        if let Some(Err(e)) = file.as_deref().map(check) {
-            errors.push_path(spans, path, e);
-        }
-    }
-    for (i, url) in a.alertmanagers.iter().enumerate() {
+    endpoint_settings(spans, errors, checks, "alerting", &a.defaults());
+    let resolved = a.endpoints();
+    for (i, (entry, resolved)) in a.alertmanagers.iter().zip(&resolved).enumerate() {
         let path = format!("alerting.alertmanagers[{i}]");
+        let url = &entry.url;
+        endpoint_settings(spans, errors, checks, &path, entry);
         // Each Alertmanager has one delivery lane and one spool file: a URL listed twice
         // would have two lanes writing one spool.
-        if a.alertmanagers[..i].contains(url) {
+        if a.alertmanagers[..i].iter().any(|e| e.url == *url) {
             errors.push_path(spans, &path, format!("`{url}` is listed twice"));
         }
         match checks.alertmanager_is_https(url) {
             Err(e) => errors.push_path(spans, &path, e),
-            Ok(true) if a.tls_ca_file.is_none() => {
+            Ok(true) if resolved.tls_ca_file.is_none() => {
                 let msg = format!(
-                    "`{url}` is https: set [alerting] tls_ca_file to the CA that signed it"
+                    "`{url}` is https: set [alerting] tls_ca_file to the CA that signed it (or the entry's own)"
                 );
                 errors.push_path(spans, &path, msg);
             }
             Ok(_) => {}
+        }
+        let tls = [
+            &entry.tls_ca_file,
+            &entry.tls_cert_file,
+            &entry.tls_key_file,
+        ];
+        if url.starts_with("http://") && tls.iter().any(|f| f.is_some()) {
+            let msg = format!("`{url}` is plain http: its TLS settings would be unused");
+            errors.push_path(spans, &path, msg);
         }
     }
     // endsAt is now + 4 x resend_interval: longer, and an agent that dies leaves its alerts
@@ -456,6 +432,70 @@ fn alerting(config: &Config, spans: &Spans, errors: &mut ConfigErrors, checks: &
     for (place, why) in config.labels.classic_buckets.problems() {
         let path = format!("labels.classic_buckets[{place}]");
         errors.push_path(spans, &path, why.clone());
+    }
+}
+
+/// The TLS and auth settings of `[alerting]` (`at` = "alerting") or of one alertmanagers
+/// entry, each file checked the way delivery reads it, errors at the field.
+fn endpoint_settings(
+    spans: &Spans,
+    errors: &mut ConfigErrors,
+    checks: &dyn CrossChecks,
+    at: &str,
+    e: &crate::config::AlertmanagerEntry,
+) {
+    if e.bearer_token_file.is_some() && e.basic_auth_username.is_some() {
+        let msg = "and basic_auth_username are exclusive: choose one".into();
+        errors.push_path(spans, &format!("{at}.bearer_token_file"), msg);
+    }
+    if e.basic_auth_username.is_some() != e.basic_auth_password_file.is_some() {
+        let msg = "needs basic_auth_password_file too (and the other way round)".into();
+        errors.push_path(spans, &format!("{at}.basic_auth_username"), msg);
+    }
+    if let Some(user) = &e.basic_auth_username {
+        if user.is_empty() || user.contains(':') || user.chars().any(|c| c.is_control()) {
+            let msg = format!(
+                "`{}` must be non-empty, without `:` or control characters (RFC 7617)",
+                user.escape_debug()
+            );
+            errors.push_path(spans, &format!("{at}.basic_auth_username"), msg);
+        }
+    }
+    if e.tls_cert_file.is_some() != e.tls_key_file.is_some() {
+        let msg = "needs tls_key_file too (and the other way round)".into();
+        errors.push_path(spans, &format!("{at}.tls_cert_file"), msg);
+    }
+    type Check<'c> = &'c dyn Fn(&std::path::Path) -> Result<(), String>;
+    let check_ca = |p: &std::path::Path| files::check_ca(p, checks);
+    let file_checks: [(&str, &Option<std::path::PathBuf>, Check); 5] = [
+        (
+            "bearer_token_file",
+            &e.bearer_token_file,
+            &files::check_token,
+        ),
+        (
+            "basic_auth_password_file",
+            &e.basic_auth_password_file,
+            &files::check_password,
+        ),
+        ("tls_ca_file", &e.tls_ca_file, &check_ca),
+        ("tls_cert_file", &e.tls_cert_file, &files::check_readable),
+        ("tls_key_file", &e.tls_key_file, &files::check_readable),
+    ];
+    let mut readable = true;
+    for (field, file, check) in file_checks {
+        if let Some(Err(msg)) = file.as_deref().map(check) {
+            errors.push_path(spans, &format!("{at}.{field}"), msg);
+            if field == "tls_cert_file" || field == "tls_key_file" {
+                readable = false;
+            }
+        }
+    }
+    // The pair as delivery loads it: PEM, a key, and a key that belongs to the certificate.
+    if let (true, Some(cert), Some(key)) = (readable, &e.tls_cert_file, &e.tls_key_file) {
+        if let Err((field, msg)) = checks.tls_client(cert, key) {
+            errors.push_path(spans, &format!("{at}.{field}"), msg);
+        }
     }
 }
 

@@ -68,10 +68,9 @@ impl Exposition {
             .copied()
             .chain([hist::BUCKETS - 1])
             .map(|i| {
-                (
-                    i,
-                    hist::upper_bound_ns(i).map_or(f64::MAX, |ns| ns as f64 / 1e9),
-                )
+                // The double nearest 2^(k/4) s, the native bucket's own bound: a whole
+                // number of ns is <= it iff it is in the kernel bucket (hist.rs).
+                (i, hist::upper_bound_seconds(i).unwrap_or(f64::MAX))
             })
             .collect();
         let mut registry = Registry::default();

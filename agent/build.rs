@@ -4,6 +4,12 @@ use anyhow::Context as _;
 
 fn main() -> anyhow::Result<()> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../agent-ebpf");
+    // aya-build watches agent-ebpf only; the programs also compile agent-common (the
+    // bucket function, the map types), and a change there must rebuild them too.
+    println!(
+        "cargo:rerun-if-changed={}",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../agent-common")
+    );
     // The benchmark floors go into the object only when asked for (`cargo xtask bench`).
     let features: &[&str] = if std::env::var_os("CARGO_FEATURE_BENCH_PROGRAMS").is_some() {
         &["bench"]

@@ -69,12 +69,12 @@ pub async fn run(
         refused: refused.clone(),
     };
     let delivery = Arc::new(DeliveryStats::default());
-    let registry = Arc::new(Exposition::registry_with(
+    let exposition = Exposition::shared(
         snapshot.clone(),
         info,
         delivery.clone(),
         &config.labels.classic_buckets,
-    ));
+    );
     let addr: SocketAddr = listener.local_addr()?;
     let (gpu_tx, mut gpu_events) = tokio::sync::mpsc::channel(gpu::CHANNEL_BATCHES);
     start_gpu(&config, &mut snapshot.write(), gpu_tx);
@@ -108,7 +108,7 @@ pub async fn run(
     let mut notifier = Notifier::from_env();
     let http = tokio::spawn(metrics::serve(
         listener,
-        metrics::Routes::new(registry, health.clone(), snapshot.clone()),
+        metrics::Routes::new(exposition, health.clone(), snapshot.clone()),
         web,
         refused,
     ));

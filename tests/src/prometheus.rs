@@ -33,6 +33,12 @@ impl Prometheus {
     /// Scrapes as `config` says (its `scrape_configs`, and `rule_files` if any), each
     /// second.
     pub fn start_config(config: &str) -> Self {
+        Self::start_config_args(config, &[])
+    }
+
+    /// `start_config` with extra command-line flags (e.g.
+    /// `--enable-feature=native-histograms`).
+    pub fn start_config_args(config: &str, args: &[&str]) -> Self {
         let dir = TempDir::new("prometheus");
         let config = format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n{config}");
         std::fs::write(dir.0.join("prometheus.yml"), config).unwrap();
@@ -47,6 +53,7 @@ impl Prometheus {
                 dir.0.join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

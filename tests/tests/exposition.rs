@@ -74,10 +74,10 @@ fn live_scrape_reports_the_workload_passes_promtool_and_matches_the_docs() {
     );
 }
 
-/// The exported buckets are exact at their bounds: five sleeps of 68 ms (just above the
-/// 67.1 ms kernel bound) are in no bucket up to 67.108864 ms, in every one from the next
-/// exported bound on (134.217728 ms at the default buckets, 83.88608 ms in a chosen list),
-/// where each sleep, timed by the workload, really ended below that bound.
+/// The exported buckets are exact at their bounds: five sleeps of 63 ms (just above the
+/// 62.5 ms = 2^-4 s kernel bound) are in no bucket up to 0.0625, in every one from the next
+/// exported bound on (0.125 at the default buckets, 2^(-15/4) s = 74.3 ms in a chosen
+/// list), where each sleep, timed by the workload, really ended below that bound.
 #[test]
 fn exported_buckets_count_exactly_at_their_bounds() {
     if !require_root!() {
@@ -85,11 +85,11 @@ fn exported_buckets_count_exactly_at_their_bounds() {
     }
     let dir = gimbal_tests::TempDir::new("buckets");
     for (labels, bounds, next) in [
-        ("", 23, "0.134217728"),
+        ("", 23, "0.125"),
         (
-            "classic_buckets = [\"16.384us\", \"67.108864ms\", \"83.88608ms\", \"1.073741824s\"]",
+            "classic_buckets = [\"3.814us\", \"62.5ms\", \"74.325444ms\", \"1s\"]",
             5,
-            "0.08388608",
+            "0.07432544468767007",
         ),
     ] {
         let config = dir.0.join("gimbal.toml");
@@ -106,7 +106,7 @@ fn exported_buckets_count_exactly_at_their_bounds() {
         let cgroup = TestCgroup::new("buckets");
         let child = cgroup.spawn_into(
             workload()
-                .args(["sleep", "5", "68"])
+                .args(["sleep", "5", "63"])
                 .stdout(std::process::Stdio::piped()),
         );
         let out = child.into_inner().wait_with_output().unwrap();
@@ -136,7 +136,7 @@ fn exported_buckets_count_exactly_at_their_bounds() {
             })
             .count();
         assert_eq!(exported, bounds, "{labels}: {body}");
-        assert_eq!(bucket("0.067108864"), Some(0.0), "{labels}");
+        assert_eq!(bucket("0.0625"), Some(0.0), "{labels}");
         assert_eq!(bucket("+Inf"), Some(5.0), "{labels}");
         let next_ns = (next.parse::<f64>().unwrap() * 1e9).round() as u64;
         if longest_ns <= next_ns {

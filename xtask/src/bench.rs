@@ -421,7 +421,7 @@ fn scrape_cost(bin: &std::path::Path, cgroups: usize) -> anyhow::Result<String> 
     Ok(format!(
         "\nA busy scrape (`cargo xtask bench --only scrape`): {cgroups} cgroups, each a shell loop \
          of a few dozen distinct syscalls; two agents side by side, the default classic buckets \
-         (one per doubling, 4.096us to 8.59s) and `classic_buckets = \"full\"`; scraped as \
+         (one per doubling, 2^-18 s to 8 s) and `classic_buckets = \"full\"`; scraped as \
          Prometheus does (OpenMetrics, Accept-Encoding: gzip) and without gzip.\n\n{}",
         bench_binary(bin, "scrape", cgroups)?
     ))

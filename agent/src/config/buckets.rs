@@ -1,8 +1,11 @@
 //! `[labels] classic_buckets`: the `le` bounds the classic latency histograms export.
 //!
-//! Each bound must be one of the kernel's own bucket bounds (gimbal_common::hist: 4 per
-//! doubling from 1.024 µs), so an exported bucket is a sum of whole kernel buckets and its
-//! count stays exact: nothing is rounded or re-bucketed. `"full"` keeps all 97 of them.
+//! Each bound must be one of the kernel's own bucket bounds (gimbal_common::hist: native
+//! schema 2, 2^(k/4) s, 4 per doubling from 0.954 µs to 16 s), so an exported bucket is a
+//! sum of whole kernel buckets and its count stays exact: nothing is rounded or
+//! re-bucketed. `"full"` keeps all 97 of them. A bound is written as any duration that
+//! agrees with it in whole nanoseconds (the kernel counts whole nanoseconds): `3.814us`,
+//! `3.814697265625us` and `0.000003814697265625s` all name 2^-18 s.
 use std::fmt;
 
 use gimbal_common::hist;
@@ -36,15 +39,16 @@ impl ClassicBuckets {
     }
 }
 
-/// One bucket per doubling from 4.096 µs (2^12 ns) to 8.59 s (2^33 ns): 22 bounds and
-/// +Inf, a quarter of the full resolution's series.
+/// One bucket per doubling, the powers of two seconds from 2^-18 s (3.81 µs) to 8 s: 22
+/// bounds and +Inf, a quarter of the full resolution's series.
 impl Default for ClassicBuckets {
     fn default() -> Self {
         Self(
             (0..hist::BUCKETS - 1)
                 .filter(|&i| {
-                    let ns = hist::upper_bound_ns(i).unwrap_or(0);
-                    ns.is_power_of_two() && (1 << 12..=1 << 33).contains(&ns)
+                    // Bucket 80 is 2^0 s; every 4th is a power of two seconds.
+                    let k = i as i64 - 80;
+                    k % 4 == 0 && (-72..=12).contains(&k)
                 })
                 .collect(),
             Vec::new(),
@@ -52,7 +56,7 @@ impl Default for ClassicBuckets {
     }
 }
 
-/// A kernel bound's index from its text ("4.096us"), or why it is none, naming the
+/// A kernel bound's index from its text ("3.814us"), or why it is none, naming the
 /// nearest bounds that are.
 fn kernel_index(text: &str) -> Result<usize, String> {
     let ns = parse_ns(text)?;
@@ -69,12 +73,13 @@ fn kernel_index(text: &str) -> Result<usize, String> {
         (None, None) => unreachable!("the kernel has bounds"),
     };
     Err(format!(
-        "is `{text}`, not a kernel bucket bound (4 per doubling from 1.024us); {nearest}"
+        "is `{text}`, not a kernel bucket bound (2^(k/4) seconds, 4 per doubling); {nearest}"
     ))
 }
 
-/// "4.096us", "1.5ms", "8.589934592s", "1024ns" (also "µs") as whole nanoseconds, exactly:
-/// decimal digits, never a float.
+/// "3.814us", "1.5ms", "8s", "953ns" (also "µs") as whole nanoseconds, exactly (digits
+/// below a nanosecond are dropped: the kernel's bounds are floors): decimal digits, never a
+/// float.
 fn parse_ns(text: &str) -> Result<u64, String> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -87,7 +92,7 @@ fn parse_ns(text: &str) -> Result<u64, String> {
         "s" => 9,
         _ => {
             return Err(format!(
-                "is `{text}`: expected a number and ns, us, ms or s, like \"4.096us\""
+                "is `{text}`: expected a number and ns, us, ms or s, like \"3.814us\""
             ))
         }
     };
@@ -96,13 +101,11 @@ fn parse_ns(text: &str) -> Result<u64, String> {
     if whole.is_empty() || fraction.contains('.') || !whole.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
-    let fraction = fraction.trim_end_matches('0');
-    if fraction.len() > scale_digits as usize {
-        return Err(format!(
-            "is `{text}`, not a whole number of nanoseconds, so not a kernel bucket bound"
-        ));
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
     }
-    // Digits as nanoseconds: "4.096" us -> "4096" followed by 3 - 3 zeros.
+    // Digits as whole nanoseconds: "3.8146" us -> "3814" (the rest is below 1 ns).
+    let fraction = &fraction[..fraction.len().min(scale_digits as usize)];
     let digits = format!(
         "{whole}{fraction}{}",
         "0".repeat(scale_digits as usize - fraction.len())
@@ -112,7 +115,7 @@ fn parse_ns(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("is `{text}`, too large for a bucket bound"))
 }
 
-/// Nanoseconds in the largest unit that keeps them at least 1, exactly ("3.584us").
+/// Nanoseconds in the largest unit that keeps them at least 1, exactly ("3.814us").
 pub fn human(ns: u64) -> String {
     let (unit, digits) = match ns {
         0..1_000 => return format!("{ns}ns"),
@@ -140,14 +143,14 @@ impl<'de> Visitor<'de> for BucketsVisitor {
     type Value = ClassicBuckets;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("\"full\" or a list of kernel bucket bounds like [\"4.096us\", \"1.048576ms\"]")
+        f.write_str("\"full\" or a list of kernel bucket bounds like [\"3.814us\", \"1.953125ms\"]")
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         match v {
             "full" => Ok(ClassicBuckets::full()),
             other => Err(E::custom(format!(
-                "`{other}`: expected \"full\" or a list of kernel bucket bounds like [\"4.096us\", \"1.048576ms\"]"
+                "`{other}`: expected \"full\" or a list of kernel bucket bounds like [\"3.814us\", \"1.953125ms\"]"
             ))),
         }
     }
@@ -181,39 +184,49 @@ mod tests {
 
     #[test]
     fn the_default_is_one_bound_per_doubling_from_4us_to_8s() {
-        let bounds: Vec<_> = ClassicBuckets::default()
-            .indices()
+        let indices = ClassicBuckets::default().indices().to_vec();
+        let bounds: Vec<_> = indices
             .iter()
             .map(|&i| human(hist::upper_bound_ns(i).unwrap()))
             .collect();
         assert_eq!(bounds.len(), 22);
-        assert_eq!(bounds[0], "4.096us");
-        assert_eq!(bounds[1], "8.192us");
-        assert_eq!(bounds[21], "8.589934592s");
+        assert_eq!(bounds[0], "3.814us");
+        assert_eq!(bounds[1], "7.629us");
+        assert_eq!(bounds[18], "1s");
+        assert_eq!(bounds[21], "8s");
+        // Powers of two seconds, exactly.
+        for (n, &i) in indices.iter().enumerate() {
+            let s = hist::upper_bound_seconds(i).unwrap();
+            assert_eq!(s, 2f64.powi(n as i32 - 18), "{}", bounds[n]);
+        }
         assert_eq!(ClassicBuckets::full().indices().len(), hist::BUCKETS - 1);
     }
 
     #[test]
-    fn bounds_parse_exactly_and_others_name_their_neighbours() {
-        assert_eq!(kernel_index("1.024us"), Ok(0));
-        assert_eq!(kernel_index("1024ns"), Ok(0));
-        assert_eq!(kernel_index("1.28µs"), Ok(1));
-        assert_eq!(kernel_index("4.0960us"), Ok(8));
-        assert_eq!(kernel_index("0.000004096s"), Ok(8));
-        assert_eq!(kernel_index("17.179869184s"), Ok(hist::BUCKETS - 2));
+    fn bounds_parse_to_whole_nanoseconds_and_others_name_their_neighbours() {
+        assert_eq!(kernel_index("953ns"), Ok(0));
+        assert_eq!(kernel_index("0.953us"), Ok(0));
+        assert_eq!(kernel_index("1.134µs"), Ok(1));
+        assert_eq!(kernel_index("3.814us"), Ok(8));
+        assert_eq!(kernel_index("3.8140us"), Ok(8));
+        // The exact bound, and the exported `le`, name it too: below 1 ns is dropped.
+        assert_eq!(kernel_index("3.814697265625us"), Ok(8));
+        assert_eq!(kernel_index("0.000003814697265625s"), Ok(8));
+        assert_eq!(kernel_index("1.189207115002721s"), Ok(81));
+        assert_eq!(kernel_index("1s"), Ok(80));
+        assert_eq!(kernel_index("16s"), Ok(hist::BUCKETS - 2));
         let e = kernel_index("4us").unwrap_err();
         assert!(
             e.starts_with("is `4us`, not a kernel bucket bound")
-                && e.contains("the nearest are 3.584us and 4.096us"),
+                && e.contains("the nearest are 3.814us and 4.536us"),
             "{e}"
         );
-        let e = kernel_index("1us").unwrap_err();
-        assert!(e.contains("the smallest is 1.024us"), "{e}");
+        let e = kernel_index("3.815us").unwrap_err();
+        assert!(e.contains("the nearest are 3.814us and 4.536us"), "{e}");
+        let e = kernel_index("900ns").unwrap_err();
+        assert!(e.contains("the smallest is 953ns"), "{e}");
         let e = kernel_index("20s").unwrap_err();
-        assert!(e.contains("the largest is 17.179869184s"), "{e}");
-        assert!(kernel_index("4.0965us")
-            .unwrap_err()
-            .contains("whole number"));
+        assert!(e.contains("the largest is 16s"), "{e}");
         assert!(kernel_index("4").unwrap_err().contains("ns, us, ms or s"));
         assert!(kernel_index("4m").unwrap_err().contains("ns, us, ms or s"));
         assert!(kernel_index(".5s").unwrap_err().contains("not a number"));
@@ -227,7 +240,7 @@ mod tests {
     fn human_is_exact() {
         assert_eq!(human(999), "999ns");
         assert_eq!(human(1_000), "1us");
-        assert_eq!(human(3_584), "3.584us");
+        assert_eq!(human(3_814), "3.814us");
         assert_eq!(human(1 << 20), "1.048576ms");
         assert_eq!(human(1 << 33), "8.589934592s");
     }

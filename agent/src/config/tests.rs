@@ -442,7 +442,7 @@ fn targets_by_pod_name_take_kubernetes_globs_and_say_where_one_is_wrong() {
 
 #[test]
 fn classic_buckets_that_are_no_kernel_bound_are_named_where_written() {
-    let text = "[labels]\nclassic_buckets = [\"4.096us\", \"4us\", \"1ms\"]\n";
+    let text = "[labels]\nclassic_buckets = [\"3.814us\", \"4us\", \"1ms\"]\n";
     let e = Config::parse(text, "gimbal.toml").unwrap_err().to_string();
     assert!(
         e.contains(
@@ -450,7 +450,7 @@ fn classic_buckets_that_are_no_kernel_bound_are_named_where_written() {
         ),
         "{e}"
     );
-    assert!(e.contains("the nearest are 3.584us and 4.096us"), "{e}");
+    assert!(e.contains("the nearest are 3.814us and 4.536us"), "{e}");
     assert!(
         e.contains(
             "gimbal.toml:2:38: `labels.classic_buckets` is `1ms`, not a kernel bucket bound"
@@ -458,13 +458,13 @@ fn classic_buckets_that_are_no_kernel_bound_are_named_where_written() {
         "{e}"
     );
     let e = Config::parse(
-        "[labels]\nclassic_buckets = [\"8.192us\", \"4.096us\"]\n",
+        "[labels]\nclassic_buckets = [\"7.629us\", \"3.814us\"]\n",
         "t",
     )
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("t:2:31: `labels.classic_buckets` is `4.096us`: the bounds must increase"),
+        e.contains("t:2:31: `labels.classic_buckets` is `3.814us`: the bounds must increase"),
         "{e}"
     );
     let e = Config::parse("[labels]\nclassic_buckets = \"some\"\n", "t")

@@ -217,7 +217,7 @@ fn targets(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
                 (DAY, why),
             );
         }
-        let why = "the histogram's last bucket ends at 17.2s";
+        let why = "the histogram's last bucket ends at 16s";
         bounded(
             errors,
             spans,

@@ -1,6 +1,7 @@
 //! Encodes the snapshot as OpenMetrics text with prometheus-client, on each scrape. Every
 //! family and series is written through [`Families`], which escapes HELP texts and label
-//! values.
+//! values. The protobuf encoding (protobuf.rs) reads the same snapshot through the same
+//! [`Exposition`].
 use std::sync::{atomic::Ordering, Arc};
 
 use gimbal_common::hist;
@@ -61,6 +62,23 @@ impl Exposition {
         delivery: Arc<DeliveryStats>,
         classic: &ClassicBuckets,
     ) -> Registry {
+        Self::registry_of(Self::shared(snapshot, info, delivery, classic))
+    }
+
+    /// A registry that encodes `exposition` as text.
+    pub fn registry_of(exposition: Arc<Exposition>) -> Registry {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Shared(exposition)));
+        registry
+    }
+
+    /// One exposition for both encodings (text through a registry, protobuf directly).
+    pub fn shared(
+        snapshot: Published,
+        info: AgentInfo,
+        delivery: Arc<DeliveryStats>,
+        classic: &ClassicBuckets,
+    ) -> Arc<Self> {
         // +Inf is encoded by prometheus-client as f64::MAX.
         let bounds = classic
             .indices()
@@ -68,48 +86,79 @@ impl Exposition {
             .copied()
             .chain([hist::BUCKETS - 1])
             .map(|i| {
-                (
-                    i,
-                    hist::upper_bound_ns(i).map_or(f64::MAX, |ns| ns as f64 / 1e9),
-                )
+                // The double nearest 2^(k/4) s, the native bucket's own bound: a whole
+                // number of ns is <= it iff it is in the kernel bucket (hist.rs).
+                (i, hist::upper_bound_seconds(i).unwrap_or(f64::MAX))
             })
             .collect();
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(Exposition {
+        Arc::new(Exposition {
             snapshot,
             info,
             delivery,
             bounds,
-        }));
-        registry
+        })
     }
-}
 
-impl Collector for Exposition {
-    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        // Shadowed so that nothing below can reach the unescaping encoder.
-        let mut e = Families::new(&mut e);
-        // Copied first: no lock is held while encoding.
-        let deliveries: Vec<Delivery> = crate::sync::lock(&self.delivery.endpoints)
-            .iter()
-            .map(|(endpoint, s)| Delivery {
-                endpoint: endpoint.clone(),
-                sent: s.sent,
-                failed: s.failed,
-                dropped: s.dropped,
-                queued: s.queued,
-                last_latency_seconds: s.last_latency.as_secs_f64(),
-            })
-            .collect();
-        let http_refused = self.info.refused.rows();
-        let agent = AgentView {
+    pub(super) fn snapshot(&self) -> &Published {
+        &self.snapshot
+    }
+
+    /// (last kernel bucket index, `le` in seconds) of each classic bucket, +Inf last.
+    pub(super) fn bounds(&self) -> &[(usize, f64)] {
+        &self.bounds
+    }
+
+    /// What the agent view borrows, copied first: no lock is held while encoding.
+    pub(super) fn agent_parts(&self) -> AgentParts {
+        AgentParts {
+            deliveries: crate::sync::lock(&self.delivery.endpoints)
+                .iter()
+                .map(|(endpoint, s)| Delivery {
+                    endpoint: endpoint.clone(),
+                    sent: s.sent,
+                    failed: s.failed,
+                    dropped: s.dropped,
+                    queued: s.queued,
+                    last_latency_seconds: s.last_latency.as_secs_f64(),
+                })
+                .collect(),
+            http_refused: self.info.refused.rows(),
+        }
+    }
+
+    pub(super) fn agent_view<'a>(&'a self, parts: &'a AgentParts) -> AgentView<'a> {
+        AgentView {
             version: self.info.version,
             kernel: &self.info.kernel,
             probes: &self.info.probes,
-            deliveries: &deliveries,
+            deliveries: &parts.deliveries,
             batches_dropped: self.delivery.dropped.load(Ordering::Relaxed),
-            http_refused: &http_refused,
-        };
+            http_refused: &parts.http_refused,
+        }
+    }
+}
+
+pub(super) struct AgentParts {
+    deliveries: Vec<Delivery>,
+    http_refused: [(&'static str, u64); 3],
+}
+
+/// The registry's handle on an exposition it shares with the protobuf encoder.
+#[derive(Debug)]
+struct Shared(Arc<Exposition>);
+
+impl Collector for Shared {
+    fn encode(&self, e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode_text(e)
+    }
+}
+
+impl Exposition {
+    fn encode_text(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Shadowed so that nothing below can reach the unescaping encoder.
+        let mut e = Families::new(&mut e);
+        let parts = self.agent_parts();
+        let agent = self.agent_view(&parts);
         let snapshot = self.snapshot.read();
         for metric in METRICS {
             let unit = metric.seconds.then_some(&Unit::Seconds);

@@ -78,14 +78,14 @@ fn chosen_bounds_export_the_full_resolution_s_counts_at_those_bounds() {
     let all = buckets(&full);
     assert_eq!(all.len(), 98);
     for text in [
-        "[labels]\nclassic_buckets = [\"2.048us\", \"1.28us\"]",
-        "[labels]\nclassic_buckets = [\"1.28us\", \"2.048us\", \"8.388608ms\"]",
+        "[labels]\nclassic_buckets = [\"1.907us\", \"1.134us\"]",
+        "[labels]\nclassic_buckets = [\"1.134us\", \"1.907us\", \"7.8125ms\"]",
         "",
     ] {
         let config = crate::config::Config::parse(text, "t");
         let Ok(config) = config else {
             // Bounds out of order are refused.
-            assert!(text.contains("\"2.048us\", \"1.28us\""), "{text}");
+            assert!(text.contains("\"1.907us\", \"1.134us\""), "{text}");
             continue;
         };
         let chosen = buckets(&scrape(&config.labels.classic_buckets));
@@ -106,4 +106,42 @@ fn chosen_bounds_export_the_full_resolution_s_counts_at_those_bounds() {
     };
     let default = scrape(&crate::config::ClassicBuckets::default());
     assert_eq!(others(&full), others(&default));
+}
+
+/// Every `le` of the full resolution parses back to the kernel bound's own double (the
+/// native bucket's), and a whole number of nanoseconds is at most it iff it is in the bucket.
+#[test]
+fn every_le_is_the_exact_kernel_bound() {
+    use gimbal_common::hist;
+    let registry = Exposition::registry_with(
+        snapshot::Published::new(snapshot::filled()),
+        AgentInfo {
+            version: "1",
+            kernel: "6.1.0".into(),
+            probes: vec![],
+            refused: Default::default(),
+        },
+        Arc::new(DeliveryStats::default()),
+        &crate::config::ClassicBuckets::full(),
+    );
+    let mut om = String::new();
+    encode(&mut om, &registry).expect("encoding into a String");
+    let les: Vec<&str> = om
+        .lines()
+        .filter_map(|l| l.split_once("_bucket{le=\""))
+        .filter_map(|(_, rest)| rest.split_once('"'))
+        .map(|(le, _)| le)
+        .collect();
+    assert_eq!(les.len(), hist::BUCKETS);
+    assert_eq!(les[hist::BUCKETS - 1], "+Inf");
+    for (i, le) in les[..hist::BUCKETS - 1].iter().enumerate() {
+        let le: f64 = le.parse().unwrap();
+        assert_eq!(Some(le), hist::upper_bound_seconds(i), "bucket {i}");
+        let ns = hist::upper_bound_ns(i).unwrap();
+        assert!(
+            ns as f64 <= le * 1e9 && le * 1e9 < (ns + 1) as f64,
+            "bucket {i}"
+        );
+        assert_eq!(hist::bucket(ns), i);
+    }
 }

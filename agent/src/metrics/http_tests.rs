@@ -35,13 +35,14 @@ pub(super) fn serve_filled(web: Arc<super::web::WebConfig>, refused: Arc<Refusal
                 probes: vec![],
                 refused: refused.clone(),
             };
-            let registry = Arc::new(Exposition::registry(
+            let exposition = Exposition::shared(
                 published.clone(),
                 info,
                 Arc::new(DeliveryStats::default()),
-            ));
+                &crate::config::ClassicBuckets::default(),
+            );
             let health = Arc::new(Health::new(Duration::from_secs(1)));
-            let routes = super::Routes::new(registry, health, published);
+            let routes = super::Routes::new(exposition, health, published);
             super::serve(listener, routes, web, refused).await;
         });
     });
@@ -90,16 +91,25 @@ fn metrics_are_gzipped_when_asked_and_decode_to_the_identity_body() {
     for accept in [
         "",
         "Accept: application/openmetrics-text; version=1.0.0\r\n",
+        "Accept: application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited\r\n",
     ] {
         let (head, identity) = request(port, "GET", "/metrics", accept);
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert_eq!(header(&head, "Content-Encoding"), None, "{head}");
-        assert_eq!(header(&head, "Vary"), Some("Accept-Encoding"), "{head}");
+        assert_eq!(
+            header(&head, "Vary"),
+            Some("Accept, Accept-Encoding"),
+            "{head}"
+        );
         let asked = format!("{accept}Accept-Encoding: gzip\r\n");
         let (head, packed) = request(port, "GET", "/metrics", &asked);
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert_eq!(header(&head, "Content-Encoding"), Some("gzip"), "{head}");
-        assert_eq!(header(&head, "Vary"), Some("Accept-Encoding"), "{head}");
+        assert_eq!(
+            header(&head, "Vary"),
+            Some("Accept, Accept-Encoding"),
+            "{head}"
+        );
         assert_eq!(
             header(&head, "Content-Length"),
             Some(packed.len().to_string().as_str())
@@ -109,19 +119,27 @@ fn metrics_are_gzipped_when_asked_and_decode_to_the_identity_body() {
             .read_to_end(&mut unpacked)
             .expect("a gzip body");
         // The same snapshot, unchanged between the two scrapes: the same bytes.
-        assert_eq!(
-            String::from_utf8(unpacked).unwrap(),
-            String::from_utf8(identity.clone()).unwrap()
-        );
+        assert!(unpacked == identity, "the gzip body decodes to another body");
+        // Protobuf is denser already: it shrinks less.
+        let factor = if accept.contains("protobuf") { 2 } else { 3 };
         assert!(
-            packed.len() * 3 < identity.len(),
+            packed.len() * factor < identity.len(),
             "{} of {}",
             packed.len(),
             identity.len()
         );
-        assert!(String::from_utf8(identity)
-            .unwrap()
-            .contains("gimbal_syscall_latency_seconds_bucket"));
+        // Text names the bucket series; protobuf names the family once.
+        let name: &[u8] = match accept.contains("protobuf") {
+            true => b"\x1egimbal_syscall_latency_seconds",
+            false => b"gimbal_syscall_latency_seconds_bucket",
+        };
+        assert!(identity.windows(name.len()).any(|w| w == name));
+        let content_type = header(&head, "Content-Type").unwrap();
+        assert_eq!(
+            content_type.starts_with("application/vnd.google.protobuf"),
+            accept.contains("protobuf"),
+            "{content_type}"
+        );
     }
     // Refused gzip: identity.
     let (head, body) = request(port, "GET", "/metrics", "Accept-Encoding: gzip;q=0\r\n");

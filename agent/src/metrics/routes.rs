@@ -1,6 +1,7 @@
-//! What each path answers: /metrics (encoded on a blocking thread, gzipped when asked),
-//! /healthz, /readyz, /health and /health/<target>. GET and HEAD only; HEAD gets GET's
-//! head (hyper leaves the body out).
+//! What each path answers: /metrics (encoded on a blocking thread, gzipped when asked, in
+//! the format the Accept header prefers: protobuf with native histograms, OpenMetrics or
+//! text 0.0.4), /healthz, /readyz, /health and /health/<target>. GET and HEAD only; HEAD
+//! gets GET's head (hyper leaves the body out).
 use std::sync::Arc;
 
 use hyper::{
@@ -11,7 +12,7 @@ use hyper::{
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
-use super::{coding, text_format};
+use super::{coding, negotiate::Format, protobuf, text_format, Exposition};
 use crate::{service::Health, snapshot::Published, verdict};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -20,7 +21,10 @@ pub const MAX_BODY: u64 = 8 * 1024;
 
 /// What every answer reads.
 pub struct Routes {
+    /// Text encodings (prometheus-client) of the exposition.
     pub registry: Arc<Registry>,
+    /// The same exposition, for the protobuf encoding.
+    pub exposition: Arc<Exposition>,
     pub health: Arc<Health>,
     pub snapshot: Published,
     /// Scrapes encoded at once (see http.rs).
@@ -28,9 +32,10 @@ pub struct Routes {
 }
 
 impl Routes {
-    pub fn new(registry: Arc<Registry>, health: Arc<Health>, snapshot: Published) -> Self {
+    pub fn new(exposition: Arc<Exposition>, health: Arc<Health>, snapshot: Published) -> Self {
         Self {
-            registry,
+            registry: Arc::new(Exposition::registry_of(exposition.clone())),
+            exposition,
             health,
             snapshot,
             encoders: Arc::new(Semaphore::new(super::http::ENCODERS)),
@@ -78,18 +83,18 @@ impl Routes {
     /// The exposition, encoded (and gzipped) on a blocking thread: a large one never holds
     /// up the loop's thread.
     async fn metrics(&self, headers: &HeaderMap) -> Response<Bytes> {
-        let openmetrics = accepts_openmetrics(headers);
+        let format = Format::negotiate(headers);
         let gzip = coding::accepts_gzip(headers);
         let Ok(permit) = self.encoders.clone().acquire_owned().await else {
             return text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n");
         };
-        let registry = self.registry.clone();
+        let (registry, exposition) = (self.registry.clone(), self.exposition.clone());
         let encoded = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let (content_type, body) = encode(&registry, openmetrics)?;
+            let (content_type, body) = encode(&registry, &exposition, format)?;
             Some(match gzip {
-                true => (content_type, true, coding::gzip(body.as_bytes()).ok()?),
-                false => (content_type, false, body.into_bytes()),
+                true => (content_type, true, coding::gzip(&body).ok()?),
+                false => (content_type, false, body),
             })
         })
         .await;
@@ -97,12 +102,15 @@ impl Routes {
             return text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n");
         };
         let mut r = answer(StatusCode::OK, content_type, body.into());
-        // The answer depends on Accept-Encoding, so a cache must key on it either way.
+        // The answer depends on Accept and Accept-Encoding, so a cache must key on both.
         let h = r.headers_mut();
         if gzipped {
             h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
-        h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        h.insert(
+            header::VARY,
+            HeaderValue::from_static("Accept, Accept-Encoding"),
+        );
         r
     }
 
@@ -121,14 +129,6 @@ impl Routes {
         }
         r
     }
-}
-
-/// Whether the Accept header asks for OpenMetrics (Prometheus does).
-fn accepts_openmetrics(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .any(|v| String::from_utf8_lossy(v.as_bytes()).contains("application/openmetrics-text"))
 }
 
 pub fn text(status: StatusCode, body: &str) -> Response<Bytes> {
@@ -151,14 +151,21 @@ fn answer(status: StatusCode, content_type: &'static str, body: Bytes) -> Respon
 }
 
 /// The exposition in the format asked for: (content type, body); None if encoding failed.
-fn encode(registry: &Registry, openmetrics: bool) -> Option<(&'static str, String)> {
+fn encode(
+    registry: &Registry,
+    exposition: &Exposition,
+    format: Format,
+) -> Option<(&'static str, Vec<u8>)> {
+    if format == Format::Protobuf {
+        return Some((protobuf::CONTENT_TYPE, exposition.encode_protobuf()));
+    }
     let mut body = String::new();
     prometheus_client::encoding::text::encode(&mut body, registry).ok()?;
-    Some(match openmetrics {
-        true => (OPENMETRICS, body),
-        false => (
+    Some(match format {
+        Format::OpenMetrics => (OPENMETRICS, body.into_bytes()),
+        _ => (
             text_format::CONTENT_TYPE,
-            text_format::from_openmetrics(&body),
+            text_format::from_openmetrics(&body).into_bytes(),
         ),
     })
 }

@@ -146,9 +146,13 @@ pub async fn run(
         tokio::select! {
             _ = tick.tick() => {
                 let sample = maps.read()?;
+                // Exits already in the ring first: a target this tick finds empty was
+                // emptied by them, and its TargetDown should say how it died.
+                let early = exits.drain_now();
                 let now = SystemTime::now();
                 let mut s = snapshot.write();
                 s.kernel.apply(sample);
+                take_exits(early, &mut watcher, &mut jobs, &mut s, now);
                 let removed = identity_step(&mut identity, &mut s, &mut watcher, &cgroup2, now);
                 *crate::sync::lock(&pod_globs) = watcher.pod_patterns();
                 maps.forget_cgroups(removed);
@@ -183,17 +187,8 @@ pub async fn run(
             batch = exits.next_batch() => {
                 let batch = batch?;
                 let now = SystemTime::now();
-                let mut touched = false;
-                for record in &batch {
-                    tracing::debug!(pid = record.event.pid, labels = ?record.labels, "process exit");
-                    touched |= watcher.on_exit(record, now);
-                }
                 let mut s = snapshot.write();
-                for record in batch {
-                    touched |= jobs.exit(&mut s, &record, now);
-                    s.kernel.apply_exit(record.labels);
-                }
-                if touched {
+                if take_exits(batch, &mut watcher, &mut jobs, &mut s, now) {
                     evaluate(&mut engine, &watcher, &mut s, &probe_status, now);
                     s.verdicts = judge.event(&s.targets, &s.gpu, now);
                     tell_cluster(cluster.as_ref(), &s);
@@ -293,6 +288,25 @@ pub async fn run(
     }
     drop(probes);
     Ok(())
+}
+
+/// Records a batch of process exits with the watcher, the jobs and the model; true if
+/// one touched a target or a job (the rules should run).
+fn take_exits(
+    batch: Vec<crate::probes::ExitRecord>,
+    watcher: &mut Watcher,
+    jobs: &mut JobsStep,
+    s: &mut Snapshot,
+    now: SystemTime,
+) -> bool {
+    let mut touched = false;
+    for record in batch {
+        tracing::debug!(pid = record.event.pid, labels = ?record.labels, "process exit");
+        touched |= watcher.on_exit(&record, now);
+        touched |= jobs.exit(s, &record, now);
+        s.kernel.apply_exit(record.labels);
+    }
+    touched
 }
 
 /// The kubelet's layout and the removed-cgroup sweep, from `[kubernetes]`.

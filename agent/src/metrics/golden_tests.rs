@@ -48,26 +48,29 @@ fn the_exposition_of_a_filled_snapshot_is_unchanged() {
     assert_eq!(om, GOLDEN);
 }
 
+/// The OpenMetrics exposition of the filled snapshot with these classic buckets.
+fn filled_scrape(classic: &crate::config::ClassicBuckets) -> String {
+    let registry = Exposition::registry_with(
+        snapshot::Published::new(snapshot::filled()),
+        AgentInfo {
+            version: "1",
+            kernel: "6.1.0".into(),
+            probes: vec![],
+            refused: Default::default(),
+        },
+        Arc::new(DeliveryStats::default()),
+        classic,
+    );
+    let mut om = String::new();
+    encode(&mut om, &registry).expect("encoding into a String");
+    om
+}
+
 /// A coarser classic histogram is the full one read at fewer bounds: every bucket line it
 /// exports is, byte for byte, the full resolution's line at that bound (counts exact).
 #[test]
 fn chosen_bounds_export_the_full_resolution_s_counts_at_those_bounds() {
-    let scrape = |classic: &crate::config::ClassicBuckets| {
-        let registry = Exposition::registry_with(
-            snapshot::Published::new(snapshot::filled()),
-            AgentInfo {
-                version: "1",
-                kernel: "6.1.0".into(),
-                probes: vec![],
-                refused: Default::default(),
-            },
-            Arc::new(DeliveryStats::default()),
-            classic,
-        );
-        let mut om = String::new();
-        encode(&mut om, &registry).expect("encoding into a String");
-        om
-    };
+    let scrape = filled_scrape;
     let full = scrape(&crate::config::ClassicBuckets::full());
     let buckets = |om: &str| -> Vec<String> {
         om.lines()
@@ -113,19 +116,7 @@ fn chosen_bounds_export_the_full_resolution_s_counts_at_those_bounds() {
 #[test]
 fn every_le_is_the_exact_kernel_bound() {
     use gimbal_common::hist;
-    let registry = Exposition::registry_with(
-        snapshot::Published::new(snapshot::filled()),
-        AgentInfo {
-            version: "1",
-            kernel: "6.1.0".into(),
-            probes: vec![],
-            refused: Default::default(),
-        },
-        Arc::new(DeliveryStats::default()),
-        &crate::config::ClassicBuckets::full(),
-    );
-    let mut om = String::new();
-    encode(&mut om, &registry).expect("encoding into a String");
+    let om = filled_scrape(&crate::config::ClassicBuckets::full());
     let les: Vec<&str> = om
         .lines()
         .filter_map(|l| l.split_once("_bucket{le=\""))

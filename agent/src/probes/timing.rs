@@ -154,22 +154,10 @@ impl Probes {
     fn attach_timing(&mut self) -> Result<(), ProbeError> {
         // The switch hook first: an enter must never be recorded without the hook that
         // keeps it across CPUs.
-        let switch: &mut BtfTracePoint = self
-            .ebpf
-            .program_mut(programs::SCHED_SWITCH)
-            .ok_or(ProbeError::MissingProgram(programs::SCHED_SWITCH))?
-            .try_into()
-            .map_err(|e| program_error(programs::SCHED_SWITCH, e))?;
-        let switch_link = switch
+        let switch_link = switch_hook(&mut self.ebpf)?
             .attach()
             .map_err(|e| program_error(programs::SCHED_SWITCH, e))?;
-        let enter: &mut RawTracePoint = self
-            .ebpf
-            .program_mut(programs::SYS_ENTER)
-            .ok_or(ProbeError::MissingProgram(programs::SYS_ENTER))?
-            .try_into()
-            .map_err(|e| program_error(programs::SYS_ENTER, e))?;
-        let enter_link = enter
+        let enter_link = enter(&mut self.ebpf)?
             .attach("sys_enter")
             .map_err(|e| program_error(programs::SYS_ENTER, e))?;
         if let Some(timer) = self.timer.as_mut() {
@@ -186,22 +174,10 @@ impl Probes {
         };
         // The enter first, the reverse of attaching. A start left in a slot is taken by
         // its exit or overwritten: it is never counted twice.
-        let enter: &mut RawTracePoint = self
-            .ebpf
-            .program_mut(programs::SYS_ENTER)
-            .ok_or(ProbeError::MissingProgram(programs::SYS_ENTER))?
-            .try_into()
-            .map_err(|e| program_error(programs::SYS_ENTER, e))?;
-        enter
+        enter(&mut self.ebpf)?
             .detach(enter_link)
             .map_err(|e| program_error(programs::SYS_ENTER, e))?;
-        let switch: &mut BtfTracePoint = self
-            .ebpf
-            .program_mut(programs::SCHED_SWITCH)
-            .ok_or(ProbeError::MissingProgram(programs::SCHED_SWITCH))?
-            .try_into()
-            .map_err(|e| program_error(programs::SCHED_SWITCH, e))?;
-        switch
+        switch_hook(&mut self.ebpf)?
             .detach(switch_link)
             .map_err(|e| program_error(programs::SCHED_SWITCH, e))?;
         tracing::info!(
@@ -209,6 +185,20 @@ impl Probes {
         );
         Ok(())
     }
+}
+
+fn enter(ebpf: &mut aya::Ebpf) -> Result<&mut RawTracePoint, ProbeError> {
+    ebpf.program_mut(programs::SYS_ENTER)
+        .ok_or(ProbeError::MissingProgram(programs::SYS_ENTER))?
+        .try_into()
+        .map_err(|e| program_error(programs::SYS_ENTER, e))
+}
+
+fn switch_hook(ebpf: &mut aya::Ebpf) -> Result<&mut BtfTracePoint, ProbeError> {
+    ebpf.program_mut(programs::SCHED_SWITCH)
+        .ok_or(ProbeError::MissingProgram(programs::SCHED_SWITCH))?
+        .try_into()
+        .map_err(|e| program_error(programs::SCHED_SWITCH, e))
 }
 
 #[cfg(test)]

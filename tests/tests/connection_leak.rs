@@ -69,7 +69,11 @@ fn kinds(mode: Mode, i: usize) -> Kind {
         Kind::KeptAlive {
             // Every 100th kept-alive connection scrapes (gzip); the rest ask for a route
             // that is not there.
-            last: if i.is_multiple_of(400) { "/metrics" } else { "/nope" },
+            last: if i.is_multiple_of(400) {
+                "/metrics"
+            } else {
+                "/nope"
+            },
         },
         Kind::AbandonedHead,
         Kind::Idle,

@@ -208,7 +208,7 @@ pub const METRICS: &[Metric] = &[
     metric(
         "gimbal_series_folded",
         Kind::Counter,
-        "Distinct label sets folded into `other` by the per-metric series limit",
+        "Distinct label sets folded into `other` by the series budget",
         &["metric"],
         false,
         Rows::Snapshot(|s, sink| {
@@ -226,6 +226,14 @@ pub const METRICS: &[Metric] = &[
                 sink(&[metric], Value::Counter(n));
             }
         }),
+    ),
+    metric(
+        "gimbal_series_budget_used",
+        Kind::Gauge,
+        "Series held of the agent's budget ([labels] max_series): label sets of their own and folded ones that keep a syscall, errno or XID",
+        &[],
+        false,
+        Rows::Snapshot(|s, sink| sink(&[], Value::WholeGauge(s.kernel.pool.used() as i64))),
     ),
     metric(
         "gimbal_build_info",

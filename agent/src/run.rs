@@ -15,7 +15,7 @@ use crate::{
     host::cgroupfs::CgroupNames,
     identity::{Layout, Removed},
     metrics::{self, AgentInfo, Exposition},
-    model::Model,
+    model::{Limits, Model, SeriesPool},
     probes::{ExitReader, LoadOptions, MapReader, ProbeStatus, Probes, TimingPlan},
     remediate::{AuditLog, Recorder, Remediator, Supervisor},
     rules::{Engine, NodeInputs},
@@ -55,7 +55,11 @@ pub async fn run(
     probes.set_timing(&TimingPlan::from_config(&config))?;
     let mut exits = ExitReader::new(&mut probes, names)?;
 
-    let snapshot = Published::new(Snapshot::new(config.labels.max_series_per_metric));
+    let snapshot = Published::new(Snapshot::new(Limits {
+        per_metric: config.labels.max_series_per_metric,
+        pool: SeriesPool::new(config.labels.max_series),
+        histogram_series: config.labels.histogram_series(),
+    }));
     let refused = Arc::new(metrics::web::Refusals::default());
     let web = Arc::new(match &config.agent.web_config {
         Some(path) => metrics::web::WebConfig::from_file(path)

@@ -13,7 +13,7 @@ use std::{
 
 use crate::{
     identity::Kubelet,
-    model::{gpu::GpuModel, jobs::JobsModel, Model},
+    model::{gpu::GpuModel, jobs::JobsModel, Limits, Model},
     remediate::Ledger,
     sync::lock,
     targets::watch::TargetStatus,
@@ -54,18 +54,20 @@ pub struct Reloads {
 }
 
 impl Snapshot {
-    pub fn new(max_series_per_metric: usize) -> Self {
+    /// Every model drawing on one series budget (`Limits::from(n)`: a per-metric cap only).
+    pub fn new(limits: impl Into<Limits>) -> Self {
+        let limits: Limits = limits.into();
         Self {
-            kernel: Model::new(max_series_per_metric),
+            kernel: Model::new(limits.clone()),
             targets: Vec::new(),
             alerts: BTreeMap::new(),
             remediations: Ledger::default(),
             reloads: Reloads::default(),
-            gpu: GpuModel::new(max_series_per_metric),
+            gpu: GpuModel::new(limits.clone()),
             verdicts: Verdicts::default(),
             cluster: crate::cluster::Writes::default(),
             pods: Arc::default(),
-            jobs: JobsModel::new(max_series_per_metric),
+            jobs: JobsModel::new(limits),
         }
     }
 }

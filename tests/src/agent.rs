@@ -138,6 +138,36 @@ impl Agent {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
     }
+
+    /// The agent's open file descriptors, from /proc (0 once it is gone).
+    pub fn open_files(&self) -> usize {
+        open_files(self.child.id())
+    }
+}
+
+/// Open file descriptors of process `pid`, from /proc (0 if it is gone).
+pub fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// One GET /healthz on a fresh plain connection, with a 1 s deadline: its status, or why
+/// not.
+pub fn healthz(addr: std::net::SocketAddr) -> Result<u16, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)
+        .map_err(|e| format!("receive: {e}"))?;
+    reply
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status line in {reply:?}"))
 }
 
 /// One HTTP/1.0 GET to a loopback port: (status, body). 1.0, so that the answer is never

@@ -15,6 +15,7 @@ use gimbal::{
 
 pub mod agent;
 pub mod alertmanager;
+pub mod conns;
 pub mod cost;
 pub mod haproxy;
 pub mod kmsg;

@@ -165,7 +165,7 @@ fn every_query_selects_only_contract_metrics() {
 }
 
 #[test]
-fn latency_panels_are_a_heatmap_and_a_p99_by_cgroup() {
+fn latency_panels_are_a_heatmap_and_a_p99_by_cgroup_with_classic_or_native_histograms() {
     let d = dashboard();
     let all = panels(&d);
     let heatmap = all
@@ -178,11 +178,51 @@ fn latency_panels_are_a_heatmap_and_a_p99_by_cgroup() {
         .as_str()
         .unwrap()
         .contains("gimbal_syscall_latency_seconds_bucket"));
+    // A Prometheus with native histograms enabled stores no _bucket series: the heatmap
+    // has a target over the native one too, shown only where no classic buckets are.
+    let native = |e: &str| e.contains("gimbal_syscall_latency_seconds{");
+    let b = &heatmap["targets"][1];
+    assert_eq!(b["format"], "heatmap");
+    let b = b["expr"].as_str().unwrap();
+    assert!(native(b) && b.contains("unless on()"), "{b}");
+    // The p99: over the classic buckets, or else over the native histogram.
     assert!(all.iter().any(
         |p| p["targets"].as_array().is_some_and(|ts| ts.iter().any(|t| {
             let e = t["expr"].as_str().unwrap_or_default();
-            e.starts_with("histogram_quantile(0.99,") && e.contains("by (cgroup, le)")
+            e.starts_with("histogram_quantile(0.99,")
+                && e.contains("by (cgroup, le)")
+                && e.contains(" or histogram_quantile(0.99, sum by (cgroup) (")
+                && native(e)
         }))
+    ));
+    // No panel reads a classic-only series of the histogram without a native fallback.
+    for p in &all {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let e = t["expr"].as_str().unwrap_or_default();
+            let classic = ["_bucket", "_count", "_sum"]
+                .iter()
+                .any(|s| e.contains(&format!("gimbal_syscall_latency_seconds{s}")));
+            assert!(
+                !classic
+                    || native(e)
+                    || p["targets"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|o| { native(o["expr"].as_str().unwrap_or_default()) }),
+                "panel {:?} goes blank with native histograms: {e}",
+                p["title"]
+            );
+        }
+    }
+    // Every syscall, timed or not, counted either way.
+    assert!(all.iter().any(
+        |p| p["targets"]
+            .as_array()
+            .is_some_and(|ts| ts.iter().any(|t| t["expr"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("rate(gimbal_syscalls_total{")))
     ));
 }
 

@@ -6,14 +6,14 @@
 //! process that ran the whole time never counts as down (no TargetDown in a real
 //! Alertmanager, no failure), and its history is saved at shutdown.
 use std::{
-    io::Write as _,
     net::{SocketAddr, TcpStream},
     time::{Duration, Instant, SystemTime},
 };
 
 use gimbal_tests::{
-    agent::Agent, alertmanager::Alertmanager, require_root, sample, wait_status, wait_until,
-    workload, TempDir, TestCgroup,
+    agent::{healthz, open_files, Agent},
+    alertmanager::Alertmanager,
+    require_root, sample, wait_status, wait_until, workload, TempDir, TestCgroup,
 };
 
 const IDLE_CONNECTIONS: usize = 2_000;
@@ -37,28 +37,6 @@ fn raise_own_nofile() {
         "the test needs {IDLE_CONNECTIONS} descriptors, the hard limit is {}",
         lim.rlim_cur
     );
-}
-
-/// One GET /healthz on a fresh connection, with a deadline: its status, or why not.
-fn healthz(addr: SocketAddr) -> Result<u16, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
-        .map_err(|e| format!("send: {e}"))?;
-    let mut reply = String::new();
-    std::io::Read::read_to_string(&mut s, &mut reply).map_err(|e| format!("receive: {e}"))?;
-    reply
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status line in {reply:?}"))
-}
-
-fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
 }
 
 #[test]

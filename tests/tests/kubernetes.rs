@@ -7,7 +7,7 @@ mod packaging;
 
 use std::collections::BTreeSet;
 
-use gimbal_tests::{sibling_binary, TempDir};
+use gimbal_tests::{pki::pki, sibling_binary, TempDir};
 use packaging::*;
 use serde_json::{json, Value};
 
@@ -313,13 +313,26 @@ fn a_changed_config_rolls_the_pods() {
 }
 
 #[test]
-fn committed_plain_manifest_is_a_fresh_render() {
-    let path = workspace().join("packaging/kubernetes/gimbal.yaml");
+fn committed_plain_manifests_are_fresh_renders() {
+    // The defaults, and the web config from a Secret (xtask's MANIFESTS).
+    for (file, values) in [
+        ("gimbal.yaml", &[][..]),
+        (
+            "gimbal-web-config.yaml",
+            &["--set", "webConfig.enabled=true"][..],
+        ),
+    ] {
+        plain_manifest_is_a_fresh_render(file, values);
+    }
+}
+
+fn plain_manifest_is_a_fresh_render(file: &str, values: &[&str]) {
+    let path = workspace().join("packaging/kubernetes").join(file);
     let committed = std::fs::read_to_string(&path).unwrap();
-    let fresh = helm_template(&[]);
+    let fresh = helm_template(values);
     let header = committed.strip_suffix(fresh.as_str()).unwrap_or_else(|| {
         panic!(
-            "{} differs from the chart rendered with its defaults: run `cargo xtask manifests`",
+            "{} differs from the chart rendered with {values:?}: run `cargo xtask manifests`",
             path.display()
         )
     });
@@ -524,4 +537,131 @@ fn network_policy_admits_only_the_scrapers_to_the_metrics_port() {
     );
     let off = load_yaml(&helm_template(&["--set", "networkPolicy.enabled=false"]));
     assert!(off.iter().all(|d| d["kind"] != "NetworkPolicy"));
+}
+
+/// The values of a web config from a Secret, scraped with a CA, a client certificate and
+/// basic auth.
+const WEB: &[&str] = &[
+    "--set",
+    "webConfig.enabled=true,serviceMonitor.enabled=true,\
+     serviceMonitor.tlsConfig.serverName=gimbal.gimbal.svc,\
+     serviceMonitor.tlsConfig.ca.secret.name=scrape,serviceMonitor.tlsConfig.ca.secret.key=ca.crt,\
+     serviceMonitor.basicAuth.username.name=scrape,serviceMonitor.basicAuth.username.key=user,\
+     serviceMonitor.basicAuth.password.name=scrape,serviceMonitor.basicAuth.password.key=password",
+];
+
+#[test]
+fn a_web_config_from_a_secret_is_mounted_read_only_and_scraped_over_https() {
+    let (docs, errors) = load_and_validate(&helm_template(WEB), VERSIONS, CRDS);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let pod = &daemonset(&docs)["spec"]["template"]["spec"];
+    let c = container(&docs);
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "web-config")
+        .expect("a web-config volume");
+    assert_eq!(volume["secret"]["secretName"], "gimbal-web");
+    // 0400: the server's key is in it; the agent runs as uid 0.
+    assert_eq!(volume["secret"]["defaultMode"], 0o400);
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "web-config")
+        .expect("the web config mounted");
+    assert_eq!(mount["mountPath"], "/etc/gimbal/web");
+    assert_eq!(mount["readOnly"], true);
+    // The kubelet sends no credentials: by default its probes only connect.
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(c[probe]["tcpSocket"], json!({"port": "metrics"}), "{probe}");
+        assert!(c[probe].get("httpGet").is_none(), "{probe}");
+    }
+    let meta = &daemonset(&docs)["spec"]["template"]["metadata"];
+    assert_eq!(meta["annotations"]["prometheus.io/scheme"], "https");
+    let endpoint = &find(&docs, "ServiceMonitor")["spec"]["endpoints"][0];
+    assert_eq!(endpoint["scheme"], "https");
+    assert_eq!(endpoint["tlsConfig"]["serverName"], "gimbal.gimbal.svc");
+    assert_eq!(endpoint["tlsConfig"]["ca"]["secret"]["key"], "ca.crt");
+    assert_eq!(endpoint["basicAuth"]["password"]["key"], "password");
+
+    // web_config sits in [agent], and the real agent's check takes the config with a real
+    // web config at that path (moved here: the Secret's path does not exist off a pod).
+    let toml = find(&docs, "ConfigMap")["data"]["gimbal.toml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        toml.starts_with("[agent]\nweb_config = \"/etc/gimbal/web/web.yml\"\n"),
+        "{toml}"
+    );
+    let dir = TempDir::new("chart-web-config");
+    pki(&dir.0);
+    std::fs::write(
+        dir.0.join("web.yml"),
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    )
+    .unwrap();
+    let file = dir.0.join("gimbal.toml");
+    let web = dir.0.join("web.yml");
+    std::fs::write(
+        &file,
+        toml.replace("/etc/gimbal/web/web.yml", web.to_str().unwrap()),
+    )
+    .unwrap();
+    let (ok, out, err) = run(
+        &sibling_binary("gimbal"),
+        &["check-config", file.to_str().unwrap()],
+        "",
+    );
+    assert!(ok, "gimbal check-config on the chart's config:\n{out}{err}");
+
+    // Off: nothing of it.
+    let docs = load_yaml(&helm_template(&["--set", "serviceMonitor.enabled=true"]));
+    let render = serde_json::to_string(&docs).unwrap();
+    for absent in ["web-config", "web_config", "https", "tcpSocket"] {
+        assert!(!render.contains(absent), "{absent} without webConfig");
+    }
+}
+
+#[test]
+fn probes_go_over_https_on_request_and_web_config_is_not_set_twice() {
+    let docs = load_yaml(&helm_template(&[
+        "--set",
+        "webConfig.enabled=true,webConfig.probes=https",
+    ]));
+    let c = container(&docs);
+    assert_eq!(c["livenessProbe"]["httpGet"]["scheme"], "HTTPS");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    let dir = TempDir::new("chart-web-bad");
+    for (config, extra, says) in [
+        (
+            "[agent]\nlisten = \"0.0.0.0:9977\"\nweb_config = \"/x.yml\"\n",
+            "webConfig.enabled=true",
+            "leave web_config out",
+        ),
+        (
+            "[agent]\nlisten = \"0.0.0.0:9977\"\n",
+            "webConfig.enabled=true,webConfig.probes=exec",
+            "webConfig.probes",
+        ),
+    ] {
+        let file = dir.0.join("gimbal.toml");
+        std::fs::write(&file, config).unwrap();
+        let set_file = format!("config={}", file.display());
+        let chart = chart();
+        let args = [
+            "template",
+            "gimbal",
+            chart.to_str().unwrap(),
+            "--set-file",
+            &set_file,
+            "--set",
+            extra,
+        ];
+        let (ok, _, err) = run(&tool("helm"), &args, "");
+        assert!(!ok && err.contains(says), "{extra}: {err}");
+    }
 }

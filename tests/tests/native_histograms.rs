@@ -2,7 +2,8 @@
 //! protobuf exposition, and a second one, without, scrapes its classic buckets. Ground
 //! truth: a workload in a test cgroup makes a known number of getppid and clock_nanosleep
 //! calls. The native series counts them exactly, and its quantiles match the classic
-//! buckets' within one bucket.
+//! buckets' within one bucket. The dashboard's latency panels show on both servers (the
+//! native one stores no _bucket series): the same p99 by cgroup, the heatmap, the rate.
 //!
 //! Two servers, not one: Prometheus 2.42 stores only the native series of a histogram that
 //! has native fields (`scrape_classic_histograms`, which keeps both, came in 2.45).
@@ -126,6 +127,83 @@ fn native_histograms_count_exactly_and_match_the_classic_quantiles() {
             }
         }
     }
+    dashboard_latency_panels_show_on_both(&native, &classic, &cgroup);
     drop((native, classic));
     assert_eq!(agent.stop(), 0);
+}
+
+/// The targets' queries of the dashboard panel `title`, with Grafana's variables filled in:
+/// every instance, the cgroup `cg`, a 1-minute rate window.
+fn panel(title: &str, cg: &str) -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/helm/gimbal/files/gimbal-dashboard.json"
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let p = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == title)
+        .unwrap_or_else(|| panic!("no panel {title:?}"));
+    p["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$instance", ".*")
+                .replace("$cgroup", cg)
+                .replace("$__rate_interval", "1m")
+        })
+        .collect()
+}
+
+/// The dashboard's latency panels (a Prometheus with native histograms stores no _bucket
+/// series) show the same thing from either server: the p99 by cgroup within one bucket,
+/// the heatmap from the classic buckets or else the native histogram, and the syscall rate.
+fn dashboard_latency_panels_show_on_both(
+    native: &Prometheus,
+    classic: &Prometheus,
+    cgroup: &TestCgroup,
+) {
+    // New sleeps (4 ms) while both scrape: the rates over the window are not zero.
+    let mut child = cgroup.spawn_into(workload().args(["sleep", "20", "4"]));
+    assert_eq!(wait_status(&mut child), 0);
+    let cg = &cgroup.name;
+    let p99 = &panel("p99 syscall latency by cgroup", cg)[0];
+    let of_cgroup = |p: &Prometheus| {
+        p.query(p99)?
+            .into_iter()
+            .find(|(l, v)| l.get("cgroup") == Some(cg) && v.is_finite() && *v > 0.0)
+            .map(|(_, v)| v)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (n, c) = loop {
+        if let (Some(n), Some(c)) = (of_cgroup(native), of_cgroup(classic)) {
+            break (n, c);
+        }
+        assert!(Instant::now() < deadline, "the p99 panel is blank: {p99}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!("dashboard p99 of {cg}: native {n} s, classic {c} s");
+    let one_bucket = 2f64.powf(0.25);
+    assert!(n / c <= one_bucket && c / n <= one_bucket, "{n} vs {c}");
+
+    let heatmap = panel("Syscall latency", cg);
+    let count = |p: &Prometheus, q: &str| p.query(q).map(|r| r.len());
+    // A: the classic buckets; B: the native histogram, only where there are none.
+    assert!(count(classic, &heatmap[0]).unwrap() > 0, "{}", heatmap[0]);
+    assert_eq!(count(native, &heatmap[0]), Some(0), "{}", heatmap[0]);
+    assert_eq!(count(classic, &heatmap[1]), Some(0), "{}", heatmap[1]);
+    let b = format!("histogram_count({})", heatmap[1]);
+    assert!(native.query_one(&b).is_some_and(|n| n > 0.0), "{b}");
+
+    let rate = &panel("Syscalls per second, top 10", cg)[0];
+    for p in [native, classic] {
+        assert!(count(p, rate).unwrap() > 0, "{rate}");
+    }
 }

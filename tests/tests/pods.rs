@@ -209,7 +209,14 @@ fn a_thousand_pods_churned_stay_within_the_budget_and_removed_pods_series_stop()
     const WAVE: usize = 50;
     let mut node = Node::new();
     let dir = TempDir::new("churn-config");
-    let path = config(&dir, &node, "removed_cgroup_grace = \"2s\"\n");
+    // Every syscall is timed here, in every cgroup of a shared test machine: its own
+    // cgroups would spend the default series budget (4,000) before the pods come. What
+    // this shows is the budget given back by removed pods, so the per-metric bound binds.
+    let path = config(
+        &dir,
+        &node,
+        "removed_cgroup_grace = \"2s\"\n[labels]\nmax_series = 40000\n",
+    );
     let agent = Agent::start_with(&["--config", path.to_str().unwrap()]);
     let rss_start = agent.rss_kib();
     let t0 = Instant::now();

@@ -129,8 +129,12 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String], load: &Load) -> anyhow::
         report += &stall_check(&bin, 1000)?;
     }
     if section("scrape") {
-        util::step("a busy scrape: series and bytes on the wire, gzip and identity, default and full buckets");
-        report += &scrape_cost(&bin, 25)?;
+        util::step("a busy scrape: series, bytes on the wire, CPU and Prometheus' ingestion, next to node_exporter");
+        crate::setup::ensure_packages(&[(
+            "prometheus-node-exporter",
+            "the scrape section's baseline exporter (run by the bench on a loopback port; its unit is never started)",
+        )])?;
+        report += &scrape_cost(&bin, 20)?;
     }
     if section("lb") {
         util::step(
@@ -435,9 +439,10 @@ fn restart_latency(bin: &std::path::Path, kills: usize) -> anyhow::Result<String
 fn scrape_cost(bin: &std::path::Path, cgroups: usize) -> anyhow::Result<String> {
     Ok(format!(
         "\nA busy scrape (`cargo xtask bench --only scrape`): {cgroups} cgroups, each a shell loop \
-         of a few dozen distinct syscalls; two agents side by side, the default classic buckets \
-         (one per doubling, 2^-18 s to 8 s) and `classic_buckets = \"full\"`; scraped as \
-         Prometheus does (OpenMetrics, Accept-Encoding: gzip) and without gzip.\n\n{}",
+         of a few dozen distinct syscalls, every syscall timed; three agents side by side (the \
+         defaults; no series budget; no budget and `classic_buckets = \"full\"`) and Debian's \
+         node_exporter; each scraped as Prometheus does (Accept-Encoding: gzip) and without \
+         gzip, then by two real Prometheus servers (classic, native histograms).\n\n{}",
         bench_binary(bin, "scrape", cgroups)?
     ))
 }

@@ -109,16 +109,28 @@ impl Default for ProcessExitConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LabelsConfig {
-    /// Distinct label sets kept per metric; later ones are folded into `other` and counted
-    /// in gimbal_series_folded_total.
+    /// The agent's budget in series, shared by every metric's label sets at their price in
+    /// series (a latency histogram's classic buckets + `_sum` + `_count`, a counter's 1);
+    /// later label sets are folded into `other` and counted in gimbal_series_folded_total.
+    pub max_series: usize,
+    /// Distinct label sets kept per metric, under `max_series`.
     pub max_series_per_metric: usize,
     /// The `le` bounds of the classic latency histograms: kernel bucket bounds, or "full".
     pub classic_buckets: super::ClassicBuckets,
 }
 
+impl LabelsConfig {
+    /// Series one latency histogram label set exports: its classic buckets, +Inf, `_sum`
+    /// and `_count`.
+    pub fn histogram_series(&self) -> usize {
+        self.classic_buckets.indices().len() + 3
+    }
+}
+
 impl Default for LabelsConfig {
     fn default() -> Self {
         Self {
+            max_series: 4_000,
             max_series_per_metric: 500,
             classic_buckets: super::ClassicBuckets::default(),
         }

@@ -515,3 +515,28 @@ fn an_alertmanager_entry_takes_what_it_leaves_out_from_alerting_by_group() {
     .to_string();
     assert!(err.contains("tls_crt"), "{err}");
 }
+
+#[test]
+fn a_series_budget_below_one_histogram_is_named_with_its_line() {
+    let e = Config::parse("[labels]\nmax_series = 24\n", "gimbal.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("gimbal.toml:2:1: `labels.max_series` must be at least 25 (one latency histogram's series"),
+        "{e}"
+    );
+    // With every kernel bucket a histogram is 100 series.
+    let e = Config::parse(
+        "[labels]\nmax_series = 99\nclassic_buckets = \"full\"\n",
+        "t",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("must be at least 100"), "{e}");
+    // A config from before the budget in series still works; both hold.
+    let c = Config::parse("[labels]\nmax_series_per_metric = 50\n", "t").unwrap();
+    assert_eq!(
+        (c.labels.max_series_per_metric, c.labels.max_series),
+        (50, 4_000)
+    );
+}

@@ -429,6 +429,15 @@ fn alerting(config: &Config, spans: &Spans, errors: &mut ConfigErrors, checks: &
             "must be at least 1".into(),
         );
     }
+    let one_histogram = config.labels.histogram_series();
+    if config.labels.max_series < one_histogram {
+        let msg = format!(
+            "must be at least {one_histogram} (one latency histogram's series with these \
+             classic_buckets), not {}",
+            config.labels.max_series
+        );
+        errors.push_path(spans, "labels.max_series", msg);
+    }
     for (place, why) in config.labels.classic_buckets.problems() {
         let path = format!("labels.classic_buckets[{place}]");
         errors.push_path(spans, &path, why.clone());

@@ -67,6 +67,9 @@ pub async fn serve(
                 continue;
             }
         };
+        // Answers go out whole at once: without this, a TLS answer written after the
+        // session ticket waits on the client's delayed ACK (40 ms per new connection).
+        let _ = stream.set_nodelay(true);
         let Some(mut slot) = slots.admit() else {
             // Every slot is busy or just opened: closing this one costs nobody a request.
             tracing::debug!(%peer, "metrics connection closed: {MAX_CONNECTIONS} connections open");

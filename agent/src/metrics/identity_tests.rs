@@ -59,10 +59,15 @@ fn a_pod_cgroup_s_series_carry_its_names_and_others_none() {
         format!("gimbal_process_exits_total{{cgroup=\"{pod_cgroup}\",comm=\"python3\",reason=\"exited\",code=\"1\",namespace=\"ml\",pod=\"trainer-0\",container=\"worker\"}} 1")
     );
     parse(&with, Format::OpenMetrics).expect("a valid exposition");
-    // Every other line is as it was without the pod: no label added where nothing is known.
+    // Every other line is as it was without the pod: no label added where nothing is known
+    // (the budget used counts the exit's series).
     let others = |om: &str| -> Vec<String> {
         om.lines()
-            .filter(|l| !l.contains("python3") && !l.starts_with("gimbal_pod_identit"))
+            .filter(|l| {
+                !l.contains("python3")
+                    && !l.starts_with("gimbal_pod_identit")
+                    && !l.starts_with("gimbal_series_budget_used ")
+            })
             .map(str::to_string)
             .collect()
     };

@@ -54,7 +54,8 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
-    pub fn new(max_series_per_metric: usize) -> Self {
+    pub fn new(limits: impl Into<super::Limits>) -> Self {
+        let limits = &limits.into();
         // `xid` is a number below 10,000 and `action` one of ten: kept exact when a flood
         // of bus ids or cgroups folds, with a budget of their own.
         let fold = Fold {
@@ -62,8 +63,8 @@ impl GpuModel {
             unbounded: true,
         };
         Self {
-            xid_errors: Family::new(max_series_per_metric, fold),
-            xid_by_cgroup: Family::new(max_series_per_metric, fold),
+            xid_errors: Family::new(limits, 1, fold),
+            xid_by_cgroup: Family::new(limits, 1, fold),
             kmsg_dropped: 0,
             kmsg_malformed: 0,
             attached: BTreeMap::new(),

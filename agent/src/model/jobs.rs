@@ -159,15 +159,17 @@ pub struct JobsModel {
 }
 
 impl JobsModel {
-    pub fn new(max_series_per_metric: usize) -> Self {
+    pub fn new(limits: impl Into<super::Limits>) -> Self {
+        let limits = &limits.into();
         Self {
             jobs: BTreeMap::new(),
             by_pid: HashMap::new(),
-            max_jobs: max_series_per_metric,
+            max_jobs: limits.per_metric,
             untracked_ranks: 0,
             // reason is one of four, code an exit code or a signal name: kept exact.
             rank_exits: Family::new(
-                max_series_per_metric,
+                limits,
+                1,
                 Fold {
                     keep: [false, true, true],
                     unbounded: false,

@@ -3,7 +3,7 @@
 //!
 //! Kernel maps hold cumulative values per raw key (cgroup id, syscall number, flow). The
 //! model turns them into monotonic totals per label set, with label cardinality bounded by
-//! a `SeriesBudget` per metric.
+//! a `SeriesBudget` per metric, all drawing on the agent's one `SeriesPool` of series.
 mod budget;
 mod counters;
 pub mod exits;
@@ -18,7 +18,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use gimbal_common::{ErrnoKey, FlowKey, SyscallKey, DROP_KINDS, DROP_PROBES};
 
-pub use budget::{SeriesBudget, OTHER};
+pub use budget::{SeriesBudget, SeriesPool, OTHER};
 use counters::Deltas;
 pub use histogram::{HistTotals, WrappedHist};
 
@@ -91,6 +91,29 @@ pub struct Fold<const N: usize> {
     pub unbounded: bool,
 }
 
+/// How many series the models may make (`[labels]`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Label sets per metric (`max_series_per_metric`).
+    pub per_metric: usize,
+    /// The agent's budget in series (`max_series`), shared by every family.
+    pub pool: SeriesPool,
+    /// Series one latency histogram label set exports: its classic buckets with +Inf,
+    /// `_sum` and `_count`.
+    pub histogram_series: usize,
+}
+
+impl From<usize> for Limits {
+    /// Only a per-metric cap, no budget in series.
+    fn from(per_metric: usize) -> Self {
+        Self {
+            per_metric,
+            pool: SeriesPool::unlimited(),
+            histogram_series: 1,
+        }
+    }
+}
+
 /// A series map with its cardinality budget.
 #[derive(Debug, Clone)]
 pub struct Family<const N: usize, V> {
@@ -103,12 +126,17 @@ pub struct Family<const N: usize, V> {
 }
 
 impl<const N: usize, V: Default> Family<N, V> {
-    fn new(max_series: usize, fold: Fold<N>) -> Self {
+    /// A family whose label sets export `cost` series each.
+    fn new(limits: &Limits, cost: usize, fold: Fold<N>) -> Self {
         Self {
             series: BTreeMap::new(),
-            budget: SeriesBudget::new(max_series),
+            budget: SeriesBudget::new(limits.per_metric, &limits.pool, cost),
             keep: fold.keep,
-            kept_budget: fold.unbounded.then(|| SeriesBudget::new(max_series)),
+            // Folded series with unbounded kept labels draw on the same pool, its reserve
+            // too; past it they fold whole, into one series per family.
+            kept_budget: fold
+                .unbounded
+                .then(|| SeriesBudget::folding(limits.per_metric, &limits.pool, cost)),
             other: Arc::from(OTHER),
         }
     }
@@ -169,6 +197,8 @@ pub struct Model {
     pub tcp_retransmits: Family<3, u64>,
     /// [cgroup, comm, reason, code]
     pub process_exits: Family<4, u64>,
+    /// The agent's series budget, shared with the GPU and jobs models.
+    pub pool: SeriesPool,
     pub drops: [u64; DROP_KINDS as usize],
     /// The latest program counts (cumulative in the kernel already).
     pub programs: Vec<(&'static str, ProgramRuns)>,
@@ -193,27 +223,32 @@ impl std::fmt::Debug for WatchedCgroups {
 }
 
 impl Model {
-    pub fn new(max_series_per_metric: usize) -> Self {
+    pub fn new(limits: impl Into<Limits>) -> Self {
+        let limits = &limits.into();
+        let hist = limits.histogram_series;
         Self {
             // The latency SLO and user rules select by syscall, and errors by errno: kept,
             // with a budget of their own, because a process can pass any syscall number
             // and (through seccomp) return any errno.
             syscall_latency: Family::new(
-                max_series_per_metric,
+                limits,
+                hist,
                 Fold {
                     keep: [true, false],
                     unbounded: true,
                 },
             ),
             syscalls: Family::new(
-                max_series_per_metric,
+                limits,
+                1,
                 Fold {
                     keep: [true, false],
                     unbounded: true,
                 },
             ),
             syscall_errors: Family::new(
-                max_series_per_metric,
+                limits,
+                1,
                 Fold {
                     keep: [true, false, true],
                     unbounded: true,
@@ -221,7 +256,8 @@ impl Model {
             ),
             // `family` is ipv4 or ipv6.
             tcp_retransmits: Family::new(
-                max_series_per_metric,
+                limits,
+                1,
                 Fold {
                     keep: [false, false, true],
                     unbounded: false,
@@ -230,12 +266,14 @@ impl Model {
             // `reason` is one of three and `code` an exit code (0-255) or a signal name
             // (at most 127): the OOM and kill rules must see them exact whatever floods comm.
             process_exits: Family::new(
-                max_series_per_metric,
+                limits,
+                1,
                 Fold {
                     keep: [false, false, true, true],
                     unbounded: false,
                 },
             ),
+            pool: limits.pool.clone(),
             drops: [0; DROP_KINDS as usize],
             programs: Vec::new(),
             hist_last: Default::default(),

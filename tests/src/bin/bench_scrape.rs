@@ -1,16 +1,26 @@
-//! `cargo xtask bench --only scrape`: what a busy scrape costs on the wire and in series.
-//! Two agents run side by side (default classic buckets, one per doubling; and
-//! `classic_buckets = "full"`, the 98 kernel buckets); CGROUPS cgroups each run a shell
-//! loop with a couple of dozen distinct syscalls; then each agent is scraped as Prometheus
-//! scrapes (OpenMetrics, Accept-Encoding: gzip) and without gzip, and the agent's CPU
-//! (utime + stime) over 20 scrapes of each. Prints a Markdown table.
+//! `cargo xtask bench --only scrape`: what a busy scrape costs on the wire, in series and
+//! in a Prometheus server, next to Debian's prometheus-node-exporter on the same machine.
+//! Three agents run side by side, every syscall timed (`timed_syscalls = ["*"]`): the
+//! defaults (series budget, one classic bucket per doubling), the same without the series
+//! budget (the exposition before it), and `classic_buckets = "full"` without it (before
+//! issue 15). CGROUPS cgroups each run a shell loop with a couple of dozen distinct
+//! syscalls; then each exporter is scraped as Prometheus scrapes (Accept-Encoding: gzip)
+//! and without gzip, with its CPU (utime + stime) over 20 scrapes of each; last, two real
+//! Prometheus servers (classic, and native histograms) scrape all four, and report what
+//! they ingest. Prints Markdown.
 //!
 //! gimbal-bench-scrape CGROUPS
-use std::{io::Read as _, process::Command, time::Duration};
+use std::{
+    io::Read as _,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use gimbal_tests::{
-    agent::{request_raw, Agent},
-    wait_status, TempDir, TestCgroup,
+    agent::{http_get, request_raw, Agent},
+    free_port,
+    prometheus::Prometheus,
+    terminate, wait_status, TempDir, TestCgroup,
 };
 
 const OPENMETRICS: &str =
@@ -23,7 +33,8 @@ fn agent(dir: &TempDir, name: &str, labels: &str) -> Agent {
     std::fs::write(
         &config,
         format!(
-            "[agent]\nstate_dir = \"{}\"\n[gpu]\nkmsg = false\nnvml = false\n[labels]\n{labels}\n",
+            "[agent]\nstate_dir = \"{}\"\n[probes.syscall_latency]\ntimed_syscalls = [\"*\"]\n\
+             [gpu]\nkmsg = false\nnvml = false\n[labels]\n{labels}\n",
             state.display()
         ),
     )
@@ -31,22 +42,54 @@ fn agent(dir: &TempDir, name: &str, labels: &str) -> Agent {
     Agent::start_with(&["--config", config.to_str().unwrap()])
 }
 
+/// Debian's node_exporter with its default collectors, as its own process on a free
+/// loopback port (its system unit is never touched); killed on drop.
+struct NodeExporter {
+    child: Child,
+    port: u16,
+}
+
+impl NodeExporter {
+    fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("prometheus-node-exporter")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus-node-exporter (cargo xtask bench installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(port, "/metrics").map(|r| r.0) != Some(200) {
+            assert!(Instant::now() < deadline, "node_exporter not up on {port}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Self { child, port }
+    }
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
 struct Scrape {
     series: usize,
     latency_series: usize,
+    /// (cgroup, syscall) label sets of gimbal_syscalls_total (own and folded).
     pairs: usize,
     identity: usize,
     gzip: usize,
-    /// The agent's CPU per scrape, ms: (identity, gzip).
+    /// CPU per scrape, ms: (identity, gzip).
     cpu_ms: (f64, f64),
 }
 
-/// Scrapes timed for the agent's CPU, per coding.
+/// Scrapes timed for CPU, per coding.
 const TIMED: u32 = 20;
 
-/// The agent's utime + stime, in seconds.
+/// A process's utime + stime, in seconds.
 fn cpu_s(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the agent's stat");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
     let after = stat.rsplit_once(") ").map_or("", |(_, a)| a);
     let f: Vec<u64> = after
         .split_whitespace()
@@ -57,26 +100,27 @@ fn cpu_s(pid: u32) -> f64 {
     (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / hz
 }
 
-fn scrape(agent: &Agent) -> Scrape {
+fn scrape(port: u16, pid: u32) -> Scrape {
     let get = |gzip: bool| {
         let headers = [OPENMETRICS, "Accept-Encoding: gzip"];
         let (status, head, body) = request_raw(
-            agent.port,
+            port,
             "GET",
             "/metrics",
             headers[..1 + gzip as usize].iter().copied(),
         )
         .expect("a scrape");
         assert_eq!(status, 200, "{head}");
-        assert_eq!(head.contains("Content-Encoding: gzip"), gzip, "{head}");
+        let gzipped = head.to_ascii_lowercase().contains("content-encoding: gzip");
+        assert_eq!(gzipped, gzip, "{head}");
         body
     };
     let timed = |gzip: bool| {
-        let before = cpu_s(agent.child.id());
+        let before = cpu_s(pid);
         for _ in 0..TIMED {
             get(gzip);
         }
-        (cpu_s(agent.child.id()) - before) * 1e3 / TIMED as f64
+        (cpu_s(pid) - before) * 1e3 / TIMED as f64
     };
     let cpu_ms = (timed(false), timed(true));
     let identity = get(false);
@@ -88,16 +132,15 @@ fn scrape(agent: &Agent) -> Scrape {
     let text = String::from_utf8(identity).expect("text");
     let samples = |body: &str, prefix: &str| {
         body.lines()
-            .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+            .filter(|l| !l.starts_with('#') && !l.is_empty() && l.starts_with(prefix))
             .count()
     };
     Scrape {
         series: samples(&text, ""),
         latency_series: samples(&text, "gimbal_syscall_latency_seconds"),
-        pairs: samples(&text, "gimbal_syscall_latency_seconds_count"),
+        pairs: samples(&text, "gimbal_syscalls_total{"),
         identity: text.len(),
-        // Two scrapes a moment apart: the decoded body may hold a newer tick's values, so
-        // only its size is compared, not its bytes (the unit tests compare bytes).
+        // Two scrapes a moment apart: only the sizes are compared.
         gzip: {
             assert!(unpacked.len().abs_diff(text.len()) * 10 < text.len());
             gzip.len()
@@ -106,14 +149,44 @@ fn scrape(agent: &Agent) -> Scrape {
     }
 }
 
+/// What a Prometheus server ingests from each job: (samples per scrape, series in its
+/// head), once every job has been scraped and a few more scrapes (1 s apart) later.
+fn ingested(p: &Prometheus, jobs: &[&str]) -> Vec<(f64, f64)> {
+    let read = || -> Option<Vec<(f64, f64)>> {
+        jobs.iter()
+            .map(|job| {
+                let samples = p.query_one(&format!("scrape_samples_scraped{{job=\"{job}\"}}"))?;
+                let series = p.query_one(&format!("count({{job=\"{job}\"}})"))?;
+                Some((samples, series))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus scraped not every job"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    read().expect("every job still scraped")
+}
+
 fn main() {
     let cgroups: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(25);
+        .unwrap_or(20);
     let dir = TempDir::new("bench-scrape");
     let default = agent(&dir, "default", "");
-    let full = agent(&dir, "full", "classic_buckets = \"full\"");
+    let unbudgeted = agent(&dir, "unbudgeted", "max_series = 100000000");
+    let full = agent(
+        &dir,
+        "full",
+        "max_series = 100000000\nclassic_buckets = \"full\"",
+    );
+    let node = NodeExporter::start();
     // Busy: each cgroup's shell execs, reads, lists, stats, writes, sleeps and forks.
     let script = "for i in 1 2 3; do ls -la /usr/lib /proc/self > /dev/null; cat /etc/os-release /proc/self/status > /dev/null; date > /dev/null; sleep 0.01; done";
     let groups: Vec<TestCgroup> = (0..cgroups)
@@ -129,17 +202,52 @@ fn main() {
     }
     // Two ticks: every agent has read the maps since the workloads ended.
     std::thread::sleep(Duration::from_secs(3));
-    let rows = [
-        ("one per doubling (default)", scrape(&default)),
-        ("\"full\"", scrape(&full)),
+    let targets = [
+        ("gimbal, defaults", default.port, default.child.id()),
+        (
+            "gimbal, no series budget",
+            unbudgeted.port,
+            unbudgeted.child.id(),
+        ),
+        (
+            "gimbal, no budget, \"full\" buckets",
+            full.port,
+            full.child.id(),
+        ),
+        ("node_exporter 1.5 (Debian)", node.port, node.child.id()),
     ];
+    let rows: Vec<Scrape> = targets
+        .iter()
+        .map(|&(_, port, pid)| scrape(port, pid))
+        .collect();
+
+    // Real Prometheus servers (Debian's 2.42), classic and with native histograms, each
+    // scraping all four.
+    let jobs = ["default", "unbudgeted", "full", "node"];
+    let config: String = jobs
+        .iter()
+        .zip(&targets)
+        .map(|(job, (_, port, _))| {
+            format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+            )
+        })
+        .collect();
+    let config = format!("scrape_configs:\n{config}");
+    let classic = Prometheus::start_config(&config);
+    let native = Prometheus::start_config_args(&config, &["--enable-feature=native-histograms"]);
+    let in_classic = ingested(&classic, &jobs);
+    let in_native = ingested(&native, &jobs);
+    drop((classic, native));
+
     println!(
-        "| classic_buckets | (cgroup, syscall) label sets | series | latency series | identity bytes | gzip bytes | identity / gzip | agent CPU per scrape, identity | agent CPU per scrape, gzip |"
+        "| exporter | (cgroup, syscall) label sets | series | latency series | identity bytes | gzip bytes | identity / gzip | CPU per scrape, identity | CPU per scrape, gzip | Prometheus: samples per scrape | head series | with native histograms: samples per scrape | head series |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (name, s) in &rows {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, s) in rows.iter().enumerate() {
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {:.1} | {:.1} ms | {:.1} ms |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} ms | {:.1} ms | {} | {} | {} | {} |",
+            targets[i].0,
             s.pairs,
             s.series,
             s.latency_series,
@@ -147,16 +255,28 @@ fn main() {
             s.gzip,
             s.identity as f64 / s.gzip as f64,
             s.cpu_ms.0,
-            s.cpu_ms.1
+            s.cpu_ms.1,
+            in_classic[i].0,
+            in_classic[i].1,
+            in_native[i].0,
+            in_native[i].1,
         );
     }
-    let (d, f) = (&rows[0].1, &rows[1].1);
+    let (d, f, n) = (&rows[0], &rows[2], &rows[3]);
     println!(
-        "\nThe default's gzip scrape is {:.0}x smaller on the wire than the full resolution's uncompressed one, with {:.1}x fewer series.",
+        "\nAgainst node_exporter in the same run: the defaults export {:.2}x its series, \
+         {:.2}x its gzip bytes, at {:.2}x its CPU per gzip scrape; a classic Prometheus \
+         keeps {:.2}x its head series, one with native histograms {:.2}x. The defaults' gzip \
+         scrape is {:.0}x smaller than the full, unbudgeted, uncompressed one (before issue 15).",
+        d.series as f64 / n.series as f64,
+        d.gzip as f64 / n.gzip as f64,
+        d.cpu_ms.1 / n.cpu_ms.1,
+        in_classic[0].1 / in_classic[3].1,
+        in_native[0].1 / in_native[3].1,
         f.identity as f64 / d.gzip as f64,
-        f.series as f64 / d.series as f64
     );
     drop(children);
     assert_eq!(default.stop(), 0);
+    assert_eq!(unbudgeted.stop(), 0);
     assert_eq!(full.stop(), 0);
 }

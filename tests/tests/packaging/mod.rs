@@ -75,7 +75,7 @@ pub fn helm_template(args: &[&str]) -> String {
 pub const ALL_OPTIONAL: &[&str] = &[
     "--set",
     "serviceMonitor.enabled=true,prometheusRule.enabled=true,dashboard.enabled=true,\
-     tolerateAllTaints=true,mountBpffs=true",
+     tolerateAllTaints=true,mountBpffs=true,webConfig.enabled=true",
 ];
 
 /// Parses YAML documents (empty ones dropped) and validates each against the Kubernetes

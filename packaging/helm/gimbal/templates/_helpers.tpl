@@ -66,3 +66,40 @@ Non-empty when the agent writes to the Kubernetes API (.Values.cluster).
 {{- define "gimbal.writesToKubernetes" -}}
 {{- if or .Values.cluster.nodeCondition .Values.cluster.taint .Values.cluster.readinessGate .Values.cluster.evictions }}true{{ end }}
 {{- end }}
+
+{{/*
+`config`, with `web_config` set first in its [agent] table when webConfig is enabled.
+*/}}
+{{- define "gimbal.config" -}}
+{{- $config := .Values.config }}
+{{- if .Values.webConfig.enabled }}
+{{- if regexMatch "(?m)^[ \t]*web_config[ \t]*=" $config }}
+{{- fail "config: leave web_config out of [agent] when webConfig.enabled is true; the chart sets it to the mounted Secret" }}
+{{- end }}
+{{- if not (regexMatch "(?m)^[ \t]*\\[agent\\][ \t]*$" $config) }}
+{{- fail "config: webConfig.enabled needs an [agent] table in config to put web_config in" }}
+{{- end }}
+{{- $line := printf "[agent]\nweb_config = %s" (printf "%s/web.yml" (trimSuffix "/" .Values.webConfig.mountPath) | quote) }}
+{{- $config = regexReplaceAll "(?m)^[ \t]*\\[agent\\][ \t]*$" $config $line }}
+{{- end }}
+{{- $config }}
+{{- end }}
+
+{{/*
+A kubelet probe (the `livenessProbe` or `readinessProbe` value) as the web config allows
+it: unchanged without one; over https, or a TCP connect, with one (values: webConfig.probes).
+*/}}
+{{- define "gimbal.probe" -}}
+{{- $probe := deepCopy .probe }}
+{{- if .web.enabled }}
+{{- if eq .web.probes "https" }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- else if eq .web.probes "tcpSocket" }}
+{{- $_ := set $probe "tcpSocket" (dict "port" $probe.httpGet.port) }}
+{{- $_ := unset $probe "httpGet" }}
+{{- else }}
+{{- fail (printf "webConfig.probes: %q is neither \"tcpSocket\" nor \"https\"" .web.probes) }}
+{{- end }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}

@@ -7,7 +7,8 @@
 //! syscalls; then each exporter is scraped as Prometheus scrapes (Accept-Encoding: gzip)
 //! and without gzip, with its CPU (utime + stime) over 20 scrapes of each; last, two real
 //! Prometheus servers (classic, and native histograms) scrape all four, and report what
-//! they ingest. Prints Markdown.
+//! they ingest, and one server per exporter and kind (scraping only it) what the series
+//! cost it in memory. Prints Markdown.
 //!
 //! gimbal-bench-scrape CGROUPS
 use std::{
@@ -173,6 +174,102 @@ fn ingested(p: &Prometheus, jobs: &[&str]) -> Vec<(f64, f64)> {
     read().expect("every job still scraped")
 }
 
+/// What one job's series cost a Prometheus server that scrapes only them.
+#[derive(Clone)]
+struct Memory {
+    series: f64,
+    /// Bytes of the label values the head holds, from the TSDB status
+    /// (`memoryInBytesByLabelName`, summed): interned, so they grow with distinct values.
+    label_bytes: f64,
+    /// Go heap in use above a server that scrapes nothing (the least of a few reads a
+    /// second apart: what stays after a collection).
+    heap_bytes: f64,
+}
+
+/// For each job of `config`, a classic and a native-histogram Prometheus scraping only that
+/// job (all at once, beside one scraping nothing), read a few scrapes in.
+fn memory_per_series(config: &str, jobs: &[&str]) -> Vec<[Memory; 2]> {
+    let native_flag = ["--enable-feature=native-histograms"];
+    let only = |job: &str| {
+        let start = config
+            .find(&format!("  - job_name: {job}\n"))
+            .expect("the job is in the config");
+        let rest = &config[start + 1..];
+        let end = rest
+            .find("  - job_name:")
+            .map_or(config.len(), |e| start + 1 + e);
+        format!("scrape_configs:\n{}", &config[start..end])
+    };
+    let idle = Prometheus::start_config("scrape_configs: []\n");
+    let servers: Vec<[Prometheus; 2]> = jobs
+        .iter()
+        .map(|job| {
+            [
+                Prometheus::start_config(&only(job)),
+                Prometheus::start_config_args(&only(job), &native_flag),
+            ]
+        })
+        .collect();
+    for (pair, job) in servers.iter().zip(jobs) {
+        for p in pair {
+            ingested(p, &[job]);
+        }
+    }
+    let all: Vec<&Prometheus> = std::iter::once(&idle)
+        .chain(servers.iter().flatten())
+        .collect();
+    let mut heap = vec![f64::INFINITY; all.len()];
+    for _ in 0..5 {
+        for (least, p) in heap.iter_mut().zip(&all) {
+            *least = least.min(heap_in_use(p));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let baseline = heap[0];
+    servers
+        .iter()
+        .flatten()
+        .zip(&heap[1..])
+        .map(|(p, heap)| {
+            let (series, label_bytes) = tsdb_status(p);
+            Memory {
+                series,
+                label_bytes,
+                heap_bytes: heap - baseline,
+            }
+        })
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .map(|pair| [pair[0].clone(), pair[1].clone()])
+        .collect()
+}
+
+/// (head series, bytes of label memory summed over the label names it lists).
+fn tsdb_status(p: &Prometheus) -> (f64, f64) {
+    let (status, body) = http_get(p.port, "/api/v1/status/tsdb").expect("TSDB status");
+    assert_eq!(status, 200, "TSDB status: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("TSDB status is JSON");
+    let series = v["data"]["headStats"]["numSeries"]
+        .as_f64()
+        .expect("headStats.numSeries");
+    let labels = v["data"]["memoryInBytesByLabelName"]
+        .as_array()
+        .expect("memoryInBytesByLabelName")
+        .iter()
+        .map(|e| e["value"].as_f64().expect("a byte count"))
+        .sum();
+    (series, labels)
+}
+
+/// The server's own `go_memstats_heap_inuse_bytes`.
+fn heap_in_use(p: &Prometheus) -> f64 {
+    let (_, body) = http_get(p.port, "/metrics").expect("Prometheus' own /metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix("go_memstats_heap_inuse_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("go_memstats_heap_inuse_bytes")
+}
+
 fn main() {
     let cgroups: usize = std::env::args()
         .nth(1)
@@ -239,6 +336,7 @@ fn main() {
     let in_classic = ingested(&classic, &jobs);
     let in_native = ingested(&native, &jobs);
     drop((classic, native));
+    let memory = memory_per_series(&config, &jobs);
 
     println!(
         "| exporter | (cgroup, syscall) label sets | series | latency series | identity bytes | gzip bytes | identity / gzip | CPU per scrape, identity | CPU per scrape, gzip | Prometheus: samples per scrape | head series | with native histograms: samples per scrape | head series |"
@@ -260,6 +358,32 @@ fn main() {
             in_classic[i].1,
             in_native[i].0,
             in_native[i].1,
+        );
+    }
+    println!(
+        "\nWhat the series cost a Prometheus (2.42) in memory, one server per exporter and kind \
+         scraping only it: its Go heap in use above a server scraping nothing (the least of 5 \
+         reads a second apart), and the bytes of label values its TSDB status reports \
+         (`memoryInBytesByLabelName`, summed; values are interned, so this grows with distinct \
+         values, not with series).\n"
+    );
+    println!(
+        "| exporter | classic: head series | heap | heap per series | label value bytes | native: head series | heap | heap per series | label value bytes |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mib = |b: f64| format!("{:.1} MiB", b / 1048576.0);
+    for (i, [c, n]) in memory.iter().enumerate() {
+        println!(
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {:.0} | {} |",
+            targets[i].0,
+            c.series,
+            mib(c.heap_bytes),
+            c.heap_bytes / c.series,
+            c.label_bytes,
+            n.series,
+            mib(n.heap_bytes),
+            n.heap_bytes / n.series,
+            n.label_bytes,
         );
     }
     let (d, f, n) = (&rows[0], &rows[2], &rows[3]);

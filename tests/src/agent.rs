@@ -24,7 +24,8 @@ impl Agent {
         Self::start_config("")
     }
 
-    /// `start`, with `extra` TOML after the `[agent]` table (other tables).
+    /// `start`, with `extra` TOML after the `[agent]` table's `state_dir`: more `[agent]`
+    /// keys first if any, then other tables.
     pub fn start_config(extra: &str) -> Self {
         let state = TempDir::new("agent-state");
         let config = state.0.join("gimbal.toml");

@@ -226,17 +226,7 @@ fn ten_thousand_connections_leave_no_descriptor_or_memory_behind() {
     let tls = tls_client(&dir.0.join("ca.crt"));
     let web_file = dir.0.join("web.yml");
     std::fs::write(&web_file, PLAIN).unwrap();
-    let config = dir.0.join("gimbal.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nstate_dir = \"{}\"\nweb_config = \"{}\"\n",
-            dir.0.display(),
-            web_file.display()
-        ),
-    )
-    .unwrap();
-    let agent = Agent::start_with(&["--config", config.to_str().unwrap()]);
+    let agent = Agent::start_config(&format!("web_config = \"{}\"\n", web_file.display()));
     let addr: SocketAddr = format!("127.0.0.1:{}", agent.port).parse().unwrap();
     let fd_start = agent.open_files();
     // Pacing only: the batches before may still be closing.

@@ -62,17 +62,7 @@ fn prometheus_scrapes_through_tls_mtls_and_basic_auth_and_refusals_are_counted()
         &web,
         "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n",
     );
-    let config = dir.0.join("gimbal.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\nstate_dir = \"{}\"\nweb_config = \"{}\"\n",
-            dir.0.display(),
-            web.display()
-        ),
-    )
-    .unwrap();
-    let agent = Agent::start_with(&["--config", config.to_str().unwrap()]);
+    let agent = Agent::start_config(&format!("web_config = \"{}\"\n", web.display()));
     let port = agent.port;
     let tls = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n";
     let ca = format!(

@@ -26,18 +26,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn serve(listener: TcpListener, snapshot: Published) {
     let slots = Slots::new(MAX_CONNECTIONS);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting an agent-check connection failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(slot) = slots.admit() else {
-            tracing::debug!(%peer, "agent-check connection closed: {MAX_CONNECTIONS} open");
-            continue;
-        };
+        let (stream, peer, slot) = slots.accept(&listener, "agent-check").await;
         let snapshot = snapshot.clone();
         tokio::spawn(async move {
             if let Err(e) = answer(stream, &snapshot, slot).await {

@@ -8,7 +8,7 @@
 //! grace is evicted), a request head is at most `MAX_HEAD` bytes (431 past it) and must
 //! arrive in time, and so must the answer go out (conn.rs). TLS, client certificates,
 //! basic auth and extra headers come from the web config (web/).
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use hyper::{
     body::Incoming,
@@ -59,22 +59,7 @@ pub async fn serve(
         .header_read_timeout(None);
     let http = Arc::new(http);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a metrics connection failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // Answers go out whole at once: without this, a TLS answer written after the
-        // session ticket waits on the client's delayed ACK (40 ms per new connection).
-        let _ = stream.set_nodelay(true);
-        let Some(mut slot) = slots.admit() else {
-            // Every slot is busy or just opened: closing this one costs nobody a request.
-            tracing::debug!(%peer, "metrics connection closed: {MAX_CONNECTIONS} connections open");
-            continue;
-        };
+        let (stream, peer, mut slot) = slots.accept(&listener, "metrics").await;
         let (routes, http, refused, web) =
             (routes.clone(), http.clone(), refused.clone(), web.clone());
         tokio::spawn(async move {

@@ -8,6 +8,7 @@
 //! evicted again from then on.
 use std::{
     collections::VecDeque,
+    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
@@ -15,7 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::oneshot;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+};
 
 /// How long a new connection has to send its request before a newer one may evict it:
 /// ample for a client on the same network, and it keeps a burst of connections from
@@ -59,9 +63,37 @@ impl Slots {
         }
     }
 
+    /// The next connection `listener` accepts and a slot admits, with its peer. Accept
+    /// errors (out of descriptors, say) are logged and retried after a pause; a connection
+    /// no slot admits is closed. `what` names the listener in the log.
+    pub async fn accept(
+        &self,
+        listener: &TcpListener,
+        what: &str,
+    ) -> (TcpStream, SocketAddr, Slot) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a {what} connection failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // Answers go out whole at once: without this, a TLS answer written after the
+            // session ticket waits on the client's delayed ACK (40 ms per new connection).
+            let _ = stream.set_nodelay(true);
+            match self.admit() {
+                Some(slot) => return (stream, peer, slot),
+                // Every slot is busy or just opened: closing this one costs nobody a request.
+                None => tracing::debug!(%peer, "{what} connection closed: {} open", self.max),
+            }
+        }
+    }
+
     /// A slot for a connection just accepted, or None: close it, every slot is busy or
     /// just opened.
-    pub fn admit(&self) -> Option<Slot> {
+    fn admit(&self) -> Option<Slot> {
         if self.shared.open.load(Ordering::Relaxed) >= self.max && !self.evict_oldest() {
             return None;
         }

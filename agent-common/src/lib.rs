@@ -286,7 +286,7 @@ mod tests {
     fn every_drop_kind_has_a_probe_and_the_numbers_are_dense() {
         // DROPS is indexed by the enum's number: a gap or a kind past DROP_KINDS would be
         // counted nowhere (the kernel's lookup fails) or read nowhere (userspace stops early).
-        let last = Drop::SyscallSpillFailed as u32;
+        let last = Drop::SyscallCountsFull as u32;
         assert_eq!(last + 1, DROP_KINDS);
         assert_eq!(DROP_PROBES.len(), DROP_KINDS as usize);
     }

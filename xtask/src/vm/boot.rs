@@ -45,6 +45,13 @@ pub fn boot(
 ) -> anyhow::Result<Outcome> {
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-machine", "q35", "-cpu", "max", "-smp", "2", "-m", "4096"])
+        // Both vCPUs on one host thread. With a thread per vCPU (qemu's default), the guest
+        // locked up twice in CI, each time as the agent was killed and restarted: both CPUs
+        // spinning on the int3 that the kernel's code patching puts into
+        // syscall_trace_enter while it flips the syscall tracepoints' static keys
+        // (text_poke_bp, then an IPI to sync every core). One thread sees every code
+        // change in order.
+        .args(["-accel", "tcg,thread=single"])
         .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
         .args(["-nic", "none", "-no-reboot"])
         .arg("-kernel")

@@ -77,10 +77,13 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String], load: &Load) -> anyhow::
     let bin = util::root().join("target/release");
     let section = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut report = String::new();
-    if section("syscalls") {
+    if ["syscalls", "redis", "nginx", "pipe"]
+        .into_iter()
+        .any(section)
+    {
         // The floors' programs are not in the shipped object: their binary alone is built
         // with them (its own gimbal library; target/release/gimbal stays the shipped one).
-        // Only this section needs it, and it is a second build of the agent's library.
+        // Only these sections need it, and it is a second build of the agent's library.
         util::cargo(&[
             "build",
             "--release",
@@ -91,6 +94,8 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String], load: &Load) -> anyhow::
             "--features",
             "gimbal-tests/bench",
         ])?;
+    }
+    if section("syscalls") {
         let mut runs: Vec<(Tracer, Run)> = Vec::new();
         for round in 1..=rounds {
             for tracer in Tracer::ALL {

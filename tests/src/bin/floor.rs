@@ -1,6 +1,7 @@
 //! `cargo xtask bench`'s floors: attaches a raw-tracepoint pair from the agent's own object
-//! (`empty`, the default, or `clock`) and holds it until SIGTERM or SIGINT. Prints
-//! "attached" once it is in place.
+//! (`empty`, the default, or `clock`), or only the empty program on `sys_exit` (`exit`: what
+//! any per-syscall count pays before it does anything), and holds it until SIGTERM or
+//! SIGINT. Prints "attached" once it is in place.
 use aya::{programs::RawTracePoint, EbpfLoader};
 use gimbal_common::programs::{CLOCK_SYS_ENTER, CLOCK_SYS_EXIT, FLOOR_SYS_ENTER, FLOOR_SYS_EXIT};
 
@@ -9,12 +10,13 @@ fn main() {
         .allow_unsupported_maps()
         .load(gimbal::EBPF_OBJECT)
         .expect("load the agent's eBPF object (needs root)");
-    let (enter, exit) = match std::env::args().nth(1).as_deref() {
-        None | Some("empty") => (FLOOR_SYS_ENTER, FLOOR_SYS_EXIT),
-        Some("clock") => (CLOCK_SYS_ENTER, CLOCK_SYS_EXIT),
-        Some(other) => panic!("unknown floor {other:?}: use empty or clock"),
+    let programs: &[(&str, &str)] = match std::env::args().nth(1).as_deref() {
+        None | Some("empty") => &[(FLOOR_SYS_EXIT, "sys_exit"), (FLOOR_SYS_ENTER, "sys_enter")],
+        Some("clock") => &[(CLOCK_SYS_EXIT, "sys_exit"), (CLOCK_SYS_ENTER, "sys_enter")],
+        Some("exit") => &[(FLOOR_SYS_EXIT, "sys_exit")],
+        Some(other) => panic!("unknown floor {other:?}: use empty, clock or exit"),
     };
-    for (name, tp) in [(exit, "sys_exit"), (enter, "sys_enter")] {
+    for &(name, tp) in programs {
         let p: &mut RawTracePoint = ebpf
             .program_mut(name)
             .expect(name)

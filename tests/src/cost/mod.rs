@@ -1,8 +1,8 @@
 //! What the agent costs a real service (`cargo xtask bench --only redis,nginx,pipe`): a
-//! workload runs against its server in interleaved rounds of four configurations (no agent,
+//! workload runs against its server in interleaved rounds of five configurations (no agent,
 //! gimbal at its embedded defaults, gimbal with every syscall timed, bpftrace doing the same
-//! work), then once more per gimbal configuration under the kernel's BPF statistics for a
-//! per-program breakdown.
+//! work, an empty `sys_exit` program: the floor), then once more per gimbal configuration
+//! under the kernel's BPF statistics for a per-program breakdown.
 //! Each workload (tests/src/bin/bench_{redis,nginx,pipe}.rs) owns its server and load
 //! generator; this module owns the rounds, the tracers and the report.
 pub mod bpf_stats;

@@ -1,6 +1,7 @@
 //! The tracers a cost benchmark compares: none, the real agent (embedded defaults, or the
-//! every-syscall-timed config in tests/bench/gimbal-full.toml), and bpftrace keeping the
-//! same (cgroup, syscall) histogram as the `syscalls` section.
+//! every-syscall-timed config in tests/bench/gimbal-full.toml), bpftrace keeping the
+//! same (cgroup, syscall) histogram as the `syscalls` section, and an empty `sys_exit`
+//! program (the floor).
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
@@ -8,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{agent::Agent, Proc, TempDir};
+use crate::{agent::Agent, sibling_binary, Proc, TempDir};
 
 /// The bpftrace program of `cargo xtask bench --only syscalls`: the same per (cgroup,
 /// syscall) latency histogram the agent keeps.
@@ -23,14 +24,17 @@ pub enum Config {
     Defaults,
     Full,
     Bpftrace,
+    /// An empty program on `sys_exit` alone: the floor under any per-syscall count.
+    EmptyExit,
 }
 
 impl Config {
-    pub const ALL: [Config; 4] = [
+    pub const ALL: [Config; 5] = [
         Config::None,
         Config::Defaults,
         Config::Full,
         Config::Bpftrace,
+        Config::EmptyExit,
     ];
 }
 
@@ -86,7 +90,8 @@ impl FullMode {
 pub enum Tracer {
     None,
     Gimbal(Agent, TempDir),
-    Bpftrace(Proc),
+    /// bpftrace, or the bench's own floor program.
+    Other(Proc),
 }
 
 impl Tracer {
@@ -96,7 +101,8 @@ impl Tracer {
             Config::None => Tracer::None,
             Config::Defaults => gimbal(None),
             Config::Full => gimbal(Some(full)),
-            Config::Bpftrace => Tracer::Bpftrace(bpftrace()),
+            Config::Bpftrace => Tracer::Other(bpftrace()),
+            Config::EmptyExit => Tracer::Other(empty_exit()),
         }
     }
 
@@ -104,7 +110,7 @@ impl Tracer {
         match self {
             Tracer::None => None,
             Tracer::Gimbal(a, _) => Some(a.child.id()),
-            Tracer::Bpftrace(c) => Some(c.id()),
+            Tracer::Other(c) => Some(c.id()),
         }
     }
 
@@ -120,7 +126,7 @@ impl Tracer {
                     "gimbal exited with wait status {status} after the load"
                 );
             }
-            Tracer::Bpftrace(mut child) => interrupt(&mut child),
+            Tracer::Other(mut child) => interrupt(&mut child),
         }
     }
 }
@@ -140,6 +146,26 @@ fn gimbal(full: Option<&FullMode>) -> Tracer {
         &[("GIMBAL_LOG", "warn"), ("NO_COLOR", "1")],
     );
     Tracer::Gimbal(agent, state)
+}
+
+/// `gimbal-bench-floor exit` (built with the bench feature beside the bench binaries),
+/// once it says its program is attached.
+fn empty_exit() -> Proc {
+    let mut child = Proc::spawn(
+        Command::new(sibling_binary("gimbal-bench-floor"))
+            .arg("exit")
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("the floor's stdout");
+    assert_eq!(
+        line.trim(),
+        "attached",
+        "the empty sys_exit floor did not attach"
+    );
+    child
 }
 
 fn bpftrace() -> Proc {
@@ -189,10 +215,7 @@ fn interrupt(child: &mut Child) {
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         std::thread::sleep(Duration::from_millis(200));
     }
-    eprintln!(
-        "bpftrace pid {} ignored SIGINT for 20 s: SIGKILL",
-        child.id()
-    );
+    eprintln!("tracer pid {} ignored SIGINT for 20 s: SIGKILL", child.id());
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -508,6 +508,14 @@ pub const METRICS: &[Metric] = &[
         Rows::Snapshot(|s, sink| per_gpu(s, sink, |d| gauge(d.power_watts))),
     ),
     metric(
+        "gimbal_gpu_power_limit_watts",
+        Kind::Gauge,
+        "The power limit the driver enforces on the GPU (nvmlDeviceGetEnforcedPowerLimit)",
+        GPU,
+        true,
+        Rows::Snapshot(|s, sink| per_gpu(s, sink, |d| gauge(d.power_limit_watts))),
+    ),
+    metric(
         "gimbal_gpu_utilization_ratio",
         Kind::Gauge,
         "Fraction of the last sample period a kernel ran on the GPU (nvmlDeviceGetUtilizationRates gpu)",

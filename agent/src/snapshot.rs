@@ -262,6 +262,7 @@ pub fn filled() -> Snapshot {
         mig: "disabled",
         temperature_celsius: Some(41.0),
         power_watts: Some(123.456),
+        power_limit_watts: Some(700.0),
         utilization: Some(0.87),
         memory_utilization: Some(0.25),
         memory_used_bytes: Some(1 << 30),

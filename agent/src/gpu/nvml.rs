@@ -254,6 +254,7 @@ fn read(d: &Device, index: u32) -> Result<RawDevice, NvmlError> {
         mig: r(d.mig_mode().map(|m| m.current == 1)),
         temperature_c: r(d.temperature(TemperatureSensor::Gpu)),
         power_mw: r(d.power_usage()),
+        power_limit_mw: r(d.enforced_power_limit()),
         utilization: r(d.utilization_rates().map(|u| (u.gpu, u.memory))),
         memory: r(d.memory_info().map(|m| (m.used, m.total))),
         ecc_enabled: r(d.is_ecc_enabled().map(|m| m.currently_enabled)),

@@ -51,6 +51,8 @@ pub struct RawDevice {
     pub mig: Read<bool>,
     pub temperature_c: Read<u32>,
     pub power_mw: Read<u32>,
+    /// nvmlDeviceGetEnforcedPowerLimit, mW.
+    pub power_limit_mw: Read<u32>,
     /// nvmlDeviceGetUtilizationRates: (gpu %, memory %).
     pub utilization: Read<(u32, u32)>,
     /// nvmlDeviceGetMemoryInfo: (used, total) bytes.
@@ -105,6 +107,8 @@ pub fn device(
     };
     d.temperature_celsius = got(&mut absent, "temperature", &raw.temperature_c).map(f64::from);
     d.power_watts = got(&mut absent, "power", &raw.power_mw).map(|mw| f64::from(mw) / 1000.0);
+    d.power_limit_watts =
+        got(&mut absent, "power limit", &raw.power_limit_mw).map(|mw| f64::from(mw) / 1000.0);
     if let Some((gpu, mem)) = got(&mut absent, "utilization", &raw.utilization) {
         d.utilization = Some(f64::from(gpu.min(100)) / 100.0);
         d.memory_utilization = Some(f64::from(mem.min(100)) / 100.0);
@@ -224,6 +228,7 @@ mod tests {
             mig: Ok(false),
             temperature_c: Ok(41),
             power_mw: Ok(123_456),
+            power_limit_mw: Ok(700_000),
             utilization: Ok((87, 140)),
             memory: Ok((1 << 30, 141 << 30)),
             ecc_enabled: Ok(true),
@@ -271,6 +276,7 @@ mod tests {
         );
         assert_eq!(d.temperature_celsius, Some(41.0));
         assert_eq!(d.power_watts, Some(123.456));
+        assert_eq!(d.power_limit_watts, Some(700.0));
         assert_eq!(
             (d.utilization, d.memory_utilization),
             (Some(0.87), Some(1.0))
@@ -333,6 +339,7 @@ mod tests {
             mig: Err("Not supported".into()),
             temperature_c: no(),
             power_mw: no(),
+            power_limit_mw: no(),
             utilization: Err("x".into()),
             memory: Err("x".into()),
             ecc_enabled: Err("x".into()),
@@ -354,11 +361,13 @@ mod tests {
         assert!(
             d.temperature_celsius.is_none()
                 && d.power_watts.is_none()
+                && d.power_limit_watts.is_none()
                 && d.recovery_action.is_none()
         );
         assert!(d.holders.is_empty() && d.throttle_reasons.is_empty());
         assert_eq!(d.remapped_rows.correctable, Some(0));
-        assert_eq!(absent.len(), 11, "{absent:?}");
+        assert_eq!(absent.len(), 12, "{absent:?}");
+        assert!(absent.contains(&("power limit".into(), "Not supported".into())));
         assert!(absent.contains(&("field 230".into(), "Not supported".into())));
         assert_eq!(recovery_action(99).as_ref(), "unknown_99");
         assert_eq!(recovery_action(i64::MIN).as_ref(), "unknown_-1");

@@ -17,6 +17,8 @@ pub struct Device {
     pub mig: &'static str,
     pub temperature_celsius: Option<f64>,
     pub power_watts: Option<f64>,
+    /// The power limit the driver enforces now (a hung collective draws far below it).
+    pub power_limit_watts: Option<f64>,
     /// Fraction of the last sample period a kernel ran (nvmlDeviceGetUtilizationRates.gpu).
     pub utilization: Option<f64>,
     /// Fraction of it device memory was read or written (….memory).

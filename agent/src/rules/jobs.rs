@@ -170,6 +170,11 @@ struct Evidence {
 /// keeps it near 100 %), as idle under the other.
 const BUSY: f64 = 0.95;
 const IDLE: f64 = 0.05;
+/// A busy GPU draws near idle power under this share of its enforced limit: a kernel
+/// spinning on a flag in a hung collective keeps "utilization" at 100 % while its SMs do
+/// almost no arithmetic, so it draws near its idle power (an H100/H200 idles near 70-100 W
+/// of 700 W), where real training draws most of the limit.
+const NEAR_IDLE_POWER: f64 = 0.3;
 
 fn gpu_evidence(stall: &JobStall, gpu: &GpuModel, now: SystemTime) -> Evidence {
     // Each rank's GPUs: those whose holders include the rank's cgroup.
@@ -204,7 +209,11 @@ fn gpu_evidence(stall: &JobStall, gpu: &GpuModel, now: SystemTime) -> Evidence {
                 let util = d
                     .utilization
                     .map_or("?".into(), |u| format!("{:.0} %", u * 100.0));
-                let power = d.power_watts.map_or("?".into(), |w| format!("{w:.0} W"));
+                let power = match (d.power_watts, d.power_limit_watts) {
+                    (Some(w), Some(limit)) => format!("{w:.0} W of {limit:.0} W"),
+                    (Some(w), None) => format!("{w:.0} W"),
+                    (None, _) => "? W".into(),
+                };
                 format!("rank {rank}: GPU {} {util} busy, {power}", d.gpu)
             })
         })
@@ -224,15 +233,32 @@ fn gpu_evidence(stall: &JobStall, gpu: &GpuModel, now: SystemTime) -> Evidence {
                 )
             })
     });
-    let verdict = if all_busy {
-        "Every GPU of its ranks is busy while none makes progress: the signature of a hang in a collective (NCCL)."
-    } else {
+    let all = || per_rank.iter().flat_map(|(_, ds)| ds.iter().copied());
+    let verdict = if !all_busy {
         "Not every GPU of its ranks is busy."
+    } else if all().all(near_idle_power) {
+        "Every GPU of its ranks is busy at near-idle power while none makes progress: the signature of a hang in a collective (NCCL)."
+    } else if all().any(|d| power_share(d).is_some_and(|p| p >= NEAR_IDLE_POWER)) {
+        "Every GPU of its ranks is busy, and some draw real power: they may be computing, not hung in a collective."
+    } else {
+        "Every GPU of its ranks is busy while none makes progress (their power against its limit was not read): likely a hang in a collective (NCCL)."
     };
     Evidence {
         text: format!("{} {verdict}", readings.join("; ")),
         odd,
     }
+}
+
+/// The GPU's draw as a share of its enforced power limit, where both were read.
+fn power_share(d: &Device) -> Option<f64> {
+    match (d.power_watts, d.power_limit_watts) {
+        (Some(w), Some(limit)) if limit > 0.0 => Some(w / limit),
+        _ => None,
+    }
+}
+
+fn near_idle_power(d: &Device) -> bool {
+    power_share(d).is_some_and(|p| p < NEAR_IDLE_POWER)
 }
 
 /// "2 s", "850 ms", "5m 3s".
@@ -373,7 +399,29 @@ mod tests {
         gpu.devices[2].utilization = Some(0.97);
         let e = gpu_evidence(&stall, &gpu, now);
         assert!(
-            e.odd.is_none() && e.text.contains("signature of a hang"),
+            e.odd.is_none() && e.text.contains("limit was not read): likely a hang"),
+            "{}",
+            e.text
+        );
+        // The whole signature: busy at near-idle power.
+        for d in &mut gpu.devices {
+            d.power_limit_watts = Some(700.0);
+        }
+        let e = gpu_evidence(&stall, &gpu, now);
+        assert!(
+            e.text
+                .contains("rank 0: GPU 0000:30:00 99 % busy, 70 W of 700 W")
+                && e.text
+                    .contains("busy at near-idle power while none makes progress"),
+            "{}",
+            e.text
+        );
+        // One GPU drawing most of its limit: computing, perhaps, not hung.
+        gpu.devices[1].power_watts = Some(560.0);
+        let e = gpu_evidence(&stall, &gpu, now);
+        assert!(
+            e.text
+                .contains("some draw real power: they may be computing"),
             "{}",
             e.text
         );

@@ -144,6 +144,7 @@ mod tests {
         "gimbal_gpu_info",
         "gimbal_gpu_temperature_celsius",
         "gimbal_gpu_power_watts",
+        "gimbal_gpu_power_limit_watts",
         "gimbal_gpu_utilization_ratio",
         "gimbal_gpu_memory_utilization_ratio",
         "gimbal_gpu_memory_used_bytes",

@@ -1,7 +1,7 @@
 //! `gimbal-gpu-check`: starts the agent binary next to it (built elsewhere: nothing is
 //! built here) with NVML polled every second, and compares what it exports with
 //! `nvidia-smi -q -x` on the same node: GPU count, UUIDs, bus ids, memory total, ECC
-//! mode, temperature within 2 °C, power within 5 %, and the running processes' pids
+//! mode, temperature within 2 °C, power within 5 %, the enforced power limit within 1 W, and the running processes' pids
 //! joined to their cgroups. Exit 0 when all agree (or, on a node without a GPU, when the
 //! agent says NVML is not attached); 1 with every disagreement listed otherwise.
 //! `cargo xtask gpu-check` builds both binaries and runs it; on a GPU node, copy
@@ -20,6 +20,7 @@ struct SmiGpu {
     ecc_enabled: Option<bool>,
     temperature_c: Option<f64>,
     power_w: Option<f64>,
+    power_limit_w: Option<f64>,
     pids: Vec<u32>,
 }
 
@@ -141,9 +142,13 @@ fn parse_smi(xml: &str) -> Vec<SmiGpu> {
             .find("</gpu>")
             .map_or(rest.len(), |e| id_end + e);
         let block = &rest[id_end..end];
-        let power = tag(block, "gpu_power_readings")
-            .or_else(|| tag(block, "power_readings"))
+        let readings = tag(block, "gpu_power_readings").or_else(|| tag(block, "power_readings"));
+        let power = readings
             .and_then(|p| tag(p, "power_draw").or_else(|| tag(p, "instant_power_draw")))
+            .and_then(number);
+        // Drivers before 535 say `enforced_power_limit`, later ones `current_power_limit`.
+        let power_limit = readings
+            .and_then(|p| tag(p, "enforced_power_limit").or_else(|| tag(p, "current_power_limit")))
             .and_then(number);
         let pids = block
             .split("<process_info>")
@@ -163,6 +168,7 @@ fn parse_smi(xml: &str) -> Vec<SmiGpu> {
                 .and_then(|t| tag(t, "gpu_temp"))
                 .and_then(number),
             power_w: power,
+            power_limit_w: power_limit,
             pids,
         });
         rest = &rest[end..];
@@ -240,6 +246,12 @@ fn compare(gpus: &[SmiGpu], metrics: &str, cgroup_of: impl Fn(u32) -> String) ->
             value("gimbal_gpu_power_watts"),
             &|a, b| (a - b).abs() <= a.abs() * 0.05,
         );
+        near(
+            "enforced power limit (W)",
+            g.power_limit_w,
+            value("gimbal_gpu_power_limit_watts"),
+            &|a, b| (a - b).abs() <= 1.0,
+        );
         // The processes: nvidia-smi's pids, joined to their cgroups here, against the
         // agent's per-cgroup counts.
         let mut want: BTreeMap<String, u64> = BTreeMap::new();
@@ -313,6 +325,7 @@ mod tests {
         <gpu_power_readings>
             <power_state>P0</power_state>
             <power_draw>120.00 W</power_draw>
+            <current_power_limit>700.00 W</current_power_limit>
         </gpu_power_readings>
         <processes>
             <process_info>
@@ -335,6 +348,7 @@ mod tests {
              gimbal_gpu_ecc_enabled{{{ids}}} 1\n\
              gimbal_gpu_temperature_celsius{{{ids}}} 42.0\n\
              gimbal_gpu_power_watts{{{ids}}} {power}\n\
+             gimbal_gpu_power_limit_watts{{{ids}}} 700.0\n\
              gimbal_gpu_cgroup_processes{{{ids},cgroup=\"kubepods/pod-a\"}} {procs}\n",
             143771u64 * 1048576
         )
@@ -352,6 +366,7 @@ mod tests {
                 ecc_enabled: Some(true),
                 temperature_c: Some(41.0),
                 power_w: Some(120.0),
+                power_limit_w: Some(700.0),
                 pids: vec![1234, 1235],
             }]
         );

@@ -13,6 +13,7 @@ pub mod names {
     pub const SYSCALL_HIST: &str = "SYSCALL_HIST";
     pub const SYSCALL_ERRORS: &str = "SYSCALL_ERRORS";
     pub const SYSCALL_COUNTS: &str = "SYSCALL_COUNTS";
+    pub const SYSCALL_COUNT_SLOTS: &str = "SYSCALL_COUNT_SLOTS";
     pub const TIMED_SYSCALLS: &str = "TIMED_SYSCALLS";
     pub const TIMED_CGROUPS: &str = "TIMED_CGROUPS";
     pub const TCP_RETRANS: &str = "TCP_RETRANS";
@@ -141,6 +142,36 @@ pub struct SyscallStart {
 pub struct LatencyHist {
     pub sum_ns: u64,
     pub buckets: [u32; hist::BUCKETS],
+}
+
+/// Slots per CPU in SYSCALL_COUNT_SLOTS (a power of two): the busiest (cgroup, syscall)
+/// pairs, which the agent places there, are counted by an array access instead of a
+/// hash lookup.
+pub const COUNT_SLOTS_PER_CPU: u32 = 1 << COUNT_SLOTS_BITS;
+const COUNT_SLOTS_BITS: u32 = 10;
+
+/// One slot of SYSCALL_COUNT_SLOTS (a shared-memory array, CPU-major). Free while
+/// `cgroup_id` is 0 or `nr` is `FREE_SLOT_NR`; the kernel counts a syscall into it only
+/// when both match, and only the agent writes the two.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CountSlot {
+    pub cgroup_id: u64,
+    pub nr: u32,
+    pub _pad: u32,
+    /// Syscalls of (cgroup_id, nr) on this CPU since the slot was claimed.
+    pub count: u64,
+}
+
+/// `nr` of a free slot: no syscall has this number.
+pub const FREE_SLOT_NR: u32 = u32::MAX;
+
+/// The first of the two slots, `s` and `s ^ 1`, where the pair may be cached
+/// (Fibonacci hashing: one multiply, no loop, the same on both sides).
+#[inline(always)]
+pub fn count_slot(cgroup_id: u64, nr: u32) -> u32 {
+    let x = (cgroup_id ^ ((nr as u64) << 48)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x >> (64 - COUNT_SLOTS_BITS)) as u32
 }
 
 /// Key of SYSCALL_ERRORS.

@@ -236,6 +236,16 @@ pub const METRICS: &[Metric] = &[
         Rows::Snapshot(|s, sink| sink(&[], Value::WholeGauge(s.kernel.pool.used() as i64))),
     ),
     metric(
+        "gimbal_syscall_count_slots_used",
+        Kind::Gauge,
+        "Busy (cgroup, syscall) pairs the kernel counts in a per-CPU array slot instead of its hash, of 1024",
+        &[],
+        false,
+        Rows::Snapshot(|s, sink| {
+            sink(&[], Value::WholeGauge(s.kernel.count_slots_used as i64))
+        }),
+    ),
+    metric(
         "gimbal_build_info",
         Kind::Gauge,
         "Agent version and kernel release (always 1)",

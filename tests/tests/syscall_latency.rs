@@ -391,3 +391,68 @@ fn a_target_syscall_is_timed_in_the_targets_cgroups_and_counted_elsewhere() {
     let timed = model.syscall_latency.series.get(&key("getppid", &watched));
     assert_eq!(timed.map(|h| h.count()), Some(n));
 }
+
+#[test]
+fn busy_pairs_are_counted_in_slots_and_every_count_stays_exact() {
+    if !require_root!() {
+        return;
+    }
+    let mut probes = load_attached(&options());
+    probes.set_timing(&plan("")).expect("the default plan");
+    let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap())
+        .unwrap()
+        .with_idle_prune(std::time::Duration::from_millis(500));
+    let cgroup = TestCgroup::new("slots");
+    let raw = gimbal_common::SyscallKey {
+        cgroup_id: cgroup.id,
+        nr: libc::SYS_sched_setaffinity as u32,
+        _pad: 0,
+    };
+    let key = ["sched_setaffinity".into(), cgroup.name.as_str().into()];
+    let mut model = Model::new(100_000);
+    // `migrate` returns from every call on the other CPU, so the slot is counted on both.
+    let run = |n: u64| {
+        let mut child = cgroup.spawn_into(workload().args(["migrate", &n.to_string()]));
+        assert_eq!(wait_status(&mut child), 0, "workload failed");
+    };
+
+    // New and busy: counted in the hash, then given a slot at the read.
+    run(4_000);
+    model.apply(reader.read().unwrap());
+    assert_eq!(model.syscalls.series.get(&key), Some(&4_000));
+    assert_eq!(reader.count_split(&raw), (4_000, 0));
+    assert!(reader.count_slots_used() >= 1, "a busy pair got no slot");
+
+    // From then on the kernel counts it in the slot; the hash value stays as it was.
+    run(6_000);
+    model.apply(reader.read().unwrap());
+    assert_eq!(
+        reader.count_split(&raw),
+        (4_000, 6_000),
+        "(in the hash, in the slot) after a second burst"
+    );
+    assert_eq!(model.syscalls.series.get(&key), Some(&10_000));
+
+    // Idle: the key and its slot go together, and the total lives on in the model.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let sample = reader.read().unwrap();
+    assert!(
+        sample.pruned.syscall_counts.contains(&raw),
+        "idle key not pruned: {:?}",
+        sample.pruned
+    );
+    model.apply(sample);
+    assert_eq!(reader.count_split(&raw), (0, 0), "key and slot freed");
+    run(5);
+    model.apply(reader.read().unwrap());
+    assert_eq!(
+        model.syscalls.series.get(&key),
+        Some(&10_005),
+        "counts before and after the prune add up"
+    );
+    assert_eq!(
+        reader.count_split(&raw),
+        (5, 0),
+        "back in the hash, too few for a slot"
+    );
+}

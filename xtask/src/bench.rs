@@ -22,18 +22,22 @@ const BPFTRACE_HIST: &str = include_str!("../../tests/bench/syscall-hist.bt");
 enum Tracer {
     None,
     Floor,
+    ExitFloor,
     Clock,
     Gimbal,
+    GimbalHash,
     GimbalFull,
     Bpftrace,
 }
 
 impl Tracer {
-    const ALL: [Tracer; 6] = [
+    const ALL: [Tracer; 8] = [
         Tracer::None,
         Tracer::Floor,
+        Tracer::ExitFloor,
         Tracer::Clock,
         Tracer::Gimbal,
+        Tracer::GimbalHash,
         Tracer::GimbalFull,
         Tracer::Bpftrace,
     ];
@@ -41,8 +45,10 @@ impl Tracer {
         match self {
             Tracer::None => "no tracer",
             Tracer::Floor => "empty raw tracepoint pair (floor)",
+            Tracer::ExitFloor => "empty sys_exit program (the counted floor)",
             Tracer::Clock => "floor + clock read at each end",
             Tracer::Gimbal => "gimbal, embedded defaults (counted, not timed)",
+            Tracer::GimbalHash => "gimbal, defaults, every count in the hash",
             Tracer::GimbalFull => "gimbal, every syscall timed",
             Tracer::Bpftrace => "bpftrace histogram",
         }
@@ -53,6 +59,13 @@ impl Tracer {
 const FULL_CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/bench/gimbal-full.toml"
+);
+
+/// The defaults with every count in the hash (`count_slots = false`): what the count
+/// slots save.
+const HASH_CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/bench/gimbal-hash.toml"
 );
 
 /// One round of one configuration.
@@ -227,19 +240,25 @@ fn start(tracer: Tracer, bin: &std::path::Path) -> anyhow::Result<Option<Child>>
         Tracer::Floor => (Command::new(bin.join("gimbal-bench-floor")), |l| {
             l.contains("attached")
         }),
-        Tracer::Clock => {
+        Tracer::Clock | Tracer::ExitFloor => {
             let mut c = Command::new(bin.join("gimbal-bench-floor"));
-            c.arg("clock");
+            c.arg(if tracer == Tracer::Clock {
+                "clock"
+            } else {
+                "exit"
+            });
             (c, |l| l.contains("attached"))
         }
-        Tracer::Gimbal | Tracer::GimbalFull => {
+        Tracer::Gimbal | Tracer::GimbalHash | Tracer::GimbalFull => {
             let mut c = Command::new(bin.join("gimbal"));
             // A port of its own; the log line announcing /metrics means all probes are in.
             c.args(["run", "--listen", "127.0.0.1:0"])
                 .env("GIMBAL_LOG", "info")
                 .env("NO_COLOR", "1");
-            if tracer == Tracer::GimbalFull {
-                c.args(["--config", FULL_CONFIG]);
+            match tracer {
+                Tracer::GimbalFull => _ = c.args(["--config", FULL_CONFIG]),
+                Tracer::GimbalHash => _ = c.args(["--config", HASH_CONFIG]),
+                _ => {}
             }
             (c, |l| l.contains("metrics at"))
         }
@@ -371,7 +390,7 @@ fn report(runs: &[(Tracer, Run)], syscalls: u64, rounds: u32) -> String {
             rss.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
         );
     }
-    for t in [Tracer::Gimbal, Tracer::GimbalFull] {
+    for t in [Tracer::Gimbal, Tracer::GimbalHash, Tracer::GimbalFull] {
         s += &format!(
             "\n{} adds {:.2} x what bpftrace adds; {:.2} x the empty-pair floor's addition.\n",
             t.name(),
@@ -379,6 +398,11 @@ fn report(runs: &[(Tracer, Run)], syscalls: u64, rounds: u32) -> String {
             added(t) / added(Tracer::Floor)
         );
     }
+    s += &format!(
+        "\nAbove the empty sys_exit program: the defaults add {:.1} ns per syscall, with every count in the hash {:.1} ns.\n",
+        added(Tracer::Gimbal) - added(Tracer::ExitFloor),
+        added(Tracer::GimbalHash) - added(Tracer::ExitFloor)
+    );
     s
 }
 

@@ -11,15 +11,15 @@
 //! its `sys_exit` finds it. Syscalls that do not block pay for two slot accesses and one
 //! per-CPU hash lookup (the histogram); only blocking ones pay for task storage.
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map, raw_tracepoint},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use gimbal_common::{
-    hist, Drop, ErrnoKey, LatencyHist, SyscallKey, SyscallStart, Timing, SYSCALL_COUNTS_ENTRIES,
-    SYSCALL_ERRORS_ENTRIES, SYSCALL_HIST_DEFAULT_ENTRIES, TIMED_CGROUPS_ENTRIES,
-    TIMED_SYSCALLS_ENTRIES,
+    count_slot, hist, CountSlot, Drop, ErrnoKey, LatencyHist, SyscallKey, SyscallStart, Timing,
+    COUNT_SLOTS_PER_CPU, SYSCALL_COUNTS_ENTRIES, SYSCALL_ERRORS_ENTRIES,
+    SYSCALL_HIST_DEFAULT_ENTRIES, TIMED_CGROUPS_ENTRIES, TIMED_SYSCALLS_ENTRIES,
 };
 
 use crate::{
@@ -60,6 +60,17 @@ static SYSCALL_HIST: PerCpuHashMap<SyscallKey, LatencyHist> =
 #[map(name = "SYSCALL_COUNTS")]
 static SYSCALL_COUNTS: PerCpuHashMap<SyscallKey, u64> =
     PerCpuHashMap::with_max_entries(SYSCALL_COUNTS_ENTRIES, 0);
+
+/// The busiest pairs' counts, `COUNT_SLOTS_PER_CPU` slots per CPU (CPU-major; the loader
+/// sizes it to the host's CPUs). The agent claims slots for pairs it sees busy in
+/// SYSCALL_COUNTS and reads them through shared memory; a pair's count is its slot's plus
+/// its SYSCALL_COUNTS value, and neither ever moves to the other.
+#[map(name = "SYSCALL_COUNT_SLOTS")]
+static SYSCALL_COUNT_SLOTS: Array<CountSlot> =
+    Array::with_max_entries(COUNT_SLOTS_PER_CPU, BPF_F_MMAPABLE);
+
+/// Map flag: userspace may mmap the array.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// A `Timing` per syscall number, written by the agent (all `Counted` until it does).
 #[map(name = "TIMED_SYSCALLS")]
@@ -271,12 +282,36 @@ fn record_latency(key: SyscallKey, latency_ns: u64) {
 
 #[inline(always)]
 fn record_count(key: SyscallKey) {
+    if count_in_slot(&key) {
+        return;
+    }
     // A stack zero, not `&0` (see main.rs: promoted constants can alias loader globals).
     let zero = 0u64;
     if let Some(n) = per_cpu_slot(&SYSCALL_COUNTS, &key, &zero, Drop::SyscallCountsFull) {
         // SAFETY: a valid per-CPU map value, written by this CPU only.
         unsafe { *n += 1 };
     }
+}
+
+/// Counts the syscall in this CPU's slot for its pair, if the agent gave it one.
+#[inline(always)]
+fn count_in_slot(key: &SyscallKey) -> bool {
+    // SAFETY: a helper without arguments.
+    let base = unsafe { bpf_get_smp_processor_id() } * COUNT_SLOTS_PER_CPU;
+    let first = count_slot(key.cgroup_id, key.nr);
+    for way in [first, first ^ 1] {
+        if let Some(s) = SYSCALL_COUNT_SLOTS.get_ptr_mut(base + way) {
+            // SAFETY: a valid map value. This CPU's slots are counted only here; the agent
+            // writes the key fields, and only of a slot it freed or has not yet claimed.
+            unsafe {
+                if (*s).cgroup_id == key.cgroup_id && (*s).nr == key.nr {
+                    (*s).count += 1;
+                    return true;
+                }
+            }
+        }
+    }
+    false
 }
 
 #[inline(always)]

@@ -54,6 +54,9 @@ pub struct SyscallLatencyConfig {
     /// either way; timing costs a clock read at each end and a program on every context
     /// switch (docs/metrics.md has the measurements).
     pub timed_syscalls: Vec<String>,
+    /// Count the busiest (cgroup, syscall) pairs in a per-CPU array shared with the kernel
+    /// instead of its hash (docs/metrics.md, "What is timed"). Read at start.
+    pub count_slots: bool,
 }
 
 impl SyscallLatencyConfig {
@@ -69,6 +72,7 @@ impl Default for SyscallLatencyConfig {
             enabled: true,
             map_memory_mb: 16,
             timed_syscalls: Vec::new(),
+            count_slots: true,
         }
     }
 }

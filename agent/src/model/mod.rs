@@ -58,6 +58,8 @@ pub struct Sample {
     pub pruned: Pruned,
     /// The kernel's own counts of each loaded program, by program name.
     pub programs: Vec<(&'static str, ProgramRuns)>,
+    /// (cgroup, syscall) pairs counted in SYSCALL_COUNT_SLOTS rather than the hash.
+    pub count_slots_used: usize,
 }
 
 /// What the kernel counted for one program since it was loaded (run count and time grow
@@ -202,6 +204,7 @@ pub struct Model {
     pub drops: [u64; DROP_KINDS as usize],
     /// The latest program counts (cumulative in the kernel already).
     pub programs: Vec<(&'static str, ProgramRuns)>,
+    pub count_slots_used: usize,
     hist_last: std::collections::HashMap<SyscallKey, WrappedHist>,
     errors_last: Deltas<ErrnoKey>,
     counts_last: Deltas<SyscallKey>,
@@ -276,6 +279,7 @@ impl Model {
             pool: limits.pool.clone(),
             drops: [0; DROP_KINDS as usize],
             programs: Vec::new(),
+            count_slots_used: 0,
             hist_last: Default::default(),
             errors_last: Deltas::default(),
             counts_last: Deltas::default(),
@@ -335,6 +339,7 @@ impl Model {
             *mine = (*mine).max(now);
         }
         self.programs = sample.programs;
+        self.count_slots_used = sample.count_slots_used;
         // Forget pruned raw keys, keeping their totals.
         for k in &sample.pruned.syscalls {
             self.hist_last.remove(k);

@@ -38,6 +38,11 @@ impl<K: Hash + Eq + Copy> IdleKeys<K> {
         }
     }
 
+    /// The key's fingerprint at the last observation.
+    pub fn last(&self, key: &K) -> Option<u64> {
+        self.seen.get(key).map(|(f, _)| *f)
+    }
+
     /// Stops tracking a key deleted for another reason.
     pub fn forget(&mut self, key: &K) {
         self.seen.remove(key);

@@ -44,6 +44,8 @@ pub struct LoadOptions {
     pub tcp_retransmit: bool,
     pub process_exit: bool,
     pub syscall_map_memory_mb: u32,
+    /// Map SYSCALL_COUNT_SLOTS and give busy pairs slots (`count_slots`).
+    pub count_slots: bool,
     pub exit_ring_bytes: u32,
     /// Record exits and retransmits of this cgroup2 id only (0: all). For tests.
     pub filter_cgroup_id: u64,
@@ -66,6 +68,7 @@ impl From<&Config> for LoadOptions {
             tcp_retransmit: c.probes.tcp_retransmit.enabled,
             process_exit: c.probes.process_exit.enabled,
             syscall_map_memory_mb: c.probes.syscall_latency.map_memory_mb,
+            count_slots: c.probes.syscall_latency.count_slots,
             exit_ring_bytes: c.probes.process_exit.ring_buffer_kb * 1024,
             filter_cgroup_id: 0,
             tracepoint_formats: None,
@@ -93,6 +96,9 @@ pub struct Probes {
     pub status: Vec<ProbeStatus>,
     /// (cgroup, syscall) pairs the latency map holds on this host.
     pub syscall_hist_entries: u32,
+    /// Possible CPUs (the per-CPU maps' and SYSCALL_COUNT_SLOTS' stride).
+    pub cpus: usize,
+    pub count_slots: bool,
     /// Which syscalls are timed; None when the syscall probe is not attached.
     pub(super) timer: Option<super::timing::Timer>,
 }
@@ -135,6 +141,10 @@ impl Probes {
             .allow_unsupported_maps()
             .override_global(names::FILTER_CGROUP_ID, &opts.filter_cgroup_id, true)
             .map_max_entries(names::SYSCALL_HIST, hist_entries)
+            .map_max_entries(
+                names::SYSCALL_COUNT_SLOTS,
+                cpus as u32 * gimbal_common::COUNT_SLOTS_PER_CPU,
+            )
             .map_max_entries(names::EXIT_EVENTS, opts.exit_ring_bytes);
         if let Ok(t) = &task {
             loader.override_global(names::TASK_OFFSETS, t, true);
@@ -217,6 +227,8 @@ impl Probes {
             ebpf,
             status,
             syscall_hist_entries: hist_entries,
+            cpus,
+            count_slots: opts.count_slots,
             timer,
         })
     }

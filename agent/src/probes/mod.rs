@@ -1,5 +1,6 @@
 //! The only stage that touches aya: loads the kernel programs, attaches them, and reads their
 //! maps into plain `Sample`s and exit events.
+mod count_slots;
 mod exits;
 mod idle;
 mod load;

@@ -9,7 +9,11 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use gimbal_common::{names, ErrnoKey, FlowKey, LatencyHist, SyscallKey, AF_INET, DROP_KINDS};
 
-use super::{idle::IdleKeys, ProbeError, Probes, ProgramStats};
+use super::{
+    count_slots::{CountSlots, PROMOTE_AT},
+    idle::IdleKeys,
+    ProbeError, Probes, ProgramStats,
+};
 
 /// Kernel map keys unchanged this long are deleted (their cgroup or flow is likely gone).
 const IDLE_PRUNE: Duration = Duration::from_secs(600);
@@ -23,6 +27,9 @@ pub struct MapReader {
     hist: PerCpuHashMap<MapData, SyscallKey, LatencyHist>,
     errors: PerCpuHashMap<MapData, ErrnoKey, u64>,
     counts: PerCpuHashMap<MapData, SyscallKey, u64>,
+    /// The busiest pairs' counts; None where the array could not be mapped (then the
+    /// kernel counts every pair in `counts`).
+    count_slots: Option<CountSlots>,
     tcp: PerCpuHashMap<MapData, FlowKey, u64>,
     drops: PerCpuArray<MapData, u64>,
     cgroups: CgroupNames,
@@ -63,6 +70,7 @@ impl MapReader {
             hist: take(probes, names::SYSCALL_HIST)?,
             errors: take(probes, names::SYSCALL_ERRORS)?,
             counts: take(probes, names::SYSCALL_COUNTS)?,
+            count_slots: count_slots(probes),
             tcp: take(probes, names::TCP_RETRANS)?,
             drops: take(probes, names::DROPS)?,
             cgroups,
@@ -135,7 +143,16 @@ impl MapReader {
         let counts: Vec<_> = self.counts.iter().filter_map(Result::ok).collect();
         for (key, per_cpu) in counts {
             let labels = [self.syscall(key.nr), self.cgroup(key.cgroup_id)];
-            let value = per_cpu.iter().sum();
+            let in_hash: u64 = per_cpu.iter().sum();
+            let in_slot = self.count_slots.as_ref().map_or(0, |s| s.count(&key));
+            let value = in_hash.wrapping_add(in_slot);
+            // Busy in the hash since the last read: give it a slot (a key's first read
+            // counts from zero; a claimed key's hash value no longer grows).
+            if in_hash.saturating_sub(self.idle_counts.last(&key).unwrap_or(0)) >= PROMOTE_AT {
+                if let Some(s) = &mut self.count_slots {
+                    s.claim(key);
+                }
+            }
             let changed = self.idle_counts.observe(key, value, now);
             if self.is_gone(key.cgroup_id, &labels[1], changed) {
                 gone.syscall_counts.push(key);
@@ -201,6 +218,7 @@ impl MapReader {
         self.prune_gone(gone, &mut sample);
         self.forgotten.clear();
         sample.programs = self.programs.read();
+        sample.count_slots_used = self.count_slots_used();
         Ok(sample)
     }
 
@@ -233,6 +251,7 @@ impl MapReader {
         }
         for k in gone.syscall_counts {
             self.idle_counts.forget(&k);
+            self.release_slot(&k);
             if self.counts.remove(&k).is_ok() {
                 sample.pruned.syscall_counts.push(k);
             }
@@ -260,6 +279,7 @@ impl MapReader {
             }
         }
         for k in self.idle_counts.take_idle(now) {
+            self.release_slot(&k);
             if self.counts.remove(&k).is_ok() {
                 sample.pruned.syscall_counts.push(k);
             }
@@ -273,6 +293,53 @@ impl MapReader {
             if self.tcp.remove(&k).is_ok() {
                 sample.pruned.tcp_retransmits.push(k);
             }
+        }
+    }
+}
+
+impl MapReader {
+    fn release_slot(&mut self, key: &SyscallKey) {
+        if let Some(s) = &mut self.count_slots {
+            s.release(key);
+        }
+    }
+
+    /// A pair's count as the kernel holds it now: (in SYSCALL_COUNTS, in its slot).
+    pub fn count_split(&self, key: &SyscallKey) -> (u64, u64) {
+        let in_hash = self
+            .counts
+            .get(key, 0)
+            .map_or(0, |per_cpu| per_cpu.iter().sum());
+        let in_slot = self.count_slots.as_ref().map_or(0, |s| s.count(key));
+        (in_hash, in_slot)
+    }
+
+    /// Count slots claimed, of `COUNT_SLOTS_PER_CPU`.
+    pub fn count_slots_used(&self) -> usize {
+        self.count_slots.as_ref().map_or(0, CountSlots::used)
+    }
+}
+
+/// SYSCALL_COUNT_SLOTS mapped, or None (said in the log) where it cannot be.
+fn count_slots(probes: &mut Probes) -> Option<CountSlots> {
+    if !probes.count_slots {
+        tracing::info!("count_slots = false: every syscall is counted in the hash");
+        return None;
+    }
+    let map = match probes.ebpf.take_map(names::SYSCALL_COUNT_SLOTS) {
+        Some(aya::maps::Map::Array(m)) => m,
+        _ => {
+            tracing::warn!(
+                "the kernel object has no SYSCALL_COUNT_SLOTS array: every syscall is counted in the hash"
+            );
+            return None;
+        }
+    };
+    match CountSlots::new(map, probes.cpus) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot map SYSCALL_COUNT_SLOTS: every syscall is counted in the hash");
+            None
         }
     }
 }

@@ -735,6 +735,62 @@ pub const METRICS: &[Metric] = &[
         }),
     ),
     metric(
+        "gimbal_gpu_mig_instance_info",
+        Kind::Gauge,
+        "Always 1 per MIG instance of a GPU with MIG enabled: its index on the GPU and its UUID (nvmlDeviceGetMigDeviceHandleByIndex, nvmlDeviceGetUUID)",
+        &["gpu", "index", "uuid", "mig_index", "mig_uuid"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for d in &s.gpu.devices {
+                let index = d.index.to_string();
+                for m in &d.mig_instances {
+                    let mig = m.index.to_string();
+                    sink(
+                        &[&d.gpu, &index, &d.uuid, &mig, &m.uuid],
+                        Value::WholeGauge(1),
+                    );
+                }
+            }
+        }),
+    ),
+    metric(
+        "gimbal_gpu_mig_memory_used_bytes",
+        Kind::Gauge,
+        "Device memory in use in the MIG instance (nvmlDeviceGetMemoryInfo on its handle)",
+        &["gpu", "index", "uuid", "mig_index"],
+        true,
+        Rows::Snapshot(|s, sink| per_mig(s, sink, |m| whole(m.memory_used_bytes))),
+    ),
+    metric(
+        "gimbal_gpu_mig_memory_total_bytes",
+        Kind::Gauge,
+        "Device memory of the MIG instance (nvmlDeviceGetMemoryInfo on its handle)",
+        &["gpu", "index", "uuid", "mig_index"],
+        true,
+        Rows::Snapshot(|s, sink| per_mig(s, sink, |m| whole(m.memory_total_bytes))),
+    ),
+    metric(
+        "gimbal_gpu_mig_cgroup_processes",
+        Kind::Gauge,
+        "Compute processes in the MIG instance per cgroup (pod) they run in: which pod holds which slice (nvmlDeviceGetComputeRunningProcesses on its handle, /proc/<pid>/cgroup)",
+        &["gpu", "index", "uuid", "mig_index", "cgroup", "namespace", "pod", "container"],
+        true,
+        Rows::Snapshot(|s, sink| {
+            for d in &s.gpu.devices {
+                let index = d.index.to_string();
+                for m in &d.mig_instances {
+                    let mig = m.index.to_string();
+                    for h in &m.holders {
+                        let id = s.pods.resolve(&h.cgroup);
+                        let [ns, pod, container] = id.values();
+                        let row = [&*d.gpu, &index, &d.uuid, &mig, &h.cgroup, ns, pod, container];
+                        sink(&row, Value::WholeGauge(h.processes as i64));
+                    }
+                }
+            }
+        }),
+    ),
+    metric(
         "gimbal_gpu_nvml_xid_events",
         Kind::Counter,
         "XID events NVML delivered (nvmlEventTypeXidCriticalError), per GPU and XID; the kernel log's records are counted apart",
@@ -922,6 +978,22 @@ fn per_gpu(
         }
     }
 }
+/// A value of each MIG instance of each GPU, labelled gpu, index, uuid, mig_index.
+fn per_mig(
+    s: &Snapshot,
+    sink: &mut Sink,
+    pick: impl Fn(&crate::model::gpu_devices::MigInstance) -> Option<Value<'static>>,
+) {
+    for d in &s.gpu.devices {
+        let index = d.index.to_string();
+        for m in &d.mig_instances {
+            if let Some(v) = pick(m) {
+                sink(&[&d.gpu, &index, &d.uuid, &m.index.to_string()], v);
+            }
+        }
+    }
+}
+
 const TRAINING_JOB: &[&str] = &["training_job"];
 
 /// Each series of a model family, in the model's (sorted) order.

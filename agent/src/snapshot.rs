@@ -287,6 +287,17 @@ pub fn filled() -> Snapshot {
             processes: 2,
             memory_bytes: Some(1 << 20),
         }],
+        mig_instances: vec![crate::model::gpu_devices::MigInstance {
+            index: 1,
+            uuid: Arc::from("MIG-0d5c2b47-aaaa-bbbb-cccc-ddddeeeeffff"),
+            memory_used_bytes: Some(1 << 20),
+            memory_total_bytes: Some(18 << 30),
+            holders: vec![crate::model::gpu_devices::Holder {
+                cgroup: Arc::from("kubepods/pod \"b\""),
+                processes: 1,
+                memory_bytes: None,
+            }],
+        }],
     });
     s.gpu.nvml_events.xid(Arc::from("0000:3b:00"), 79);
     s.gpu.nvml_events.ecc(Arc::from("0000:3b:00"), "double_bit");

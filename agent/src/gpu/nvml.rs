@@ -25,13 +25,13 @@ use nvml_wrapper::{
     enums::device::UsedGpuMemory,
     enums::{device::SampleValue, event::XidError},
     error::NvmlError,
-    struct_wrappers::device::FieldValueSample,
+    struct_wrappers::device::{FieldValueSample, ProcessInfo},
     structs::device::FieldId,
     Device, Nvml,
 };
 
 use super::{
-    readings::{self, RawDevice, Read},
+    readings::{self, RawDevice, RawMig, Read},
     GpuEvent, Reports, NVML,
 };
 use crate::host::procfs;
@@ -200,6 +200,11 @@ fn r<T>(v: Result<T, NvmlError>) -> Read<T> {
 fn read(d: &Device, index: u32) -> Result<RawDevice, NvmlError> {
     let uuid = d.uuid()?;
     let pci = d.pci_info()?;
+    let mig_enabled = d.mig_mode().map(|m| m.current == 1);
+    let mig_instances = match mig_enabled {
+        Ok(true) => r(mig_instances(d)),
+        _ => Ok(Vec::new()),
+    };
     let mut ecc = Vec::new();
     for (error, e) in [
         ("corrected", MemoryError::Corrected),
@@ -251,7 +256,7 @@ fn read(d: &Device, index: u32) -> Result<RawDevice, NvmlError> {
         uuid,
         pci: (pci.domain, pci.bus, pci.device),
         name: r(d.name()),
-        mig: r(d.mig_mode().map(|m| m.current == 1)),
+        mig: r(mig_enabled),
         temperature_c: r(d.temperature(TemperatureSensor::Gpu)),
         power_mw: r(d.power_usage()),
         power_limit_mw: r(d.enforced_power_limit()),
@@ -265,18 +270,41 @@ fn read(d: &Device, index: u32) -> Result<RawDevice, NvmlError> {
         pcie_replays: r(d.pcie_replay_counter()),
         nvlink,
         throttle: r(d.current_throttle_reasons().map(|t| t.bits())),
-        processes: r(d.running_compute_processes().map(|ps| {
-            ps.into_iter()
-                .map(|p| {
-                    let mem = match p.used_gpu_memory {
-                        UsedGpuMemory::Used(b) => Some(b),
-                        UsedGpuMemory::Unavailable => None,
-                    };
-                    (p.pid, mem)
-                })
-                .collect()
-        })),
+        processes: r(d.running_compute_processes().map(processes)),
+        mig_instances,
     })
+}
+
+/// The GPU's MIG instances: every index up to its maximum, skipping empty ones.
+fn mig_instances(d: &Device) -> Result<Vec<RawMig>, NvmlError> {
+    let mut out = Vec::new();
+    for i in 0..d.mig_device_count()?.min(readings::MAX_MIG) {
+        let m = match d.mig_device_by_index(i) {
+            Ok(m) => m,
+            Err(NvmlError::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        out.push(RawMig {
+            index: i,
+            uuid: r(m.uuid()),
+            memory: r(m.memory_info().map(|x| (x.used, x.total))),
+            processes: r(m.running_compute_processes().map(processes)),
+        });
+    }
+    Ok(out)
+}
+
+/// (pid, GPU memory where the driver says) of each process.
+fn processes(ps: Vec<ProcessInfo>) -> Vec<(u32, Option<u64>)> {
+    ps.into_iter()
+        .map(|p| {
+            let mem = match p.used_gpu_memory {
+                UsedGpuMemory::Used(b) => Some(b),
+                UsedGpuMemory::Unavailable => None,
+            };
+            (p.pid, mem)
+        })
+        .collect()
 }
 
 fn field_value(v: Result<FieldValueSample, NvmlError>) -> Read<i64> {

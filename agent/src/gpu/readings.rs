@@ -5,7 +5,7 @@
 //! refuses leaves its reading absent and says why, for the poller to log once.
 use std::sync::Arc;
 
-use crate::model::gpu_devices::{Device, Holder, RemappedRows};
+use crate::model::gpu_devices::{Device, Holder, MigInstance, RemappedRows};
 
 /// One NVML call's answer: the value, or why there is none.
 pub type Read<T> = Result<T, String>;
@@ -71,7 +71,23 @@ pub struct RawDevice {
     pub throttle: Read<u64>,
     /// nvmlDeviceGetComputeRunningProcesses: (pid, used GPU memory where known).
     pub processes: Read<Vec<(u32, Option<u64>)>>,
+    /// The MIG instances, where MIG is enabled (empty otherwise).
+    pub mig_instances: Read<Vec<RawMig>>,
 }
+
+/// One MIG instance (nvmlDeviceGetMigDeviceHandleByIndex) and what NVML said of it.
+#[derive(Debug, Clone)]
+pub struct RawMig {
+    pub index: u32,
+    pub uuid: Read<String>,
+    /// nvmlDeviceGetMemoryInfo on the instance: (used, total) bytes.
+    pub memory: Read<(u64, u64)>,
+    /// nvmlDeviceGetComputeRunningProcesses on the instance.
+    pub processes: Read<Vec<(u32, Option<u64>)>>,
+}
+
+/// MIG instances kept per GPU (an H100/H200 has at most 7).
+pub const MAX_MIG: u32 = 16;
 
 /// The longest product name kept (NVML's buffer is 96 bytes).
 const MAX_NAME: usize = 96;
@@ -158,7 +174,20 @@ pub fn device(
             .collect();
     }
     if let Some(procs) = got(&mut absent, "processes", &raw.processes) {
-        d.holders = holders(&procs, cgroup_of);
+        d.holders = holders(&procs, &cgroup_of);
+    }
+    for m in got(&mut absent, "mig instances", &raw.mig_instances).unwrap_or_default() {
+        let what = |r: &str| format!("mig {} {r}", m.index);
+        let memory = got(&mut absent, &what("memory"), &m.memory);
+        d.mig_instances.push(MigInstance {
+            index: m.index,
+            uuid: Arc::from(got(&mut absent, &what("uuid"), &m.uuid).unwrap_or_default()),
+            memory_used_bytes: memory.map(|(used, _)| used),
+            memory_total_bytes: memory.map(|(_, total)| total),
+            holders: got(&mut absent, &what("processes"), &m.processes)
+                .map(|p| holders(&p, &cgroup_of))
+                .unwrap_or_default(),
+        });
     }
     (d, absent)
 }
@@ -188,7 +217,7 @@ pub fn recovery_action(v: i64) -> Arc<str> {
 
 /// Processes grouped by cgroup: (cgroup, how many, their GPU memory where every one of
 /// them reported it).
-fn holders(procs: &[(u32, Option<u64>)], cgroup_of: impl Fn(u32) -> Arc<str>) -> Vec<Holder> {
+fn holders(procs: &[(u32, Option<u64>)], cgroup_of: &impl Fn(u32) -> Arc<str>) -> Vec<Holder> {
     let mut by: std::collections::BTreeMap<Arc<str>, (u64, Option<u64>)> = Default::default();
     for (pid, mem) in procs {
         let e = by.entry(cgroup_of(*pid)).or_insert((0, Some(0)));
@@ -253,7 +282,49 @@ mod tests {
                 (12, None),
                 (13, Some(5)),
             ]),
+            mig_instances: Ok(Vec::new()),
         }
+    }
+
+    #[test]
+    fn mig_instances_keep_their_own_memory_and_holders() {
+        let mut r = raw();
+        r.mig = Ok(true);
+        r.mig_instances = Ok(vec![
+            RawMig {
+                index: 0,
+                uuid: Ok("MIG-aaaa".into()),
+                memory: Ok((1 << 20, 18 << 30)),
+                processes: Ok(vec![(10, Some(7)), (11, Some(8))]),
+            },
+            RawMig {
+                index: 3,
+                uuid: Err("Unknown Error".into()),
+                memory: Err("Not supported".into()),
+                processes: Ok(vec![(12, None)]),
+            },
+        ]);
+        let cgroup = |pid: u32| Arc::from(format!("pod-{pid}").as_str());
+        let (d, absent) = device(&r, cgroup);
+        assert_eq!(d.mig, "enabled");
+        assert_eq!(d.mig_instances.len(), 2);
+        let [a, b] = [&d.mig_instances[0], &d.mig_instances[1]];
+        assert_eq!((a.index, &*a.uuid), (0, "MIG-aaaa"));
+        assert_eq!(
+            (a.memory_used_bytes, a.memory_total_bytes),
+            (Some(1 << 20), Some(18 << 30))
+        );
+        assert_eq!(
+            a.holders
+                .iter()
+                .map(|h| (&*h.cgroup, h.processes, h.memory_bytes))
+                .collect::<Vec<_>>(),
+            vec![("pod-10", 1, Some(7)), ("pod-11", 1, Some(8))]
+        );
+        assert_eq!((b.index, &*b.uuid, b.memory_used_bytes), (3, "", None));
+        assert_eq!(b.holders[0].cgroup.as_ref(), "pod-12");
+        assert!(absent.contains(&("mig 3 uuid".into(), "Unknown Error".into())));
+        assert!(absent.contains(&("mig 3 memory".into(), "Not supported".into())));
     }
 
     #[test]
@@ -354,6 +425,7 @@ mod tests {
             nvlink: vec![],
             throttle: Err("x".into()),
             processes: Err("x".into()),
+            mig_instances: Err("x".into()),
         };
         let (d, absent) = device(&r, |_| Arc::from("unknown"));
         assert_eq!(&*d.gpu, "10000:ff:1f");
@@ -366,7 +438,7 @@ mod tests {
         );
         assert!(d.holders.is_empty() && d.throttle_reasons.is_empty());
         assert_eq!(d.remapped_rows.correctable, Some(0));
-        assert_eq!(absent.len(), 12, "{absent:?}");
+        assert_eq!(absent.len(), 13, "{absent:?}");
         assert!(absent.contains(&("power limit".into(), "Not supported".into())));
         assert!(absent.contains(&("field 230".into(), "Not supported".into())));
         assert_eq!(recovery_action(99).as_ref(), "unknown_99");

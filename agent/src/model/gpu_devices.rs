@@ -4,7 +4,7 @@
 //! poll; a reading the driver does not have is `None` (absent from /metrics), never 0.
 use std::sync::Arc;
 
-/// One GPU (a physical one; MIG instances are named in `mig` and in its processes).
+/// One GPU (a physical one; its MIG instances, where enabled, in `mig_instances`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Device {
     /// The PCI bus id as the kernel log's XID records print it ("0000:3b:00"), so the
@@ -43,6 +43,20 @@ pub struct Device {
     /// "drain_p2p", "drain_and_reset" (or "unknown_<n>").
     pub recovery_action: Option<Arc<str>>,
     /// The cgroups whose processes hold it: (cgroup, processes, GPU memory bytes).
+    pub holders: Vec<Holder>,
+    /// Its MIG instances (none unless MIG is enabled), each with its own holders.
+    pub mig_instances: Vec<MigInstance>,
+}
+
+/// One MIG instance of a GPU: a slice with its own memory, held by its own processes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MigInstance {
+    /// NVML's index of the instance on its GPU.
+    pub index: u32,
+    /// "MIG-…" (what CUDA_VISIBLE_DEVICES and the device plugin name it by).
+    pub uuid: Arc<str>,
+    pub memory_used_bytes: Option<u64>,
+    pub memory_total_bytes: Option<u64>,
     pub holders: Vec<Holder>,
 }
 

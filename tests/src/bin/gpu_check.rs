@@ -1,7 +1,7 @@
 //! `gimbal-gpu-check`: starts the agent binary next to it (built elsewhere: nothing is
 //! built here) with NVML polled every second, and compares what it exports with
 //! `nvidia-smi -q -x` on the same node: GPU count, UUIDs, bus ids, memory total, ECC
-//! mode, temperature within 2 °C, power within 5 %, the enforced power limit within 1 W, and the running processes' pids
+//! mode, temperature within 2 °C, power within 5 %, the enforced power limit within 1 W, the MIG instances, and the running processes' pids
 //! joined to their cgroups. Exit 0 when all agree (or, on a node without a GPU, when the
 //! agent says NVML is not attached); 1 with every disagreement listed otherwise.
 //! `cargo xtask gpu-check` builds both binaries and runs it; on a GPU node, copy
@@ -21,6 +21,8 @@ struct SmiGpu {
     temperature_c: Option<f64>,
     power_w: Option<f64>,
     power_limit_w: Option<f64>,
+    /// `<mig_device>` entries (none where MIG is off).
+    mig_instances: usize,
     pids: Vec<u32>,
 }
 
@@ -169,6 +171,7 @@ fn parse_smi(xml: &str) -> Vec<SmiGpu> {
                 .and_then(number),
             power_w: power,
             power_limit_w: power_limit,
+            mig_instances: block.matches("<mig_device>").count(),
             pids,
         });
         rest = &rest[end..];
@@ -252,6 +255,16 @@ fn compare(gpus: &[SmiGpu], metrics: &str, cgroup_of: impl Fn(u32) -> String) ->
             value("gimbal_gpu_power_limit_watts"),
             &|a, b| (a - b).abs() <= 1.0,
         );
+        let migs = metrics
+            .lines()
+            .filter(|l| l.starts_with("gimbal_gpu_mig_instance_info{") && l.contains(&ids))
+            .count();
+        if migs != g.mig_instances {
+            problems.push(format!(
+                "{}: MIG instances: nvidia-smi {}, gimbal {migs}",
+                g.uuid, g.mig_instances
+            ));
+        }
         // The processes: nvidia-smi's pids, joined to their cgroups here, against the
         // agent's per-cgroup counts.
         let mut want: BTreeMap<String, u64> = BTreeMap::new();
@@ -367,6 +380,7 @@ mod tests {
                 temperature_c: Some(41.0),
                 power_w: Some(120.0),
                 power_limit_w: Some(700.0),
+                mig_instances: 0,
                 pids: vec![1234, 1235],
             }]
         );

@@ -16,6 +16,7 @@ pub mod names {
     pub const SYSCALL_COUNT_SLOTS: &str = "SYSCALL_COUNT_SLOTS";
     pub const TIMED_SYSCALLS: &str = "TIMED_SYSCALLS";
     pub const TIMED_CGROUPS: &str = "TIMED_CGROUPS";
+    pub const SAMPLE_ONE_IN: &str = "SAMPLE_ONE_IN";
     pub const TCP_RETRANS: &str = "TCP_RETRANS";
     pub const EXIT_EVENTS: &str = "EXIT_EVENTS";
     pub const OOM_VICTIMS: &str = "OOM_VICTIMS";

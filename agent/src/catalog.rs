@@ -236,6 +236,17 @@ pub const METRICS: &[Metric] = &[
         Rows::Snapshot(|s, sink| sink(&[], Value::WholeGauge(s.kernel.pool.used() as i64))),
     ),
     metric(
+        "gimbal_syscall_latency_sampled_ratio",
+        Kind::Gauge,
+        "Share of the timed syscalls that go into gimbal_syscall_latency_seconds (1 / [probes.syscall_latency] sample_one_in): the histograms are a random sample of this size, gimbal_syscalls_total counts them all",
+        &[],
+        false,
+        Rows::Snapshot(|s, sink| {
+            let n = s.kernel.latency_sample_one_in.max(1);
+            sink(&[], Value::Gauge(1.0 / f64::from(n)))
+        }),
+    ),
+    metric(
         "gimbal_syscall_count_slots_used",
         Kind::Gauge,
         "Busy (cgroup, syscall) pairs the kernel counts in a per-CPU array slot instead of its hash, of 1024",

@@ -156,6 +156,7 @@ pub async fn run(
                 let now = SystemTime::now();
                 let mut s = snapshot.write();
                 s.kernel.apply(sample);
+                s.kernel.latency_sample_one_in = probes.sample_one_in();
                 take_exits(early, &mut watcher, &mut jobs, &mut s, now);
                 let removed = identity_step(&mut identity, &mut s, &mut watcher, &cgroup2, now);
                 *crate::sync::lock(&pod_globs) = watcher.pod_patterns();

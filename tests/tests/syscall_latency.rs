@@ -456,3 +456,47 @@ fn busy_pairs_are_counted_in_slots_and_every_count_stays_exact() {
         "back in the hash, too few for a slot"
     );
 }
+
+#[test]
+fn a_sample_of_the_timed_syscalls_is_timed_and_every_one_is_counted() {
+    if !require_root!() {
+        return;
+    }
+    let mut probes = load_attached(&options());
+    probes
+        .set_timing(&plan(
+            "[probes.syscall_latency]\ntimed_syscalls = [\"getppid\"]\nsample_one_in = 10\n",
+        ))
+        .expect("time getppid, one in 10");
+    assert_eq!(probes.sample_one_in(), 10);
+    let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap()).unwrap();
+    let cgroup = TestCgroup::new("sampled");
+    let n = 100_000u64;
+    let mut child = cgroup.spawn_into(workload().args(["getppid", &n.to_string()]));
+    assert_eq!(wait_status(&mut child), 0, "workload failed");
+    let mut model = Model::new(100_000);
+    model.apply(reader.read().expect("read maps"));
+    let key = ["getppid".into(), cgroup.name.as_str().into()];
+    assert_eq!(
+        model.syscalls.series.get(&key),
+        Some(&n),
+        "every call counted, sampled or not"
+    );
+    // Binomial(100,000, 1/10): mean 10,000, standard deviation 95; 6 of them either side.
+    let sampled = model.syscall_latency.series[&key].count();
+    assert!(
+        (9_430..=10_570).contains(&sampled),
+        "{sampled} of {n} calls timed, expected about one in 10"
+    );
+    // Back to timing every one: a second child is timed whole.
+    probes
+        .set_timing(&plan(
+            "[probes.syscall_latency]\ntimed_syscalls = [\"getppid\"]\n",
+        ))
+        .expect("time every getppid");
+    let mut child = cgroup.spawn_into(workload().args(["getppid", "1000"]));
+    assert_eq!(wait_status(&mut child), 0, "workload failed");
+    model.apply(reader.read().expect("read maps"));
+    assert_eq!(model.syscall_latency.series[&key].count(), sampled + 1000);
+    assert_eq!(model.syscalls.series.get(&key), Some(&(n + 1000)));
+}

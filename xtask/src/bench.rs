@@ -27,11 +27,12 @@ enum Tracer {
     Gimbal,
     GimbalHash,
     GimbalFull,
+    GimbalSampled,
     Bpftrace,
 }
 
 impl Tracer {
-    const ALL: [Tracer; 8] = [
+    const ALL: [Tracer; 9] = [
         Tracer::None,
         Tracer::Floor,
         Tracer::ExitFloor,
@@ -39,6 +40,7 @@ impl Tracer {
         Tracer::Gimbal,
         Tracer::GimbalHash,
         Tracer::GimbalFull,
+        Tracer::GimbalSampled,
         Tracer::Bpftrace,
     ];
     fn name(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Tracer {
             Tracer::Gimbal => "gimbal, embedded defaults (counted, not timed)",
             Tracer::GimbalHash => "gimbal, defaults, every count in the hash",
             Tracer::GimbalFull => "gimbal, every syscall timed",
+            Tracer::GimbalSampled => "gimbal, every syscall timed, one in 16 sampled",
             Tracer::Bpftrace => "bpftrace histogram",
         }
     }
@@ -66,6 +69,12 @@ const FULL_CONFIG: &str = concat!(
 const HASH_CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/bench/gimbal-hash.toml"
+);
+
+/// Every syscall timed, one in 16 sampled (`sample_one_in = 16`).
+const SAMPLED_CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/bench/gimbal-sampled.toml"
 );
 
 /// One round of one configuration.
@@ -249,7 +258,7 @@ fn start(tracer: Tracer, bin: &std::path::Path) -> anyhow::Result<Option<Child>>
             });
             (c, |l| l.contains("attached"))
         }
-        Tracer::Gimbal | Tracer::GimbalHash | Tracer::GimbalFull => {
+        Tracer::Gimbal | Tracer::GimbalHash | Tracer::GimbalFull | Tracer::GimbalSampled => {
             let mut c = Command::new(bin.join("gimbal"));
             // A port of its own; the log line announcing /metrics means all probes are in.
             c.args(["run", "--listen", "127.0.0.1:0"])
@@ -258,6 +267,7 @@ fn start(tracer: Tracer, bin: &std::path::Path) -> anyhow::Result<Option<Child>>
             match tracer {
                 Tracer::GimbalFull => _ = c.args(["--config", FULL_CONFIG]),
                 Tracer::GimbalHash => _ = c.args(["--config", HASH_CONFIG]),
+                Tracer::GimbalSampled => _ = c.args(["--config", SAMPLED_CONFIG]),
                 _ => {}
             }
             (c, |l| l.contains("metrics at"))
@@ -390,7 +400,12 @@ fn report(runs: &[(Tracer, Run)], syscalls: u64, rounds: u32) -> String {
             rss.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
         );
     }
-    for t in [Tracer::Gimbal, Tracer::GimbalHash, Tracer::GimbalFull] {
+    for t in [
+        Tracer::Gimbal,
+        Tracer::GimbalHash,
+        Tracer::GimbalFull,
+        Tracer::GimbalSampled,
+    ] {
         s += &format!(
             "\n{} adds {:.2} x what bpftrace adds; {:.2} x the empty-pair floor's addition.\n",
             t.name(),

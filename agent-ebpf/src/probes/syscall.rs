@@ -3,7 +3,8 @@
 //! `timed_syscalls`) also timed from `raw_syscalls:sys_enter` to `sys_exit` into per-CPU
 //! log-linear histograms. A counted syscall costs one program at its exit; a timed one a
 //! clock read at each end, and the agent attaches `sys_enter` and `sched_switch` only
-//! while anything is timed at all.
+//! while anything is timed at all. With SAMPLE_ONE_IN, one timed syscall in N (at random)
+//! is timed and the others are counted.
 //!
 //! Start times live in a per-CPU slot: an array lookup the verifier inlines, no hashing.
 //! A thread that is switched out inside a syscall may come back on another CPU, so
@@ -11,7 +12,9 @@
 //! its `sys_exit` finds it. Syscalls that do not block pay for two slot accesses and one
 //! per-CPU hash lookup (the histogram); only blocking ones pay for task storage.
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    },
     macros::{btf_tracepoint, map, raw_tracepoint},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, RawTracePointContext},
@@ -69,6 +72,12 @@ static SYSCALL_COUNTS: PerCpuHashMap<SyscallKey, u64> =
 static SYSCALL_COUNT_SLOTS: Array<CountSlot> =
     Array::with_max_entries(COUNT_SLOTS_PER_CPU, BPF_F_MMAPABLE);
 
+/// Entry 0: time one timed syscall in this many, picked at random (1 or 0: every one);
+/// the others are counted as if not timed. Written by the agent
+/// (`[probes.syscall_latency] sample_one_in`).
+#[map(name = "SAMPLE_ONE_IN")]
+static SAMPLE_ONE_IN: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Map flag: userspace may mmap the array.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 
@@ -97,8 +106,14 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     }
     if let Some(slot) = SYSCALL_CPU_SLOT.get_ptr_mut(0) {
         let start = SyscallStart {
+            // A syscall left out of the sample still fills the slot, with no start time,
+            // so that its exit knows at once that it is only counted.
             // SAFETY: a helper without arguments.
-            ts_ns: unsafe { bpf_ktime_get_ns() },
+            ts_ns: if sampled() {
+                unsafe { bpf_ktime_get_ns() }
+            } else {
+                0
+            },
             nr: nr as u32,
             _pad: 0,
         };
@@ -106,6 +121,17 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         unsafe { *slot = CpuSlot { owner: regs, start } };
     }
     0
+}
+
+/// Whether this timed syscall is in the sample (a uniform random pick, so that no
+/// periodic pattern of syscalls can hide from it).
+#[inline(always)]
+fn sampled() -> bool {
+    match SAMPLE_ONE_IN.get(0) {
+        // SAFETY: a helper without arguments.
+        Some(&n) if n > 1 => (unsafe { bpf_get_prandom_u32() }) % n == 0,
+        _ => true,
+    }
 }
 
 /// Whether syscall `nr` of the running thread is to be timed.
@@ -214,7 +240,9 @@ fn take_start(regs: u64, nr: u32) -> Option<SyscallStart> {
     unsafe {
         if (*slot).owner == regs {
             (*slot).owner = 0;
-            return Some((*slot).start);
+            let start = (*slot).start;
+            // No start time: timed but left out of the sample, so only counted.
+            return (start.ts_ns != 0).then_some(start);
         }
         // Task storage only for syscalls that may have been timed: a counted one skips it.
         if TIMED_SYSCALLS
@@ -246,6 +274,11 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     // (not running now) and this switch touch.
     unsafe {
         if (*slot).owner == 0 {
+            return 0;
+        }
+        // Left out of the sample: nothing to carry (its exit, finding no start, counts it).
+        if (*slot).start.ts_ns == 0 {
+            (*slot).owner = 0;
             return 0;
         }
         // The slot is prev's: only the running thread fills it (see CpuSlot).

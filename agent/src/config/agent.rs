@@ -54,6 +54,9 @@ pub struct SyscallLatencyConfig {
     /// either way; timing costs a clock read at each end and a program on every context
     /// switch (docs/metrics.md has the measurements).
     pub timed_syscalls: Vec<String>,
+    /// Time one timed syscall in this many, picked at random; the others are only
+    /// counted (docs/metrics.md, "Sampling"). 1: every one.
+    pub sample_one_in: u32,
     /// Count the busiest (cgroup, syscall) pairs in a per-CPU array shared with the kernel
     /// instead of its hash (docs/metrics.md, "What is timed"). Read at start.
     pub count_slots: bool,
@@ -72,6 +75,7 @@ impl Default for SyscallLatencyConfig {
             enabled: true,
             map_memory_mb: 16,
             timed_syscalls: Vec::new(),
+            sample_one_in: 1,
             count_slots: true,
         }
     }

@@ -540,3 +540,17 @@ fn a_series_budget_below_one_histogram_is_named_with_its_line() {
         (50, 4_000)
     );
 }
+
+#[test]
+fn a_sample_of_none_or_too_few_is_refused_at_its_key() {
+    let text = "[probes.syscall_latency]\ntimed_syscalls = [\"*\"]\nsample_one_in = 0\n";
+    assert_eq!(
+        at(
+            &errors(text),
+            "`probes.syscall_latency.sample_one_in` must be from 1"
+        ),
+        (3, 1)
+    );
+    let c = Config::parse("[probes.syscall_latency]\nsample_one_in = 16\n", "t").unwrap();
+    assert_eq!(c.probes.syscall_latency.sample_one_in, 16);
+}

@@ -106,6 +106,14 @@ fn agent_and_probes(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
             errors.push_path(spans, &path, msg);
         }
     }
+    let one_in = config.probes.syscall_latency.sample_one_in;
+    if !(1..=MAX_SAMPLE_ONE_IN).contains(&one_in) {
+        let path = "probes.syscall_latency.sample_one_in";
+        let msg = format!(
+            "must be from 1 (time every timed syscall) to {MAX_SAMPLE_ONE_IN}, not {one_in}"
+        );
+        errors.push_path(spans, path, msg);
+    }
     if config.probes.syscall_latency.map_memory_mb == 0 {
         let path = "probes.syscall_latency.map_memory_mb";
         errors.push_path(spans, path, "must be at least 1".into());
@@ -114,6 +122,9 @@ fn agent_and_probes(config: &Config, spans: &Spans, errors: &mut ConfigErrors) {
         errors.push_path(spans, "probes.process_exit.ring_buffer_kb", e);
     }
 }
+
+/// Past this, a histogram holds too few syscalls to say anything at most rates.
+const MAX_SAMPLE_ONE_IN: u32 = 1_000_000;
 
 fn page_size() -> u32 {
     // SAFETY: sysconf reads a constant of the running kernel.

@@ -205,6 +205,8 @@ pub struct Model {
     /// The latest program counts (cumulative in the kernel already).
     pub programs: Vec<(&'static str, ProgramRuns)>,
     pub count_slots_used: usize,
+    /// One timed syscall in this many goes into the histograms (`sample_one_in`).
+    pub latency_sample_one_in: u32,
     hist_last: std::collections::HashMap<SyscallKey, WrappedHist>,
     errors_last: Deltas<ErrnoKey>,
     counts_last: Deltas<SyscallKey>,
@@ -280,6 +282,7 @@ impl Model {
             drops: [0; DROP_KINDS as usize],
             programs: Vec::new(),
             count_slots_used: 0,
+            latency_sample_one_in: 1,
             hist_last: Default::default(),
             errors_last: Deltas::default(),
             counts_last: Deltas::default(),

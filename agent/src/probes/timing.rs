@@ -17,9 +17,10 @@ use gimbal_common::{names, programs, Timing, TIMED_SYSCALLS_ENTRIES};
 use super::{load::program_error, ProbeError, Probes};
 use crate::{config::Config, names::syscall_number};
 
-/// How each syscall number is handled, indexed by number.
+/// How each syscall number is handled, indexed by number, and one in how many timed
+/// syscalls is sampled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimingPlan(Vec<Timing>);
+pub struct TimingPlan(Vec<Timing>, u32);
 
 impl TimingPlan {
     /// `[probes.syscall_latency] timed_syscalls` in every cgroup, and each target's
@@ -47,7 +48,7 @@ impl TimingPlan {
                 *slot = Timing::AllCgroups;
             }
         }
-        Self(plan)
+        Self(plan, timed.sample_one_in.max(1))
     }
 
     /// Whether anything is timed anywhere.
@@ -65,6 +66,7 @@ impl TimingPlan {
 /// The kernel side of the plan, held by `Probes`.
 pub(super) struct Timer {
     syscalls: Array<MapData, u32>,
+    sample_one_in: Array<MapData, u32>,
     cgroups: HashMap<MapData, u64, u8>,
     /// What the kernel maps hold now.
     plan: Option<TimingPlan>,
@@ -78,6 +80,7 @@ impl Timer {
     pub(super) fn new(ebpf: &mut aya::Ebpf) -> Result<Self, ProbeError> {
         Ok(Self {
             syscalls: super::reader::take_map(ebpf, names::TIMED_SYSCALLS)?,
+            sample_one_in: super::reader::take_map(ebpf, names::SAMPLE_ONE_IN)?,
             cgroups: super::reader::take_map(ebpf, names::TIMED_CGROUPS)?,
             plan: None,
             cgroup_ids: BTreeSet::new(),
@@ -110,11 +113,21 @@ impl Probes {
                     })?;
             }
         }
+        if timer.plan.as_ref().is_none_or(|old| old.1 != plan.1) {
+            timer
+                .sample_one_in
+                .set(0, plan.1, 0)
+                .map_err(|e| ProbeError::Map {
+                    name: names::SAMPLE_ONE_IN,
+                    error: Box::new(e),
+                })?;
+        }
         timer.plan = Some(plan.clone());
         let (everywhere, in_targets) = plan.counts();
         tracing::info!(
             timed_everywhere = everywhere,
             timed_in_targets = in_targets,
+            sample_one_in = plan.1,
             "syscalls timed (every syscall is counted)"
         );
         match (plan.times_any(), timer.links.is_some()) {
@@ -122,6 +135,14 @@ impl Probes {
             (false, true) => self.detach_timing(),
             _ => Ok(()),
         }
+    }
+
+    /// One timed syscall in how many the kernel samples now (1 when nothing is timed).
+    pub fn sample_one_in(&self) -> u32 {
+        self.timer
+            .as_ref()
+            .and_then(|t| t.plan.as_ref())
+            .map_or(1, |p| p.1)
     }
 
     /// The cgroups (ids) whose target-only syscalls are timed: the targets' current

@@ -13,6 +13,7 @@ pub fn name(config: Config, full: &FullMode) -> String {
         Config::Full => "gimbal, every syscall timed".into(),
         Config::Bpftrace => "bpftrace, same histogram".into(),
         Config::EmptyExit => "empty sys_exit program (floor of any count)".into(),
+        Config::Sampled => "gimbal, every syscall timed, one in 16 sampled".into(),
     }
 }
 
@@ -101,7 +102,7 @@ pub fn render(
         bl * 100.0,
         ba
     );
-    for c in [Config::Defaults, Config::Full] {
+    for c in [Config::Defaults, Config::Full, Config::Sampled] {
         s += &format!(
             "| {} | {:.1} % | {:.2} | {:+.2} µs | {:.2} |\n",
             name(c, &section.full),

@@ -1,7 +1,8 @@
 //! The tracers a cost benchmark compares: none, the real agent (embedded defaults, or the
 //! every-syscall-timed config in tests/bench/gimbal-full.toml), bpftrace keeping the
-//! same (cgroup, syscall) histogram as the `syscalls` section, and an empty `sys_exit`
-//! program (the floor).
+//! same (cgroup, syscall) histogram as the `syscalls` section, an empty `sys_exit`
+//! program (the floor), and every syscall timed with one in 16 sampled
+//! (tests/bench/gimbal-sampled.toml).
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
@@ -18,6 +19,9 @@ pub const BPFTRACE_HIST: &str = include_str!("../../bench/syscall-hist.bt");
 /// The file the "every syscall timed" rows run with, unless the bench is given another.
 pub const FULL_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/gimbal-full.toml");
 
+/// The file the "one in 16 sampled" rows run with.
+pub const SAMPLED_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/gimbal-sampled.toml");
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Config {
     None,
@@ -26,15 +30,18 @@ pub enum Config {
     Bpftrace,
     /// An empty program on `sys_exit` alone: the floor under any per-syscall count.
     EmptyExit,
+    /// Every syscall timed, one in 16 sampled.
+    Sampled,
 }
 
 impl Config {
-    pub const ALL: [Config; 5] = [
+    pub const ALL: [Config; 6] = [
         Config::None,
         Config::Defaults,
         Config::Full,
         Config::Bpftrace,
         Config::EmptyExit,
+        Config::Sampled,
     ];
 }
 
@@ -103,6 +110,7 @@ impl Tracer {
             Config::Full => gimbal(Some(full)),
             Config::Bpftrace => Tracer::Other(bpftrace()),
             Config::EmptyExit => Tracer::Other(empty_exit()),
+            Config::Sampled => gimbal(Some(&FullMode::read(Path::new(SAMPLED_CONFIG)))),
         }
     }
 

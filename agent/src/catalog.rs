@@ -110,6 +110,7 @@ const fn metric(
 const TARGET: &[&str] = &["target"];
 /// The labels of a GPU NVML reads: the bus id (as XID records give it), index, UUID.
 const GPU: &[&str] = &["gpu", "index", "uuid"];
+const MIG: &[&str] = &["gpu", "index", "uuid", "mig_index"];
 const TARGET_WINDOW: &[&str] = &["target", "window"];
 
 pub const METRICS: &[Metric] = &[
@@ -768,7 +769,7 @@ pub const METRICS: &[Metric] = &[
         "gimbal_gpu_mig_memory_used_bytes",
         Kind::Gauge,
         "Device memory in use in the MIG instance (nvmlDeviceGetMemoryInfo on its handle)",
-        &["gpu", "index", "uuid", "mig_index"],
+        MIG,
         true,
         Rows::Snapshot(|s, sink| per_mig(s, sink, |m| whole(m.memory_used_bytes))),
     ),
@@ -776,7 +777,7 @@ pub const METRICS: &[Metric] = &[
         "gimbal_gpu_mig_memory_total_bytes",
         Kind::Gauge,
         "Device memory of the MIG instance (nvmlDeviceGetMemoryInfo on its handle)",
-        &["gpu", "index", "uuid", "mig_index"],
+        MIG,
         true,
         Rows::Snapshot(|s, sink| per_mig(s, sink, |m| whole(m.memory_total_bytes))),
     ),

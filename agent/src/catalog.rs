@@ -170,6 +170,18 @@ pub const METRICS: &[Metric] = &[
         }),
     ),
     metric(
+        "gimbal_syscall_hook_info",
+        Kind::Gauge,
+        "Always 1: where the syscall programs run, \"dispatcher\" (fentry/fexit on the kernel's syscall dispatchers) or \"tracepoints\" (raw_syscalls, which put every thread on the kernel's slower syscall path)",
+        &["hook"],
+        false,
+        Rows::Agent(|a, sink| {
+            for hook in a.probes.iter().filter_map(|s| s.hook) {
+                sink(&[hook], Value::WholeGauge(1));
+            }
+        }),
+    ),
+    metric(
         "gimbal_events_dropped",
         Kind::Counter,
         "Events the kernel side could not record (full map or ring buffer)",

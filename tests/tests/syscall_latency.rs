@@ -3,11 +3,11 @@
 use std::{io::Read, process::Stdio, sync::Arc};
 
 use gimbal::{
-    config::Config,
+    config::{Config, SyscallHookChoice},
     host::cgroupfs::CgroupNames,
     model::{HistTotals, Model},
     names::syscall_name,
-    probes::{LoadOptions, MapReader, Probes, TimingPlan},
+    probes::{LoadOptions, MapReader, Probe, Probes, TimingPlan},
 };
 use gimbal_common::hist::{bucket, upper_bound_ns};
 use gimbal_tests::{load_attached, require_root, wait_status, workload, TestCgroup};
@@ -250,8 +250,13 @@ fn program_runs(reader: &mut MapReader, program: &str) -> (u64, u64) {
     (runs.runs, runs.run_ns)
 }
 
-fn sys_enter_runs(reader: &mut MapReader) -> (u64, u64) {
-    program_runs(reader, "sys_enter")
+/// The program that notes a timed 64-bit syscall's start: `sys_enter`, or the dispatcher's
+/// entry where the kernel lets the agent hook it (syscall_hook.rs).
+fn enter_program(probes: &Probes) -> &'static str {
+    probes
+        .syscall_hook()
+        .expect("the syscall probe attached")
+        .enter_program()
 }
 
 #[test]
@@ -260,6 +265,7 @@ fn the_programs_own_runs_are_counted_while_the_kernel_counts_them() {
         return;
     }
     let mut probes = load_timing_all();
+    let enter = enter_program(&probes);
     let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap()).unwrap();
     let cgroup = TestCgroup::new("bpfstats");
     let n = 20_000u64;
@@ -270,23 +276,23 @@ fn the_programs_own_runs_are_counted_while_the_kernel_counts_them() {
 
     let (runs_on, ns_on) = {
         let _stats = BpfStats::set(true);
-        let (runs0, ns0) = sys_enter_runs(&mut reader);
+        let (runs0, ns0) = program_runs(&mut reader, enter);
         run();
-        let (runs1, ns1) = sys_enter_runs(&mut reader);
+        let (runs1, ns1) = program_runs(&mut reader, enter);
         (runs1 - runs0, ns1 - ns0)
     };
-    // The workload alone made n syscalls into sys_enter; the rest of the host adds more.
+    // The workload alone made n syscalls into the enter; the rest of the host adds more.
     assert!(
         runs_on >= n,
-        "sys_enter ran {runs_on} times while a child made {n} getppid calls"
+        "{enter} ran {runs_on} times while a child made {n} getppid calls"
     );
-    assert!(ns_on > 0, "sys_enter took no time over {runs_on} runs");
+    assert!(ns_on > 0, "{enter} took no time over {runs_on} runs");
 
     let _stats = BpfStats::set(false);
-    let before = sys_enter_runs(&mut reader);
+    let before = program_runs(&mut reader, enter);
     run();
     assert_eq!(
-        sys_enter_runs(&mut reader),
+        program_runs(&mut reader, enter),
         before,
         "the kernel counts nothing while its BPF statistics are off"
     );
@@ -307,10 +313,11 @@ fn by_default_every_syscall_is_counted_exactly_and_none_is_timed() {
     }
     let mut probes = load_attached(&options());
     probes.set_timing(&plan("")).expect("the default plan");
+    let enter = enter_program(&probes);
     let mut reader = MapReader::new(&mut probes, CgroupNames::from_host().unwrap()).unwrap();
     let cgroup = TestCgroup::new("counted");
     let n = 4_321u64;
-    let (enter_before, _) = sys_enter_runs(&mut reader);
+    let (enter_before, _) = program_runs(&mut reader, enter);
     getppid_and_failed_closes(&cgroup, n);
     let mut model = Model::new(100_000);
     model.apply(reader.read().expect("read maps"));
@@ -332,7 +339,7 @@ fn by_default_every_syscall_is_counted_exactly_and_none_is_timed() {
     assert!(timed.is_empty(), "nothing is timed by default: {timed:?}");
     // Not attached at all: the kernel's own count of its runs (0 whether or not its
     // statistics are on, since it never ran) does not move.
-    assert_eq!(sys_enter_runs(&mut reader).0, enter_before);
+    assert_eq!(program_runs(&mut reader, enter).0, enter_before);
 }
 
 #[test]
@@ -499,4 +506,73 @@ fn a_sample_of_the_timed_syscalls_is_timed_and_every_one_is_counted() {
     model.apply(reader.read().expect("read maps"));
     assert_eq!(model.syscall_latency.series[&key].count(), sampled + 1000);
     assert_eq!(model.syscalls.series.get(&key), Some(&(n + 1000)));
+}
+
+/// Counts `n` getppid and `n` failed closes of a fresh cgroup through `probes` (nothing
+/// timed) and checks both counts exactly.
+fn counts_exactly(probes: &mut Probes, n: u64) {
+    probes.set_timing(&plan("")).expect("the default plan");
+    let mut reader = MapReader::new(probes, CgroupNames::from_host().unwrap()).unwrap();
+    let cgroup = TestCgroup::new("hook");
+    getppid_and_failed_closes(&cgroup, n);
+    let mut model = Model::new(100_000);
+    model.apply(reader.read().expect("read maps"));
+    let cg = cgroup.name.as_str();
+    assert_eq!(
+        model.syscalls.series.get(&[Arc::from("getppid"), cg.into()]),
+        Some(&n)
+    );
+    let ebadf = [Arc::from("close"), cg.into(), Arc::from("EBADF")];
+    assert_eq!(model.syscall_errors.series.get(&ebadf), Some(&n));
+}
+
+fn load_hooked(hook: SyscallHookChoice) -> Probes {
+    Probes::load(&LoadOptions {
+        syscall_hook: hook,
+        ..options()
+    })
+    .expect("load probes")
+}
+
+fn hook_of(probes: &Probes) -> Option<&'static str> {
+    probes.syscall_hook().map(|h| h.name())
+}
+
+#[test]
+fn every_hook_counts_exactly_and_auto_takes_the_dispatcher_where_the_kernel_allows_it() {
+    if !require_root!() {
+        return;
+    }
+    let mut tracepoints = load_hooked(SyscallHookChoice::Tracepoints);
+    assert_eq!(hook_of(&tracepoints), Some("tracepoints"));
+    counts_exactly(&mut tracepoints, 2_345);
+    drop(tracepoints);
+
+    let mut auto = load_hooked(SyscallHookChoice::Auto);
+    let chosen = hook_of(&auto).expect("auto always attaches somewhere");
+    counts_exactly(&mut auto, 3_456);
+    drop(auto);
+
+    // Forcing the dispatcher agrees with what auto found: attached and exact where auto
+    // chose it, a failed probe that says why where the kernel refused it.
+    let mut forced = load_hooked(SyscallHookChoice::Dispatcher);
+    let status = forced
+        .status
+        .iter()
+        .find(|s| s.probe == Probe::SyscallLatency)
+        .expect("a syscall probe status")
+        .clone();
+    if chosen == "dispatcher" {
+        assert_eq!(status.error, None);
+        assert_eq!(hook_of(&forced), Some("dispatcher"));
+        counts_exactly(&mut forced, 4_567);
+    } else {
+        assert_eq!(chosen, "tracepoints");
+        let error = status.error.expect("the forced dispatcher fails here");
+        assert!(
+            error.starts_with("hook = \"dispatcher\": "),
+            "the error names the setting and the kernel's refusal: {error}"
+        );
+        assert_eq!(hook_of(&forced), None, "no hook without the probe");
+    }
 }

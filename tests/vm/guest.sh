@@ -89,6 +89,23 @@ probes_attach_with_only_the_units_capabilities() {
     echo "$m" | grep -q 'cgroup="system.slice/gimbal.service"'
 }
 
+syscalls_are_hooked_at_the_dispatcher_by_the_hardened_unit() {
+    # Debian's kernel lets the unit's capabilities put fentry/fexit on the syscall
+    # dispatcher, so "auto" must choose it over the raw_syscalls tracepoints.
+    wait_for 10 series_is 1 gimbal_syscall_hook_info 'hook="dispatcher"' || {
+        metrics | grep -E 'syscall_hook|probe_attached'
+        journalctl -u gimbal --no-pager | grep -i hook
+        return 1
+    }
+    # The kernel's own list of functions with a trampoline: the agent's is on x64_sys_call.
+    mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+    grep -E '^x64_sys_call ' /sys/kernel/tracing/enabled_functions || {
+        say "no trampoline on x64_sys_call in enabled_functions:"
+        cat /sys/kernel/tracing/enabled_functions >&2
+        return 1
+    }
+}
+
 gpu_xid_in_the_kernel_log_is_counted_by_the_hardened_unit() {
     # The unit's sandbox (private /dev, CAP_SYSLOG) must still let the agent read
     # /dev/kmsg. A record written from user space carries a user facility, which the agent
@@ -562,6 +579,7 @@ if [ "$(cat /vmtest/mode 2>/dev/null)" = bench ]; then
 fi
 check install_starts_a_ready_service install_starts_a_ready_service
 check probes_attach_with_only_the_units_capabilities probes_attach_with_only_the_units_capabilities
+check syscalls_are_hooked_at_the_dispatcher_by_the_hardened_unit syscalls_are_hooked_at_the_dispatcher_by_the_hardened_unit
 check gpu_xid_in_the_kernel_log_is_counted_by_the_hardened_unit gpu_xid_in_the_kernel_log_is_counted_by_the_hardened_unit
 check unit_is_hardened_and_valid unit_is_hardened_and_valid
 check killed_unit_shows_its_exit_reason_under_its_cgroup killed_unit_shows_its_exit_reason_under_its_cgroup

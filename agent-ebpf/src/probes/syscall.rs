@@ -101,26 +101,33 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(struct pt_regs *regs, long id)
     let regs: u64 = ctx.arg(0);
     let nr: i64 = ctx.arg(1);
-    if !timed_here(nr as u32) {
-        return 0;
+    on_enter(regs, nr as u32);
+    0
+}
+
+/// A syscall begins: `regs` is the thread's user register frame, `nr` its number. Shared
+/// by the tracepoint (`sys_enter`) and the dispatcher hooks (dispatcher.rs).
+#[inline(always)]
+pub(crate) fn on_enter(regs: u64, nr: u32) {
+    if !timed_here(nr) {
+        return;
     }
     if let Some(slot) = SYSCALL_CPU_SLOT.get_ptr_mut(0) {
         let start = SyscallStart {
             // A syscall left out of the sample still fills the slot, with no start time,
             // so that its exit knows at once that it is only counted.
-            // SAFETY: a helper without arguments.
             ts_ns: if sampled() {
+                // SAFETY: a helper without arguments.
                 unsafe { bpf_ktime_get_ns() }
             } else {
                 0
             },
-            nr: nr as u32,
+            nr,
             _pad: 0,
         };
         // SAFETY: a valid map value of this CPU, written only by the thread running here.
         unsafe { *slot = CpuSlot { owner: regs, start } };
     }
-    0
 }
 
 /// Whether this timed syscall is in the sample (a uniform random pick, so that no
@@ -195,9 +202,17 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     // the verifier checks the load against pt_regs' layout. The kernel's own `id` of this
     // event: -1 after rt_sigreturn restored the registers, or a syscall skipped by ptrace.
     let exit_nr = unsafe { (*regs).nr() };
+    on_exit(regs as u64, exit_nr, ret);
+    0
+}
+
+/// A syscall returns `ret`: counted, and timed if its start was noted. `nr` is the number
+/// it is counted under when it was not timed. Shared like `on_enter`.
+#[inline(always)]
+pub(crate) fn on_exit(regs: u64, exit_nr: u32, ret: i64) {
     // SAFETY: a helper without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let nr = match take_start(regs as u64, exit_nr) {
+    let nr = match take_start(regs, exit_nr) {
         Some(start) => {
             // SAFETY: as above.
             let latency = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.ts_ns);
@@ -226,7 +241,6 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
             errno: (-ret) as u32,
         });
     }
-    0
 }
 
 /// The current thread's syscall start, from this CPU's slot or, if the thread was switched

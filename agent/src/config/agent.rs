@@ -60,6 +60,22 @@ pub struct SyscallLatencyConfig {
     /// Count the busiest (cgroup, syscall) pairs in a per-CPU array shared with the kernel
     /// instead of its hash (docs/metrics.md, "What is timed"). Read at start.
     pub count_slots: bool,
+    /// Where the syscall programs run (docs/metrics.md, "Where syscalls are hooked").
+    /// Read at start.
+    pub hook: SyscallHookChoice,
+}
+
+/// `[probes.syscall_latency] hook`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyscallHookChoice {
+    /// The kernel's syscall dispatchers where fentry/fexit on them attaches, else the
+    /// tracepoints.
+    Auto,
+    /// The dispatchers or nothing: the probe fails on a kernel that refuses them.
+    Dispatcher,
+    /// The `raw_syscalls` tracepoints, as on every kernel before the dispatchers.
+    Tracepoints,
 }
 
 impl SyscallLatencyConfig {
@@ -77,6 +93,7 @@ impl Default for SyscallLatencyConfig {
             timed_syscalls: Vec::new(),
             sample_one_in: 1,
             count_slots: true,
+            hook: SyscallHookChoice::Auto,
         }
     }
 }

@@ -24,8 +24,8 @@ use toml::{de::DeValue, Spanned};
 // Re-exported: the config's types name them, and so do their readers.
 pub use crate::units::{ByteSize, HumanDuration};
 pub use agent::{
-    AgentConfig, LabelsConfig, ProbesConfig, ProcessExitConfig, SyscallLatencyConfig,
-    TcpRetransmitConfig,
+    AgentConfig, LabelsConfig, ProbesConfig, ProcessExitConfig, SyscallHookChoice,
+    SyscallLatencyConfig, TcpRetransmitConfig,
 };
 pub use alerting::{AlertingConfig, AlertmanagerEntry, RuleConfig};
 pub use buckets::ClassicBuckets;

@@ -554,3 +554,19 @@ fn a_sample_of_none_or_too_few_is_refused_at_its_key() {
     let c = Config::parse("[probes.syscall_latency]\nsample_one_in = 16\n", "t").unwrap();
     assert_eq!(c.probes.syscall_latency.sample_one_in, 16);
 }
+
+#[test]
+fn a_syscall_hook_is_one_of_three_and_a_typo_is_refused_at_its_key() {
+    let c = Config::parse("[probes.syscall_latency]\nhook = \"tracepoints\"\n", "t").unwrap();
+    assert_eq!(
+        c.probes.syscall_latency.hook,
+        crate::config::SyscallHookChoice::Tracepoints
+    );
+    let errs = errors("[probes.syscall_latency]\n\nhook = \"fentry\"\n");
+    let (line, _) = at(&errs, "unknown variant `fentry`");
+    assert_eq!(line, 3, "{errs:?}");
+    assert!(
+        errs[0].2.contains("`auto`, `dispatcher`, `tracepoints`"),
+        "the error lists the choices: {errs:?}"
+    );
+}

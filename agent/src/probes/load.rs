@@ -2,15 +2,16 @@
 //! own: a probe that cannot attach is reported and the others keep working.
 use std::path::{Path, PathBuf};
 
-use aya::{
-    programs::{BtfTracePoint, RawTracePoint},
-    Ebpf, EbpfLoader,
-};
+use aya::{programs::RawTracePoint, Ebpf, EbpfLoader};
 use gimbal_common::{names, programs, LatencyHist, OFFSET_UNKNOWN};
 
-use super::{offsets, ProbeError};
+use super::{
+    offsets,
+    syscall_hook::{attach_counting, SyscallHook},
+    ProbeError,
+};
 use crate::{
-    config::Config,
+    config::{Config, SyscallHookChoice},
     host::{btf::Btf, tracefs},
 };
 
@@ -46,6 +47,7 @@ pub struct LoadOptions {
     pub syscall_map_memory_mb: u32,
     /// Map SYSCALL_COUNT_SLOTS and give busy pairs slots (`count_slots`).
     pub count_slots: bool,
+    pub syscall_hook: SyscallHookChoice,
     pub exit_ring_bytes: u32,
     /// Record exits and retransmits of this cgroup2 id only (0: all). For tests.
     pub filter_cgroup_id: u64,
@@ -69,6 +71,7 @@ impl From<&Config> for LoadOptions {
             process_exit: c.probes.process_exit.enabled,
             syscall_map_memory_mb: c.probes.syscall_latency.map_memory_mb,
             count_slots: c.probes.syscall_latency.count_slots,
+            syscall_hook: c.probes.syscall_latency.hook,
             exit_ring_bytes: c.probes.process_exit.ring_buffer_kb * 1024,
             filter_cgroup_id: 0,
             tracepoint_formats: None,
@@ -82,6 +85,8 @@ pub struct ProbeStatus {
     pub enabled: bool,
     /// Why it is not attached, when enabled but not attached.
     pub error: Option<String>,
+    /// Where the syscall programs run (`SyscallHook::name`), once attached.
+    pub hook: Option<&'static str>,
 }
 
 impl ProbeStatus {
@@ -163,6 +168,7 @@ impl Probes {
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
 
         let mut status = Vec::new();
+        let mut syscall_hook = None;
         for probe in Probe::ALL {
             let enabled = match probe {
                 Probe::SyscallLatency => opts.syscall_latency,
@@ -176,7 +182,9 @@ impl Probes {
                     Probe::SyscallLatency => aya::Btf::from_sys_fs()
                         .map_err(|e| format!("kernel BTF: {e}"))
                         .and_then(|btf| {
-                            attach_syscalls(&mut ebpf, &btf).map_err(|e| e.to_string())
+                            let hook = attach_counting(&mut ebpf, &btf, opts.syscall_hook)?;
+                            syscall_hook = Some(hook);
+                            Ok(())
                         }),
                     Probe::TcpRetransmit => tcp_tp.clone().map(drop).and_then(|()| {
                         attach_raw_tracepoint(
@@ -204,6 +212,10 @@ impl Probes {
                 probe,
                 enabled,
                 error: result.err(),
+                hook: match probe {
+                    Probe::SyscallLatency => syscall_hook.as_ref().map(SyscallHook::name),
+                    _ => None,
+                },
             });
         }
         if task.is_ok()
@@ -215,13 +227,9 @@ impl Probes {
                 "sched_process_exit has no group_dead field on this kernel; using signal->live"
             );
         }
-        let syscalls_attached = status
-            .iter()
-            .any(|s| s.probe == Probe::SyscallLatency && s.attached());
-        let timer = if syscalls_attached {
-            Some(super::timing::Timer::new(&mut ebpf)?)
-        } else {
-            None
+        let timer = match syscall_hook {
+            Some(hook) => Some(super::timing::Timer::new(&mut ebpf, hook)?),
+            None => None,
         };
         Ok(Self {
             ebpf,
@@ -232,44 +240,6 @@ impl Probes {
             timer,
         })
     }
-}
-
-/// Loads the three syscall programs (so that the verifier's verdict on each is known at
-/// start) and attaches the exit, which counts every syscall. The enter and the switch hook
-/// time syscalls: `Probes::set_timing` attaches them when something is to be timed.
-fn attach_syscalls(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), ProbeError> {
-    load_btf_tracepoint(ebpf, programs::SCHED_SWITCH, "sched_switch", btf)?;
-    load_btf_tracepoint(ebpf, programs::SYS_EXIT, "sys_exit", btf)?;
-    let enter: &mut RawTracePoint = ebpf
-        .program_mut(programs::SYS_ENTER)
-        .ok_or(ProbeError::MissingProgram(programs::SYS_ENTER))?
-        .try_into()
-        .map_err(|e| program_error(programs::SYS_ENTER, e))?;
-    enter
-        .load()
-        .map_err(|e| program_error(programs::SYS_ENTER, e))?;
-    let exit: &mut BtfTracePoint = ebpf
-        .program_mut(programs::SYS_EXIT)
-        .ok_or(ProbeError::MissingProgram(programs::SYS_EXIT))?
-        .try_into()
-        .map_err(|e| program_error(programs::SYS_EXIT, e))?;
-    exit.attach()
-        .map_err(|e| program_error(programs::SYS_EXIT, e))?;
-    Ok(())
-}
-
-fn load_btf_tracepoint(
-    ebpf: &mut Ebpf,
-    prog: &'static str,
-    tracepoint: &str,
-    btf: &aya::Btf,
-) -> Result<(), ProbeError> {
-    let p: &mut BtfTracePoint = ebpf
-        .program_mut(prog)
-        .ok_or(ProbeError::MissingProgram(prog))?
-        .try_into()
-        .map_err(|e| program_error(prog, e))?;
-    p.load(tracepoint, btf).map_err(|e| program_error(prog, e))
 }
 
 fn attach_exits(ebpf: &mut Ebpf) -> Result<(), ProbeError> {

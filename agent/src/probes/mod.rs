@@ -7,12 +7,14 @@ mod load;
 mod offsets;
 mod program_stats;
 mod reader;
+mod syscall_hook;
 mod timing;
 
 pub use exits::{ExitReader, ExitRecord};
 pub use load::{LoadOptions, Probe, ProbeStatus, Probes};
 pub use program_stats::ProgramStats;
 pub use reader::MapReader;
+pub use syscall_hook::SyscallHook;
 pub use timing::TimingPlan;
 
 /// Errors of the probe stage, each naming the map, program or file involved.

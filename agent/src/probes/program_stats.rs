@@ -16,16 +16,13 @@ pub struct ProgramStats {
 
 impl ProgramStats {
     pub fn new(probes: &Probes) -> Self {
-        let names = [
-            programs::SYS_ENTER,
-            programs::SYS_EXIT,
+        let names = super::syscall_hook::ALL_PROGRAMS.into_iter().chain([
             programs::SCHED_SWITCH,
             programs::TCP_RETRANSMIT,
             programs::PROCESS_EXIT,
             programs::OOM_MARK_VICTIM,
-        ];
+        ]);
         let programs = names
-            .into_iter()
             .filter_map(|name| {
                 // A program not loaded (its probe disabled or failed) has no fd: not listed.
                 let fd = probes.ebpf.program(name)?.fd().ok()?.try_clone().ok()?;

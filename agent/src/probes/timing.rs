@@ -7,14 +7,15 @@ use std::collections::BTreeSet;
 
 use aya::{
     maps::{Array, HashMap, MapData},
-    programs::{
-        raw_trace_point::RawTracePointLinkId, tp_btf::BtfTracePointLinkId, BtfTracePoint,
-        RawTracePoint,
-    },
+    programs::{tp_btf::BtfTracePointLinkId, BtfTracePoint},
 };
 use gimbal_common::{names, programs, Timing, TIMED_SYSCALLS_ENTRIES};
 
-use super::{load::program_error, ProbeError, Probes};
+use super::{
+    load::program_error,
+    syscall_hook::{attach_enters, detach_enters, EnterLinks, SyscallHook},
+    ProbeError, Probes,
+};
 use crate::{config::Config, names::syscall_number};
 
 /// How each syscall number is handled, indexed by number, and one in how many timed
@@ -71,14 +72,17 @@ pub(super) struct Timer {
     /// What the kernel maps hold now.
     plan: Option<TimingPlan>,
     cgroup_ids: BTreeSet<u64>,
-    /// Set while `sys_enter` and `sched_switch` are attached.
-    links: Option<(BtfTracePointLinkId, RawTracePointLinkId)>,
+    /// Where the syscall programs run.
+    hook: SyscallHook,
+    /// Set while the enter and `sched_switch` are attached.
+    links: Option<(BtfTracePointLinkId, EnterLinks)>,
     cgroups_full_logged: bool,
 }
 
 impl Timer {
-    pub(super) fn new(ebpf: &mut aya::Ebpf) -> Result<Self, ProbeError> {
+    pub(super) fn new(ebpf: &mut aya::Ebpf, hook: SyscallHook) -> Result<Self, ProbeError> {
         Ok(Self {
+            hook,
             syscalls: super::reader::take_map(ebpf, names::TIMED_SYSCALLS)?,
             sample_one_in: super::reader::take_map(ebpf, names::SAMPLE_ONE_IN)?,
             cgroups: super::reader::take_map(ebpf, names::TIMED_CGROUPS)?,
@@ -172,19 +176,31 @@ impl Probes {
         timer.cgroup_ids = kept;
     }
 
+    /// Where the syscall programs run; None when the syscall probe is not attached.
+    pub fn syscall_hook(&self) -> Option<&SyscallHook> {
+        self.timer.as_ref().map(|t| &t.hook)
+    }
+
     fn attach_timing(&mut self) -> Result<(), ProbeError> {
+        let Some(timer) = self.timer.as_mut() else {
+            return Ok(());
+        };
         // The switch hook first: an enter must never be recorded without the hook that
         // keeps it across CPUs.
         let switch_link = switch_hook(&mut self.ebpf)?
             .attach()
             .map_err(|e| program_error(programs::SCHED_SWITCH, e))?;
-        let enter_link = enter(&mut self.ebpf)?
-            .attach("sys_enter")
-            .map_err(|e| program_error(programs::SYS_ENTER, e))?;
-        if let Some(timer) = self.timer.as_mut() {
-            timer.links = Some((switch_link, enter_link));
+        match attach_enters(&mut self.ebpf, &timer.hook) {
+            Ok(enter_links) => timer.links = Some((switch_link, enter_links)),
+            Err(e) => {
+                let _ = switch_hook(&mut self.ebpf)?.detach(switch_link);
+                return Err(e);
+            }
         }
-        tracing::info!("sys_enter and sched_switch attached: syscalls are timed");
+        tracing::info!(
+            hook = timer.hook.name(),
+            "syscall enter and sched_switch attached: syscalls are timed"
+        );
         Ok(())
     }
 
@@ -195,24 +211,15 @@ impl Probes {
         };
         // The enter first, the reverse of attaching. A start left in a slot is taken by
         // its exit or overwritten: it is never counted twice.
-        enter(&mut self.ebpf)?
-            .detach(enter_link)
-            .map_err(|e| program_error(programs::SYS_ENTER, e))?;
+        detach_enters(&mut self.ebpf, enter_link)?;
         switch_hook(&mut self.ebpf)?
             .detach(switch_link)
             .map_err(|e| program_error(programs::SCHED_SWITCH, e))?;
         tracing::info!(
-            "sys_enter and sched_switch detached: nothing is timed, syscalls are only counted"
+            "syscall enter and sched_switch detached: nothing is timed, syscalls are only counted"
         );
         Ok(())
     }
-}
-
-fn enter(ebpf: &mut aya::Ebpf) -> Result<&mut RawTracePoint, ProbeError> {
-    ebpf.program_mut(programs::SYS_ENTER)
-        .ok_or(ProbeError::MissingProgram(programs::SYS_ENTER))?
-        .try_into()
-        .map_err(|e| program_error(programs::SYS_ENTER, e))
 }
 
 fn switch_hook(ebpf: &mut aya::Ebpf) -> Result<&mut BtfTracePoint, ProbeError> {

@@ -1,9 +1,15 @@
 //! `cargo xtask bench`'s floors: attaches a raw-tracepoint pair from the agent's own object
 //! (`empty`, the default, or `clock`), or only the empty program on `sys_exit` (`exit`: what
-//! any per-syscall count pays before it does anything), and holds it until SIGTERM or
-//! SIGINT. Prints "attached" once it is in place.
-use aya::{programs::RawTracePoint, EbpfLoader};
-use gimbal_common::programs::{CLOCK_SYS_ENTER, CLOCK_SYS_EXIT, FLOOR_SYS_ENTER, FLOOR_SYS_EXIT};
+//! any per-syscall count pays before it does anything), or an empty fexit on the 64-bit
+//! syscall dispatcher (`fexit`: the same floor without a syscall tracepoint), and holds it
+//! until SIGTERM or SIGINT. Prints "attached" once it is in place.
+use aya::{
+    programs::{FExit, RawTracePoint},
+    Btf, EbpfLoader,
+};
+use gimbal_common::programs::{
+    CLOCK_SYS_ENTER, CLOCK_SYS_EXIT, FLOOR_SYS_ENTER, FLOOR_SYS_EXIT, FLOOR_X64_SYS_CALL_EXIT,
+};
 
 fn main() {
     let mut ebpf = EbpfLoader::new()
@@ -14,8 +20,20 @@ fn main() {
         None | Some("empty") => &[(FLOOR_SYS_EXIT, "sys_exit"), (FLOOR_SYS_ENTER, "sys_enter")],
         Some("clock") => &[(CLOCK_SYS_EXIT, "sys_exit"), (CLOCK_SYS_ENTER, "sys_enter")],
         Some("exit") => &[(FLOOR_SYS_EXIT, "sys_exit")],
-        Some(other) => panic!("unknown floor {other:?}: use empty, clock or exit"),
+        Some("fexit") => &[],
+        Some(other) => panic!("unknown floor {other:?}: use empty, clock, exit or fexit"),
     };
+    if programs.is_empty() {
+        let btf = Btf::from_sys_fs().expect("kernel BTF");
+        let p: &mut FExit = ebpf
+            .program_mut(FLOOR_X64_SYS_CALL_EXIT)
+            .expect(FLOOR_X64_SYS_CALL_EXIT)
+            .try_into()
+            .expect("fexit");
+        p.load("x64_sys_call", &btf)
+            .expect("load fexit on x64_sys_call (refused on kernels that lock down fentry)");
+        p.attach().expect("attach fexit on x64_sys_call");
+    }
     for &(name, tp) in programs {
         let p: &mut RawTracePoint = ebpf
             .program_mut(name)

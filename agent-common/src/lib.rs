@@ -33,13 +33,14 @@ pub mod programs {
     pub const SYS_ENTER: &str = "sys_enter";
     pub const SYS_EXIT: &str = "sys_exit";
     /// The same two at the kernel's syscall dispatchers (fentry, fexit), one pair per
-    /// dispatcher: 64-bit, 32-bit (`int 0x80`), x32.
-    pub const X64_SYS_CALL_ENTRY: &str = "x64_sys_call_entry";
-    pub const X64_SYS_CALL_EXIT: &str = "x64_sys_call_exit";
-    pub const IA32_SYS_CALL_ENTRY: &str = "ia32_sys_call_entry";
-    pub const IA32_SYS_CALL_EXIT: &str = "ia32_sys_call_exit";
-    pub const X32_SYS_CALL_ENTRY: &str = "x32_sys_call_entry";
-    pub const X32_SYS_CALL_EXIT: &str = "x32_sys_call_exit";
+    /// dispatcher: 64-bit, 32-bit (`int 0x80`), x32. At most 15 characters, as every
+    /// program name here: the kernel keeps no more (bpftool shows what it kept).
+    pub const X64_SYS_ENTER: &str = "x64_sys_enter";
+    pub const X64_SYS_EXIT: &str = "x64_sys_exit";
+    pub const IA32_SYS_ENTER: &str = "ia32_sys_enter";
+    pub const IA32_SYS_EXIT: &str = "ia32_sys_exit";
+    pub const X32_SYS_ENTER: &str = "x32_sys_enter";
+    pub const X32_SYS_EXIT: &str = "x32_sys_exit";
     pub const SCHED_SWITCH: &str = "sched_switch";
     pub const TCP_RETRANSMIT: &str = "tcp_retransmit_skb";
     pub const PROCESS_EXIT: &str = "sched_process_exit";
@@ -50,7 +51,7 @@ pub mod programs {
     pub const FLOOR_SYS_EXIT: &str = "floor_sys_exit";
     pub const CLOCK_SYS_ENTER: &str = "clock_sys_enter";
     pub const CLOCK_SYS_EXIT: &str = "clock_sys_exit";
-    pub const FLOOR_X64_SYS_CALL_EXIT: &str = "floor_x64_sys_call_exit";
+    pub const FLOOR_X64_SYS_EXIT: &str = "floor_x64_sys_exit";
 }
 
 /// Capacity of the kernel maps whose size does not depend on the CPU count.

@@ -519,7 +519,10 @@ fn counts_exactly(probes: &mut Probes, n: u64) {
     model.apply(reader.read().expect("read maps"));
     let cg = cgroup.name.as_str();
     assert_eq!(
-        model.syscalls.series.get(&[Arc::from("getppid"), cg.into()]),
+        model
+            .syscalls
+            .series
+            .get(&[Arc::from("getppid"), cg.into()]),
         Some(&n)
     );
     let ebadf = [Arc::from("close"), cg.into(), Arc::from("EBADF")];

@@ -377,6 +377,82 @@ row() {
         printf "| %s | %d | %.0f ms | %.0f ms | %.0f ms |\n", name, NR, p50 / 1000, p99 / 1000, v[NR] / 1000 }'
 }
 
+# hook_run CONFIG: the getppid loop's ns per syscall with CONFIG attached: none, a floor
+# (gimbal-bench-floor MODE) or the agent with a config file.
+hook_run() {
+    local cfg=$1 n=${GIMBAL_VM_SPIN:-200000} pid= log=/tmp/hookbench/log ns i
+    : >"$log"
+    case $cfg in
+    none) ;;
+    floor-*)
+        /vmtest/bin/gimbal-bench-floor "${cfg#floor-}" >"$log" 2>&1 &
+        pid=$!
+        ;;
+    *)
+        GIMBAL_LOG=info NO_COLOR=1 /vmtest/bin/gimbal run --listen 127.0.0.1:0 \
+            --config "/tmp/hookbench/$cfg.toml" >"$log" 2>&1 &
+        pid=$!
+        ;;
+    esac
+    if [ -n "$pid" ]; then
+        for i in $(seq 1 240); do
+            grep -qE 'attached$|metrics at' "$log" && break
+            kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; return 1; }
+            sleep 0.5
+        done
+        grep -qE 'attached$|metrics at' "$log" || { say "$cfg did not attach"; cat "$log" >&2; kill "$pid"; return 1; }
+    fi
+    ns=$(taskset -c 0 /vmtest/bin/gimbal-workload spin "$n") || return 1
+    if [ -n "$pid" ]; then
+        kill -INT "$pid"
+        wait "$pid"
+    fi
+    echo $((ns / n))
+}
+
+# What each hook costs a syscall on Debian's kernel, where both exist: the getppid loop
+# with nothing, the empty programs, and the agent at its defaults and timing every syscall
+# on each hook, in interleaved rounds. Software emulation: read the ratios, not the ns.
+syscall_hooks_cost() {
+    local rounds=${GIMBAL_VM_ROUNDS:-5} cfg hook r base floor m
+    local configs="none floor-exit floor-fexit counted-tracepoints counted-dispatcher timed-tracepoints timed-dispatcher"
+    systemctl stop gimbal
+    mkdir -p /tmp/hookbench/state
+    for cfg in counted timed; do
+        for hook in tracepoints dispatcher; do
+            printf '[agent]\nstate_dir = "/tmp/hookbench/state"\n[probes.syscall_latency]\nhook = "%s"\n' "$hook" \
+                >"/tmp/hookbench/$cfg-$hook.toml"
+            [ "$cfg" = timed ] && printf 'timed_syscalls = ["*"]\n' >>"/tmp/hookbench/$cfg-$hook.toml"
+        done
+    done
+    for r in $(seq 1 "$rounds"); do
+        for cfg in $configs; do
+            echo "$(hook_run "$cfg" || echo fail)" >>"/tmp/hookbench/$cfg.ns"
+            grep -q fail "/tmp/hookbench/$cfg.ns" && { say "round $r: $cfg failed"; return 1; }
+        done
+    done
+    label() {
+        case $1 in
+        none) echo "no tracer" ;;
+        floor-exit) echo "empty program on the sys_exit tracepoint" ;;
+        floor-fexit) echo "empty fexit on x64_sys_call" ;;
+        counted-*) echo "gimbal defaults (counted), hook = \"${1#counted-}\"" ;;
+        timed-*) echo "gimbal, every syscall timed, hook = \"${1#timed-}\"" ;;
+        esac
+    }
+    median() { sort -n "/tmp/hookbench/$1.ns" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+    spread() { sort -n "/tmp/hookbench/$1.ns" | awk '{ v[NR] = $1 } END { printf "%d-%d", v[1], v[NR] }'; }
+    base=$(median none)
+    echo "VMTEST: BENCH" >&3
+    echo "VMTEST: BENCH | configuration | ns per getppid, median (min-max) | added ns | x the empty sys_exit program's |" >&3
+    echo "VMTEST: BENCH |---|---|---|---|" >&3
+    floor=$(($(median floor-exit) - base))
+    for cfg in $configs; do
+        m=$(median "$cfg")
+        echo "VMTEST: BENCH | $(label "$cfg") | $m ($(spread "$cfg")) | +$((m - base)) | $(awk -v a=$((m - base)) -v f="$floor" 'BEGIN { if (f > 0) printf "%.2f", a / f; else printf "-" }') |" >&3
+    done
+}
+
 mttr_of_a_unit_gimbal_next_to_systemd_restart() {
     local kills=${GIMBAL_VM_KILLS:-20} u out
     for u in gimbal systemd systemd0; do
@@ -572,6 +648,7 @@ echo "VMTEST: BOOTED kernel $(uname -r), $(systemctl --version | head -n 1), $(s
 if [ "$(cat /vmtest/mode 2>/dev/null)" = bench ]; then
     check install_starts_a_ready_service install_starts_a_ready_service
     check mttr_of_a_unit_gimbal_next_to_systemd_restart mttr_of_a_unit_gimbal_next_to_systemd_restart
+    check syscall_hooks_cost syscall_hooks_cost
     echo "VMTEST: DONE passed=$PASSED failed=$FAILED"
     sync
     systemctl poweroff --force --force

@@ -99,7 +99,7 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String], load: &Load) -> anyhow::
     let bin = util::root().join("target/release");
     let section = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let mut report = String::new();
-    if ["syscalls", "redis", "nginx", "pipe"]
+    if ["syscalls", "redis", "nginx", "pipe", "vm"]
         .into_iter()
         .any(section)
     {
@@ -183,10 +183,11 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String], load: &Load) -> anyhow::
             "time to recover of a systemd unit in the VM: gimbal's RestartUnit next to Restart=",
         );
         report += &format!(
-            "\nTime to recover of a systemd unit, in the VM test bed (systemd 252, Debian's 6.1 \
-             kernel, software emulation): SIGKILL of its main process to its replacement's first \
-             command.\n\n{}",
-            crate::vm::bench(std::time::Duration::from_secs(1200))?
+            "\nIn the VM test bed (systemd 252, Debian's 6.1 kernel, software emulation): a \
+             systemd unit's time to recover, SIGKILL of its main process to its replacement's \
+             first command; then what each syscall hook costs a getppid loop on a kernel that \
+             has both (syscall_hooks_cost).\n\n{}",
+            crate::vm::bench(std::time::Duration::from_secs(1800))?
         );
     }
     println!("\n{report}");

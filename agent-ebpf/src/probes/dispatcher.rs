@@ -39,6 +39,6 @@ macro_rules! dispatcher {
     };
 }
 
-dispatcher!("x64_sys_call", x64_sys_call_entry, x64_sys_call_exit);
-dispatcher!("ia32_sys_call", ia32_sys_call_entry, ia32_sys_call_exit);
-dispatcher!("x32_sys_call", x32_sys_call_entry, x32_sys_call_exit);
+dispatcher!("x64_sys_call", x64_sys_enter, x64_sys_exit);
+dispatcher!("ia32_sys_call", ia32_sys_enter, ia32_sys_exit);
+dispatcher!("x32_sys_call", x32_sys_enter, x32_sys_exit);

@@ -45,6 +45,6 @@ pub fn clock_sys_exit(_ctx: RawTracePointContext) -> i32 {
 /// The dispatcher's floor: an empty fexit on the 64-bit syscall dispatcher (dispatcher.rs).
 #[cfg(not(bpf_target_arch = "aarch64"))]
 #[aya_ebpf::macros::fexit(function = "x64_sys_call")]
-pub fn floor_x64_sys_call_exit(_ctx: aya_ebpf::programs::FExitContext) -> i32 {
+pub fn floor_x64_sys_exit(_ctx: aya_ebpf::programs::FExitContext) -> i32 {
     0
 }

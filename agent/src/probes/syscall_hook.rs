@@ -31,18 +31,18 @@ pub struct Dispatcher {
 const DISPATCHERS: [Dispatcher; 3] = [
     Dispatcher {
         function: "x64_sys_call",
-        entry: programs::X64_SYS_CALL_ENTRY,
-        exit: programs::X64_SYS_CALL_EXIT,
+        entry: programs::X64_SYS_ENTER,
+        exit: programs::X64_SYS_EXIT,
     },
     Dispatcher {
         function: "ia32_sys_call",
-        entry: programs::IA32_SYS_CALL_ENTRY,
-        exit: programs::IA32_SYS_CALL_EXIT,
+        entry: programs::IA32_SYS_ENTER,
+        exit: programs::IA32_SYS_EXIT,
     },
     Dispatcher {
         function: "x32_sys_call",
-        entry: programs::X32_SYS_CALL_ENTRY,
-        exit: programs::X32_SYS_CALL_EXIT,
+        entry: programs::X32_SYS_ENTER,
+        exit: programs::X32_SYS_EXIT,
     },
 ];
 
@@ -50,12 +50,12 @@ const DISPATCHERS: [Dispatcher; 3] = [
 pub const ALL_PROGRAMS: [&str; 8] = [
     programs::SYS_ENTER,
     programs::SYS_EXIT,
-    programs::X64_SYS_CALL_ENTRY,
-    programs::X64_SYS_CALL_EXIT,
-    programs::IA32_SYS_CALL_ENTRY,
-    programs::IA32_SYS_CALL_EXIT,
-    programs::X32_SYS_CALL_ENTRY,
-    programs::X32_SYS_CALL_EXIT,
+    programs::X64_SYS_ENTER,
+    programs::X64_SYS_EXIT,
+    programs::IA32_SYS_ENTER,
+    programs::IA32_SYS_EXIT,
+    programs::X32_SYS_ENTER,
+    programs::X32_SYS_EXIT,
 ];
 
 /// The hook in use, chosen at start.

@@ -8,7 +8,7 @@ use aya::{
     Btf, EbpfLoader,
 };
 use gimbal_common::programs::{
-    CLOCK_SYS_ENTER, CLOCK_SYS_EXIT, FLOOR_SYS_ENTER, FLOOR_SYS_EXIT, FLOOR_X64_SYS_CALL_EXIT,
+    CLOCK_SYS_ENTER, CLOCK_SYS_EXIT, FLOOR_SYS_ENTER, FLOOR_SYS_EXIT, FLOOR_X64_SYS_EXIT,
 };
 
 fn main() {
@@ -26,8 +26,8 @@ fn main() {
     if programs.is_empty() {
         let btf = Btf::from_sys_fs().expect("kernel BTF");
         let p: &mut FExit = ebpf
-            .program_mut(FLOOR_X64_SYS_CALL_EXIT)
-            .expect(FLOOR_X64_SYS_CALL_EXIT)
+            .program_mut(FLOOR_X64_SYS_EXIT)
+            .expect(FLOOR_X64_SYS_EXIT)
             .try_into()
             .expect("fexit");
         p.load("x64_sys_call", &btf)

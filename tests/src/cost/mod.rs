@@ -155,7 +155,7 @@ fn others_tracing_syscalls() -> Vec<String> {
     all.iter()
         .filter_map(|p| p.get("name")?.as_str())
         .filter(|n| {
-            ["sys_enter", "sys_exit", "sched_switch"].contains(n) || n.starts_with("tracepoint_raw")
+            report::is_syscall_program(n) || *n == "sched_switch" || n.starts_with("tracepoint_raw")
         })
         .map(str::to_string)
         .collect()

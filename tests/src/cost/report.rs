@@ -152,6 +152,14 @@ fn render_breakdown(b: &Breakdown, config: &str, unit: &str, server_added_us: f6
     };
     let runs_of = |name: &str| of(name).0;
     let ns_of = |name: &str| of(name).1;
+    // The syscall programs at either hook: the tracepoints' `sys_exit`, or a dispatcher's
+    // `x64_sys_exit` (and its 32-bit siblings).
+    let syscall_programs = |suffix: &str| {
+        b.programs
+            .iter()
+            .filter(|(n, _, _)| is_syscall_program(n) && n.ends_with(suffix))
+            .fold((0u64, 0u64), |(r, t), (_, pr, pt)| (r + pr, t + pt))
+    };
     let mut s = format!(
         "\nWhere the cost of \"{config}\" goes: one more round with the kernel's BPF \
          run-time statistics on (BPF_ENABLE_STATS, the switch behind kernel.bpf_stats_enabled, \
@@ -182,11 +190,11 @@ fn render_breakdown(b: &Breakdown, config: &str, unit: &str, server_added_us: f6
         runs as f64 / reqs,
         ns as f64 / reqs
     );
-    // sys_exit runs for every syscall in every configuration; sys_enter only while
+    // An exit program runs for every syscall in every configuration; the enter only while
     // something is timed.
-    let syscalls = runs_of("sys_exit");
+    let (syscalls, exit_ns) = syscall_programs("sys_exit");
     let switches = runs_of("sched_switch");
-    let pair = ns_of("sys_enter") + ns_of("sys_exit");
+    let pair = syscall_programs("sys_enter").1 + exit_ns;
     let per = |ns: u64, what: u64| {
         if what == 0 {
             "-".to_string()
@@ -216,9 +224,34 @@ fn render_breakdown(b: &Breakdown, config: &str, unit: &str, server_added_us: f6
     s
 }
 
+/// A program of gimbal's that runs on every syscall (enter or exit), at either hook.
+pub fn is_syscall_program(name: &str) -> bool {
+    let base = ["x64_", "ia32_", "x32_"]
+        .iter()
+        .find_map(|abi| name.strip_prefix(abi))
+        .unwrap_or(name);
+    base == "sys_enter" || base == "sys_exit"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syscall_programs_are_known_at_both_hooks() {
+        for n in [
+            "sys_exit",
+            "sys_enter",
+            "x64_sys_exit",
+            "ia32_sys_enter",
+            "x32_sys_exit",
+        ] {
+            assert!(is_syscall_program(n), "{n}");
+        }
+        for n in ["sched_switch", "my_sys_exit", "sys_exit2"] {
+            assert!(!is_syscall_program(n), "{n}");
+        }
+    }
 
     #[test]
     fn spread_takes_the_middle_of_odd_and_even_counts() {

@@ -102,6 +102,9 @@ pub fn boot(
                         outcome.failed.push(what.to_string());
                     } else if let Some(row) = event.strip_prefix("BENCH ") {
                         outcome.report.push(row.to_string());
+                    } else if event.trim_end() == "BENCH" {
+                        // A blank line: ends one Markdown table before the next.
+                        outcome.report.push(String::new());
                     } else if event.starts_with("DONE") {
                         outcome.finished = true;
                         // The results are in: a power-off that stalls must not hold the run.

@@ -83,6 +83,11 @@ fn run_guest(mode: &str, timeout: Duration) -> anyhow::Result<(boot::Outcome, st
     for bin in ["gimbal", "gimbal-workload"] {
         copy_executable(&release.join(bin), &guest.join("bin").join(bin))?;
     }
+    if mode == "bench" {
+        // Built by `cargo xtask bench` with the floors' programs (syscall_hooks_cost).
+        let floor = "gimbal-bench-floor";
+        copy_executable(&release.join(floor), &guest.join("bin").join(floor))?;
+    }
     for (name, exe) in &tests {
         copy_executable(exe, &guest.join("bin/deps").join(name))?;
     }

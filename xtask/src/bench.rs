@@ -23,8 +23,10 @@ enum Tracer {
     None,
     Floor,
     ExitFloor,
+    DispatcherFloor,
     Clock,
     Gimbal,
+    GimbalTracepoints,
     GimbalHash,
     GimbalFull,
     GimbalSampled,
@@ -32,12 +34,14 @@ enum Tracer {
 }
 
 impl Tracer {
-    const ALL: [Tracer; 9] = [
+    const ALL: [Tracer; 11] = [
         Tracer::None,
         Tracer::Floor,
         Tracer::ExitFloor,
+        Tracer::DispatcherFloor,
         Tracer::Clock,
         Tracer::Gimbal,
+        Tracer::GimbalTracepoints,
         Tracer::GimbalHash,
         Tracer::GimbalFull,
         Tracer::GimbalSampled,
@@ -48,8 +52,10 @@ impl Tracer {
             Tracer::None => "no tracer",
             Tracer::Floor => "empty raw tracepoint pair (floor)",
             Tracer::ExitFloor => "empty sys_exit program (the counted floor)",
+            Tracer::DispatcherFloor => "empty fexit on x64_sys_call (the dispatcher's floor)",
             Tracer::Clock => "floor + clock read at each end",
             Tracer::Gimbal => "gimbal, embedded defaults (counted, not timed)",
+            Tracer::GimbalTracepoints => "gimbal, defaults, hook = \"tracepoints\"",
             Tracer::GimbalHash => "gimbal, defaults, every count in the hash",
             Tracer::GimbalFull => "gimbal, every syscall timed",
             Tracer::GimbalSampled => "gimbal, every syscall timed, one in 16 sampled",
@@ -69,6 +75,12 @@ const FULL_CONFIG: &str = concat!(
 const HASH_CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../tests/bench/gimbal-hash.toml"
+);
+
+/// The defaults on the tracepoints (`hook = "tracepoints"`): what the dispatcher saves.
+const TRACEPOINTS_CONFIG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/bench/gimbal-tracepoints.toml"
 );
 
 /// Every syscall timed, one in 16 sampled (`sample_one_in = 16`).
@@ -118,16 +130,25 @@ pub fn run(syscalls: u64, rounds: u32, only: &[String], load: &Load) -> anyhow::
         ])?;
     }
     if section("syscalls") {
+        // The dispatcher's rows only where the kernel lets a program hook it; elsewhere
+        // the defaults already run on the tracepoints.
+        let dispatcher = dispatcher_hookable(&bin);
+        let tracers: Vec<Tracer> = Tracer::ALL
+            .into_iter()
+            .filter(|t| {
+                dispatcher || !matches!(t, Tracer::DispatcherFloor | Tracer::GimbalTracepoints)
+            })
+            .collect();
         let mut runs: Vec<(Tracer, Run)> = Vec::new();
         for round in 1..=rounds {
-            for tracer in Tracer::ALL {
+            for &tracer in &tracers {
                 print!("round {round}/{rounds}: {:<36}", tracer.name());
                 let run = measure(tracer, &bin, syscalls)?;
                 println!("{:8.1} ns/syscall", run.ns_per_syscall);
                 runs.push((tracer, run));
             }
         }
-        report += &self::report(&runs, syscalls, rounds);
+        report += &self::report(&runs, &tracers, syscalls, rounds);
     }
     if section("alert") {
         util::step(
@@ -250,16 +271,20 @@ fn start(tracer: Tracer, bin: &std::path::Path) -> anyhow::Result<Option<Child>>
         Tracer::Floor => (Command::new(bin.join("gimbal-bench-floor")), |l| {
             l.contains("attached")
         }),
-        Tracer::Clock | Tracer::ExitFloor => {
+        Tracer::Clock | Tracer::ExitFloor | Tracer::DispatcherFloor => {
             let mut c = Command::new(bin.join("gimbal-bench-floor"));
-            c.arg(if tracer == Tracer::Clock {
-                "clock"
-            } else {
-                "exit"
+            c.arg(match tracer {
+                Tracer::Clock => "clock",
+                Tracer::ExitFloor => "exit",
+                _ => "fexit",
             });
             (c, |l| l.contains("attached"))
         }
-        Tracer::Gimbal | Tracer::GimbalHash | Tracer::GimbalFull | Tracer::GimbalSampled => {
+        Tracer::Gimbal
+        | Tracer::GimbalTracepoints
+        | Tracer::GimbalHash
+        | Tracer::GimbalFull
+        | Tracer::GimbalSampled => {
             let mut c = Command::new(bin.join("gimbal"));
             // A port of its own; the log line announcing /metrics means all probes are in.
             c.args(["run", "--listen", "127.0.0.1:0"])
@@ -268,6 +293,7 @@ fn start(tracer: Tracer, bin: &std::path::Path) -> anyhow::Result<Option<Child>>
             match tracer {
                 Tracer::GimbalFull => _ = c.args(["--config", FULL_CONFIG]),
                 Tracer::GimbalHash => _ = c.args(["--config", HASH_CONFIG]),
+                Tracer::GimbalTracepoints => _ = c.args(["--config", TRACEPOINTS_CONFIG]),
                 Tracer::GimbalSampled => _ = c.args(["--config", SAMPLED_CONFIG]),
                 _ => {}
             }
@@ -312,17 +338,26 @@ fn start(tracer: Tracer, bin: &std::path::Path) -> anyhow::Result<Option<Child>>
             }
         });
     }
+    // Only the readers hold senders now: a tracer that exits ends the wait at once.
+    drop(tx);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) if ready(&line) => return Ok(Some(child)),
             Ok(_) => {}
-            Err(_) => {
+            Err(e) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 bail!(
-                    "{} did not report it was attached within 60 s",
-                    tracer.name()
+                    "{} {}",
+                    tracer.name(),
+                    match e {
+                        std::sync::mpsc::RecvTimeoutError::Timeout =>
+                            "did not report it was attached within 60 s",
+                        std::sync::mpsc::RecvTimeoutError::Disconnected =>
+                            "exited before it was attached",
+                    }
                 );
             }
         }
@@ -375,7 +410,24 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn report(runs: &[(Tracer, Run)], syscalls: u64, rounds: u32) -> String {
+/// Whether this kernel lets a program hook the syscall dispatcher (fexit on x64_sys_call):
+/// the floor binary attaches it and says so, or fails.
+fn dispatcher_hookable(bin: &std::path::Path) -> bool {
+    match start(Tracer::DispatcherFloor, bin) {
+        Ok(Some(mut child)) => {
+            let _ = stop(&mut child);
+            true
+        }
+        _ => {
+            println!(
+                "this kernel refuses fexit on x64_sys_call: the dispatcher's rows are left out"
+            );
+            false
+        }
+    }
+}
+
+fn report(runs: &[(Tracer, Run)], tracers: &[Tracer], syscalls: u64, rounds: u32) -> String {
     let of = |t: Tracer| runs.iter().filter(move |(x, _)| *x == t).map(|(_, r)| r);
     let ns = |t: Tracer| median(of(t).map(|r| r.ns_per_syscall).collect());
     let base = ns(Tracer::None);
@@ -385,7 +437,7 @@ fn report(runs: &[(Tracer, Run)], syscalls: u64, rounds: u32) -> String {
          Command: cargo xtask bench --syscalls {syscalls} --rounds {rounds}\n\n\
          | configuration | ns/syscall | added ns | tracer CPU (share of a core) | tracer RSS |\n|---|---|---|---|---|\n"
     );
-    for t in Tracer::ALL {
+    for &t in tracers {
         let cpu = of(t).filter_map(|r| r.tracer_cpu).collect::<Vec<_>>();
         let rss = of(t).filter_map(|r| r.tracer_rss_kib).max();
         s += &format!(
@@ -414,11 +466,25 @@ fn report(runs: &[(Tracer, Run)], syscalls: u64, rounds: u32) -> String {
             added(t) / added(Tracer::Floor)
         );
     }
-    s += &format!(
-        "\nAbove the empty sys_exit program: the defaults add {:.1} ns per syscall, with every count in the hash {:.1} ns.\n",
-        added(Tracer::Gimbal) - added(Tracer::ExitFloor),
-        added(Tracer::GimbalHash) - added(Tracer::ExitFloor)
-    );
+    if tracers.contains(&Tracer::DispatcherFloor) {
+        s += &format!(
+            "\nThe syscall dispatcher (the defaults' hook here): its empty fexit adds {:.1} ns per \
+             syscall against {:.1} ns for the empty sys_exit program; the defaults add {:.1} ns \
+             there, {:.1} ns with hook = \"tracepoints\".\n",
+            added(Tracer::DispatcherFloor),
+            added(Tracer::ExitFloor),
+            added(Tracer::Gimbal),
+            added(Tracer::GimbalTracepoints)
+        );
+    } else {
+        s += "\nThis kernel refuses fexit on the syscall dispatcher: the defaults run on the \
+              tracepoints (the dispatcher's rows are left out).\n";
+        s += &format!(
+            "\nAbove the empty sys_exit program: the defaults add {:.1} ns per syscall, with every count in the hash {:.1} ns.\n",
+            added(Tracer::Gimbal) - added(Tracer::ExitFloor),
+            added(Tracer::GimbalHash) - added(Tracer::ExitFloor)
+        );
+    }
     s
 }
 

@@ -12,11 +12,15 @@ use gimbal::{
 use gimbal_common::hist::{bucket, upper_bound_ns};
 use gimbal_tests::{load_attached, require_root, wait_status, workload, TestCgroup};
 
+/// The syscall probe alone, at the dispatcher where the kernel allows it (the VM test
+/// bed's Debian kernel), so every test here covers that hook where it exists and the
+/// tracepoints elsewhere.
 fn options() -> LoadOptions {
     LoadOptions {
         tcp_retransmit: false,
         process_exit: false,
         syscall_map_memory_mb: 16,
+        syscall_hook: SyscallHookChoice::Auto,
         ..LoadOptions::default()
     }
 }

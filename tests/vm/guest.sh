@@ -90,8 +90,13 @@ probes_attach_with_only_the_units_capabilities() {
 }
 
 syscalls_are_hooked_at_the_dispatcher_by_the_hardened_unit() {
-    # Debian's kernel lets the unit's capabilities put fentry/fexit on the syscall
-    # dispatcher, so "auto" must choose it over the raw_syscalls tracepoints.
+    # The packaged default is the tracepoints; Debian's kernel lets the unit's capabilities
+    # put fentry/fexit on the syscall dispatcher, so "auto" must choose it. Read at start:
+    # a restart, not a reload. The checks after this one run on the dispatcher.
+    series_is 1 gimbal_syscall_hook_info 'hook="tracepoints"' || return 1
+    sed -i 's/^hook = "tracepoints"/hook = "auto"/' /etc/gimbal/gimbal.toml
+    grep -q '^hook = "auto"' /etc/gimbal/gimbal.toml || { say "no hook line to edit"; return 1; }
+    systemctl restart gimbal || return 1
     wait_for 10 series_is 1 gimbal_syscall_hook_info 'hook="dispatcher"' || {
         metrics | grep -E 'syscall_hook|probe_attached'
         journalctl -u gimbal --no-pager | grep -i hook

@@ -3,11 +3,11 @@
 //! and the stable kernels that took the 2024 branch-history fix, where fentry is allowed).
 //!
 //! Why: attaching any syscall tracepoint switches every thread of the node onto the
-//! kernel's slow syscall path, which is most of what counting costs. A trampoline on the
-//! dispatcher costs only the call. Every dispatcher the kernel has is hooked (64-bit,
-//! 32-bit `int 0x80`, x32), so no syscall ABI is a blind spot; the loader uses these only
-//! when it can attach the exit to all of them. The bodies are the tracepoints' own
-//! (syscall.rs `on_enter`, `on_exit`).
+//! kernel's slow syscall path; a trampoline on the dispatcher does not (whether it is
+//! cheaper overall is measured in BENCHMARKS.md, "Where syscalls are hooked"). Every
+//! dispatcher the kernel has is hooked (64-bit, 32-bit `int 0x80`, x32), so no syscall ABI
+//! is a blind spot; the loader uses these only when it can attach the exit to all of them.
+//! The bodies are the tracepoints' own (syscall.rs `on_enter`, `on_exit`).
 use aya_ebpf::{
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},

@@ -65,7 +65,8 @@ pub struct SyscallLatencyConfig {
     pub hook: SyscallHookChoice,
 }
 
-/// `[probes.syscall_latency] hook`.
+/// `[probes.syscall_latency] hook`. The tracepoints by default: the dispatcher showed no
+/// saving where it could be measured (BENCHMARKS.md, "Where syscalls are hooked").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SyscallHookChoice {
@@ -93,7 +94,7 @@ impl Default for SyscallLatencyConfig {
             timed_syscalls: Vec::new(),
             sample_one_in: 1,
             count_slots: true,
-            hook: SyscallHookChoice::Auto,
+            hook: SyscallHookChoice::Tracepoints,
         }
     }
 }

@@ -28,7 +28,7 @@ fn the_exposition_of_a_filled_snapshot_is_unchanged() {
             probe: Probe::SyscallLatency,
             enabled: true,
             error: None,
-            hook: Some("dispatcher"),
+            hook: Some("tracepoints"),
         }],
         refused: Default::default(),
     };

@@ -1,11 +1,12 @@
-//! Where the syscall programs run: at the kernel's syscall dispatchers (fentry/fexit)
-//! where the kernel allows it, else at the `raw_syscalls` tracepoints.
+//! Where the syscall programs run (`[probes.syscall_latency] hook`): the `raw_syscalls`
+//! tracepoints, or the kernel's syscall dispatchers (fentry/fexit) where the kernel allows
+//! it.
 //!
-//! The dispatchers are the cheaper hook: attaching any syscall tracepoint switches every
-//! thread of the node onto the kernel's slow syscall path (the entry and exit work that
-//! also serves ptrace, seccomp and audit), while a trampoline on the dispatcher costs only
-//! the call (BENCHMARKS.md, "Where syscalls are hooked"). Every dispatcher the kernel has is
-//! hooked, or none is, so that no syscall ABI (`int 0x80`, x32) becomes a blind spot.
+//! The dispatchers were meant to be the cheaper hook, since any syscall tracepoint puts
+//! every thread of the node on the kernel's slow syscall path; measured, the trampoline
+//! costs as much as what it avoids (BENCHMARKS.md, "Where syscalls are hooked"), so the
+//! tracepoints stay the default. Every dispatcher the kernel has is hooked, or none is, so
+//! that no syscall ABI (`int 0x80`, x32) becomes a blind spot.
 use aya::{
     programs::{
         fentry::FEntryLinkId, raw_trace_point::RawTracePointLinkId, BtfTracePoint, FEntry, FExit,

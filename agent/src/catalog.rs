@@ -172,7 +172,7 @@ pub const METRICS: &[Metric] = &[
     metric(
         "gimbal_syscall_hook_info",
         Kind::Gauge,
-        "Always 1: where the syscall programs run, \"tracepoints\" (raw_syscalls) or \"dispatcher\" (fentry/fexit on the kernel's syscall dispatchers; [probes.syscall_latency] hook)",
+        "Always 1: where the syscall programs run, tracepoints (raw_syscalls) or dispatcher (fentry/fexit on the kernel's syscall dispatchers; [probes.syscall_latency] hook)",
         &["hook"],
         false,
         Rows::Agent(|a, sink| {

@@ -83,14 +83,6 @@ impl SyscallHook {
             SyscallHook::Tracepoints => programs::SYS_ENTER,
         }
     }
-
-    /// The program that counts a 64-bit syscall at its return.
-    pub fn exit_program(&self) -> &'static str {
-        match self {
-            SyscallHook::Dispatchers(hooked) => hooked[0].exit,
-            SyscallHook::Tracepoints => programs::SYS_EXIT,
-        }
-    }
 }
 
 /// While syscalls are timed: the links of the programs that note their starts.

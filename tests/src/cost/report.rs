@@ -143,21 +143,11 @@ pub fn render(
 
 fn render_breakdown(b: &Breakdown, config: &str, unit: &str, server_added_us: f64) -> String {
     let reqs = b.load.requests.max(1) as f64;
-    // (runs, ns) of the programs called `name`.
-    let of = |name: &str| {
+    // (runs, ns) of the programs whose name `keep` accepts.
+    let of = |keep: &dyn Fn(&str) -> bool| {
         b.programs
             .iter()
-            .filter(|(n, _, _)| n == name)
-            .fold((0u64, 0u64), |(r, t), (_, pr, pt)| (r + pr, t + pt))
-    };
-    let runs_of = |name: &str| of(name).0;
-    let ns_of = |name: &str| of(name).1;
-    // The syscall programs at either hook: the tracepoints' `sys_exit`, or a dispatcher's
-    // `x64_sys_exit` (and its 32-bit siblings).
-    let syscall_programs = |suffix: &str| {
-        b.programs
-            .iter()
-            .filter(|(n, _, _)| is_syscall_program(n) && n.ends_with(suffix))
+            .filter(|(n, _, _)| keep(n))
             .fold((0u64, 0u64), |(r, t), (_, pr, pt)| (r + pr, t + pt))
     };
     let mut s = format!(
@@ -192,9 +182,11 @@ fn render_breakdown(b: &Breakdown, config: &str, unit: &str, server_added_us: f6
     );
     // An exit program runs for every syscall in every configuration; the enter only while
     // something is timed.
-    let (syscalls, exit_ns) = syscall_programs("sys_exit");
-    let switches = runs_of("sched_switch");
-    let pair = syscall_programs("sys_enter").1 + exit_ns;
+    // At either hook: the tracepoints' `sys_exit`, or a dispatcher's `x64_sys_exit` (and its
+    // 32-bit siblings).
+    let (syscalls, exit_ns) = of(&|n| is_syscall_program(n) && n.ends_with("sys_exit"));
+    let (switches, switch_ns) = of(&|n| n == "sched_switch");
+    let pair = of(&|n| is_syscall_program(n) && n.ends_with("sys_enter")).1 + exit_ns;
     let per = |ns: u64, what: u64| {
         if what == 0 {
             "-".to_string()
@@ -208,7 +200,7 @@ fn render_breakdown(b: &Breakdown, config: &str, unit: &str, server_added_us: f6
         format!(
             "{:.2} context switches per {unit} (sched_switch runs), {} each",
             switches as f64 / reqs,
-            per(ns_of("sched_switch"), switches)
+            per(switch_ns, switches)
         )
     };
     s += &format!(
